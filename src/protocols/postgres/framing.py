@@ -1,0 +1,113 @@
+"""Message framing and the hot-path run scanner.
+
+A typed message is ``type(1) | length(int32, counts itself) | body``. The
+scanner walks message headers inside the ``bytes`` object a read produced,
+without copying, and reports:
+
+* boundaries of every complete message that is *not* a DataRow, and
+* runs of consecutive DataRows collapsed into one entry with a count,
+
+so a result of thousands of rows costs one 5-byte header read and a counter
+increment per row and is forwarded as one slice (the idea of asyncpg's
+``redirect_messages``). Only a message that straddles two reads is copied.
+
+Rules enforced here:
+* a declared length below 4 is a framing violation (the length counts itself);
+* a declared length above ``max_message_size`` is refused from the header alone,
+  before the body is buffered;
+* after a violation the stream is terminal: ``feed`` keeps raising.
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+
+from ..errors import MessageTooLarge, PeerViolation, UsageError
+from .constants import HEADER_SIZE
+
+_HEADER = Struct("!BI")
+_unpack_header = _HEADER.unpack_from
+_INT32 = Struct("!I")
+
+DATA_ROW = ord("D")
+
+
+def build_message(mtype: int, body: bytes | bytearray = b"") -> bytes:
+    """Frame ``body`` as a typed message."""
+    return _HEADER.pack(mtype, len(body) + 4) + body
+
+
+def build_untyped(body: bytes) -> bytes:
+    """Frame ``body`` as an untyped first packet (StartupMessage, SSLRequest, ...)."""
+    return _INT32.pack(len(body) + 4) + body
+
+
+class MessageScanner:
+    """Splits a stream into complete messages; one instance per direction.
+
+    ``feed(data)`` returns ``(buf, end, entries)``: ``buf[:end]`` is the run of
+    complete messages (``buf`` is ``data`` itself unless a straddling message had
+    to be joined), and ``entries`` lists ``(type, start, stop, count)`` tuples in
+    stream order; ``count`` is 1 except for a collapsed DataRow run. Bytes after
+    ``end`` are kept for the next call.
+    """
+
+    __slots__ = ("_broken", "_pending", "collapse_data_rows", "max_message_size")
+
+    def __init__(self, max_message_size: int, *, collapse_data_rows: bool = True) -> None:
+        if max_message_size < HEADER_SIZE:
+            raise UsageError("max_message_size too small")
+        self.max_message_size = max_message_size
+        self.collapse_data_rows = collapse_data_rows
+        self._pending = b""
+        self._broken: PeerViolation | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back because they do not yet form a complete message."""
+        return len(self._pending)
+
+    def take_pending(self) -> bytes:
+        """Hand over the unconsumed bytes (used when switching protocol phase)."""
+        out, self._pending = self._pending, b""
+        return out
+
+    def feed(self, data: bytes) -> tuple[bytes, int, list[tuple[int, int, int, int]]]:
+        if self._broken is not None:
+            raise self._broken
+        buf = self._pending + data if self._pending else data
+        entries: list[tuple[int, int, int, int]] = []
+        append = entries.append
+        pos = 0
+        n = len(buf)
+        limit = self.max_message_size
+        collapse = self.collapse_data_rows
+        run_start = -1
+        run_count = 0
+        while n - pos >= HEADER_SIZE:
+            mtype, length = _unpack_header(buf, pos)
+            if length < 4 or length > limit:
+                self._broken = (
+                    PeerViolation(f"invalid message length {length}")
+                    if length < 4
+                    else MessageTooLarge(length, limit)
+                )
+                self._pending = b""
+                raise self._broken
+            stop = pos + 1 + length
+            if stop > n:
+                break
+            if mtype == DATA_ROW and collapse:
+                if run_count == 0:
+                    run_start = pos
+                run_count += 1
+            else:
+                if run_count:
+                    append((DATA_ROW, run_start, pos, run_count))
+                    run_count = 0
+                append((mtype, pos, stop, 1))
+            pos = stop
+        if run_count:
+            append((DATA_ROW, run_start, pos, run_count))
+        self._pending = buf[pos:] if pos < n else b""
+        return buf, pos, entries
