@@ -1,0 +1,207 @@
+"""Process-wide services shared by every session.
+
+The composition root (server.py) builds one Runtime; session drivers reach
+identity verification, authorization, recording and the cancel registry only
+through it, so each feature is written once for both protocols.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .auth.jwt import AuthenticationFailed, TokenVerifier
+from .config import Config, Target, policy_digest, read_target_password, target_allowed
+from .identity import Identity
+from .session.errors import LoginRefused
+from .session.pg_upstream import UpstreamTarget
+from .session.registry import SessionRegistry
+
+if TYPE_CHECKING:
+    from .recording import Recorder, SessionRecording
+    from .session.pg_upstream import UpstreamConnection
+    from .session.postgres import PgSession
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class TargetRuntime:
+    name: str
+    config: Target
+    upstream: UpstreamTarget
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        verifier: TokenVerifier,
+        recorder: Recorder | None,
+        server_tls: ssl.SSLContext,
+    ) -> None:
+        self.config = config
+        self.verifier = verifier
+        self.recorder = recorder
+        self.server_tls = server_tls
+        self.registry = SessionRegistry()
+        self.policy_digest = policy_digest(config)
+        self.targets = {t.name: make_target_runtime(t) for t in config.targets}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counters: dict[str, int] = {"sessions": 0, "logins_refused": 0, "cancels": 0}
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background task, keeping a strong reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    @staticmethod
+    def new_session_id() -> str:
+        # Sortable by start time, unguessable, safe as a file name.
+        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(6)
+
+    # -- identity and authorization ----------------------------------------------------
+
+    async def authenticate(self, token: str, client_user: str) -> Identity:
+        try:
+            return await self.verifier.verify(token)
+        except AuthenticationFailed as exc:
+            # The reason goes to our log, never to the client.
+            log.info("token rejected", extra={"client_user": client_user, "reason": str(exc)})
+            raise LoginRefused(
+                "28P01",
+                f'password authentication failed for user "{client_user}"',
+                f"token rejected: {exc}",
+            ) from None
+
+    def target_allowed(self, target: TargetRuntime, identity: Identity) -> bool:
+        return target_allowed(self.config, target.name, identity.groups)
+
+    def record_rows(self, target: TargetRuntime, identity: Identity) -> int:
+        """Rows recorded per statement: the largest cap of the policies that apply."""
+        groups = set(identity.groups)
+        caps = [
+            p.record_rows
+            for p in self.config.policies
+            if groups.intersection(p.groups) and (target.name in p.targets or "*" in p.targets)
+        ]
+        return max(caps, default=1000)
+
+    # -- recording ------------------------------------------------------------------------
+
+    def open_recording(
+        self, session: PgSession, identity: Identity, upstream: UpstreamConnection
+    ) -> SessionRecording | None:
+        if self.recorder is None:
+            return None
+        from .recording import SessionStartInfo
+
+        info = SessionStartInfo(
+            session_id=session.session_id,
+            subject=identity.subject,
+            groups=tuple(identity.groups),
+            token_id=identity.token_id,
+            token_expires_at=identity.expires_at,
+            target=session.target.name,
+            protocol=session.target.config.protocol,
+            client_address=session.peer,
+            tls=session.client.tls_info(),
+            gateway_version=__version__,
+            policy_digest=self.policy_digest,
+            upstream_user=session.target.upstream.user,
+            started_at=session.started,
+        )
+        return self.recorder.open_session(info)
+
+    # -- cancel ---------------------------------------------------------------------------
+
+    def handle_cancel(self, process_id: int, secret: bytes) -> None:
+        session = self.registry.find_by_cancel_key(process_id, secret)
+        if session is None:
+            log.info("cancel request with an unknown key ignored")
+            return
+        self.counters["cancels"] += 1
+        session.cancel_query()
+
+    # -- session events (structured log lines) ---------------------------------------------
+
+    def session_started(self, session: PgSession, identity: Identity) -> None:
+        self.counters["sessions"] += 1
+        up = session.upstream
+        log.info(
+            "session start",
+            extra={
+                "event": "session_start",
+                "session_id": session.session_id,
+                "subject": identity.subject,
+                "groups": list(identity.groups),
+                "target": session.target.name,
+                "client": session.peer,
+                "tls": session.client.tls_info().get("version", "none"),
+                "upstream_pid": up.process_id if up else None,
+                "upstream_auth": up.auth_method if up else None,
+            },
+        )
+
+    def session_ended(self, session: PgSession) -> None:
+        up = session.upstream
+        observer = session.observer
+        log.info(
+            "session end",
+            extra={
+                "event": "session_end",
+                "session_id": session.session_id,
+                "subject": session.identity_subject,
+                "target": session.target.name,
+                "client": session.peer,
+                "reason": session.end_reason,
+                "duration_s": round(time.time() - session.started, 3),
+                "statements": observer.statements if observer else 0,
+                "bytes_from_client": session.client.bytes_in,
+                "bytes_to_client": up.leg.bytes_in if up else 0,
+            },
+        )
+
+    def login_refused(self, target: TargetRuntime, sqlstate: str) -> None:
+        self.counters["logins_refused"] += 1
+
+
+def make_target_runtime(target: Target) -> TargetRuntime:
+    return TargetRuntime(
+        name=target.name,
+        config=target,
+        upstream=UpstreamTarget(
+            name=target.name,
+            host=target.host,
+            port=target.port,
+            database=target.database,
+            user=target.user,
+            password=read_target_password(target),
+            tls_mode=target.tls,
+            tls_ca_file=target.tls_ca_file,
+            tls_server_name=target.tls_server_name,
+            connect_timeout=target.connect_timeout,
+        ),
+    )
+
+
+def state_path(config: Config, name: str) -> Path:
+    return Path(config.gateway.state_dir) / name

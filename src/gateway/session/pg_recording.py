@@ -1,0 +1,157 @@
+"""Bridges the PostgreSQL query tracker to the session recording.
+
+Called per execution (Query / Execute / FunctionCall) and per forwarded run of
+DataRows, never per row. Rows are recorded as the exact DataRow bytes the
+client received, up to ``record_rows`` per execution; the rest is only counted.
+"""
+
+from __future__ import annotations
+
+import time
+from struct import Struct
+from typing import TYPE_CHECKING
+
+from protocols.postgres.tracker import Execution
+
+if TYPE_CHECKING:
+    from ..recording import SessionRecording
+
+_LEN = Struct("!I")
+ROW_ENCODING = "pg.DataRow"
+
+
+class _ExecState:
+    __slots__ = ("bytes", "described", "recorded", "seq", "started")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.started = time.monotonic()
+        self.recorded = 0
+        self.bytes = 0
+        self.described = False
+
+
+def _param_value(value: bytes | None, fmt: int) -> str | bytes | None:
+    if value is None or fmt == 1:
+        return value
+    return value.decode("utf-8", errors="replace")
+
+
+class PgRecordingObserver:
+    """ExecutionObserver; a no-op shell when the session is not recorded."""
+
+    __slots__ = ("denied", "record_rows", "recording", "statements")
+
+    def __init__(self, recording: SessionRecording | None, record_rows: int) -> None:
+        self.recording = recording
+        self.record_rows = record_rows
+        self.statements = 0
+        self.denied = 0
+
+    def execution_started(self, ex: Execution) -> None:
+        self.statements += 1
+        rec = self.recording
+        if rec is None:
+            return
+        params = None
+        if ex.bind is not None:
+            bind = ex.bind
+            params = [
+                _param_value(v, bind.parameter_format(i)) for i, v in enumerate(bind.parameters)
+            ]
+        text = ex.text.decode("utf-8", errors="replace") if ex.text is not None else ""
+        if ex.text is None and ex.path == "cursor":
+            text = f"<execute portal {ex.portal!r}>"
+        elif ex.text is None and ex.path == "function":
+            text = "<fast-path function call>"
+        elif ex.text is None:
+            text = f"<prepared statement {ex.statement_name!r} not seen by the gateway>"
+        seq = rec.statement(
+            text=text,
+            path=ex.path,
+            statement_name=ex.statement_name.decode(errors="replace")
+            if ex.statement_name
+            else None,
+            parameters=params,
+        )
+        ex.context = _ExecState(seq)
+        if ex.row_description is not None:
+            self.result_described(ex)
+
+    def result_described(self, ex: Execution) -> None:
+        rec = self.recording
+        state = ex.context
+        if rec is None or not isinstance(state, _ExecState) or ex.row_description is None:
+            return
+        from protocols.postgres.rows import parse_row_description
+
+        from ..recording import ColumnInfo
+
+        fields = parse_row_description(ex.row_description)
+        formats = ex.result_formats
+        columns = []
+        for i, f in enumerate(fields):
+            fmt = f.format
+            if formats:
+                fmt = formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0
+            columns.append(
+                ColumnInfo(
+                    name=f.name,
+                    type_oid=f.type_oid,
+                    format="binary" if fmt == 1 else "text",
+                    table_oid=f.table_oid or None,
+                    attnum=f.attnum or None,
+                )
+            )
+        rec.result_metadata(state.seq, columns)
+        state.described = True
+
+    def rows(self, ex: Execution, buf: bytes, start: int, stop: int, count: int) -> None:
+        state = ex.context
+        rec = self.recording
+        if rec is None or not isinstance(state, _ExecState):
+            return
+        state.bytes += stop - start
+        if not state.described and ex.row_description is not None:
+            self.result_described(ex)
+        room = self.record_rows - state.recorded
+        if room <= 0:
+            return
+        if count > room:
+            # Walk `room` headers to find where the recorded part ends (once per
+            # execution, when the cap is crossed).
+            pos = start
+            for _ in range(room):
+                pos += 1 + _LEN.unpack_from(buf, pos + 1)[0]
+            stop, count = pos, room
+        rec.rows(state.seq, ROW_ENCODING, memoryview(buf)[start:stop], count)
+        state.recorded += count
+
+    def add_bytes(self, ex: Execution, n: int) -> None:
+        state = ex.context
+        if isinstance(state, _ExecState):
+            state.bytes += n
+
+    def execution_finished(self, ex: Execution) -> None:
+        rec = self.recording
+        state = ex.context
+        if rec is None or not isinstance(state, _ExecState):
+            return
+        if not state.described and ex.row_description is not None and ex.rows:
+            self.result_described(ex)
+        error = ex.error
+        if ex.skipped and error is None:
+            error = ("", "not executed: an earlier message in the pipeline failed")
+        rec.complete(
+            state.seq,
+            tag=ex.tags[-1] if ex.tags else None,
+            rows=ex.rows,
+            rows_recorded=state.recorded,
+            bytes_to_client=state.bytes,
+            duration=time.monotonic() - state.started,
+            error=error,
+        )
+
+    def session_ended(self, reason: str) -> None:
+        if self.recording is not None:
+            self.recording.end(reason)

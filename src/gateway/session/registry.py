@@ -1,0 +1,45 @@
+"""Live sessions: cancel-key lookup, graceful shutdown, counts."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Protocol
+
+
+class LiveSession(Protocol):
+    session_id: str
+
+    def cancel_query(self) -> None: ...
+
+    def shutdown(self, reason: str) -> None: ...
+
+
+class SessionRegistry:
+    def __init__(self) -> None:
+        self.sessions: dict[str, LiveSession] = {}
+        # (backend pid, gateway secret) -> session. The PID is the real upstream
+        # PID (clients compare it with pg_backend_pid()); the secret is ours, so
+        # the real secret never reaches the client. The pair is unique even if two
+        # targets reuse a PID.
+        self._cancel_keys: dict[tuple[int, bytes], LiveSession] = {}
+
+    def add(self, session: LiveSession) -> None:
+        self.sessions[session.session_id] = session
+
+    def remove(self, session: LiveSession, cancel_key: tuple[int, bytes] | None) -> None:
+        self.sessions.pop(session.session_id, None)
+        if cancel_key is not None:
+            self._cancel_keys.pop(cancel_key, None)
+
+    def new_cancel_key(self, session: LiveSession, process_id: int) -> bytes:
+        while True:
+            secret = secrets.token_bytes(4)
+            if (process_id, secret) not in self._cancel_keys:
+                self._cancel_keys[(process_id, secret)] = session
+                return secret
+
+    def find_by_cancel_key(self, process_id: int, secret: bytes) -> LiveSession | None:
+        return self._cancel_keys.get((process_id, secret))
+
+    def __len__(self) -> int:
+        return len(self.sessions)

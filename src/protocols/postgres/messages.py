@@ -1,0 +1,346 @@
+"""Codecs for the PostgreSQL messages the gateway reads or writes itself.
+
+Everything else is forwarded as opaque bytes. Parsers take the message *body*
+(without type byte and length) and are bounds-checked: malformed bodies raise
+``PeerViolation`` with SQLSTATE 08P01, never IndexError or over-reads.
+
+Spec: PostgreSQL manual, "Message Formats".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from struct import Struct
+
+from ..errors import PeerViolation
+from .constants import (
+    CANCEL_REQUEST_CODE,
+    GSSENC_REQUEST_CODE,
+    PROTOCOL_2_0,
+    SSL_REQUEST_CODE,
+    Backend,
+    SqlState,
+)
+from .framing import build_message, build_untyped
+
+_I16 = Struct("!h")
+_I32 = Struct("!i")
+_U32 = Struct("!I")
+_II = Struct("!II")
+
+
+# -- small readers --------------------------------------------------------------
+
+
+def read_cstring(body: bytes, pos: int) -> tuple[bytes, int]:
+    """A NUL-terminated string starting at ``pos``; returns (value, next position)."""
+    end = body.find(b"\x00", pos)
+    if end < 0:
+        raise PeerViolation("unterminated string in message", SqlState.PROTOCOL_VIOLATION)
+    return body[pos:end], end + 1
+
+
+def _read_i16(body: bytes, pos: int) -> tuple[int, int]:
+    if pos + 2 > len(body):
+        raise PeerViolation("message truncated", SqlState.PROTOCOL_VIOLATION)
+    return _I16.unpack_from(body, pos)[0], pos + 2
+
+
+def _read_i32(body: bytes, pos: int) -> tuple[int, int]:
+    if pos + 4 > len(body):
+        raise PeerViolation("message truncated", SqlState.PROTOCOL_VIOLATION)
+    return _I32.unpack_from(body, pos)[0], pos + 4
+
+
+# -- first packet (untyped) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartupMessage:
+    version: int
+    parameters: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SSLRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GSSENCRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    process_id: int
+    secret_key: bytes  # 4 bytes in protocol 3.0, 4..256 in 3.2
+
+
+FirstPacket = StartupMessage | SSLRequest | GSSENCRequest | CancelRequest
+
+MAX_STARTUP_PACKET = 10_000  # the server's own limit (MAX_STARTUP_PACKET_LENGTH)
+
+
+def first_packet_length(header: bytes) -> int:
+    """Validate the int32 length of an untyped first packet (header = 4 bytes)."""
+    length: int = _I32.unpack_from(header, 0)[0]
+    if length < 8 or length > MAX_STARTUP_PACKET:
+        raise PeerViolation(f"invalid startup packet length {length}", SqlState.PROTOCOL_VIOLATION)
+    return length
+
+
+def parse_first_packet(packet: bytes) -> FirstPacket:
+    """Parse a whole untyped first packet, including its 4-byte length."""
+    if len(packet) < 8:
+        raise PeerViolation("startup packet truncated", SqlState.PROTOCOL_VIOLATION)
+    code = _U32.unpack_from(packet, 4)[0]
+    body = packet[8:]
+    if code == SSL_REQUEST_CODE and not body:
+        return SSLRequest()
+    if code == GSSENC_REQUEST_CODE and not body:
+        return GSSENCRequest()
+    if code == CANCEL_REQUEST_CODE:
+        if len(body) < 8 or len(body) > 4 + 256:
+            raise PeerViolation("malformed cancel request", SqlState.PROTOCOL_VIOLATION)
+        return CancelRequest(_U32.unpack_from(body, 0)[0], bytes(body[4:]))
+    major = code >> 16
+    if code == PROTOCOL_2_0 or major != 3:
+        raise PeerViolation(
+            f"unsupported frontend protocol {major}.{code & 0xFFFF}: server supports 3.0 to 3.0",
+            SqlState.FEATURE_NOT_SUPPORTED,
+        )
+    return StartupMessage(code, parse_startup_parameters(body))
+
+
+def parse_startup_parameters(body: bytes) -> dict[str, str]:
+    params: dict[str, str] = {}
+    pos = 0
+    while True:
+        key, pos = read_cstring(body, pos)
+        if not key:
+            break
+        value, pos = read_cstring(body, pos)
+        try:
+            params[key.decode()] = value.decode()
+        except UnicodeDecodeError:
+            raise PeerViolation(
+                "startup parameter is not valid UTF-8", SqlState.PROTOCOL_VIOLATION
+            ) from None
+    if pos != len(body):
+        raise PeerViolation("trailing bytes after startup parameters", SqlState.PROTOCOL_VIOLATION)
+    return params
+
+
+def build_startup_message(parameters: dict[str, str], version: int = 196608) -> bytes:
+    body = bytearray(_U32.pack(version))
+    for key, value in parameters.items():
+        body += key.encode() + b"\x00" + value.encode() + b"\x00"
+    body += b"\x00"
+    return build_untyped(bytes(body))
+
+
+def build_ssl_request() -> bytes:
+    return build_untyped(_U32.pack(SSL_REQUEST_CODE))
+
+
+def build_cancel_request(process_id: int, secret_key: bytes) -> bytes:
+    return build_untyped(_U32.pack(CANCEL_REQUEST_CODE) + _U32.pack(process_id) + secret_key)
+
+
+def build_negotiate_protocol_version(newest_minor: int, unrecognized: list[str]) -> bytes:
+    body = _I32.pack(newest_minor) + _I32.pack(len(unrecognized))
+    body += b"".join(name.encode() + b"\x00" for name in unrecognized)
+    return build_message(Backend.NEGOTIATE_PROTOCOL_VERSION, body)
+
+
+# -- backend messages -------------------------------------------------------------
+
+
+def build_authentication(code: int, data: bytes = b"") -> bytes:
+    return build_message(Backend.AUTHENTICATION, _I32.pack(code) + data)
+
+
+def build_backend_key_data(process_id: int, secret_key: bytes) -> bytes:
+    return build_message(Backend.BACKEND_KEY_DATA, _U32.pack(process_id) + secret_key)
+
+
+def parse_backend_key_data(body: bytes) -> tuple[int, bytes]:
+    if len(body) < 8 or len(body) > 4 + 256:
+        raise PeerViolation("malformed BackendKeyData", SqlState.PROTOCOL_VIOLATION)
+    return _U32.unpack_from(body, 0)[0], bytes(body[4:])
+
+
+def build_parameter_status(name: str, value: str) -> bytes:
+    return build_message(
+        Backend.PARAMETER_STATUS, name.encode() + b"\x00" + value.encode() + b"\x00"
+    )
+
+
+def parse_parameter_status(body: bytes) -> tuple[str, str]:
+    name, pos = read_cstring(body, 0)
+    value, _ = read_cstring(body, pos)
+    return name.decode(errors="replace"), value.decode(errors="replace")
+
+
+def build_ready_for_query(status: int) -> bytes:
+    return build_message(Backend.READY_FOR_QUERY, bytes((status,)))
+
+
+def build_error_response(
+    code: str,
+    message: str,
+    *,
+    severity: str = "ERROR",
+    detail: str | None = None,
+    hint: str | None = None,
+) -> bytes:
+    """ErrorResponse with the fields every client expects (S, V, C, M)."""
+    return build_message(
+        Backend.ERROR_RESPONSE, _notice_fields(code, message, severity, detail, hint)
+    )
+
+
+def build_notice_response(code: str, message: str, *, severity: str = "NOTICE") -> bytes:
+    return build_message(
+        Backend.NOTICE_RESPONSE, _notice_fields(code, message, severity, None, None)
+    )
+
+
+def _notice_fields(
+    code: str, message: str, severity: str, detail: str | None, hint: str | None
+) -> bytes:
+    parts = [b"S" + severity.encode(), b"V" + severity.encode(), b"C" + code.encode()]
+    parts.append(b"M" + message.encode())
+    if detail:
+        parts.append(b"D" + detail.encode())
+    if hint:
+        parts.append(b"H" + hint.encode())
+    return b"\x00".join(parts) + b"\x00\x00"
+
+
+def parse_error_fields(body: bytes) -> dict[str, str]:
+    """Fields of an ErrorResponse / NoticeResponse keyed by their one-letter code."""
+    fields: dict[str, str] = {}
+    pos = 0
+    n = len(body)
+    while pos < n:
+        code = body[pos]
+        if code == 0:
+            break
+        value, pos = read_cstring(body, pos + 1)
+        fields[chr(code)] = value.decode(errors="replace")
+    return fields
+
+
+def parse_command_complete(body: bytes) -> str:
+    tag, _ = read_cstring(body, 0)
+    return tag.decode(errors="replace")
+
+
+def command_tag_rows(tag: str) -> int | None:
+    """Row count from a CommandComplete tag (``SELECT 5``, ``INSERT 0 3``, ``COPY 7``)."""
+    last = tag.rpartition(" ")[2]
+    return int(last) if last.isdigit() else None
+
+
+# -- frontend messages the gateway inspects --------------------------------------
+
+
+def parse_query(body: bytes) -> bytes:
+    text, _ = read_cstring(body, 0)
+    return text
+
+
+def build_query(sql: str) -> bytes:
+    return build_message(ord("Q"), sql.encode() + b"\x00")
+
+
+def build_terminate() -> bytes:
+    return build_message(ord("X"))
+
+
+def parse_parse(body: bytes) -> tuple[bytes, bytes]:
+    """Parse message: (statement name, query text); parameter type OIDs ignored."""
+    name, pos = read_cstring(body, 0)
+    query, pos = read_cstring(body, pos)
+    count, pos = _read_i16(body, pos)
+    if count < 0 or pos + 4 * count != len(body):
+        raise PeerViolation("malformed Parse message", SqlState.PROTOCOL_VIOLATION)
+    return name, query
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    portal: bytes
+    statement: bytes
+    parameter_formats: tuple[int, ...]
+    parameters: tuple[bytes | None, ...]
+    result_formats: tuple[int, ...]
+
+    def parameter_format(self, index: int) -> int:
+        formats = self.parameter_formats
+        if not formats:
+            return 0
+        return formats[0] if len(formats) == 1 else formats[index]
+
+
+def parse_bind(body: bytes) -> Bind:
+    portal, pos = read_cstring(body, 0)
+    statement, pos = read_cstring(body, pos)
+    nfmt, pos = _read_i16(body, pos)
+    if nfmt < 0:
+        raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
+    formats = []
+    for _ in range(nfmt):
+        f, pos = _read_i16(body, pos)
+        formats.append(f)
+    nparams, pos = _read_i16(body, pos)
+    if nparams < 0 or (nfmt > 1 and nfmt != nparams):
+        raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
+    params: list[bytes | None] = []
+    for _ in range(nparams):
+        length, pos = _read_i32(body, pos)
+        if length == -1:
+            params.append(None)
+            continue
+        if length < 0 or pos + length > len(body):
+            raise PeerViolation("malformed Bind parameter length", SqlState.PROTOCOL_VIOLATION)
+        params.append(bytes(body[pos : pos + length]))
+        pos += length
+    nres, pos = _read_i16(body, pos)
+    if nres < 0:
+        raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
+    results = []
+    for _ in range(nres):
+        f, pos = _read_i16(body, pos)
+        results.append(f)
+    if pos != len(body):
+        raise PeerViolation("trailing bytes in Bind message", SqlState.PROTOCOL_VIOLATION)
+    return Bind(portal, statement, tuple(formats), tuple(params), tuple(results))
+
+
+def parse_describe_or_close(body: bytes) -> tuple[int, bytes]:
+    """Describe / Close: (kind byte 'S' or 'P', name)."""
+    if not body or body[0] not in (ord("S"), ord("P")):
+        raise PeerViolation("malformed Describe/Close message", SqlState.PROTOCOL_VIOLATION)
+    name, _ = read_cstring(body, 1)
+    return body[0], name
+
+
+def parse_execute(body: bytes) -> tuple[bytes, int]:
+    portal, pos = read_cstring(body, 0)
+    max_rows, _ = _read_i32(body, pos)
+    return portal, max_rows
+
+
+def parse_password_message(body: bytes, max_size: int) -> str:
+    """The client's cleartext password (here: the JWT), NUL-terminated UTF-8."""
+    if len(body) > max_size:
+        raise PeerViolation("password message too long", SqlState.PROTOCOL_VIOLATION)
+    if not body or body[-1] != 0 or body.index(0) != len(body) - 1:
+        raise PeerViolation("malformed password message", SqlState.PROTOCOL_VIOLATION)
+    try:
+        return body[:-1].decode()
+    except UnicodeDecodeError:
+        raise PeerViolation("password is not valid UTF-8", SqlState.PROTOCOL_VIOLATION) from None

@@ -1,0 +1,297 @@
+"""Per-connection model of the query protocols (simple and extended).
+
+Rules this module enforces (PostgreSQL manual, "Extended Query" and "Pipelining"):
+
+* Every frontend message that expects a response is queued in a FIFO: Parse ->
+  ParseComplete, Bind -> BindComplete, Describe S -> ParameterDescription +
+  (RowDescription | NoData), Describe P -> (RowDescription | NoData), Execute ->
+  DataRow* + (CommandComplete | EmptyQueryResponse | PortalSuspended), Close ->
+  CloseComplete, Sync -> ReadyForQuery, Query / FunctionCall -> everything up to
+  ReadyForQuery. Flush expects nothing.
+* After an ErrorResponse in extended mode the server discards frontend messages
+  up to the next Sync; the FIFO is popped the same way, and the executions that
+  were skipped are finished with ``skipped = True``.
+* A simple Query destroys the unnamed prepared statement; ReadyForQuery with
+  status Idle ends the transaction, so named portals die (except WITH HOLD
+  cursors, which the tracker cannot see: it drops all non-empty portals and
+  treats a later Execute of an unknown portal as a SQL-level cursor).
+* Which RowDescription applies to a DataRow: the one sent in this result (simple
+  query, Describe P) or the statement's (Describe S), combined with the Bind
+  result-format codes.
+
+The tracker never sees DataRows one by one: the driver counts row runs into
+``current.rows``. It creates one ``Execution`` per Query / Execute /
+FunctionCall, not per row.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .messages import (
+    Bind,
+    parse_bind,
+    parse_command_complete,
+    parse_describe_or_close,
+    parse_error_fields,
+    parse_execute,
+    parse_parse,
+    parse_query,
+)
+
+# FIFO entry kinds.
+_PARSE, _BIND, _DESCRIBE_S, _DESCRIBE_P, _EXECUTE, _CLOSE, _SYNC, _QUERY = range(8)
+
+
+@dataclass(slots=True)
+class PreparedStatement:
+    query: bytes | None  # None: created by SQL-level PREPARE, never seen by the gateway
+    row_description: bytes | None = None  # body of the RowDescription from Describe S
+
+
+@dataclass(slots=True)
+class Portal:
+    statement: bytes
+    bind: Bind | None
+
+
+@dataclass(slots=True, eq=False)
+class Execution:
+    """One Query, Execute or FunctionCall and what came back for it."""
+
+    path: str  # "simple" | "extended" | "prepared" | "function" | "cursor"
+    text: bytes | None
+    statement_name: bytes | None = None
+    portal: bytes | None = None
+    bind: Bind | None = None
+    row_description: bytes | None = None
+    result_formats: tuple[int, ...] = ()
+    rows: int = 0
+    tags: list[str] = field(default_factory=list)
+    error: tuple[str, str] | None = None
+    skipped: bool = False
+    suspended: bool = False
+    context: object = None  # owned by the driver (recording handles, timers)
+
+
+class ExecutionObserver(Protocol):
+    def execution_started(self, execution: Execution) -> None: ...
+
+    def result_described(self, execution: Execution) -> None: ...
+
+    def execution_finished(self, execution: Execution) -> None: ...
+
+
+class QueryTracker:
+    __slots__ = ("_fifo", "copy_in", "observer", "portals", "statements", "status")
+
+    def __init__(self, observer: ExecutionObserver) -> None:
+        self.observer = observer
+        self.statements: dict[bytes, PreparedStatement] = {}
+        self.portals: dict[bytes, Portal] = {}
+        self._fifo: deque[tuple[int, object]] = deque()
+        self.status = ord("I")
+        self.copy_in = False
+
+    @property
+    def pending(self) -> int:
+        """Frontend messages still awaiting their response."""
+        return len(self._fifo)
+
+    def busy(self) -> bool:
+        """True while the server owes us a ReadyForQuery (a cancel is meaningful)."""
+        return bool(self._fifo)
+
+    # -- frontend -------------------------------------------------------------------
+
+    def frontend(self, mtype: int, body: bytes) -> None:
+        if mtype == 0x42:  # 'B' Bind
+            bind = parse_bind(body)
+            self.portals[bind.portal] = Portal(bind.statement, bind)
+            self._fifo.append((_BIND, None))
+        elif mtype == 0x45:  # 'E' Execute
+            portal_name, _max_rows = parse_execute(body)
+            self._fifo.append((_EXECUTE, self._execution_for_portal(portal_name)))
+        elif mtype == 0x53:  # 'S' Sync
+            self._fifo.append((_SYNC, None))
+        elif mtype == 0x50:  # 'P' Parse
+            name, query = parse_parse(body)
+            self.statements[name] = PreparedStatement(query)
+            self._fifo.append((_PARSE, None))
+        elif mtype == 0x51:  # 'Q' Query
+            self.statements.pop(b"", None)  # a simple query destroys the unnamed statement
+            ex = Execution("simple", parse_query(body))
+            self._fifo.append((_QUERY, ex))
+            self.observer.execution_started(ex)
+        elif mtype == 0x44:  # 'D' Describe
+            kind, name = parse_describe_or_close(body)
+            self._fifo.append((_DESCRIBE_S if kind == 0x53 else _DESCRIBE_P, name))
+        elif mtype == 0x43:  # 'C' Close
+            kind, name = parse_describe_or_close(body)
+            if kind == 0x53:
+                self.statements.pop(name, None)
+            else:
+                self.portals.pop(name, None)
+            self._fifo.append((_CLOSE, None))
+        elif mtype == 0x46:  # 'F' FunctionCall: answered like a query (V then Z)
+            ex = Execution("function", None)
+            self._fifo.append((_QUERY, ex))
+            self.observer.execution_started(ex)
+
+    def _execution_for_portal(self, portal_name: bytes) -> Execution:
+        portal = self.portals.get(portal_name)
+        if portal is None:
+            # A SQL-level cursor (DECLARE c CURSOR ...) executed as a portal.
+            ex = Execution("cursor", None, portal=portal_name)
+        else:
+            stmt = self.statements.get(portal.statement)
+            ex = Execution(
+                "extended" if portal.statement == b"" else "prepared",
+                stmt.query if stmt is not None else None,
+                statement_name=portal.statement,
+                portal=portal_name,
+                bind=portal.bind,
+                row_description=stmt.row_description if stmt is not None else None,
+                result_formats=portal.bind.result_formats if portal.bind else (),
+            )
+        self.observer.execution_started(ex)
+        return ex
+
+    # -- backend --------------------------------------------------------------------
+
+    def head_execution(self) -> Execution | None:
+        """The execution the next DataRows belong to, if any."""
+        if self._fifo:
+            kind, obj = self._fifo[0]
+            if kind in (_EXECUTE, _QUERY):
+                assert isinstance(obj, Execution)
+                return obj
+        return None
+
+    def backend(self, mtype: int, body: bytes) -> None:
+        """Feed one backend message other than DataRow."""
+        fifo = self._fifo
+        if mtype == 0x5A:  # 'Z' ReadyForQuery
+            self.status = body[0] if body else ord("I")
+            while fifo:
+                kind, obj = fifo.popleft()
+                if kind == _QUERY:
+                    assert isinstance(obj, Execution)
+                    self._finish(obj)
+                    break
+                if kind == _SYNC:
+                    break
+                if kind == _EXECUTE:
+                    # Should not happen (server answers every Execute before Z).
+                    assert isinstance(obj, Execution)
+                    obj.skipped = True
+                    self._finish(obj)
+            self.copy_in = False
+            if self.status == ord("I"):
+                self._drop_portals()
+            return
+        if mtype == 0x43 or mtype == 0x49 or mtype == 0x73:  # C, I, s
+            ex = self.head_execution()
+            if ex is None:
+                return
+            if mtype == 0x43:
+                ex.tags.append(parse_command_complete(body))
+            elif mtype == 0x73:
+                ex.suspended = True
+            self.copy_in = False
+            if fifo[0][0] == _EXECUTE:
+                fifo.popleft()
+                self._finish(ex)
+            return
+        if mtype == 0x54:  # 'T' RowDescription
+            self._row_description(body)
+            return
+        if mtype == 0x45:  # 'E' ErrorResponse
+            self._error(body)
+            return
+        if mtype == 0x6E:  # 'n' NoData
+            if fifo and fifo[0][0] in (_DESCRIBE_S, _DESCRIBE_P):
+                fifo.popleft()
+            return
+        if mtype in (0x31, 0x32, 0x33):  # ParseComplete, BindComplete, CloseComplete
+            if fifo and fifo[0][0] in (_PARSE, _BIND, _CLOSE):
+                fifo.popleft()
+            return
+        if mtype == 0x47:  # 'G' CopyInResponse: client streams CopyData next
+            self.copy_in = True
+        # 't' ParameterDescription, 'H'/'W' copy responses, 'V', 'N', 'A', 'S':
+        # nothing to track here.
+
+    def _row_description(self, body: bytes) -> None:
+        fifo = self._fifo
+        if not fifo:
+            return
+        kind, obj = fifo[0]
+        if kind == _DESCRIBE_S:
+            assert isinstance(obj, bytes)
+            stmt = self.statements.get(obj)
+            if stmt is not None:
+                stmt.row_description = body
+            fifo.popleft()
+            # Executions queued behind (pipelined) were created before this
+            # description arrived; give it to those of the same statement.
+            for k, queued in fifo:
+                if (
+                    k == _EXECUTE
+                    and isinstance(queued, Execution)
+                    and queued.statement_name == obj
+                    and queued.row_description is None
+                ):
+                    queued.row_description = body
+        elif kind == _DESCRIBE_P:
+            assert isinstance(obj, bytes)
+            fifo.popleft()
+            for k, queued in fifo:
+                if k == _EXECUTE and isinstance(queued, Execution) and queued.portal == obj:
+                    queued.row_description = body
+                    break
+        elif kind in (_QUERY, _EXECUTE):
+            assert isinstance(obj, Execution)
+            obj.row_description = body
+            if kind == _QUERY:
+                obj.result_formats = ()  # format codes are carried in the T itself
+            self.observer.result_described(obj)
+
+    def _error(self, body: bytes) -> None:
+        fields = parse_error_fields(body)
+        error = (fields.get("C", ""), fields.get("M", ""))
+        fifo = self._fifo
+        if not fifo:
+            return  # asynchronous error (FATAL on termination): no execution owns it
+        kind, obj = fifo[0]
+        if kind == _QUERY:
+            assert isinstance(obj, Execution)
+            obj.error = error
+            return  # ReadyForQuery still follows
+        # Extended protocol: the server skips everything up to the next Sync.
+        first = True
+        while fifo and fifo[0][0] != _SYNC:
+            kind, obj = fifo.popleft()
+            if isinstance(obj, Execution):
+                if first:
+                    obj.error = error
+                    first = False
+                else:
+                    obj.skipped = True
+                self._finish(obj)
+        self.copy_in = False
+
+    def _finish(self, ex: Execution) -> None:
+        self.observer.execution_finished(ex)
+
+    def _drop_portals(self) -> None:
+        if len(self.portals) > 1 or (self.portals and b"" not in self.portals):
+            self.portals = {k: v for k, v in self.portals.items() if k == b""}
+
+    def reset(self) -> None:
+        """Forget everything (DISCARD ALL / new upstream connection)."""
+        self.statements.clear()
+        self.portals.clear()
+        self._fifo.clear()

@@ -1,0 +1,176 @@
+"""QueryTracker: which execution owns each response, in simple, extended and
+pipelined traffic, including the skip-until-Sync rule after an error."""
+
+from __future__ import annotations
+
+from struct import pack
+
+from protocols.postgres.messages import build_error_response
+from protocols.postgres.tracker import Execution, QueryTracker
+
+
+class Log:
+    def __init__(self) -> None:
+        self.started: list[Execution] = []
+        self.described: list[Execution] = []
+        self.finished: list[Execution] = []
+
+    def execution_started(self, ex: Execution) -> None:
+        self.started.append(ex)
+
+    def result_described(self, ex: Execution) -> None:
+        self.described.append(ex)
+
+    def execution_finished(self, ex: Execution) -> None:
+        self.finished.append(ex)
+
+
+def parse(name: bytes, sql: bytes) -> bytes:
+    return name + b"\0" + sql + b"\0" + pack("!h", 0)
+
+
+def bind(
+    portal: bytes, stmt: bytes, params: list[bytes | None], result_formats: tuple[int, ...] = ()
+) -> bytes:
+    body = portal + b"\0" + stmt + b"\0" + pack("!h", 0) + pack("!h", len(params))
+    for p in params:
+        body += pack("!i", -1) if p is None else pack("!i", len(p)) + p
+    body += pack("!h", len(result_formats)) + b"".join(pack("!h", f) for f in result_formats)
+    return body
+
+
+def execute(portal: bytes = b"", max_rows: int = 0) -> bytes:
+    return portal + b"\0" + pack("!i", max_rows)
+
+
+ROWDESC = pack("!h", 1) + b"x\0" + pack("!IhIhih", 0, 0, 23, 4, -1, 0)
+
+
+def error_body(code: str, msg: str) -> bytes:
+    return build_error_response(code, msg)[5:]
+
+
+def test_simple_multi_statement_query() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("Q"), b"SELECT 1; SELECT 2\0")
+    assert t.busy()
+    ex = t.head_execution()
+    assert ex is not None and ex.path == "simple" and ex.text == b"SELECT 1; SELECT 2"
+    t.backend(ord("T"), ROWDESC)
+    ex.rows += 1
+    t.backend(ord("C"), b"SELECT 1\0")
+    t.backend(ord("T"), ROWDESC)
+    ex.rows += 1
+    t.backend(ord("C"), b"SELECT 1\0")
+    assert log.finished == []
+    t.backend(ord("Z"), b"I")
+    assert log.finished == [ex] and ex.rows == 2 and ex.tags == ["SELECT 1", "SELECT 1"]
+    assert len(log.described) == 2
+    assert not t.busy()
+
+
+def test_pipelined_extended_with_error_skips_until_sync() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    # Three executes in one Sync batch; the second fails; the third is skipped.
+    for i in range(3):
+        t.frontend(ord("P"), parse(b"", b"SELECT %d" % i))
+        t.frontend(ord("B"), bind(b"", b"", [b"v%d" % i]))
+        t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")
+    first, second, third = log.started
+    assert [e.text for e in log.started] == [b"SELECT 0", b"SELECT 1", b"SELECT 2"]
+    assert first.bind is not None and first.bind.parameters == (b"v0",)
+    for m in (b"1", b"2"):
+        t.backend(m[0], b"")
+    assert t.head_execution() is first
+    first.rows += 1
+    t.backend(ord("C"), b"SELECT 1\0")
+    t.backend(ord("1"), b"")
+    t.backend(ord("E"), error_body("22012", "division by zero"))
+    assert second.error == ("22012", "division by zero")
+    assert third.skipped and third in log.finished
+    t.backend(ord("Z"), b"E")
+    assert not t.busy() and t.status == ord("E")
+    assert log.finished == [first, second, third]
+
+
+def test_describe_statement_feeds_later_executions() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    # asyncpg style: Parse + Describe S + Flush (no Sync), then Bind/Execute/Sync.
+    t.frontend(ord("P"), parse(b"s1", b"SELECT x FROM t"))
+    t.frontend(ord("D"), b"Ss1\0")
+    t.frontend(ord("H"), b"")
+    t.backend(ord("1"), b"")
+    t.backend(ord("t"), pack("!h", 0))
+    t.backend(ord("T"), ROWDESC)
+    assert not t.busy()  # Flush expects nothing: no ReadyForQuery is owed
+    t.frontend(ord("B"), bind(b"", b"s1", [], (1,)))
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")
+    ex = log.started[-1]
+    assert ex.path == "prepared" and ex.row_description == ROWDESC and ex.result_formats == (1,)
+    t.backend(ord("2"), b"")
+    t.backend(ord("C"), b"SELECT 0\0")
+    t.backend(ord("Z"), b"I")
+    assert log.finished == [ex]
+
+
+def test_pipelined_describe_reaches_already_queued_execute() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("P"), parse(b"", b"SELECT 1"))
+    t.frontend(ord("B"), bind(b"", b"", []))
+    t.frontend(ord("D"), b"P\0")
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")
+    ex = log.started[0]
+    assert ex.row_description is None
+    t.backend(ord("1"), b"")
+    t.backend(ord("2"), b"")
+    t.backend(ord("T"), ROWDESC)
+    assert ex.row_description == ROWDESC
+
+
+def test_portal_suspended_and_cursor_paths() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("E"), execute(b"c1", 10))  # SQL-level cursor: no Bind seen
+    t.frontend(ord("S"), b"")
+    ex = log.started[0]
+    assert ex.path == "cursor" and ex.portal == b"c1"
+    t.backend(ord("s"), b"")
+    assert ex.suspended and log.finished == [ex]
+    t.backend(ord("Z"), b"T")
+
+
+def test_simple_query_destroys_unnamed_statement_and_idle_drops_portals() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("P"), parse(b"", b"SELECT 1"))
+    t.frontend(ord("B"), bind(b"p1", b"", []))
+    t.frontend(ord("S"), b"")
+    t.backend(ord("1"), b"")
+    t.backend(ord("2"), b"")
+    t.backend(ord("Z"), b"I")
+    assert b"p1" not in t.portals  # named portals end with the transaction
+    t.frontend(ord("Q"), b"SELECT 2\0")
+    assert b"" not in t.statements
+
+
+def test_error_in_simple_query_waits_for_ready() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("Q"), b"SELECT 1/0\0")
+    t.backend(ord("E"), error_body("22012", "division by zero"))
+    assert log.finished == []
+    t.backend(ord("Z"), b"I")
+    assert log.finished[0].error == ("22012", "division by zero")
+
+
+def test_asynchronous_error_without_pending_request_is_ignored() -> None:
+    t = QueryTracker(Log())
+    t.backend(ord("E"), error_body("57P01", "terminating connection"))
+    assert not t.busy()
