@@ -1,0 +1,158 @@
+"""RowDescription and DataRow codecs.
+
+Spec: PostgreSQL manual, "Message Formats": RowDescription ('T') and DataRow ('D').
+
+Parsers take the message *body* (no type byte, no length) except ``iter_data_rows``,
+which walks a concatenation of complete, framed DataRow messages (the form in which
+the gateway records rows: exactly the bytes the client received). Every length read
+from the peer is checked against what is actually present: a length that lies raises
+``PeerViolation`` (SQLSTATE 08P01), never IndexError, never an over-read, and never a
+silently short value.
+
+Not used per row on the pass-through hot path; the recorder's readers, masking and
+tests use these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from struct import Struct
+from typing import NamedTuple
+
+from ..errors import PeerViolation
+from .constants import Backend, SqlState
+from .framing import build_message
+
+_I16 = Struct("!h")
+_I32 = Struct("!i")
+# Per-field tail of RowDescription: table OID (u32), attnum (i16), type OID (u32),
+# type size (i16), type modifier (i32), format code (i16) = 18 bytes.
+_FIELD = Struct("!IhIhih")
+_HEADER = Struct("!BI")
+
+# Names go through surrogateescape so a RowDescription in a non-UTF-8
+# client_encoding still round-trips byte for byte through parse/build.
+_NAME_ERRORS = "surrogateescape"
+
+
+class FieldDescription(NamedTuple):
+    name: str
+    table_oid: int
+    attnum: int
+    type_oid: int
+    type_size: int
+    type_modifier: int
+    format: int  # 0 = text, 1 = binary
+
+
+def _violation(what: str) -> PeerViolation:
+    return PeerViolation(what, SqlState.PROTOCOL_VIOLATION)
+
+
+def parse_row_description(body: bytes | memoryview) -> list[FieldDescription]:
+    """Fields of a RowDescription body."""
+    data = bytes(body)
+    n = len(data)
+    if n < 2:
+        raise _violation("RowDescription truncated")
+    (count,) = _I16.unpack_from(data, 0)
+    if count < 0:
+        raise _violation(f"RowDescription with negative field count {count}")
+    pos = 2
+    fields: list[FieldDescription] = []
+    for _ in range(count):
+        end = data.find(b"\x00", pos)
+        if end < 0:
+            raise _violation("unterminated field name in RowDescription")
+        name = data[pos:end].decode("utf-8", _NAME_ERRORS)
+        pos = end + 1
+        if pos + _FIELD.size > n:
+            raise _violation("RowDescription truncated")
+        table_oid, attnum, type_oid, type_size, type_mod, fmt = _FIELD.unpack_from(data, pos)
+        pos += _FIELD.size
+        fields.append(FieldDescription(name, table_oid, attnum, type_oid, type_size, type_mod, fmt))
+    if pos != n:
+        raise _violation("trailing bytes after RowDescription fields")
+    return fields
+
+
+def build_row_description(fields: Iterable[FieldDescription]) -> bytes:
+    """A framed RowDescription message (type byte and length included)."""
+    items = list(fields)
+    body = bytearray(_I16.pack(len(items)))
+    for f in items:
+        body += f.name.encode("utf-8", _NAME_ERRORS) + b"\x00"
+        body += _FIELD.pack(
+            f.table_oid, f.attnum, f.type_oid, f.type_size, f.type_modifier, f.format
+        )
+    return build_message(Backend.ROW_DESCRIPTION, body)
+
+
+def _parse_data_row_at(data: bytes, pos: int, end: int) -> list[bytes | None]:
+    """Columns of the DataRow body occupying ``data[pos:end]``."""
+    if end - pos < 2:
+        raise _violation("DataRow truncated")
+    (count,) = _I16.unpack_from(data, pos)
+    if count < 0:
+        raise _violation(f"DataRow with negative column count {count}")
+    pos += 2
+    values: list[bytes | None] = []
+    append = values.append
+    for _ in range(count):
+        if end - pos < 4:
+            raise _violation("DataRow truncated")
+        (length,) = _I32.unpack_from(data, pos)
+        pos += 4
+        if length == -1:  # SQL NULL
+            append(None)
+            continue
+        if length < 0 or length > end - pos:
+            raise _violation(f"DataRow column length {length} exceeds the message")
+        append(data[pos : pos + length])
+        pos += length
+    if pos != end:
+        raise _violation("trailing bytes after DataRow columns")
+    return values
+
+
+def parse_data_row(body: bytes | memoryview) -> list[bytes | None]:
+    """Column values of a DataRow body (None for SQL NULL)."""
+    data = bytes(body)
+    return _parse_data_row_at(data, 0, len(data))
+
+
+def build_data_row(values: Sequence[bytes | None]) -> bytes:
+    """A framed DataRow message."""
+    body = bytearray(_I16.pack(len(values)))
+    for value in values:
+        if value is None:
+            body += _I32.pack(-1)
+        else:
+            body += _I32.pack(len(value))
+            body += value
+    return build_message(Backend.DATA_ROW, body)
+
+
+def iter_data_rows(data: bytes | memoryview) -> Iterator[list[bytes | None]]:
+    """Rows of a concatenation of complete, framed DataRow messages.
+
+    Anything else (another message type, a partial message at the end, a length
+    below 4) is a ``PeerViolation``: the input is supposed to be exactly what was
+    forwarded to the client as rows.
+    """
+    buf = bytes(data)
+    n = len(buf)
+    pos = 0
+    while pos < n:
+        if n - pos < _HEADER.size:
+            raise _violation("partial DataRow header at the end of the data")
+        mtype, length = _HEADER.unpack_from(buf, pos)
+        if mtype != Backend.DATA_ROW:
+            raise _violation(f"expected DataRow, found message type {mtype:#04x}")
+        if length < 4:
+            raise _violation(f"invalid message length {length}")
+        stop = pos + 1 + length
+        if stop > n:
+            raise _violation("DataRow length exceeds the data")
+        yield _parse_data_row_at(buf, pos + _HEADER.size, stop)
+        pos = stop

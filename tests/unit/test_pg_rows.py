@@ -1,0 +1,192 @@
+"""RowDescription / DataRow codecs: byte transcripts, round trips, lying lengths."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocols.errors import PeerViolation
+from protocols.postgres.rows import (
+    FieldDescription,
+    build_data_row,
+    build_row_description,
+    iter_data_rows,
+    parse_data_row,
+    parse_row_description,
+)
+
+# What PostgreSQL sends for `SELECT id, name FROM customers LIMIT 1`
+# (customers: table OID 16385, id int4 attnum 1, name text attnum 2).
+ROW_DESCRIPTION = (
+    b"T\x00\x00\x00\x32\x00\x02"
+    b"id\x00\x00\x00\x40\x01\x00\x01\x00\x00\x00\x17\x00\x04\xff\xff\xff\xff\x00\x00"
+    b"name\x00\x00\x00\x40\x01\x00\x02\x00\x00\x00\x19\xff\xff\xff\xff\xff\xff\x00\x00"
+)
+DATA_ROW = b"D\x00\x00\x00\x14\x00\x02\x00\x00\x00\x011\x00\x00\x00\x05alice"
+NULL_ROW = b"D\x00\x00\x00\x0f\x00\x02\x00\x00\x00\x012\xff\xff\xff\xff"
+
+
+def body(message: bytes) -> bytes:
+    (length,) = struct.unpack_from("!I", message, 1)
+    assert len(message) == 1 + length
+    return message[5:]
+
+
+def test_row_description_transcript() -> None:
+    fields = parse_row_description(body(ROW_DESCRIPTION))
+    assert fields == [
+        FieldDescription("id", 16385, 1, 23, 4, -1, 0),
+        FieldDescription("name", 16385, 2, 25, -1, -1, 0),
+    ]
+    assert build_row_description(fields) == ROW_DESCRIPTION
+
+
+def test_row_description_accepts_memoryview() -> None:
+    assert parse_row_description(memoryview(body(ROW_DESCRIPTION)))[0].name == "id"
+
+
+def test_data_row_transcript() -> None:
+    assert parse_data_row(body(DATA_ROW)) == [b"1", b"alice"]
+    assert parse_data_row(body(NULL_ROW)) == [b"2", None]
+    assert build_data_row([b"1", b"alice"]) == DATA_ROW
+    assert build_data_row([b"2", None]) == NULL_ROW
+
+
+def test_empty_values() -> None:
+    assert parse_data_row(body(build_data_row([]))) == []
+    assert parse_data_row(body(build_data_row([b""]))) == [b""]
+    assert parse_row_description(body(build_row_description([]))) == []
+
+
+def test_iter_data_rows_over_a_run() -> None:
+    run = DATA_ROW + NULL_ROW + DATA_ROW
+    assert list(iter_data_rows(run)) == [[b"1", b"alice"], [b"2", None], [b"1", b"alice"]]
+    assert list(iter_data_rows(memoryview(run))) == list(iter_data_rows(run))
+    assert list(iter_data_rows(b"")) == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\x00",  # no count
+        b"\xff\xff",  # negative count
+        b"\x00\x01",  # one column promised, none present
+        b"\x00\x01\x00\x00\x00",  # truncated length
+        b"\x00\x01\x00\x00\x00\x05ab",  # length lies: 5 declared, 2 present
+        b"\x00\x01\xff\xff\xff\xfe",  # length -2
+        b"\x00\x01\x7f\xff\xff\xff",  # huge length
+        b"\x00\x01\x00\x00\x00\x01ab",  # trailing byte
+    ],
+)
+def test_data_row_lying_lengths(bad: bytes) -> None:
+    with pytest.raises(PeerViolation) as info:
+        parse_data_row(bad)
+    assert info.value.code == "08P01"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"\xff\xff",
+        b"\x00\x01",  # field promised, none present
+        b"\x00\x01id",  # unterminated name
+        b"\x00\x01id\x00\x00\x00",  # truncated field tail
+        body(ROW_DESCRIPTION)[:-1],
+        body(ROW_DESCRIPTION) + b"\x00",
+        b"\x00\x00junk",
+    ],
+)
+def test_row_description_malformed(bad: bytes) -> None:
+    with pytest.raises(PeerViolation):
+        parse_row_description(bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        DATA_ROW[:-1],  # partial message at the end
+        DATA_ROW + b"D\x00\x00",  # partial header
+        DATA_ROW + b"C\x00\x00\x00\x04",  # not a DataRow
+        b"D\x00\x00\x00\x03",  # length below 4
+        b"D\x00\x00\x00\x05\x00",  # length 5, count truncated
+        b"D\x00\x00\x01\x00" + DATA_ROW[5:],  # outer length lies (too long)
+        b"D\x00\x00\x00\x0c\x00\x01\x00\x00\x00\x09ab",  # inner length beyond its message
+    ],
+)
+def test_iter_data_rows_malformed(bad: bytes) -> None:
+    with pytest.raises(PeerViolation):
+        list(iter_data_rows(bad))
+
+
+def test_inner_length_cannot_read_into_next_message() -> None:
+    # The first row's column claims 9 bytes; the next message's bytes are right
+    # there, but a column must stay inside its own message.
+    lying = b"D\x00\x00\x00\x0c\x00\x01\x00\x00\x00\x09ab" + DATA_ROW
+    with pytest.raises(PeerViolation):
+        list(iter_data_rows(lying))
+
+
+values_st = st.lists(st.one_of(st.none(), st.binary(max_size=40)), max_size=12)
+field_st = st.builds(
+    FieldDescription,
+    name=st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        max_size=20,
+    ),
+    table_oid=st.integers(0, 2**32 - 1),
+    attnum=st.integers(-(2**15), 2**15 - 1),
+    type_oid=st.integers(0, 2**32 - 1),
+    type_size=st.integers(-(2**15), 2**15 - 1),
+    type_modifier=st.integers(-(2**31), 2**31 - 1),
+    format=st.sampled_from([0, 1]),
+)
+
+
+@given(values_st)
+def test_data_row_round_trip(values: list[bytes | None]) -> None:
+    assert parse_data_row(body(build_data_row(values))) == values
+
+
+@given(st.lists(values_st, max_size=8))
+def test_iter_data_rows_round_trip(rows: list[list[bytes | None]]) -> None:
+    data = b"".join(build_data_row(r) for r in rows)
+    assert list(iter_data_rows(data)) == rows
+
+
+@given(st.lists(field_st, max_size=8))
+def test_row_description_round_trip(fields: list[FieldDescription]) -> None:
+    message = build_row_description(fields)
+    assert parse_row_description(body(message)) == fields
+
+
+@given(st.lists(values_st, min_size=1, max_size=4), st.data())
+def test_truncated_runs_never_over_read(
+    rows: list[list[bytes | None]], data: st.DataObject
+) -> None:
+    run = b"".join(build_data_row(r) for r in rows)
+    cut = data.draw(st.integers(1, len(run) - 1))
+    # Cutting a run anywhere but at a message boundary must raise.
+    boundaries = set()
+    pos = 0
+    for r in rows:
+        pos += len(build_data_row(r))
+        boundaries.add(pos)
+    if cut in boundaries:
+        assert len(list(iter_data_rows(run[:cut]))) >= 1
+    else:
+        with pytest.raises(PeerViolation):
+            list(iter_data_rows(run[:cut]))
+
+
+@given(st.binary(max_size=64))
+def test_garbage_raises_only_peer_violation(garbage: bytes) -> None:
+    for parse in (parse_data_row, parse_row_description):
+        with contextlib.suppress(PeerViolation):
+            parse(garbage)
+    with contextlib.suppress(PeerViolation):
+        list(iter_data_rows(garbage))
