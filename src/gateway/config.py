@@ -399,9 +399,12 @@ def _check_value(value: Any, tp: Any, path: str, ctx: _Ctx) -> Any:
     if any(isinstance(m, _Duration) for m in meta):
         try:
             result: Any = parse_duration(value)
-        except ValueError:
-            shown = msgspec.json.encode(value).decode() if isinstance(value, str) else ""
-            ctx.error(path, f"expected {_describe(tp)}, got {shown or _toml_type(value)}")
+        except ValueError as exc:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                ctx.error(path, str(exc))  # a number, but negative or infinite
+            else:
+                shown = msgspec.json.encode(value).decode() if isinstance(value, str) else ""
+                ctx.error(path, f"expected {_describe(tp)}, got {shown or _toml_type(value)}")
             return _INVALID
     elif _is_struct(base):
         return _check_struct(value, base, path, ctx)
