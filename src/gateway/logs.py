@@ -41,7 +41,10 @@ class TextFormatter(logging.Formatter):
         )
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         base = f"{stamp} {record.levelname:<7} {record.getMessage()}"
-        return f"{base} {extras}" if extras else base
+        text = f"{base} {extras}" if extras else base
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def configure(level: str = "info", fmt: str = "json") -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from protocols.buffer import ReceiveBuffer
 
@@ -47,8 +48,8 @@ class Leg(asyncio.Protocol):
     # -- asyncio callbacks ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -171,8 +172,7 @@ class Leg(asyncio.Protocol):
         )
         if new is None:
             raise LegClosed(f"{self.name} closed during TLS handshake")
-        assert isinstance(new, asyncio.Transport)
-        self.transport = new
+        self.transport = cast(asyncio.Transport, new)
 
     def tls_info(self) -> dict[str, str]:
         t = self.transport
