@@ -217,7 +217,7 @@ def _walk(
         if progress is not None and reader.bytes_read >= next_progress:
             progress(reader.bytes_read, reader.file_size)
             next_progress = reader.bytes_read + progress_every
-    if progress is not None:
+    if progress is not None and next_progress > progress_every:  # reported before: finish
         progress(reader.bytes_read, reader.file_size)
 
 
