@@ -205,21 +205,23 @@ def start_gateway(
     def start(**kw: object) -> GatewayProcess:
         base = tmp_path_factory.mktemp("gateway")
         port = free_port()
+        upstream_password = str(kw.pop("password", password))
+        server = kw.pop("server", pg_server)
         config_path = base / "gateway.toml"
         write_config(
             config_path,
             port=port,
-            pg_host=pg_server.host,  # type: ignore[attr-defined]
-            pg_port=pg_server.port,  # type: ignore[attr-defined]
+            pg_host=server.host,  # type: ignore[attr-defined]
+            pg_port=server.port,  # type: ignore[attr-defined]
             pg_user=str(kw.pop("pg_user", role)),
-            ca_file=pg_server.ca_file,  # type: ignore[attr-defined]
+            ca_file=server.ca_file,  # type: ignore[attr-defined]
             jwks=jwks,
             state_dir=base / "state",
             session_dir=base / "sessions",
             **kw,  # type: ignore[arg-type]
         )
         env = dict(os.environ)
-        env[UPSTREAM_PASSWORD_ENV] = str(kw.get("password", password))
+        env[UPSTREAM_PASSWORD_ENV] = upstream_password
         log_path = base / "gateway.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(

@@ -1,0 +1,207 @@
+"""Bad input and faults: the gateway answers with a protocol error or closes that
+one connection, and keeps serving everyone else."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.embedded.postgres import PostgresServer, start_postgres
+
+from .conftest import GatewayProcess
+from .pgwire import Wire
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def healthy(gateway: GatewayProcess) -> Iterator[None]:
+    """After each fault, a normal client must still be served."""
+    yield
+    assert gateway.alive()
+    with psycopg.connect(gateway.dsn(gateway.token())) as conn:
+        assert conn.execute("SELECT 'still serving'").fetchone() == ("still serving",)
+
+
+def _error_then_close(w: Wire) -> dict[str, str]:
+    from protocols.postgres.messages import parse_error_fields
+
+    mtype, body = w.message()
+    assert mtype == "E"
+    fields = parse_error_fields(body)
+    assert w.closed()
+    w.close()
+    return fields
+
+
+def test_garbage_first_packet(gateway: GatewayProcess, healthy: None) -> None:
+    w = Wire(gateway.host, gateway.port)
+    w.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _error_then_close(w)["C"] == "08P01"
+
+
+@pytest.mark.parametrize("length", [0, 4, 7, -1, 10_001, 2**31 - 1])
+def test_startup_length_lies(gateway: GatewayProcess, healthy: None, length: int) -> None:
+    w = Wire(gateway.host, gateway.port)
+    w.send(struct.pack("!i", length) + struct.pack("!I", 196608) + b"user\0x\0\0")
+    assert _error_then_close(w)["C"] == "08P01"
+
+
+def test_truncated_startup_then_disconnect(gateway: GatewayProcess, healthy: None) -> None:
+    w = Wire(gateway.host, gateway.port)
+    w.send(struct.pack("!I", 100) + struct.pack("!I", 196608) + b"user\0")
+    w.close()
+
+
+def test_protocol_2_refused(gateway: GatewayProcess, healthy: None) -> None:
+    w = Wire(gateway.host, gateway.port)
+    w.send(struct.pack("!II", 8, 131072))
+    assert _error_then_close(w)["C"] == "0A000"
+
+
+def test_bytes_pipelined_after_ssl_request_refused(gateway: GatewayProcess, healthy: None) -> None:
+    # CVE-2021-23214 class: plaintext injected before the TLS handshake.
+    w = Wire(gateway.host, gateway.port)
+    w.send(struct.pack("!II", 8, 80877103) + b"Q\0\0\0\x0dSELECT 1\0")
+    data = w.sock.recv(1)
+    assert data in (b"", b"E")  # refused (no 'S')
+    assert w.closed()
+    w.close()
+
+
+def test_oversized_message_refused_before_buffering(gateway: GatewayProcess, healthy: None) -> None:
+    w = Wire(gateway.host, gateway.port)
+    assert w.login(gateway.token())[0] == "ok"
+    # Header only: declares 1 GiB (limit in the test config: 32 MiB).
+    w.send(b"Q" + struct.pack("!I", 1 << 30))
+    fields = _error_then_close(w)
+    assert fields["C"] == "54000"
+
+
+def test_lying_length_after_login(gateway: GatewayProcess, healthy: None) -> None:
+    w = Wire(gateway.host, gateway.port)
+    assert w.login(gateway.token())[0] == "ok"
+    w.send(b"Q" + struct.pack("!I", 2))
+    assert _error_then_close(w)["C"] == "08P01"
+
+
+def test_unknown_message_type(gateway: GatewayProcess, healthy: None) -> None:
+    w = Wire(gateway.host, gateway.port)
+    assert w.login(gateway.token())[0] == "ok"
+    w.send(b"?" + struct.pack("!I", 4))
+    assert _error_then_close(w)["C"] == "08P01"
+
+
+def test_malformed_bind_is_a_protocol_violation(gateway: GatewayProcess, healthy: None) -> None:
+    w = Wire(gateway.host, gateway.port)
+    assert w.login(gateway.token())[0] == "ok"
+    body = b"\0\0" + struct.pack("!h", 0) + struct.pack("!h", 1) + struct.pack("!i", 1000) + b"x"
+    w.send(b"B" + struct.pack("!I", len(body) + 4) + body)
+    assert _error_then_close(w)["C"] == "08P01"
+
+
+def test_many_messages_in_one_write(gateway: GatewayProcess, healthy: None) -> None:
+    w = Wire(gateway.host, gateway.port)
+    assert w.login(gateway.token())[0] == "ok"
+    q = b"SELECT 1\0"
+    w.send((b"Q" + struct.pack("!I", len(q) + 4) + q) * 200)
+    for _ in range(200):
+        while w.message()[0] != "Z":
+            pass
+    w.close()
+
+
+def test_client_vanishes_mid_result_cancels_upstream(
+    gateway: GatewayProcess, pg_server: PostgresServer, healthy: None
+) -> None:
+    w = Wire(gateway.host, gateway.port)
+    status, msgs = w.login(gateway.token())
+    assert status == "ok"
+    pid = next(struct.unpack("!I", body[:4])[0] for t, body in msgs if t == "K")
+    # A long result: read a little, then drop the connection without Terminate.
+    w.send(b"Q" + struct.pack("!I", 4 + 61) + b"SELECT g, repeat('x', 200) FROM generate_series(1, 100000000) g\0"[:61])
+    w.message()
+    w.sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        still = pg_server.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}", dbname="app").strip()
+        if still == "0":
+            break
+        time.sleep(0.2)
+    assert still == "0", "the backend kept running after the client vanished"
+
+
+def test_database_restarted_mid_session(start_gateway: object, tmp_path: Path) -> None:
+    server = start_postgres(base_dir=tmp_path / "pg", ssl=True)
+    try:
+        server.create_role("gw_restart", "restart-pass-123", login=True)
+        gw = start_gateway(  # type: ignore[operator]
+            server=server, pg_user="gw_restart", password="restart-pass-123", database="postgres",
+            recording=False,
+        )
+        other = psycopg.connect(gw.dsn(gw.token(), dbname="postgres"), autocommit=True)
+        conn = psycopg.connect(gw.dsn(gw.token(), dbname="postgres"), autocommit=True)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        server.restart()
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+        with pytest.raises(psycopg.OperationalError):
+            other.execute("SELECT 1")
+        conn.close()
+        other.close()
+        assert gw.alive()
+        with psycopg.connect(gw.dsn(gw.token(), dbname="postgres")) as fresh:
+            assert fresh.execute("SELECT 2").fetchone() == (2,)
+    finally:
+        server.stop()
+
+
+def test_upstream_md5_and_cleartext_roles(
+    start_gateway: object, pg_md5_role: tuple[str, str], pg_clear_role: tuple[str, str]
+) -> None:
+    for role, password in (pg_md5_role, pg_clear_role):
+        gw = start_gateway(pg_user=role, password=password, recording=False)  # type: ignore[operator]
+        with psycopg.connect(gw.dsn(gw.token())) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+        assert '"upstream_auth": "' + ("md5" if "md5" in role else "password") in gw.log_text()
+
+
+def test_wrong_upstream_password_gives_generic_error(start_gateway: object) -> None:
+    gw = start_gateway(password="definitely-wrong", recording=False)  # type: ignore[operator]
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(gw.dsn(gw.token()))
+    text = str(info.value)
+    assert 'could not connect to target "app-pg"' in text
+    assert "gw_" not in text  # the real upstream user is not revealed
+
+
+def test_token_expiry_ends_session(gateway: GatewayProcess) -> None:
+    conn = psycopg.connect(gateway.dsn(gateway.token(ttl=2)), autocommit=True)
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    time.sleep(3)
+    with pytest.raises(psycopg.OperationalError, match="token expired"):
+        conn.execute("SELECT 1")
+    conn.close()
+
+
+def test_graceful_shutdown_drains_then_closes(start_gateway: object) -> None:
+    gw = start_gateway(recording=False)  # type: ignore[operator]  # shutdown_grace = 3s
+    conn = psycopg.connect(gw.dsn(gw.token()), autocommit=True)
+    os.kill(gw.proc.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    # Draining: the live session keeps working, new connections are refused.
+    assert conn.execute("SELECT 'draining'").fetchone() == ("draining",)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(gw.dsn(gw.token()), connect_timeout=2)
+    # After the grace period the session is closed with 57P01 and the process exits 0.
+    assert gw.proc.wait(15) == 0
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute("SELECT 1")
+    assert '"event": "stopped"' in gw.log_text()
