@@ -254,3 +254,92 @@ def test_mariadb_restart_keeps_address(
             assert cur.fetchone() == (1,)
     finally:
         conn.close()
+
+
+# --- discovery and configuration without starting anything -----------------------------------
+
+
+def test_no_postgres_anywhere_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.embedded.postgres as pg_mod
+    from gateway.embedded import common
+
+    monkeypatch.delenv(pg_mod.ENV_DSN, raising=False)
+    monkeypatch.setattr(pg_mod, "find_postgres_bin_dir", lambda: None)
+    monkeypatch.setattr(common, "docker_engine_problem", lambda: "no engine (test)")
+    with pytest.raises(common.ServerUnavailable) as info:
+        pg_mod.start_postgres()
+    message = str(info.value)
+    for needle in ("apt-get install postgresql", "Docker", "no engine (test)", pg_mod.ENV_DSN):
+        assert needle in message
+
+
+def test_no_mariadb_anywhere_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.embedded.mariadb as my_mod
+    from gateway.embedded import common
+
+    monkeypatch.delenv(my_mod.ENV_DSN, raising=False)
+    monkeypatch.setattr(my_mod, "_find_local", lambda: None)
+    monkeypatch.setattr(common, "docker_engine_problem", lambda: "no engine (test)")
+    with pytest.raises(common.ServerUnavailable) as info:
+        my_mod.start_mariadb()
+    message = str(info.value)
+    for needle in ("apt-get install mariadb-server", "Docker", "no engine (test)", my_mod.ENV_DSN):
+        assert needle in message
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        (
+            "postgresql://u%40x:p%20w@db.example:6543/app?sslmode=verify-full&sslrootcert=/ca",
+            {
+                "host": "db.example",
+                "port": "6543",
+                "user": "u@x",
+                "password": "p w",
+                "dbname": "app",
+                "sslmode": "verify-full",
+                "sslrootcert": "/ca",
+            },
+        ),
+        (
+            "host=127.0.0.1 port=5433 user=postgres password='it\\'s secret' dbname=postgres",
+            {
+                "host": "127.0.0.1",
+                "port": "5433",
+                "user": "postgres",
+                "password": "it's secret",
+                "dbname": "postgres",
+            },
+        ),
+    ],
+)
+def test_pg_env_dsn_parsing(dsn: str, expected: dict[str, str]) -> None:
+    from gateway.embedded.postgres import _parse_dsn
+
+    assert _parse_dsn(dsn) == expected
+
+
+def test_pg_dsn_quotes_values_the_way_libpq_reads_them() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    server = PostgresServer(
+        host="127.0.0.1",
+        port=5999,
+        superuser="postgres",
+        password="pa ss'wo\\rd",
+        ca_file=None,
+        bin_dir=None,
+        data_dir=None,
+        origin="env",
+    )
+    server.roles["gw"] = "x y"
+    assert conninfo_to_dict(server.dsn("app")) == {
+        "host": "127.0.0.1",
+        "port": "5999",
+        "user": "postgres",
+        "dbname": "app",
+        "password": "pa ss'wo\\rd",
+        "sslmode": "require",
+    }
+    assert conninfo_to_dict(server.dsn(user="gw", sslmode="disable"))["password"] == "x y"

@@ -58,14 +58,19 @@ class ContainerHandle:
         from testcontainers.core.container import DockerContainer
 
         script = f"set -e; {preamble}; exec {shlex.join(command)}"
-        container = DockerContainer(image)
+        container: Any = DockerContainer(image)
         for key, value in env.items():
             container.with_env(key, value)
-        container.with_bind_ports(container_port, host_port)
+        if docker_host() in ("localhost", "127.0.0.1"):
+            # A local engine: publish on loopback only, like the local servers (docker-py
+            # takes an (ip, port) tuple; testcontainers' with_bind_ports types only a port).
+            container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)
+        else:
+            container.with_bind_ports(container_port, host_port)
         container.with_volume_mapping(str(tls_dir), "/gw-in", "ro")
         container.with_volume_mapping(str(io_dir), "/gw-io", "rw")
         container.with_kwargs(entrypoint=["sh", "-c", script])
-        self._container: Any = container
+        self._container = container
         self.io_dir = io_dir
         self.host_port = host_port
         container.start()

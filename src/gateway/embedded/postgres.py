@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.embedded import common
 from gateway.embedded.certs import make_ca_and_server_cert
@@ -191,27 +191,22 @@ class _LocalControl:
 
 @dataclass
 class _DockerControl:
-    handle: object  # ContainerHandle; typed loosely so docker.py stays an optional import
+    handle: Any  # ContainerHandle; typed loosely so docker.py stays an optional import
     base_dir: Path
     password: str
 
     def psql(
         self, argv: list[str], conninfo: dict[str, str], password: str, sql: str
     ) -> tuple[int, str, str]:
-        from gateway.embedded.docker import ContainerHandle
-
-        assert isinstance(self.handle, ContainerHandle)
         inside = {**conninfo, "host": "127.0.0.1", "port": "5432"}
-        return self.handle.exec(
+        result: tuple[int, str, str] = self.handle.exec(
             ["psql", *argv, "-d", _conninfo(inside)],
             env={"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"},
             stdin_text=sql,
         )
+        return result
 
     def _ready(self) -> None:
-        from gateway.embedded.docker import ContainerHandle
-
-        assert isinstance(self.handle, ContainerHandle)
         self.handle.wait_until(
             ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres"],
             env={},
@@ -229,16 +224,10 @@ class _DockerControl:
             raise EmbeddedServerError(f"reload failed: {err.strip()}")
 
     def restart(self) -> None:
-        from gateway.embedded.docker import ContainerHandle
-
-        assert isinstance(self.handle, ContainerHandle)
         self.handle.restart()
         self._ready()
 
     def stop(self) -> None:
-        from gateway.embedded.docker import ContainerHandle
-
-        assert isinstance(self.handle, ContainerHandle)
         with contextlib.suppress(Exception):
             self.handle.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
