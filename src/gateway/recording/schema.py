@@ -196,12 +196,15 @@ ENCODER: Final = msgspec.msgpack.Encoder()
 _FRAME_DECODER: Final[msgspec.msgpack.Decoder[KnownFrame]] = msgspec.msgpack.Decoder(KnownFrame)
 _ENVELOPE_DECODER: Final = msgspec.msgpack.Decoder(Envelope)
 _ANY_DECODER: Final = msgspec.msgpack.Decoder()
+# msgspec reports invalid UTF-8 in a str as UnicodeDecodeError (a ValueError), not
+# as DecodeError: a flipped byte inside a string must still read as "malformed".
+_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 
 def decode_envelope(payload: bytes | memoryview) -> Envelope:
     try:
         return _ENVELOPE_DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise FrameDecodeError(f"malformed frame envelope: {exc}") from None
 
 
@@ -209,12 +212,15 @@ def decode_frame(payload: bytes | memoryview) -> KnownFrame | UnknownFrame:
     """The frame as a Struct; an ``UnknownFrame`` for a type this reader does not know."""
     try:
         return _FRAME_DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         first_error = exc
     envelope = decode_envelope(payload)
     if envelope.t in KNOWN_TAGS:
         raise FrameDecodeError(f"malformed {envelope.t!r} frame: {first_error}")
-    fields = _ANY_DECODER.decode(payload)
+    try:
+        fields = _ANY_DECODER.decode(payload)
+    except _DECODE_ERRORS as exc:
+        raise FrameDecodeError(f"malformed {envelope.t!r} frame: {exc}") from None
     if not isinstance(fields, dict):  # pragma: no cover - the envelope decoded as a map
         raise FrameDecodeError("frame payload is not a map")
     return UnknownFrame(envelope.t, envelope.seq, envelope.prev, fields)

@@ -104,6 +104,10 @@ class SessionFile:
                 self.fd = _open(str(path), _OPEN_FLAGS, FILE_MODE)
             except FileExistsError:
                 continue
+            except FileNotFoundError:
+                # The directory was missing at start (continue mode) or removed since.
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.fd = _open(str(path), _OPEN_FLAGS, FILE_MODE)
             self.path = path
             return
         raise OSError(errno.EEXIST, "no free file name for session", str(base))
