@@ -54,11 +54,18 @@ class GatewayProcess:
         **claims: object,
     ) -> str:
         return mint_token(
-            self.key_path, sub, list(groups), ttl, audience=AUDIENCE, issuer=ISSUER,
+            self.key_path,
+            sub,
+            list(groups),
+            ttl,
+            audience=AUDIENCE,
+            issuer=ISSUER,
             extra_claims=claims or None,
         )
 
-    def dsn(self, token: str, dbname: str = "app", user: str = "alice@example.com", **kw: str) -> str:
+    def dsn(
+        self, token: str, dbname: str = "app", user: str = "alice@example.com", **kw: str
+    ) -> str:
         params = {
             "host": self.host,
             "port": str(self.port),
@@ -166,7 +173,9 @@ tls = "{upstream_tls}"
     )
 
 
-def wait_listening(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 20) -> None:
+def wait_listening(
+    proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 20
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -245,4 +254,4 @@ def start_gateway(
 @pytest.fixture(scope="session")
 def gateway(start_gateway: StartGateway) -> GatewayProcess:
     """One shared gateway for the tests that do not restart or kill it."""
-    return start_gateway(recording=False)  # TEMP until the recorder lands
+    return start_gateway()

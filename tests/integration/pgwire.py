@@ -16,7 +16,9 @@ from protocols.postgres.messages import (
 
 class Wire:
     def __init__(self, host: str, port: int, timeout: float = 10) -> None:
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection((host, port), timeout=timeout)
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            (host, port), timeout=timeout
+        )
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -41,10 +41,24 @@ def test_demo_starts_serves_and_cleans_up(tmp_path: Path) -> None:
         work = Path(commands[0][0]).parent
         for token_file, conninfo in commands:
             out = subprocess.run(
-                ["psql", "-X", "-A", "-t", conninfo, "-c", "SELECT count(*) FROM customers",
-                 "-c", "SELECT count(*) FROM events"],
-                env={"PATH": os.environ["PATH"], "PGPASSWORD": Path(token_file).read_text().strip()},
-                capture_output=True, text=True, timeout=30,
+                [
+                    "psql",
+                    "-X",
+                    "-A",
+                    "-t",
+                    conninfo,
+                    "-c",
+                    "SELECT count(*) FROM customers",
+                    "-c",
+                    "SELECT count(*) FROM events",
+                ],
+                env={
+                    "PATH": os.environ["PATH"],
+                    "PGPASSWORD": Path(token_file).read_text().strip(),
+                },
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert out.returncode == 0, out.stderr
             customers, events = out.stdout.split()

@@ -18,7 +18,6 @@ from pathlib import Path
 import asyncpg
 import psycopg
 import pytest
-from psycopg import sql
 
 from gateway.embedded.postgres import PostgresServer
 
@@ -52,7 +51,9 @@ QUERIES = [
 # -- psycopg 3 --------------------------------------------------------------------------
 
 
-def _psycopg_results(dsn: str, *, prepare: bool | None, binary: bool) -> list[list[tuple[object, ...]]]:
+def _psycopg_results(
+    dsn: str, *, prepare: bool | None, binary: bool
+) -> list[list[tuple[object, ...]]]:
     out = []
     with psycopg.connect(dsn) as conn:
         for q in QUERIES:
@@ -67,7 +68,9 @@ def _psycopg_results(dsn: str, *, prepare: bool | None, binary: bool) -> list[li
     [(False, False), (True, False), (True, True), (None, True)],
     ids=["simple", "prepared", "prepared-binary", "binary"],
 )
-def test_psycopg_matches_direct(direct_dsn: str, gw_dsn: str, prepare: bool | None, binary: bool) -> None:
+def test_psycopg_matches_direct(
+    direct_dsn: str, gw_dsn: str, prepare: bool | None, binary: bool
+) -> None:
     through = _psycopg_results(gw_dsn, prepare=prepare, binary=binary)
     direct = _psycopg_results(direct_dsn, prepare=prepare, binary=binary)
     assert through == direct
@@ -128,24 +131,35 @@ def test_psycopg_copy_in_and_out(gw_dsn: str) -> None:
                 copy.write_row((-1, "binary"))
             assert cur.execute("SELECT v FROM c WHERE id = -1").fetchone() == ("binary",)
         # A failing COPY leaves the session usable.
-        with pytest.raises(psycopg.errors.InvalidTextRepresentation), conn.cursor() as cur:
-            with cur.copy("COPY c FROM STDIN") as copy:
-                copy.write(b"not-an-int\tx\n")
+        with (
+            pytest.raises(psycopg.errors.InvalidTextRepresentation),
+            conn.cursor() as cur,
+            cur.copy("COPY c FROM STDIN") as copy,
+        ):
+            copy.write(b"not-an-int\tx\n")
         conn.rollback()
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_backend_pid_and_notifications(gw_dsn: str) -> None:
-    with psycopg.connect(gw_dsn, autocommit=True) as listener, psycopg.connect(gw_dsn, autocommit=True) as sender:
+    with (
+        psycopg.connect(gw_dsn, autocommit=True) as listener,
+        psycopg.connect(gw_dsn, autocommit=True) as sender,
+    ):
         # The PID the client was given is the real backend PID.
-        assert listener.info.backend_pid == listener.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert (
+            listener.info.backend_pid == listener.execute("SELECT pg_backend_pid()").fetchone()[0]
+        )
         listener.execute("LISTEN gw_test")
         sender.execute("NOTIFY gw_test, 'hello'")
         sender.execute("SELECT pg_notify('gw_test', 'second')")
         got = []
         for n in listener.notifies(timeout=5, stop_after=2):
             got.append((n.channel, n.payload, n.pid))
-        assert got == [("gw_test", "hello", sender.info.backend_pid), ("gw_test", "second", sender.info.backend_pid)]
+        assert got == [
+            ("gw_test", "hello", sender.info.backend_pid),
+            ("gw_test", "second", sender.info.backend_pid),
+        ]
 
 
 def test_notices_and_parameter_status(gw_dsn: str) -> None:
@@ -165,7 +179,9 @@ def test_notices_and_parameter_status(gw_dsn: str) -> None:
 def test_startup_parameters_are_forwarded(
     gateway: GatewayProcess, pg_gateway_role: tuple[str, str]
 ) -> None:
-    dsn = gateway.dsn(gateway.token(), application_name="gw-test-app", options="-c search_path=pg_catalog,public")
+    dsn = gateway.dsn(
+        gateway.token(), application_name="gw-test-app", options="-c search_path=pg_catalog,public"
+    )
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SHOW application_name").fetchone() == ("gw-test-app",)
         assert conn.execute("SHOW search_path").fetchone() == ("pg_catalog,public",)
@@ -215,7 +231,7 @@ async def _asyncpg_session(conn: asyncpg.Connection) -> list[object]:
     args = (
         2**40,
         decimal.Decimal("-12345.6789"),
-        datetime.datetime(2024, 2, 29, 12, 30, tzinfo=datetime.timezone.utc),
+        datetime.datetime(2024, 2, 29, 12, 30, tzinfo=datetime.UTC),
         uuid.UUID("a1b2c3d4-0000-4000-8000-000000000000"),
         b"\x00\xffbinary",
         ["x", None, "z"],
@@ -230,17 +246,28 @@ async def _asyncpg_session(conn: asyncpg.Connection) -> list[object]:
         cur = await conn.cursor("SELECT id FROM events ORDER BY id")
         out.append(await cur.fetch(5))
         out.append(await cur.fetch(5))
-        out.append([r async for r in conn.cursor("SELECT g FROM generate_series(1, 250) g", prefetch=50)][-1])
+        out.append(
+            [r async for r in conn.cursor("SELECT g FROM generate_series(1, 250) g", prefetch=50)][
+                -1
+            ]
+        )
     await conn.executemany("SELECT $1::int", [(i,) for i in range(10)])
     out.append(await conn.fetchval("SELECT pg_backend_pid() = $1", conn.get_server_pid()))
     return [tuple(r) if isinstance(r, asyncpg.Record) else r for r in out]
 
 
-async def test_asyncpg_matches_direct(gateway: GatewayProcess, pg_server: PostgresServer, pg_gateway_role: tuple[str, str]) -> None:
+async def test_asyncpg_matches_direct(
+    gateway: GatewayProcess, pg_server: PostgresServer, pg_gateway_role: tuple[str, str]
+) -> None:
     role, password = pg_gateway_role
     through = await asyncpg.connect(gateway.url(gateway.token()), ssl="require")
     direct = await asyncpg.connect(
-        host=pg_server.host, port=pg_server.port, user=role, password=password, database="app", ssl="require"
+        host=pg_server.host,
+        port=pg_server.port,
+        user=role,
+        password=password,
+        database="app",
+        ssl="require",
     )
     try:
         a = await _asyncpg_session(through)
@@ -270,7 +297,9 @@ async def test_asyncpg_listen_notify(gateway: GatewayProcess) -> None:
     b = await asyncpg.connect(gateway.url(gateway.token()), ssl="require")
     got: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue()
     try:
-        await a.add_listener("chan", lambda _c, pid, ch, payload: got.put_nowait((pid, ch, payload)))
+        await a.add_listener(
+            "chan", lambda _c, pid, ch, payload: got.put_nowait((pid, ch, payload))
+        )
         await b.execute("NOTIFY chan, 'ping'")
         pid, ch, payload = await asyncio.wait_for(got.get(), 5)
         assert (pid, ch, payload) == (b.get_server_pid(), "chan", "ping")
@@ -301,11 +330,18 @@ def _psql(dsn: str, password: str | None, script: str) -> subprocess.CompletedPr
     if password is not None:
         env["PGPASSWORD"] = password
     return subprocess.run(
-        ["psql", "-X", dsn, "-f", "-"], input=script, capture_output=True, text=True, env=env, timeout=60
+        ["psql", "-X", dsn, "-f", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
-def test_psql_script_matches_direct(gateway: GatewayProcess, direct_dsn: str, tmp_path: Path) -> None:
+def test_psql_script_matches_direct(
+    gateway: GatewayProcess, direct_dsn: str, tmp_path: Path
+) -> None:
     token = gateway.token()
     dsn = f"host=127.0.0.1 port={gateway.port} dbname=app user=alice@example.com sslmode=require"
     through = _psql(dsn, token, PSQL_SCRIPT)
@@ -322,11 +358,20 @@ def test_pgbench_modes(gateway: GatewayProcess, mode: str) -> None:
     token = gateway.token(ttl=600)
     env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": token, "PGSSLMODE": "require"}
     args = ["-h", "127.0.0.1", "-p", str(gateway.port), "-U", "alice@example.com", "app"]
-    init = subprocess.run(["pgbench", "-i", "-s", "1", "-q", *args], env=env, capture_output=True, text=True, timeout=120)
+    init = subprocess.run(
+        ["pgbench", "-i", "-s", "1", "-q", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert init.returncode == 0, init.stderr  # pgbench -i loads with COPY FROM STDIN
     run = subprocess.run(
         ["pgbench", "-M", mode, "-c", "4", "-j", "2", "-T", "2", *args],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     assert "number of failed transactions: 0" in run.stdout

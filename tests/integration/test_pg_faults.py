@@ -126,12 +126,18 @@ def test_client_vanishes_mid_result_cancels_upstream(
     assert status == "ok"
     pid = next(struct.unpack("!I", body[:4])[0] for t, body in msgs if t == "K")
     # A long result: read a little, then drop the connection without Terminate.
-    w.send(b"Q" + struct.pack("!I", 4 + 61) + b"SELECT g, repeat('x', 200) FROM generate_series(1, 100000000) g\0"[:61])
+    w.send(
+        b"Q"
+        + struct.pack("!I", 4 + 61)
+        + b"SELECT g, repeat('x', 200) FROM generate_series(1, 100000000) g\0"[:61]
+    )
     w.message()
     w.sock.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        still = pg_server.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}", dbname="app").strip()
+        still = pg_server.psql(
+            f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}", dbname="app"
+        ).strip()
         if still == "0":
             break
         time.sleep(0.2)
@@ -143,7 +149,10 @@ def test_database_restarted_mid_session(start_gateway: object, tmp_path: Path) -
     try:
         server.create_role("gw_restart", "restart-pass-123", login=True)
         gw = start_gateway(  # type: ignore[operator]
-            server=server, pg_user="gw_restart", password="restart-pass-123", database="postgres",
+            server=server,
+            pg_user="gw_restart",
+            password="restart-pass-123",
+            database="postgres",
             recording=False,
         )
         other = psycopg.connect(gw.dsn(gw.token(), dbname="postgres"), autocommit=True)

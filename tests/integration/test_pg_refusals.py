@@ -48,7 +48,13 @@ def _claims(**over: object) -> dict[str, object]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _sign(gateway: GatewayProcess, claims: dict[str, object], *, kid: str | None = None, key: object = None) -> str:
+def _sign(
+    gateway: GatewayProcess,
+    claims: dict[str, object],
+    *,
+    kid: str | None = None,
+    key: object = None,
+) -> str:
     private = key or serialization.load_pem_private_key(gateway.key_path.read_bytes(), None)
     return jwt.encode(claims, private, algorithm="ES256", headers={"kid": kid or _kid(gateway)})  # type: ignore[arg-type]
 
@@ -57,7 +63,7 @@ def _bad_tokens(gateway: GatewayProcess) -> dict[str, str]:
     now = int(time.time())
     kid = _kid(gateway)
     good = _sign(gateway, _claims())
-    head, payload, sig = good.split(".")
+    head, _payload, sig = good.split(".")
     tampered_payload = _b64(json.dumps(_claims(groups=["dba", "superusers"])).encode())
     public_pem = (
         serialization.load_pem_private_key(gateway.key_path.read_bytes(), None)
@@ -160,7 +166,9 @@ def test_protocol_3_2_negotiated_down(gateway: GatewayProcess) -> None:
     w.start_tls()
     from protocols.postgres.messages import build_startup_message
 
-    w.send(build_startup_message({"user": "a", "database": "app", "_pq_.future": "1"}, version=196610))
+    w.send(
+        build_startup_message({"user": "a", "database": "app", "_pq_.future": "1"}, version=196610)
+    )
     mtype, body = w.message()
     assert mtype == "v"
     assert body[:4] == b"\0\0\0\0"  # newest minor we support: 0

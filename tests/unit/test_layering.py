@@ -21,7 +21,12 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "jwt": ("gateway/auth/", "gateway/keys.py"),
     "aiohttp": ("gateway/auth/", "gateway/admin/"),
     "sqlglot": ("gateway/policy/",),
-    "msgspec": ("gateway/config.py", "gateway/identity.py", "gateway/recording/", "gateway/policy/"),
+    "msgspec": (
+        "gateway/config.py",
+        "gateway/identity.py",
+        "gateway/recording/",
+        "gateway/policy/",
+    ),
     "cryptography": (
         "protocols/mysql/auth",
         "gateway/keys.py",

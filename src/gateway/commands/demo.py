@@ -83,7 +83,6 @@ def main(args: argparse.Namespace) -> int:
     work = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     server = None
-    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
         say(f"[demo] work directory: {work}")
         say("[demo] starting a throwaway PostgreSQL ...")
@@ -132,6 +131,10 @@ def main(args: argparse.Namespace) -> int:
             shutil.rmtree(work, ignore_errors=True)
         elif not args.keep:
             say(f"[demo] left {work} in place (it was given with --dir)")
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _banner(work: Path, port: int, contractor: str, admin: str) -> str:

@@ -172,7 +172,7 @@ class Leg(asyncio.Protocol):
         )
         if new is None:
             raise LegClosed(f"{self.name} closed during TLS handshake")
-        self.transport = cast(asyncio.Transport, new)
+        self.transport = new
 
     def tls_info(self) -> dict[str, str]:
         t = self.transport

@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from protocols.errors import MessageTooLarge, PeerViolation
+from protocols.postgres.auth import build_authentication, parse_password_message
 from protocols.postgres.constants import (
     TLS_HANDSHAKE_BYTE,
     AuthRequest,
@@ -31,14 +32,12 @@ from protocols.postgres.messages import (
     GSSENCRequest,
     SSLRequest,
     StartupMessage,
-    build_authentication,
     build_backend_key_data,
     build_error_response,
     build_negotiate_protocol_version,
     build_ready_for_query,
     first_packet_length,
     parse_first_packet,
-    parse_password_message,
 )
 from protocols.postgres.tracker import QueryTracker
 
@@ -455,9 +454,7 @@ class PgSession:
             leg.on_lost = self._leg_gone
             leg.close()
         # A peer that never drains its socket must not keep the session alive.
-        self._abort_timer = asyncio.get_running_loop().call_later(
-            _CLOSE_TIMEOUT, lambda: [leg.abort() for leg in legs]
-        )
+        self._abort_timer = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, _abort_all, legs)
         self._leg_gone(None)
 
     def _leg_gone(self, _exc: BaseException | None) -> None:
@@ -478,3 +475,8 @@ class PgSession:
 
 def is_tls_client_hello(first_byte: bytes) -> bool:
     return bool(first_byte) and first_byte[0] == TLS_HANDSHAKE_BYTE
+
+
+def _abort_all(legs: list[Leg]) -> None:
+    for leg in legs:
+        leg.abort()

@@ -157,10 +157,6 @@ def build_negotiate_protocol_version(newest_minor: int, unrecognized: list[str])
 # -- backend messages -------------------------------------------------------------
 
 
-def build_authentication(code: int, data: bytes = b"") -> bytes:
-    return build_message(Backend.AUTHENTICATION, _I32.pack(code) + data)
-
-
 def build_backend_key_data(process_id: int, secret_key: bytes) -> bytes:
     return build_message(Backend.BACKEND_KEY_DATA, _U32.pack(process_id) + secret_key)
 
@@ -332,15 +328,3 @@ def parse_execute(body: bytes) -> tuple[bytes, int]:
     portal, pos = read_cstring(body, 0)
     max_rows, _ = _read_i32(body, pos)
     return portal, max_rows
-
-
-def parse_password_message(body: bytes, max_size: int) -> str:
-    """The client's cleartext password (here: the JWT), NUL-terminated UTF-8."""
-    if len(body) > max_size:
-        raise PeerViolation("password message too long", SqlState.PROTOCOL_VIOLATION)
-    if not body or body[-1] != 0 or body.index(0) != len(body) - 1:
-        raise PeerViolation("malformed password message", SqlState.PROTOCOL_VIOLATION)
-    try:
-        return body[:-1].decode()
-    except UnicodeDecodeError:
-        raise PeerViolation("password is not valid UTF-8", SqlState.PROTOCOL_VIOLATION) from None
