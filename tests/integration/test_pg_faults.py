@@ -214,3 +214,23 @@ def test_graceful_shutdown_drains_then_closes(start_gateway: object) -> None:
     with pytest.raises(psycopg.OperationalError):
         conn.execute("SELECT 1")
     assert '"event": "stopped"' in gw.log_text()
+
+
+def test_slow_client_pauses_upstream_memory_stays_bounded(gateway: GatewayProcess) -> None:
+    import psutil
+
+    proc = psutil.Process(gateway.proc.pid)
+    w = Wire(gateway.host, gateway.port)
+    assert w.login(gateway.token())[0] == "ok"
+    before = proc.memory_info().rss
+    # About 1 GB of rows; the client reads one message and then stops reading.
+    sql = b"SELECT g, repeat('x', 2000) FROM generate_series(1, 500000) g\0"
+    w.send(b"Q" + struct.pack("!I", len(sql) + 4) + sql)
+    w.message()
+    time.sleep(3)
+    grown = proc.memory_info().rss - before
+    w.sock.close()
+    # Socket buffers aside, nothing piles up in the gateway: the upstream leg is
+    # paused while the client leg's transport is above its high-water mark.
+    assert grown < 48 * 1024 * 1024, f"gateway RSS grew by {grown / 1e6:.1f} MB"
+    assert gateway.alive()
