@@ -412,11 +412,11 @@ class _ReplayClock:
     """Sleeps the recorded gaps, scaled by 1/speed and capped at max_gap seconds."""
 
     def __init__(
-        self, speed: float, max_gap: float | None, sleep: Callable[[float], None] = time.sleep
-    ):
+        self, speed: float, max_gap: float | None, sleep: Callable[[float], None] | None = None
+    ) -> None:
         self.speed = speed
         self.max_gap = max_gap
-        self.sleep = sleep
+        self.sleep = sleep if sleep is not None else time.sleep
         self.last: float | None = None
 
     def wait(self, at: float) -> None:
