@@ -11,13 +11,17 @@ import time
 from struct import Struct
 from typing import TYPE_CHECKING
 
+from protocols.postgres.rows import parse_row_description
 from protocols.postgres.tracker import Execution
+
+from ..recording import ColumnInfo
 
 if TYPE_CHECKING:
     from ..recording import SessionRecording
 
 _LEN = Struct("!I")
 ROW_ENCODING = "pg.DataRow"
+_COLUMN_CACHE = 256
 
 
 class _ExecState:
@@ -31,6 +35,26 @@ class _ExecState:
         self.described = False
 
 
+def _columns(row_description: bytes, formats: tuple[int, ...]) -> list[ColumnInfo]:
+    """ColumnInfo for a RowDescription; Bind result formats override its codes (a
+    Describe-statement description always says text)."""
+    columns = []
+    for i, f in enumerate(parse_row_description(row_description)):
+        fmt = f.format
+        if formats:
+            fmt = formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0
+        columns.append(
+            ColumnInfo(
+                name=f.name,
+                type_oid=f.type_oid,
+                format="binary" if fmt == 1 else "text",
+                table_oid=f.table_oid or None,
+                attnum=f.attnum or None,
+            )
+        )
+    return columns
+
+
 def _param_value(value: bytes | None, fmt: int) -> str | bytes | None:
     if value is None or fmt == 1:
         return value
@@ -40,13 +64,16 @@ def _param_value(value: bytes | None, fmt: int) -> str | bytes | None:
 class PgRecordingObserver:
     """ExecutionObserver; a no-op shell when the session is not recorded."""
 
-    __slots__ = ("denied", "record_rows", "recording", "statements")
+    __slots__ = ("_columns", "denied", "record_rows", "recording", "statements")
 
     def __init__(self, recording: SessionRecording | None, record_rows: int) -> None:
         self.recording = recording
         self.record_rows = record_rows
         self.statements = 0
         self.denied = 0
+        # Parsed column metadata per (RowDescription, result formats): a prepared
+        # statement executed many times is described once, not once per execution.
+        self._columns: dict[tuple[bytes, tuple[int, ...]], list[ColumnInfo]] = {}
 
     def execution_started(self, ex: Execution) -> None:
         self.statements += 1
@@ -83,26 +110,13 @@ class PgRecordingObserver:
         state = ex.context
         if rec is None or not isinstance(state, _ExecState) or ex.row_description is None:
             return
-        from protocols.postgres.rows import parse_row_description
-
-        from ..recording import ColumnInfo
-
-        fields = parse_row_description(ex.row_description)
-        formats = ex.result_formats
-        columns = []
-        for i, f in enumerate(fields):
-            fmt = f.format
-            if formats:
-                fmt = formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0
-            columns.append(
-                ColumnInfo(
-                    name=f.name,
-                    type_oid=f.type_oid,
-                    format="binary" if fmt == 1 else "text",
-                    table_oid=f.table_oid or None,
-                    attnum=f.attnum or None,
-                )
-            )
+        key = (ex.row_description, ex.result_formats)
+        columns = self._columns.get(key)
+        if columns is None:
+            columns = _columns(ex.row_description, ex.result_formats)
+            if len(self._columns) >= _COLUMN_CACHE:
+                self._columns.clear()
+            self._columns[key] = columns
         rec.result_metadata(state.seq, columns)
         state.described = True
 
