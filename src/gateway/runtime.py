@@ -22,13 +22,12 @@ from .auth.jwt import AuthenticationFailed, TokenVerifier
 from .config import Config, Target, policy_digest, read_target_password, target_allowed
 from .identity import Identity
 from .session.errors import LoginRefused
-from .session.pg_upstream import UpstreamTarget
 from .session.registry import SessionRegistry
+from .session.target import UpstreamTarget
 
 if TYPE_CHECKING:
     from .recording import Recorder, SessionRecording
-    from .session.pg_upstream import UpstreamConnection
-    from .session.postgres import PgSession
+    from .session.base import GatewaySession
 
 log = logging.getLogger("gateway")
 
@@ -108,7 +107,7 @@ class Runtime:
     # -- recording ------------------------------------------------------------------------
 
     def open_recording(
-        self, session: PgSession, identity: Identity, upstream: UpstreamConnection
+        self, session: GatewaySession, identity: Identity
     ) -> SessionRecording | None:
         if self.recorder is None:
             return None
@@ -143,9 +142,8 @@ class Runtime:
 
     # -- session events (structured log lines) ---------------------------------------------
 
-    def session_started(self, session: PgSession, identity: Identity) -> None:
+    def session_started(self, session: GatewaySession, identity: Identity) -> None:
         self.counters["sessions"] += 1
-        up = session.upstream
         log.info(
             "session start",
             extra={
@@ -156,14 +154,11 @@ class Runtime:
                 "target": session.target.name,
                 "client": session.peer,
                 "tls": session.client.tls_info().get("version", "none"),
-                "upstream_pid": up.process_id if up else None,
-                "upstream_auth": up.auth_method if up else None,
+                **session.summary(),
             },
         )
 
-    def session_ended(self, session: PgSession) -> None:
-        up = session.upstream
-        observer = session.observer
+    def session_ended(self, session: GatewaySession) -> None:
         log.info(
             "session end",
             extra={
@@ -174,9 +169,8 @@ class Runtime:
                 "client": session.peer,
                 "reason": session.end_reason,
                 "duration_s": round(time.time() - session.started, 3),
-                "statements": observer.statements if observer else 0,
                 "bytes_from_client": session.client.bytes_in,
-                "bytes_to_client": up.leg.bytes_in if up else 0,
+                **session.summary(),
             },
         )
 

@@ -14,9 +14,8 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
-from protocols.postgres.auth import SaltedPasswordCache, UpstreamAuthenticator
-
 from protocols.errors import PeerViolation
+from protocols.postgres.auth import SaltedPasswordCache, UpstreamAuthenticator
 from protocols.postgres.constants import Backend
 from protocols.postgres.framing import build_message
 from protocols.postgres.messages import (
@@ -29,6 +28,7 @@ from protocols.postgres.messages import (
 
 from ..net.leg import Leg
 from ..net.tls import upstream_context
+from .target import UpstreamTarget
 
 log = logging.getLogger("gateway.upstream")
 
@@ -43,20 +43,6 @@ class UpstreamError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.sqlstate = sqlstate
-
-
-@dataclass
-class UpstreamTarget:
-    name: str
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str | None
-    tls_mode: str
-    tls_ca_file: str | None = None
-    tls_server_name: str | None = None
-    connect_timeout: float = 10.0
 
 
 @dataclass

@@ -228,7 +228,7 @@ class PgSession:
         self.upstream = upstream
 
         try:
-            recording = runtime.open_recording(self, identity, upstream)
+            recording = runtime.open_recording(self, identity)
         except Exception as exc:  # RecordingUnavailable and disk errors: fail closed
             upstream.leg.close()
             raise LoginRefused(
@@ -385,6 +385,15 @@ class PgSession:
         self.client.write(buf if end == len(buf) else memoryview(buf)[:end])
 
     # ================================================================== teardown
+
+    def summary(self) -> dict[str, object]:
+        up = self.upstream
+        return {
+            "upstream_pid": up.process_id if up else None,
+            "upstream_auth": up.auth_method if up else None,
+            "statements": self.observer.statements if self.observer else 0,
+            "bytes_to_client": self.client.bytes_out,
+        }
 
     def cancel_query(self) -> None:
         """A client CancelRequest matched this session: forward it upstream now."""

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-
-class LiveSession(Protocol):
-    session_id: str
-
-    def cancel_query(self) -> None: ...
-
-    def shutdown(self, reason: str) -> None: ...
+if TYPE_CHECKING:
+    from .base import GatewaySession as LiveSession
 
 
 class SessionRegistry:
