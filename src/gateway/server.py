@@ -86,6 +86,12 @@ class Listener:
             self.runtime.spawn(self._handle(conn, f"{addr[0]}:{addr[1]}"))
 
     async def _handle(self, conn: socket.socket, peer: str) -> None:
+        if self.target.config.protocol == "postgres":
+            await self._handle_postgres(conn, peer)
+        else:
+            await self._handle_mysql(conn, peer)
+
+    async def _handle_postgres(self, conn: socket.socket, peer: str) -> None:
         runtime = self.runtime
         loop = asyncio.get_running_loop()
         timeout = runtime.config.gateway.login_timeout
@@ -118,6 +124,19 @@ class Listener:
             return
         session = PgSession(runtime, self.target, leg, peer)
         await session.run(direct_tls=direct_tls)
+
+    async def _handle_mysql(self, conn: socket.socket, peer: str) -> None:
+        # The MySQL server speaks first (HandshakeV10): no peeking.
+        from .session.mysql import MySqlSession
+
+        leg = Leg("client")
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: leg, conn)
+        except (OSError, ConnectionError):
+            conn.close()
+            return
+        session = MySqlSession(self.runtime, self.target, leg, peer)
+        await session.run()
 
     def close(self) -> None:
         if self._task is not None:
