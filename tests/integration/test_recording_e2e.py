@@ -1,0 +1,243 @@
+"""Recordings of real sessions through the real gateway (subprocess) and PostgreSQL.
+
+What the client received (psycopg's raw result values, psql's output) is compared with
+what the recording holds; a gateway killed with SIGKILL leaves a verifiable file that
+reports "ended without an end frame"; no token or password ever lands in a recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from gateway.cli import main
+from gateway.recording.keys import load_public_key
+from gateway.recording.reader import RecordingReader
+from gateway.recording.render import decode_value
+from gateway.recording.schema import Done, End, Meta, Rows, Start, Stmt
+from gateway.recording.verify import Status, verify_file
+from protocols.postgres.rows import iter_data_rows
+
+from .conftest import GatewayProcess, StartGateway
+
+pytestmark = pytest.mark.integration
+
+QUERIES = [
+    "SELECT id, name, email, ssn, card_number, phone, created_at FROM customers "
+    "ORDER BY id LIMIT 40",
+    "SELECT count(*), sum(amount), min(created_at) FROM orders",
+    "SELECT 1::int2, 2::int4, 3::int8, 1.5::float4, 2.25::float8, 12345.678::numeric, "
+    "true, 'x'::text, '2024-02-29'::date, '12:34:56'::time, "
+    "'{\"a\": [1, 2]}'::jsonb, 'a1b2c3d4-0000-4000-8000-000000000000'::uuid, "
+    "'\\xdeadbeef'::bytea, NULL::text, 'é ü 日本'::text",
+    "SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind",
+]
+
+
+@pytest.fixture(scope="module")
+def gw(start_gateway: StartGateway) -> GatewayProcess:
+    return start_gateway()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def frames(path: Path) -> list[Any]:
+    with RecordingReader(path) as reader:
+        out = [frame for _, frame in reader.frames()]
+        assert reader.truncation is None
+    return out
+
+
+def session_file(gw: GatewayProcess, subject: str, *, complete: bool = True) -> Path:
+    """The recording whose start frame names ``subject`` (waits for its end frame)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for path in sorted(gw.session_dir.glob("*.gwrec")):
+            fs = frames(path)
+            is_it = fs and isinstance(fs[0], Start) and fs[0].subject == subject
+            if is_it and (not complete or isinstance(fs[-1], End)):
+                return path
+        time.sleep(0.1)
+    raise AssertionError(f"no {'complete ' if complete else ''}recording for {subject}")
+
+
+def recorded_results(path: Path) -> list[tuple[Stmt, Meta | None, list[list[bytes | None]], Done]]:
+    """Per statement: its frame, metadata, rows (raw DataRow values) and completion."""
+    stmts: dict[int, Stmt] = {}
+    metas: dict[int, Meta] = {}
+    data: dict[int, bytearray] = {}
+    out = []
+    for f in frames(path):
+        if isinstance(f, Stmt):
+            stmts[f.stmt] = f
+        elif isinstance(f, Meta):
+            metas[f.stmt] = f
+        elif isinstance(f, Rows):
+            assert f.enc == "pg.DataRow"
+            data.setdefault(f.stmt, bytearray()).extend(f.data)
+        elif isinstance(f, Done):
+            rows = list(iter_data_rows(bytes(data.get(f.stmt, b""))))
+            out.append((stmts[f.stmt], metas.get(f.stmt), rows, f))
+    return out
+
+
+def raw_result(cur: psycopg.Cursor[Any]) -> list[list[bytes | None]]:
+    """The values exactly as the client library received them."""
+    res = cur.pgresult
+    assert res is not None
+    return [[res.get_value(i, j) for j in range(res.nfields)] for i in range(res.ntuples)]
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_psycopg_session_is_recorded_as_received(gw: GatewayProcess, binary: bool) -> None:
+    subject = f"psycopg-{'bin' if binary else 'text'}@example.com"
+    received = []
+    with psycopg.connect(gw.dsn(gw.token(sub=subject)), autocommit=True) as conn:
+        for q in QUERIES:
+            with conn.cursor(binary=binary) as cur:
+                cur.execute(q)
+                received.append(raw_result(cur))
+        with conn.cursor(binary=binary) as cur:
+            cur.execute("SELECT id, email FROM customers WHERE id < %s ORDER BY id", (4,))
+            received.append(raw_result(cur))
+    path = session_file(gw, subject)
+    recorded = recorded_results(path)
+    assert [s.text for s, *_ in recorded] == [
+        *QUERIES,
+        "SELECT id, email FROM customers WHERE id < $1 ORDER BY id",
+    ]
+    for (stmt, meta, rows, done), got in zip(recorded, received, strict=True):
+        # psycopg sends parameterless text queries with the simple protocol.
+        assert stmt.decision == "allow"
+        assert stmt.path == ("simple" if not binary and not stmt.params else "extended")
+        assert rows == got, stmt.text  # byte for byte what the client received
+        assert done.rows == done.rows_recorded == len(got)
+        assert done.error is None and done.command_tag == f"SELECT {len(got)}"
+        assert meta is not None
+        assert {c.format for c in meta.columns} == {"binary" if binary else "text"}
+    param = recorded[-1][0].params
+    assert param is not None and len(param) == 1
+    assert param[0] in ("4", b"\x00\x04", b"\x00\x00\x00\x04", b"\x00\x00\x00\x00\x00\x00\x00\x04")
+    # Decoding binary values for display gives what PostgreSQL prints in text.
+    if binary:
+        _, meta, rows, _ = recorded[2]
+        assert meta is not None
+        shown = [decode_value(v, c) for v, c in zip(rows[0], meta.columns, strict=True)]
+        assert shown[:9] == ["1", "2", "3", "1.5", "2.25", "12345.678", "t", "x", "2024-02-29"]
+        assert shown[9:] == [
+            "12:34:56",
+            '{"a": [1, 2]}',
+            "a1b2c3d4-0000-4000-8000-000000000000",
+            "\\xdeadbeef",
+            None,
+            "é ü 日本",
+        ]
+    key = load_public_key(gw.state_dir / "recording_ed25519.pub.pem")
+    assert verify_file(path, key).status is Status.OK
+
+
+def test_psql_session_is_recorded_as_received(gw: GatewayProcess) -> None:
+    subject = "psql@example.com"
+    env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": gw.token(sub=subject), "PGSSLMODE": "require"}
+    queries = [QUERIES[0], QUERIES[3], "SELECT 'a|b', NULL, 'ü'"]
+    args = ["-X", "-A", "-t", "-F", "\x1f", "-R", "\x1e"]
+    cmd = ["psql", "-h", gw.host, "-p", str(gw.port), "-U", subject, "-d", "app", *args]
+    for q in queries:
+        cmd += ["-c", q]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=True)
+    path = session_file(gw, subject)
+    recorded = recorded_results(path)
+    assert [s.text for s, *_ in recorded] == queries
+    # Records end with \x1e, each command's output with a newline.
+    printed = [r for r in re.split("[\x1e\n]", out.stdout) if r]
+    shown = []
+    for stmt, meta, rows, done in recorded:
+        assert stmt.path == "simple" and done.rows == len(rows)
+        cols = meta.columns if meta else []
+        for row in rows:
+            shown.append(
+                "\x1f".join(decode_value(v, c) or "" for v, c in zip(row, cols, strict=True))
+            )
+    assert printed == shown
+
+
+def test_record_rows_cap(gw: GatewayProcess) -> None:
+    subject = "contractor@example.com"
+    token = gw.token(sub=subject, groups=("contractors",))
+    with psycopg.connect(gw.dsn(token), autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, name FROM customers ORDER BY id LIMIT 20")
+        received = raw_result(cur)
+    assert len(received) == 20  # the client gets everything
+    ((_, _, rows, done),) = recorded_results(session_file(gw, subject))
+    assert (done.rows, done.rows_recorded) == (20, 5)  # policy record_rows = 5
+    assert rows == received[:5]
+
+
+def test_cli_on_real_recordings(gw: GatewayProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    subject = "cli@example.com"
+    with psycopg.connect(gw.dsn(gw.token(sub=subject)), autocommit=True) as conn:
+        conn.execute("SELECT id, name FROM customers ORDER BY id LIMIT 3")
+    path = session_file(gw, subject)
+    config = ["--config", str(gw.config_path)]
+    assert main(["sessions", "list", *config, "--user", subject]) == 0
+    out = capsys.readouterr().out
+    assert path.stem in out and "app-pg" in out
+    assert main(["sessions", "replay", path.stem, *config, "--speed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "app-pg=> SELECT id, name FROM customers ORDER BY id LIMIT 3" in out
+    assert " id |" in out and "(3 rows)" in out
+    assert main(["sessions", "verify", path.stem, *config]) == 0
+    assert ": OK:" in capsys.readouterr().out
+
+
+def test_sigkill_mid_session(
+    start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = start_gateway()
+    subject = "killed@example.com"
+    conn = psycopg.connect(gw.dsn(gw.token(sub=subject)), autocommit=True)
+    try:
+        for q in QUERIES:
+            conn.execute(q).fetchall()
+        time.sleep(0.6)  # > fsync_interval (200 ms): written and checkpointed
+        gw.kill()
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
+    path = session_file(gw, subject, complete=False)
+    recorded = recorded_results(path)  # every complete frame decodes
+    assert [s.text for s, *_ in recorded] == QUERIES
+    key = load_public_key(gw.state_dir / "recording_ed25519.pub.pem")
+    result = verify_file(path, key)
+    assert result.status is Status.INCOMPLETE, result.message
+    assert result.signed_through == result.frames - 1  # the checkpoint covers everything
+    code = main(["sessions", "verify", path.stem, "--config", str(gw.config_path)])
+    out = capsys.readouterr().out
+    assert code == 3 and "ended without an end frame" in out
+
+
+def test_no_secrets_in_recordings(gw: GatewayProcess, pg_gateway_role: tuple[str, str]) -> None:
+    subject = "secrets@example.com"
+    token = gw.token(sub=subject)
+    with psycopg.connect(gw.dsn(token), autocommit=True) as conn:
+        conn.execute("SELECT current_user, session_user")
+    session_file(gw, subject)
+    _, password = pg_gateway_role
+    secrets = [token.encode(), token.split(".")[2].encode(), password.encode()]
+    files = list(gw.session_dir.glob("*.gwrec"))
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret not in data, f"secret found in {path.name}"
