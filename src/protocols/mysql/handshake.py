@@ -302,12 +302,7 @@ def parse_handshake_response41(payload: Buffer) -> HandshakeResponse41:
         database, pos = read_nul_string(payload, pos)
     plugin: bytes | None = None
     if caps & Capability.CLIENT_PLUGIN_AUTH and pos < n:
-        rest = bytes(payload[pos:])
-        end = rest.find(b"\x00")
-        if end < 0:  # some clients omit the final NUL when nothing follows
-            plugin, pos = rest, n
-        else:
-            plugin, pos = rest[:end], pos + end + 1
+        plugin, pos = read_nul_string(payload, pos)
     attrs: tuple[tuple[bytes, bytes], ...] = ()
     if caps & Capability.CLIENT_CONNECT_ATTRS and pos < n:
         attrs, pos = _parse_connect_attrs(payload, pos)
