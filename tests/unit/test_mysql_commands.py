@@ -269,10 +269,14 @@ def test_local_infile_only_when_flagged() -> None:
     assert exc.value.code == 1148
     with pytest.raises(UsageError):
         other.start(Command.COM_STMT_EXECUTE, local_infile=True)
+    no_cap = ResponseTracker(CLASSIC)  # CLIENT_LOCAL_FILES not negotiated
+    no_cap.start(Command.COM_QUERY, local_infile=True)
+    with pytest.raises(PeerViolation):
+        no_cap.receive(build_local_infile_request(b"f"))
 
 
 def test_server_packet_during_infile_is_violation() -> None:
-    t = ResponseTracker(CLASSIC)
+    t = ResponseTracker(CLASSIC | C.CLIENT_LOCAL_FILES)
     t.start(Command.COM_QUERY, local_infile=True)
     feed(t, build_local_infile_request(b"f"))
     with pytest.raises(PeerViolation):

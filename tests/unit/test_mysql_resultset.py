@@ -389,6 +389,21 @@ def test_execute_round_trip(
     assert got.statement_id == stmt_id
 
 
+def test_execute_param_length_uses_low_four_bytes_like_the_server() -> None:
+    """An 8-byte parameter length with garbage in the high half (node mysql2)."""
+    value = b"v" * 20
+    data = (
+        b"\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00"  # header
+        + b"\x00\x01\xfc\x00"  # no NULLs, types bound: BLOB
+        + b"\xfe"
+        + (20).to_bytes(4, "little")
+        + b"\xde\xad\xbe\xef"
+        + value
+    )
+    ex = parse_com_stmt_execute(data, 1)
+    assert ex.values == (value,)
+
+
 def test_execute_errors() -> None:
     with pytest.raises(PeerViolation):
         parse_com_stmt_execute(b"\x17\x01\x00\x00\x00\x00", 0)

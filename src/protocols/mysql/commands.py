@@ -11,7 +11,8 @@ Rules the tracker enforces (one instance per upstream connection):
   tracked packet by packet, and ``ResponseComplete`` marks the end. Commands with
   no response (COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA) complete at once.
 * A response is OK, ERR, a LOCAL INFILE request (only after a COM_QUERY the caller
-  flagged as LOAD DATA LOCAL, PROTOCOLS.md 3.7), or a result set: column count
+  flagged as LOAD DATA LOCAL, with CLIENT_LOCAL_FILES negotiated, PROTOCOLS.md 3.7),
+  or a result set: column count
   [+ metadata_follows], column definitions, [EOF unless CLIENT_DEPRECATE_EOF], rows,
   then EOF / OK-with-0xFE-header, or ERR at any point.
 * OK and terminators with SERVER_MORE_RESULTS_EXISTS chain another result
@@ -795,7 +796,7 @@ class ResponseTracker:
         if first == ERR_HEADER:
             return self._error(payload)
         if first == LOCAL_INFILE_HEADER:
-            if not current.local_infile:
+            if not (current.local_infile and self.capabilities & Capability.CLIENT_LOCAL_FILES):
                 # A malicious or confused server must not read client files
                 # (sysown/proxysql#833, PROTOCOLS.md 3.7).
                 raise PeerViolation("unsolicited LOCAL INFILE request", NOT_ALLOWED)

@@ -249,8 +249,15 @@ def null_bitmap_size(count: int, offset: int) -> int:
     return (count + offset + 7) // 8
 
 
-def _binary_value_span(buf: Buffer, pos: int, col_type: int) -> tuple[int, int]:
-    """(value_start, stop) of the binary-encoded value at ``pos``."""
+def _binary_value_span(
+    buf: Buffer, pos: int, col_type: int, *, param: bool = False
+) -> tuple[int, int]:
+    """(value_start, stop) of the binary-encoded value at ``pos``.
+
+    ``param``: a COM_STMT_EXECUTE parameter. The server reads only the low 4 bytes of
+    an 8-byte (0xFE) length there (sql_prepare.cc ``get_param_length``) and node
+    mysql2 relies on it (sysown/proxysql#5188), so we do the same.
+    """
     width = FIXED_WIDTH.get(col_type)
     if width is not None:
         stop = pos + width
@@ -262,6 +269,10 @@ def _binary_value_span(buf: Buffer, pos: int, col_type: int) -> tuple[int, int]:
         length, start = read_uint1(buf, pos)
         if length not in allowed:
             raise malformed(f"invalid length {length} for temporal type {col_type}")
+    elif param and pos < len(buf) and buf[pos] == 0xFE:
+        if pos + 9 > len(buf):
+            raise malformed("truncated int<lenenc> (0xFE)")
+        length, start = _U32.unpack_from(buf, pos + 1)[0], pos + 9
     else:
         length, start = read_lenenc_int(buf, pos)
     stop = start + length
@@ -553,7 +564,7 @@ def parse_com_stmt_execute(
         if bitmap[i >> 3] & (1 << (i & 7)):
             values.append(None)
             continue
-        start, stop = _binary_value_span(payload, pos, types[i][0])
+        start, stop = _binary_value_span(payload, pos, types[i][0], param=True)
         values.append(bytes(payload[start:stop]))
         pos = stop
     if pos != len(payload):
