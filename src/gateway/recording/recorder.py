@@ -35,7 +35,7 @@ from .sink import SessionFile, WriteResult, fsync_directory, probe_directory
 log = logging.getLogger("gateway.recording")
 
 ON_FAILURE_MODES: Final = ("refuse", "continue")
-# How many failing ticks close() keeps retrying before giving up on unwritten data.
+# Extra writer passes close() allows (retries after failures) before giving up.
 CLOSE_RETRIES: Final = 3
 
 _Batch = list[tuple[SessionFile, bytearray, bool]]
@@ -177,7 +177,7 @@ class Recorder:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self.fsync_interval
-        failed_closing_ticks = 0
+        closing_passes = 0
         while True:
             if not self._closing and not self._flush_waiters:
                 try:
@@ -205,10 +205,12 @@ class Recorder:
             if self._closing:
                 if ok and not self._sessions:
                     return
-                failed_closing_ticks += 1
-                if failed_closing_ticks > CLOSE_RETRIES:
+                # Another pass: end frames that arrived during this one, or a retry.
+                closing_passes += 1
+                if closing_passes > CLOSE_RETRIES:
                     return
-                await asyncio.sleep(self.fsync_interval)
+                if not ok:
+                    await asyncio.sleep(self.fsync_interval)
 
     async def _pass(self, tick: bool) -> bool:
         """One batch: checkpoint (on ticks), seal, write. Returns True if all went well."""
