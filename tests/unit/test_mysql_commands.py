@@ -10,27 +10,15 @@ import pytest
 
 from protocols.errors import PeerViolation, UsageError
 from protocols.mysql.commands import (
-    AuthExchange,
     ChangeUser,
-    ErrorReceived,
     FieldList,
     InitDb,
-    LocalInfileRequested,
-    OkReceived,
     ProcessKill,
-    ProgressReported,
     Query,
     RawCommand,
     Refresh,
-    ResponseComplete,
-    ResponseEvent,
-    ResponseTracker,
-    ResultSetEnded,
-    ResultSetStarted,
-    RowsReceived,
     SetOption,
     SimpleCommand,
-    StatementPrepared,
     StatementRegistry,
     StmtClose,
     StmtExecuteHeader,
@@ -68,6 +56,20 @@ from protocols.mysql.resultset import (
     build_column_definition41,
     build_com_stmt_execute,
     build_stmt_prepare_ok,
+)
+from protocols.mysql.tracker import (
+    AuthExchange,
+    ErrorReceived,
+    LocalInfileRequested,
+    OkReceived,
+    ProgressReported,
+    ResponseComplete,
+    ResponseEvent,
+    ResponseTracker,
+    ResultSetEnded,
+    ResultSetStarted,
+    RowsReceived,
+    StatementPrepared,
 )
 
 C = Capability

@@ -23,18 +23,7 @@ from hypothesis import strategies as st
 
 from protocols.mysql.auth import UpstreamAuthenticator, scramble_native_password
 from protocols.mysql.commands import (
-    AuthExchange,
-    ErrorReceived,
-    OkReceived,
-    ResponseComplete,
-    ResponseEvent,
-    ResponseTracker,
-    ResultSetEnded,
-    ResultSetStarted,
-    RowsReceived,
-    StatementPrepared,
     StatementRegistry,
-    StatisticsReceived,
     StmtClose,
     StmtExecuteHeader,
     StmtPrepare,
@@ -56,6 +45,19 @@ from protocols.mysql.resultset import (
     decode_binary_value,
     parse_binary_row,
     parse_text_row,
+)
+from protocols.mysql.tracker import (
+    AuthExchange,
+    ErrorReceived,
+    OkReceived,
+    ResponseComplete,
+    ResponseEvent,
+    ResponseTracker,
+    ResultSetEnded,
+    ResultSetStarted,
+    RowsReceived,
+    StatementPrepared,
+    StatisticsReceived,
 )
 
 CLASSIC_CAPS = 0x2FA28D
