@@ -207,10 +207,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             return False
         return since is None or start.started_at >= since
 
+    paths = session_files(directory)
     out = sys.stdout
     if not args.json:
         out.write(_LIST_HEADER + "\n")
-    for path in session_files(directory):
+    for path in paths:
         summary = summarize(path, accept)
         if summary is None:
             continue
