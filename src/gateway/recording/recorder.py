@@ -2,8 +2,9 @@
 
 The writer task wakes every ``fsync_interval`` (a *tick*) or early when a session has
 buffered enough to be worth writing. On each pass it takes every session's buffer
-and hands the batch to a dedicated one-thread executor, which seals the frames
-(hash chain, signatures), writes them and, on ticks, fsyncs. On a tick it first
+and hands the batch to a dedicated one-thread executor, which writes them and, on
+ticks, fsyncs (frames are sealed — chained and, for checkpoints, signed — by the
+event loop as they are appended). On a tick it first
 appends a signed checkpoint to every session that recorded something since its last
 one, so a file cut short by a crash is still provably the gateway's up to its last
 checkpoint: at most one interval of frames is unsigned.
@@ -21,7 +22,6 @@ import asyncio
 import errno
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
@@ -135,6 +135,11 @@ class Recorder:
     def healthy(self) -> bool:
         return self._healthy
 
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519 signature with the recording key (checkpoint and end frames)."""
+        assert self._key is not None, "recorder not started"
+        return self._key.sign(message)
+
     @property
     def key_fingerprint(self) -> str:
         return self._key_fp
@@ -229,7 +234,7 @@ class Recorder:
                 await self._reprobe()
             return True
         results = await asyncio.get_running_loop().run_in_executor(
-            self._executor, _write_batch, batch, self._key.sign, tick, self.session_dir
+            self._executor, _write_batch, batch, tick, self.session_dir
         )
         ok = True
         for rec, result in zip(members, results, strict=True):
@@ -274,11 +279,9 @@ def _describe(error: OSError) -> str:
     return f"{name}: {error.strerror}" if name else str(error)
 
 
-def _write_batch(
-    batch: _Batch, sign: Callable[[bytes], bytes], fsync: bool, directory: Path
-) -> list[WriteResult]:
-    """Runs on the writer thread."""
-    results = [f.write(data, sign=sign, fsync=fsync, close=end) for f, data, end in batch]
+def _write_batch(batch: _Batch, fsync: bool, directory: Path) -> list[WriteResult]:
+    """Runs on the writer thread: syscalls only."""
+    results = [f.write(data, fsync=fsync, close=end) for f, data, end in batch]
     if any(r.created for r in results):
         problem = fsync_directory(directory)
         if problem is not None:

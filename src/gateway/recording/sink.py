@@ -1,4 +1,9 @@
-"""Writer-thread side of the recorder: seal frames (chain + signatures) and write them.
+"""Writer-thread side of the recorder: write sealed frames and fsync them.
+
+Frames arrive sealed (prev hashes and signatures filled in by the event loop, see
+``session.py``); ``seal_frames`` below remains the reference implementation of
+sealing a buffer of frames, used by tests and tools that build recordings.
+
 
 Everything here runs on the recorder's single writer thread, one batch at a time, so
 a ``SessionFile`` is never touched by two threads at once and needs no lock. The
@@ -26,7 +31,6 @@ from .schema import (
     FILE_SUFFIX,
     HASH_SIZE,
     HEADER,
-    HEADER_HASH,
     LENGTH,
     SIGNATURE_SIZE,
     FrameDecodeError,
@@ -112,13 +116,12 @@ class WriteResult:
 class SessionFile:
     """One recording file. Owned by the writer thread."""
 
-    __slots__ = ("closed", "fd", "last_hash", "needs_fsync", "path", "pending", "session_id")
+    __slots__ = ("closed", "fd", "needs_fsync", "path", "pending", "session_id")
 
     def __init__(self, directory: Path, session_id: str) -> None:
         self.session_id = session_id
         self.path = directory / (session_id + FILE_SUFFIX)
         self.fd: int | None = None
-        self.last_hash = HEADER_HASH
         # Sealed bytes not yet written; the header goes first, once the file exists.
         self.pending = bytearray(HEADER)
         self.needs_fsync = False
@@ -143,10 +146,13 @@ class SessionFile:
             return
         raise OSError(errno.EEXIST, "no free file name for session", str(base))
 
-    def write(self, data: bytearray, *, sign: Signer, fsync: bool, close: bool) -> WriteResult:
-        """Seal ``data`` (taking ownership), append it, write what is pending."""
+    def write(self, data: bytearray, *, fsync: bool, close: bool) -> WriteResult:
+        """Append ``data`` (sealed frames, taking ownership) and write what is pending.
+
+        Only syscalls happen here (os.write and fsync release the GIL), so this
+        thread does not compete with the event loop.
+        """
         if data:
-            self.last_hash = seal_frames(data, self.last_hash, sign)
             if self.pending:
                 self.pending += data
             else:
