@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .auth.jwt import AuthenticationFailed, TokenVerifier
-from .config import Config, Target, policy_digest, read_target_password, target_allowed
+from .config import (
+    Config,
+    Policy,
+    Target,
+    policy_digest,
+    read_target_password,
+    target_allowed,
+)
 from .identity import Identity
 from .session.errors import LoginRefused
 from .session.registry import SessionRegistry
@@ -94,15 +101,26 @@ class Runtime:
     def target_allowed(self, target: TargetRuntime, identity: Identity) -> bool:
         return target_allowed(self.config, target.name, identity.groups)
 
-    def record_rows(self, target: TargetRuntime, identity: Identity) -> int:
-        """Rows recorded per statement: the largest cap of the policies that apply."""
+    def applicable_policies(self, target: TargetRuntime, identity: Identity) -> list[Policy]:
+        """The policies that let this identity reach this target, in config order."""
         groups = set(identity.groups)
-        caps = [
-            p.record_rows
+        return [
+            p
             for p in self.config.policies
             if groups.intersection(p.groups) and (target.name in p.targets or "*" in p.targets)
         ]
-        return max(caps, default=1000)
+
+    def record_rows(self, target: TargetRuntime, identity: Identity) -> int:
+        """Rows recorded per statement: the largest cap of the policies that apply."""
+        return max(
+            (p.record_rows for p in self.applicable_policies(target, identity)), default=1000
+        )
+
+    def allow_rule(self, target: TargetRuntime, identity: Identity) -> str | None:
+        """Names the rule behind "allow" in recordings: the policies granting access
+        (statement-level rules do not exist yet, so target access is the decision)."""
+        names = [p.name for p in self.applicable_policies(target, identity)]
+        return "policy:" + ",".join(names) if names else None
 
     # -- recording ------------------------------------------------------------------------
 

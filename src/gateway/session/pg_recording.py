@@ -64,11 +64,14 @@ def _param_value(value: bytes | None, fmt: int) -> str | bytes | None:
 class PgRecordingObserver:
     """ExecutionObserver; a no-op shell when the session is not recorded."""
 
-    __slots__ = ("_columns", "denied", "record_rows", "recording", "statements")
+    __slots__ = ("_columns", "denied", "record_rows", "recording", "rule", "statements")
 
-    def __init__(self, recording: SessionRecording | None, record_rows: int) -> None:
+    def __init__(
+        self, recording: SessionRecording | None, record_rows: int, rule: str | None = None
+    ) -> None:
         self.recording = recording
         self.record_rows = record_rows
+        self.rule = rule
         self.statements = 0
         self.denied = 0
         # Parsed column metadata per (RowDescription, result formats): a prepared
@@ -100,6 +103,7 @@ class PgRecordingObserver:
             if ex.statement_name
             else None,
             parameters=params,
+            rule=self.rule,
         )
         ex.context = _ExecState(seq)
         if ex.row_description is not None:

@@ -237,7 +237,11 @@ class PgSession:
                 f"recording unavailable: {exc}",
             ) from None
 
-        self.observer = PgRecordingObserver(recording, runtime.record_rows(self.target, identity))
+        self.observer = PgRecordingObserver(
+            recording,
+            runtime.record_rows(self.target, identity),
+            runtime.allow_rule(self.target, identity),
+        )
         self.tracker = QueryTracker(self.observer)
         if recording is not None:
             recording.set_flow_control(
