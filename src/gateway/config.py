@@ -119,7 +119,7 @@ OptionalFilePath = Annotated[str | None, _FilePath(), _NonEmpty()]
 Name = Annotated[str, _NonEmpty()]
 
 MiB: Final = 1024 * 1024
-SUPPORTED_PROTOCOLS: Final[frozenset[str]] = frozenset({"postgres"})
+SUPPORTED_PROTOCOLS: Final[frozenset[str]] = frozenset({"postgres", "mysql"})
 DEFAULT_ALGORITHMS: Final[tuple[str, ...]] = (
     "RS256",
     "RS384",

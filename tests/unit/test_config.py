@@ -268,9 +268,9 @@ def test_masks_message_is_explicit() -> None:
     ]
 
 
-def test_mysql_targets_are_rejected() -> None:
-    found = errors(AUTH + TARGET.replace('"postgres"', '"mysql"'))
-    assert found == ["targets[0].protocol: mysql targets are not supported by this version yet"]
+def test_mysql_targets_are_accepted() -> None:
+    config = parse(AUTH + TARGET.replace('"postgres"', '"mysql"'))
+    assert config.targets[0].protocol == "mysql"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1239 @@
+"""The MySQL / MariaDB session driver: one instance per client connection.
+
+Login phase (coroutine, rare): the gateway greets the client first (HandshakeV10
+mirroring the target's version, capabilities and charset, with a gateway-assigned
+connection id and caching_sha2_password as the default plugin); TLS through
+SSLRequest; the JWT arrives as the cleartext password of caching_sha2_password's
+"perform full authentication" (or mysql_clear_password when the client starts
+with it); target authorization, upstream login with the stored credentials and
+the client's end-to-end capabilities, recording start, then the server's OK is
+passed on with the client's sequence id.
+
+Streaming phase (callbacks, the hot path): client packets are split with a
+``PacketScanner``, the command byte is looked at once per command (the few that
+need it are parsed), and every complete packet is forwarded as one slice per
+read. Server packets are followed with the ``ResponseTracker`` one command at a
+time; runs of row packets are collapsed by ``next_row_run`` (a header read per
+row) and attributed to the exchange at the head of the FIFO. Sequence ids pass
+through unchanged except where the gateway answers itself (refused commands,
+KILL ownership errors, COM_CHANGE_USER, a refused LOCAL INFILE request), where
+they are computed from the client's command.
+
+KILL [QUERY|CONNECTION] n and COM_PROCESS_KILL carry the gateway's connection id:
+they are rewritten to the upstream thread id after checking that the same
+identity owns that session on the same target (else ERR 1095 / 1094).
+``SELECT CONNECTION_ID()`` returns the upstream id (documented).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from protocols.errors import MessageTooLarge, PeerViolation
+from protocols.mysql.auth import ClientPasswordExchange
+from protocols.mysql.commands import StatementRegistry, parse_com_change_user
+from protocols.mysql.constants import (
+    CACHING_SHA2_PASSWORD,
+    LOCAL_INFILE_HEADER,
+    MAX_PACKET_PAYLOAD,
+    REFUSED_COMMANDS,
+    Capability,
+    Command,
+    CursorType,
+    ErrorCode,
+    ServerStatus,
+)
+from protocols.mysql.framing import (
+    PacketScanner,
+    build_packets,
+    count_physical_packets,
+    join_payload,
+)
+from protocols.mysql.handshake import (
+    HandshakeResponse41,
+    HandshakeV10,
+    build_handshake_v10,
+    is_ssl_request,
+    parse_handshake_response41,
+    parse_ssl_request,
+)
+from protocols.mysql.packets import ErrPacket, build_err_packet
+from protocols.mysql.resultset import parse_stmt_execute_header
+from protocols.mysql.tracker import (
+    NOT_ALLOWED,
+    AuthExchange,
+    ErrorReceived,
+    LocalInfileRequested,
+    OkReceived,
+    ResponseComplete,
+    ResponseEvent,
+    ResponseTracker,
+    ResultSetEnded,
+    ResultSetStarted,
+    RowsReceived,
+    StatementPrepared,
+)
+
+from ..net.leg import Leg, LegClosed
+from .errors import LoginRefused
+from .mysql_recording import Exchange, MyRecordingObserver
+from .mysql_sql import KillRefused, KillStatement, find_kill, is_load_data_local
+from .mysql_upstream import (
+    LoginRequest,
+    ServerInfo,
+    UpstreamConnection,
+    UpstreamError,
+    change_user,
+    connect_upstream,
+    kill_query,
+    probe_target,
+    read_packet,
+)
+
+if TYPE_CHECKING:
+    from ..identity import Identity
+    from ..runtime import Runtime, TargetRuntime
+
+log = logging.getLogger("gateway.session")
+
+C = Capability
+# Capabilities the gateway implements, offered to clients when the target has them
+# too (PROTOCOLS.md 3.3). Not offered: compression, QUERY_ATTRIBUTES (MariaDB lacks
+# it), OPTIONAL_RESULTSET_METADATA, MFA, expired-password sandbox mode, and the
+# MariaDB COM_MULTI / STMT_BULK_OPERATIONS / CACHE_METADATA / BULK_UNIT_RESULTS.
+IMPLEMENTED_CAPABILITIES = int(
+    C.CLIENT_LONG_PASSWORD
+    | C.CLIENT_FOUND_ROWS
+    | C.CLIENT_LONG_FLAG
+    | C.CLIENT_CONNECT_WITH_DB
+    | C.CLIENT_NO_SCHEMA
+    | C.CLIENT_ODBC
+    | C.CLIENT_LOCAL_FILES
+    | C.CLIENT_IGNORE_SPACE
+    | C.CLIENT_PROTOCOL_41
+    | C.CLIENT_INTERACTIVE
+    | C.CLIENT_SSL
+    | C.CLIENT_IGNORE_SIGPIPE
+    | C.CLIENT_TRANSACTIONS
+    | C.CLIENT_SECURE_CONNECTION
+    | C.CLIENT_MULTI_STATEMENTS
+    | C.CLIENT_MULTI_RESULTS
+    | C.CLIENT_PS_MULTI_RESULTS
+    | C.CLIENT_PLUGIN_AUTH
+    | C.CLIENT_CONNECT_ATTRS
+    | C.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | C.CLIENT_SESSION_TRACK
+    | C.CLIENT_DEPRECATE_EOF
+    | C.MARIADB_CLIENT_PROGRESS
+    | C.MARIADB_CLIENT_EXTENDED_METADATA
+)
+# Flags that change packet formats or semantics end to end: both hops must agree.
+END_TO_END = int(
+    C.CLIENT_FOUND_ROWS
+    | C.CLIENT_LONG_FLAG
+    | C.CLIENT_NO_SCHEMA
+    | C.CLIENT_LOCAL_FILES
+    | C.CLIENT_IGNORE_SPACE
+    | C.CLIENT_PROTOCOL_41
+    | C.CLIENT_INTERACTIVE
+    | C.CLIENT_MULTI_STATEMENTS
+    | C.CLIENT_MULTI_RESULTS
+    | C.CLIENT_PS_MULTI_RESULTS
+    | C.CLIENT_SESSION_TRACK
+    | C.CLIENT_DEPRECATE_EOF
+    | C.MARIADB_CLIENT_PROGRESS
+    | C.MARIADB_CLIENT_EXTENDED_METADATA
+)
+_REQUIRED_FROM_CLIENT = int(
+    C.CLIENT_PROTOCOL_41 | C.CLIENT_PLUGIN_AUTH | C.CLIENT_SECURE_CONNECTION
+)
+
+_MAX_LOGIN_PACKET = 64 * 1024
+_CLOSE_TIMEOUT = 10.0
+_STATUS_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
+_HEADER_MAX = MAX_PACKET_PAYLOAD + 4
+
+_COM_QUERY = int(Command.COM_QUERY)
+_COM_STMT_EXECUTE = int(Command.COM_STMT_EXECUTE)
+_COM_STMT_PREPARE = int(Command.COM_STMT_PREPARE)
+_COM_STMT_CLOSE = int(Command.COM_STMT_CLOSE)
+_COM_STMT_FETCH = int(Command.COM_STMT_FETCH)
+_COM_STMT_RESET = int(Command.COM_STMT_RESET)
+_COM_STMT_SEND_LONG_DATA = int(Command.COM_STMT_SEND_LONG_DATA)
+_COM_QUIT = int(Command.COM_QUIT)
+_COM_CHANGE_USER = int(Command.COM_CHANGE_USER)
+_COM_RESET_CONNECTION = int(Command.COM_RESET_CONNECTION)
+_COM_PROCESS_KILL = int(Command.COM_PROCESS_KILL)
+_COM_INIT_DB = int(Command.COM_INIT_DB)
+_RESULT_COMMANDS = frozenset({_COM_QUERY, _COM_STMT_EXECUTE, _COM_STMT_FETCH})
+# Forwarded unchanged and tracked (their replies need no gateway attention).
+_PASS_THROUGH = frozenset(
+    int(c)
+    for c in (
+        Command.COM_PING,
+        Command.COM_STATISTICS,
+        Command.COM_SET_OPTION,
+        Command.COM_FIELD_LIST,
+        Command.COM_REFRESH,
+        Command.COM_DEBUG,
+        Command.COM_INIT_DB,
+        Command.COM_RESET_CONNECTION,
+    )
+)
+_KNOWN_COMMANDS = frozenset(int(c) for c in Command)
+_REFUSED = frozenset(int(c) for c in REFUSED_COMMANDS) | {int(Command.COM_STMT_BULK_EXECUTE)}
+
+ER_NO_SUCH_THREAD = 1094
+ER_KILL_DENIED = 1095
+ER_CONNECTION_KILLED = 1927
+ER_SERVER_SHUTDOWN = 1053
+CR_CONN_HOST_ERROR = 2003
+
+
+class _Refused(LoginRefused):
+    """A MySQL login refusal: errno + SQLSTATE + message for the client."""
+
+    def __init__(self, errno: int, sqlstate: str, message: str, log_detail: str) -> None:
+        super().__init__(sqlstate, message, log_detail)
+        self.errno = errno
+
+
+def _new_scramble() -> bytes:
+    # Printable, never NUL: part 2 of the scramble is NUL-terminated on the wire.
+    return bytes(0x21 + secrets.randbelow(0x7F - 0x21) for _ in range(20))
+
+
+def advertised_capabilities(info: ServerInfo) -> int:
+    """What the gateway offers a client in front of this target."""
+    caps = info.capabilities & IMPLEMENTED_CAPABILITIES
+    caps |= C.CLIENT_SSL | _REQUIRED_FROM_CLIENT  # the gateway's own hop
+    if info.capabilities & C.CLIENT_LONG_PASSWORD:
+        caps &= ~(0xFFFFFFFF << 32)  # a MySQL target: no MariaDB extended capabilities
+    return int(caps)
+
+
+def _err(errno: int, sqlstate: str, message: str, seq: int) -> bytes:
+    return build_packets(build_err_packet(errno, sqlstate, message), seq)[0]
+
+
+class MySqlSession:
+    """One client connection and, after login, its upstream connection."""
+
+    def __init__(self, runtime: Runtime, target: TargetRuntime, client: Leg, peer: str) -> None:
+        self.runtime = runtime
+        self.target = target
+        self.client = client
+        self.peer = peer
+        self.session_id = runtime.new_session_id()
+        self.connection_id = runtime.registry.new_connection_id(self)
+        self.upstream: UpstreamConnection | None = None
+        self.tracker: ResponseTracker | None = None
+        self.observer: MyRecordingObserver | None = None
+        self.statements = StatementRegistry()
+        self.identity_subject: str | None = None
+        self.identity: Identity | None = None
+        self.started = time.time()
+        self.end_reason = "client closed"
+        self.tls_active = False
+        self.capabilities = 0
+        self.charset = 45
+        self.client_user = ""
+        self._login_seq = 0
+        self._exchanges: deque[Exchange] = deque()
+        self._closing = False
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._done = asyncio.get_running_loop().create_future()
+        self._change_user: tuple[bytes, int] | None = None  # deferred COM_CHANGE_USER
+        self._change_user_task: asyncio.Task[None] | None = None
+        max_size = runtime.config.gateway.max_message_size
+        self._client_scanner = PacketScanner(max_size, expected_seq=0)
+        self._server_scanner = PacketScanner(max_size)
+
+    # ================================================================ login phase
+
+    async def run(self) -> None:
+        runtime = self.runtime
+        try:
+            await asyncio.wait_for(self._login(), runtime.config.gateway.login_timeout)
+        except _Refused as exc:
+            self._refuse(exc)
+            return
+        except LoginRefused as exc:
+            self._refuse(_Refused(1045, "28000", exc.message, exc.log_detail))
+            return
+        except TimeoutError:
+            self._refuse(_Refused(1043, "08S01", "Bad handshake: login timed out", "login timeout"))
+            return
+        except PeerViolation as exc:
+            errno = exc.code if isinstance(exc.code, int) else int(ErrorCode.ER_HANDSHAKE_ERROR)
+            sqlstate = "28000" if errno == 1045 else "08S01"
+            message = exc.message if errno == 1045 else f"Bad handshake: {exc.message}"
+            self._refuse(_Refused(errno, sqlstate, message, f"protocol violation: {exc}"))
+            return
+        except (LegClosed, ConnectionError):
+            self.client.abort()
+            self._release()
+            return
+        except BaseException:
+            self.client.abort()
+            self._release()
+            raise
+        await self._done
+
+    async def _login(self) -> None:
+        runtime = self.runtime
+        client = self.client
+        target = self.target
+        try:
+            info = await probe_target(target.upstream)
+        except UpstreamError as exc:
+            raise _Refused(
+                CR_CONN_HOST_ERROR,
+                "08S01",
+                f'could not connect to target "{target.name}"',
+                exc.detail,
+            ) from None
+        scramble = _new_scramble()
+        advertised = advertised_capabilities(info)
+        greeting = HandshakeV10(
+            info.server_version,
+            self.connection_id,
+            scramble,
+            advertised,
+            info.charset,
+            _STATUS_AUTOCOMMIT,
+            CACHING_SHA2_PASSWORD,
+        )
+        client.write(build_packets(build_handshake_v10(greeting), 0)[0])
+        self._login_seq = 1
+        seq, payload = await read_packet(client, 1, _MAX_LOGIN_PACKET)
+        self._login_seq = seq + 1
+        if is_ssl_request(payload):
+            parse_ssl_request(payload)
+            if client.buffer:
+                # Bytes pipelined behind the SSLRequest would be read as if they had
+                # come over TLS (the CVE-2021-23214 class): refuse.
+                raise PeerViolation("received unencrypted data after the SSL request")
+            await client.start_tls(
+                runtime.server_tls, server_side=True, timeout=runtime.config.gateway.login_timeout
+            )
+            self.tls_active = True
+            seq, payload = await read_packet(client, seq + 1, _MAX_LOGIN_PACKET)
+            self._login_seq = seq + 1
+        response = parse_handshake_response41(payload)
+        self.client_user = response.username.decode("utf-8", "replace")[:256]
+        missing = _REQUIRED_FROM_CLIENT & ~response.capabilities
+        if missing:
+            raise _Refused(
+                int(ErrorCode.ER_NOT_SUPPORTED_AUTH_MODE),
+                "08004",
+                "Client does not support authentication protocol requested by server; "
+                "consider upgrading the client",
+                f"client lacks capabilities {missing:#x}",
+            )
+        if not self.tls_active and not runtime.config.tls.allow_plaintext:
+            raise _Refused(
+                1045,
+                "28000",
+                "Access denied: the gateway requires TLS (connect with --ssl / ssl_mode=REQUIRED)",
+                "plaintext login refused",
+            )
+        self.capabilities = response.capabilities & advertised
+        self.charset = response.charset
+
+        # The JWT: caching_sha2_password full authentication, or mysql_clear_password.
+        token = await self._read_password(response, scramble, self._login_seq)
+        identity = await self._authorize(token)
+        del token
+
+        upstream = await self._connect_upstream(response, identity)
+        self.upstream = upstream
+        try:
+            recording = runtime.open_recording(self, identity)
+        except Exception as exc:  # RecordingUnavailable and disk errors: fail closed
+            upstream.leg.close()
+            raise _Refused(
+                int(ErrorCode.ER_UNKNOWN_ERROR),
+                "HY000",
+                "session recording is unavailable; the gateway refuses new sessions",
+                f"recording unavailable: {exc}",
+            ) from None
+        self.observer = MyRecordingObserver(recording, runtime.record_rows(target, identity))
+        self.tracker = ResponseTracker(self.capabilities)
+        if recording is not None:
+            recording.set_flow_control(
+                lambda: upstream.leg.pause_reading("recorder"),
+                lambda: upstream.leg.resume_reading("recorder"),
+            )
+        # The server's own OK (status flags, session state) with the client's sequence id.
+        client.write(build_packets(upstream.ok_payload, self._login_seq)[0])
+        runtime.registry.add(self)
+        runtime.session_started(self, identity)
+        self._arm_expiry(identity.expires_at)
+        self._start_streaming(upstream.leg)
+
+    async def _read_password(self, response: HandshakeResponse41, scramble: bytes, seq: int) -> str:
+        exchange = ClientPasswordExchange(
+            scramble,
+            tls_active=self.tls_active,
+            allow_plaintext=self.runtime.config.tls.allow_plaintext,
+        )
+        limit = self.runtime.config.auth.max_token_size + 1024
+        out = exchange.start(response)
+        while out is not None:
+            framed, seq = build_packets(out, seq)
+            self.client.write(framed)
+            self._login_seq = seq
+            got, payload = await read_packet(self.client, seq, limit)
+            seq = (got + 1) & 0xFF
+            self._login_seq = seq
+            out = exchange.receive(payload)
+        password = exchange.password or b""
+        return password.decode("utf-8", "replace")
+
+    def _access_denied(self, detail: str) -> _Refused:
+        host = self.peer.rsplit(":", 1)[0]
+        return _Refused(
+            1045,
+            "28000",
+            f"Access denied for user '{self.client_user}'@'{host}' (using password: YES)",
+            detail,
+        )
+
+    async def _authorize(self, token: str) -> Identity:
+        runtime = self.runtime
+        if not token:
+            raise self._access_denied("empty password (no token)")
+        try:
+            identity = await runtime.authenticate(token, self.client_user)
+        except LoginRefused as exc:
+            raise self._access_denied(exc.log_detail) from None
+        self.identity_subject = identity.subject
+        if not runtime.target_allowed(self.target, identity):
+            raise self._access_denied(
+                f"no policy allows groups {list(identity.groups)} on target {self.target.name}"
+            )
+        self.identity = identity
+        return identity
+
+    async def _connect_upstream(
+        self, response: HandshakeResponse41, identity: Identity
+    ) -> UpstreamConnection:
+        target = self.target
+        database = response.database or target.upstream.database.encode()
+        attrs = self._connect_attrs(response.connect_attrs, identity)
+        request = LoginRequest(
+            capabilities=self.capabilities,
+            charset=response.charset,
+            max_packet_size=response.max_packet_size or (1 << 24),
+            database=database,
+            connect_attrs=attrs,
+        )
+        try:
+            upstream = await connect_upstream(target.upstream, request)
+        except UpstreamError as exc:
+            log.warning(
+                "upstream login failed",
+                extra={"session_id": self.session_id, "target": target.name, "detail": exc.detail},
+            )
+            if exc.errno == int(ErrorCode.ER_BAD_DB_ERROR):
+                name = database.decode("utf-8", "replace")
+                raise _Refused(
+                    exc.errno, "42000", f"Unknown database '{name}'", exc.detail
+                ) from None
+            if exc.errno == int(ErrorCode.ER_DBACCESS_DENIED_ERROR):
+                name = database.decode("utf-8", "replace")
+                raise _Refused(
+                    exc.errno, "42000", f"Access denied to database '{name}'", exc.detail
+                ) from None
+            raise _Refused(
+                CR_CONN_HOST_ERROR,
+                "08S01",
+                f'could not connect to target "{target.name}"',
+                exc.detail,
+            ) from None
+        mismatch = (upstream.capabilities ^ self.capabilities) & END_TO_END
+        if mismatch:
+            upstream.leg.close()
+            raise _Refused(
+                CR_CONN_HOST_ERROR,
+                "08S01",
+                f'could not connect to target "{target.name}"',
+                f"target capabilities differ from the probe: {mismatch:#x}",
+            )
+        return upstream
+
+    def _connect_attrs(
+        self, client_attrs: tuple[tuple[bytes, bytes], ...], identity: Identity
+    ) -> tuple[tuple[bytes, bytes], ...]:
+        """The client's connection attributes plus who is behind this session (visible
+        to the DBA in performance_schema.session_connect_attrs)."""
+        return (
+            *client_attrs,
+            (b"gateway_session_id", self.session_id.encode()),
+            (b"gateway_subject", identity.subject.encode("utf-8", "replace")[:256]),
+        )
+
+    def _refuse(self, exc: _Refused) -> None:
+        log.info(
+            "login refused",
+            extra={
+                "session_id": self.session_id,
+                "client": self.peer,
+                "target": self.target.name,
+                "sqlstate": exc.sqlstate,
+                "errno": exc.errno,
+                "detail": exc.log_detail,
+                "subject": self.identity_subject,
+            },
+        )
+        self.runtime.login_refused(self.target, exc.sqlstate)
+        if not self.client.closed:
+            if self._login_seq == 0:
+                # Instead of a greeting: no SQLSTATE before capabilities are known.
+                payload = build_err_packet(exc.errno, message=exc.message, protocol_41=False)
+                self.client.write(build_packets(payload, 0)[0])
+            else:
+                self.client.write(_err(exc.errno, exc.sqlstate, exc.message, self._login_seq))
+            self.client.close()
+        self._release()
+
+    def _release(self) -> None:
+        self.runtime.registry.release_connection_id(self.connection_id)
+
+    def _arm_expiry(self, expires_at: float | None) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if expires_at is None:
+            return
+        grace = self.runtime.config.gateway.token_expiry_grace
+        delay = max(0.0, expires_at + grace - time.time())
+        self._expiry_timer = asyncio.get_running_loop().call_later(
+            delay,
+            self.terminate,
+            ER_CONNECTION_KILLED,
+            "70100",
+            "session ended: the access token expired",
+            "token expired",
+        )
+
+    # ============================================================ streaming phase
+
+    def _start_streaming(self, upstream: Leg) -> None:
+        client = self.client
+        client.on_lost = self._client_lost
+        upstream.on_lost = self._upstream_lost
+        # Backpressure both ways: a slow reader pauses the other side's reads.
+        client.on_pause_writing = lambda: upstream.pause_reading("client-slow")
+        client.on_resume_writing = lambda: upstream.resume_reading("client-slow")
+        upstream.on_pause_writing = lambda: client.pause_reading("upstream-slow")
+        upstream.on_resume_writing = lambda: client.resume_reading("upstream-slow")
+        if client.closed:
+            self._client_lost(client.close_exc)
+            return
+        if upstream.closed:
+            self._upstream_lost(upstream.close_exc)
+            return
+        upstream.start_streaming(self._server_data)
+        client.start_streaming(self._client_data)
+
+    # -- client -> server ------------------------------------------------------------
+
+    def _client_data(self, data: bytes) -> None:
+        try:
+            self._client_scanner.feed(data)
+        except MessageTooLarge as exc:
+            self._client_violation(exc, "oversized client packet")
+            return
+        except PeerViolation as exc:
+            self._client_violation(exc, "client protocol violation")
+            return
+        self._pump_client()
+
+    def _client_violation(self, exc: PeerViolation, reason: str) -> None:
+        errno = exc.code if isinstance(exc.code, int) else int(ErrorCode.ER_MALFORMED_PACKET)
+        if isinstance(exc, MessageTooLarge):
+            message = "Got a packet bigger than 'max_allowed_packet' bytes"
+            sqlstate = "08S01"
+        else:
+            message = exc.message
+            sqlstate = "08S01"
+        self.terminate(errno, sqlstate, message, reason, force_error=True)
+
+    def _pump_client(self) -> None:
+        """Forward every complete client packet upstream (one write), handling the
+        commands that need the gateway."""
+        scanner = self._client_scanner
+        tracker = self.tracker
+        upstream = self.upstream
+        assert tracker is not None and upstream is not None
+        buf = scanner.buffer
+        pieces: list[bytes | memoryview] = []
+        seg_start = seg_end = -1
+        quit_after = False
+        try:
+            while not self._closing and self._change_user is None:
+                if tracker.awaiting_client:
+                    # LOCAL INFILE data: its sequence ids continue the response's.
+                    entry = scanner.next_packet()
+                    if entry is None:
+                        break
+                    start, stop = entry
+                    tracker.client_packet(memoryview(buf)[start + 4 : stop])
+                    if seg_end != start:
+                        if seg_start >= 0:
+                            pieces.append(memoryview(buf)[seg_start:seg_end])
+                        seg_start = start
+                    seg_end = stop
+                    continue
+                scanner.expected_seq = 0
+                entry = scanner.next_packet()
+                if entry is None:
+                    break
+                start, stop = entry
+                if stop - start == 4:
+                    raise PeerViolation("empty command packet", int(ErrorCode.ER_MALFORMED_PACKET))
+                replacement = self._command(buf, start, stop)
+                if replacement is None:  # forward unchanged
+                    if seg_end != start:
+                        if seg_start >= 0:
+                            pieces.append(memoryview(buf)[seg_start:seg_end])
+                        seg_start = start
+                    seg_end = stop
+                else:
+                    if seg_start >= 0:
+                        pieces.append(memoryview(buf)[seg_start:seg_end])
+                    seg_start = seg_end = -1
+                    if replacement:
+                        pieces.append(replacement)
+                if buf[start + 4] == _COM_QUIT:
+                    quit_after = True
+                    break
+        except MessageTooLarge as exc:
+            self._client_violation(exc, "oversized client packet")
+            return
+        except PeerViolation as exc:
+            self._client_violation(exc, "client protocol violation")
+            return
+        if seg_start >= 0:
+            if not pieces and seg_start == 0 and seg_end == len(buf):
+                pieces.append(buf)
+            else:
+                pieces.append(memoryview(buf)[seg_start:seg_end])
+        if pieces:
+            upstream.leg.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if quit_after:
+            self.end_reason = "client quit"
+            self._close_both()
+        elif self._change_user is not None and not self._exchanges:
+            self._begin_change_user()
+
+    def _command(self, buf: bytes, start: int, stop: int) -> bytes | None:
+        """Look at one client command. None: forward unchanged; bytes: forward these
+        instead (b"": nothing, the gateway answered)."""
+        cmd = buf[start + 4]
+        tracker = self.tracker
+        observer = self.observer
+        assert tracker is not None and observer is not None
+        big = stop - start > _HEADER_MAX
+        if cmd == _COM_QUERY:
+            sql = join_payload(buf, start, stop)[1:] if big else buf[start + 5 : stop]
+            try:
+                kill = find_kill(sql)
+            except KillRefused as exc:
+                return self._local_error(ER_KILL_DENIED, "HY000", str(exc), buf, start, stop)
+            if kill is not None:
+                return self._kill(kill, buf, start, stop, sql)
+            local = bool(self.capabilities & C.CLIENT_LOCAL_FILES) and is_load_data_local(sql)
+            ex = Exchange(cmd)
+            if big:
+                ex.first_seq = count_physical_packets(memoryview(buf)[start:stop]) & 0xFF
+            tracker.start(_COM_QUERY, local_infile=local)
+            self._exchanges.append(ex)
+            observer.query_started(ex, sql)
+            return None
+        if cmd == _COM_STMT_EXECUTE:
+            payload = join_payload(buf, start, stop) if big else buf[start + 4 : stop]
+            stmt_id, flags, _ = parse_stmt_execute_header(payload)
+            ex = Exchange(cmd)
+            self._exchanges.append(ex)
+            tracker.start(
+                _COM_STMT_EXECUTE,
+                cursor=bool(flags & (CursorType.READ_ONLY | CursorType.FOR_UPDATE)),
+            )
+            if observer.recording is not None:
+                self._record_execute(ex, stmt_id, payload)
+            else:
+                observer.statements += 1
+            return None
+        if cmd in _PASS_THROUGH:
+            tracker.start(cmd)
+            self._exchanges.append(Exchange(cmd))
+            if cmd == _COM_RESET_CONNECTION:
+                self.statements.clear()
+                observer.control("reset_connection", {})
+            elif cmd == _COM_INIT_DB:
+                schema = buf[start + 5 : stop].decode("utf-8", "replace")
+                observer.control("init_db", {"schema": schema})
+            return None
+        if cmd == _COM_STMT_PREPARE:
+            sql = join_payload(buf, start, stop)[1:] if big else buf[start + 5 : stop]
+            try:
+                kill = find_kill(sql)
+            except KillRefused as exc:
+                return self._local_error(ER_KILL_DENIED, "HY000", str(exc), buf, start, stop)
+            if kill is not None:
+                return self._local_error(
+                    ER_KILL_DENIED,
+                    "HY000",
+                    "KILL cannot be prepared through the gateway; send it as a plain query",
+                    buf,
+                    start,
+                    stop,
+                )
+            ex = Exchange(cmd)
+            ex.text = sql
+            tracker.start(cmd)
+            self._exchanges.append(ex)
+            return None
+        if cmd in (_COM_STMT_CLOSE, _COM_STMT_RESET, _COM_STMT_FETCH):
+            if stop - start < 9:
+                raise PeerViolation(
+                    "statement command too short", int(ErrorCode.ER_MALFORMED_PACKET)
+                )
+            stmt_id = int.from_bytes(buf[start + 5 : start + 9], "little")
+            if cmd == _COM_STMT_CLOSE:
+                self.statements.close(stmt_id)
+                tracker.start(cmd)  # no response
+                return None
+            ex = Exchange(cmd)
+            tracker.start(cmd)
+            self._exchanges.append(ex)
+            if cmd == _COM_STMT_RESET:
+                self.statements.reset(stmt_id)
+            else:
+                observer.fetch_started(ex, self.statements.get(stmt_id))
+            return None
+        if cmd == _COM_STMT_SEND_LONG_DATA:
+            if stop - start < 11:
+                raise PeerViolation(
+                    "COM_STMT_SEND_LONG_DATA too short", int(ErrorCode.ER_MALFORMED_PACKET)
+                )
+            stmt = self.statements.get(int.from_bytes(buf[start + 5 : start + 9], "little"))
+            param = int.from_bytes(buf[start + 9 : start + 11], "little")
+            if stmt is not None and param < stmt.num_params:
+                size = len(join_payload(buf, start, stop)) - 7 if big else stop - start - 11
+                stmt.long_data[param] = stmt.long_data.get(param, 0) + size
+            return None  # no response
+        if cmd == _COM_QUIT:
+            tracker.start(cmd)
+            return None
+        if cmd == _COM_CHANGE_USER:
+            payload = join_payload(buf, start, stop)
+            self._change_user = (payload, count_physical_packets(memoryview(buf)[start:stop]))
+            self.client.pause_reading("change-user")
+            return b""
+        if cmd == _COM_PROCESS_KILL:
+            if stop - start != 9:
+                raise PeerViolation(
+                    "COM_PROCESS_KILL must be 5 bytes", int(ErrorCode.ER_MALFORMED_PACKET)
+                )
+            conn_id = int.from_bytes(buf[start + 5 : stop], "little")
+            return self._kill(KillStatement(None, False, conn_id), buf, start, stop, None)
+        if cmd in _REFUSED:
+            name = Command(cmd).name
+            return self._local_error(
+                int(ErrorCode.ER_NOT_ALLOWED_COMMAND),
+                "42000",
+                f"{name} is not allowed through the gateway",
+                buf,
+                start,
+                stop,
+            )
+        if cmd in _KNOWN_COMMANDS:
+            # Known but not needing the gateway (none left today): forward, tracked.
+            tracker.start(cmd)
+            self._exchanges.append(Exchange(cmd))
+            return None
+        return self._local_error(
+            int(ErrorCode.ER_UNKNOWN_COM_ERROR), "08S01", "Unknown command", buf, start, stop
+        )
+
+    def _record_execute(self, ex: Exchange, stmt_id: int, payload: bytes) -> None:
+        observer = self.observer
+        assert observer is not None
+        stmt = self.statements.get(stmt_id)
+        sizes = dict(stmt.long_data) if stmt is not None else {}
+        parsed = None
+        try:
+            result = self.statements.execute(payload)
+            parsed = result[1] if result is not None else None
+        except PeerViolation:
+            parsed = None  # the server answers the malformed packet with its own ERR
+        observer.execute_started(ex, stmt, parsed)
+        if sizes:
+            observer.long_data_parameters(ex, sizes)
+
+    def _reply_seq(self, buf: bytes, start: int, stop: int) -> int:
+        if stop - start <= _HEADER_MAX:
+            return 1
+        return count_physical_packets(memoryview(buf)[start:stop]) & 0xFF
+
+    def _local_error(
+        self, errno: int, sqlstate: str, message: str, buf: bytes, start: int, stop: int
+    ) -> bytes:
+        """Answer a command with the gateway's own ERR, in order with pipelined replies."""
+        reply = _err(errno, sqlstate, message, self._reply_seq(buf, start, stop))
+        if self.observer is not None:
+            self.observer.control("refused", {"errno": str(errno), "message": message})
+        if not self._exchanges:
+            self.client.write(reply)
+        else:
+            ex = Exchange(buf[start + 4])
+            ex.local_reply = reply
+            self._exchanges.append(ex)
+        return b""
+
+    def _kill(
+        self, kill: KillStatement, buf: bytes, start: int, stop: int, sql: bytes | None
+    ) -> bytes:
+        """Map a KILL of a gateway connection id to the upstream thread id."""
+        victim = self._find_session(kill.connection_id)
+        if victim is None:
+            return self._local_error(
+                ER_NO_SUCH_THREAD,
+                "HY000",
+                f"Unknown thread id: {kill.connection_id}",
+                buf,
+                start,
+                stop,
+            )
+        if victim.identity_subject != self.identity_subject:
+            return self._local_error(
+                ER_KILL_DENIED,
+                "HY000",
+                f"You are not owner of thread {kill.connection_id}",
+                buf,
+                start,
+                stop,
+            )
+        assert victim.upstream is not None
+        thread_id = victim.upstream.thread_id
+        if self.observer is not None:
+            self.observer.control(
+                "kill",
+                {
+                    "connection_id": str(kill.connection_id),
+                    "upstream_thread_id": str(thread_id),
+                    "session_id": victim.session_id,
+                    "query_only": "yes" if kill.query else "no",
+                },
+            )
+        ex = Exchange(buf[start + 4])
+        tracker = self.tracker
+        assert tracker is not None
+        tracker.start(buf[start + 4])
+        self._exchanges.append(ex)
+        if sql is None:  # COM_PROCESS_KILL
+            payload = bytes((_COM_PROCESS_KILL,)) + thread_id.to_bytes(4, "little")
+        else:
+            text = kill.render(thread_id)
+            payload = bytes((_COM_QUERY,)) + text
+            if self.observer is not None:
+                self.observer.query_started(ex, sql)
+        return build_packets(payload, 0)[0]
+
+    def _find_session(self, connection_id: int) -> MySqlSession | None:
+        """The live MySQL session on this target with that gateway connection id (or,
+        failing that, that upstream thread id, as CONNECTION_ID() reports it)."""
+        registry = self.runtime.registry
+        found = registry.find_by_connection_id(connection_id)
+        if isinstance(found, MySqlSession) and found.upstream is not None:
+            return found if found.target.name == self.target.name else None
+        for session in registry.sessions.values():
+            if (
+                isinstance(session, MySqlSession)
+                and session.upstream is not None
+                and session.target.name == self.target.name
+                and session.upstream.thread_id == connection_id
+            ):
+                return session
+        return None
+
+    # -- server -> client ------------------------------------------------------------
+
+    def _server_data(self, data: bytes) -> None:
+        scanner = self._server_scanner
+        try:
+            scanner.feed(data)
+        except PeerViolation as exc:
+            self._server_violation(exc)
+            return
+        buf = scanner.buffer
+        tracker = self.tracker
+        observer = self.observer
+        exchanges = self._exchanges
+        assert tracker is not None and observer is not None
+        recording = observer.recording is not None
+        pieces: list[bytes | memoryview] = []
+        seg_start = seg_end = -1
+        try:
+            while True:
+                if tracker.in_rows:
+                    start, stop, count = scanner.next_row_run()
+                    if count:
+                        ex = exchanges[0]
+                        tracker.rows(count)
+                        ex.rows += count
+                        if ex.swallow:
+                            continue
+                        ex.bytes += stop - start
+                        if recording:
+                            observer.rows(ex, buf, start, stop, count)
+                        if seg_end != start:
+                            if seg_start >= 0:
+                                pieces.append(memoryview(buf)[seg_start:seg_end])
+                            seg_start = start
+                        seg_end = stop
+                        continue
+                entry = scanner.next_packet()
+                if entry is None:
+                    break
+                start, stop = entry
+                payload = (
+                    buf[start + 4 : stop]
+                    if stop - start <= _HEADER_MAX
+                    else scanner.payload(start, stop)
+                )
+                if not exchanges:
+                    raise PeerViolation("server sent a packet with no command in flight")
+                ex = exchanges[0]
+                try:
+                    events = tracker.receive(payload)
+                except PeerViolation as exc:
+                    if payload[:1] != bytes((LOCAL_INFILE_HEADER,)) or exc.code != NOT_ALLOWED:
+                        raise
+                    self._refuse_local_infile(ex, buf[start + 3])
+                    if seg_start >= 0:
+                        pieces.append(memoryview(buf)[seg_start:seg_end])
+                    seg_start = seg_end = -1
+                    continue
+                if ex.swallow:
+                    if seg_start >= 0:
+                        pieces.append(memoryview(buf)[seg_start:seg_end])
+                    seg_start = seg_end = -1
+                else:
+                    ex.bytes += stop - start
+                    if seg_end != start:
+                        if seg_start >= 0:
+                            pieces.append(memoryview(buf)[seg_start:seg_end])
+                        seg_start = start
+                    seg_end = stop
+                for ev in events:
+                    if self._event(ev, ex, buf, start, stop):
+                        # The exchange is complete: gateway replies queued behind it follow.
+                        if ex.swallow:
+                            pieces.append(
+                                _err(
+                                    int(ErrorCode.ER_NOT_ALLOWED_COMMAND),
+                                    "42000",
+                                    "LOAD DATA LOCAL INFILE request refused by the gateway: "
+                                    "the statement did not ask for a local file",
+                                    ex.sent_seq,
+                                )
+                            )
+                        while exchanges and exchanges[0].local_reply is not None:
+                            if seg_start >= 0:
+                                pieces.append(memoryview(buf)[seg_start:seg_end])
+                                seg_start = seg_end = -1
+                            reply = exchanges.popleft().local_reply
+                            assert reply is not None
+                            pieces.append(reply)
+        except PeerViolation as exc:
+            self._server_violation(exc)
+            return
+        if seg_start >= 0:
+            if not pieces and seg_start == 0 and seg_end == len(buf):
+                pieces.append(buf)
+            else:
+                pieces.append(memoryview(buf)[seg_start:seg_end])
+        if pieces:
+            self.client.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if self._change_user is not None and not exchanges and not self._closing:
+            self._begin_change_user()
+
+    def _event(self, ev: ResponseEvent, ex: Exchange, buf: bytes, start: int, stop: int) -> bool:
+        """Handle one tracker event; True when the head exchange completed (popped)."""
+        observer = self.observer
+        assert observer is not None
+        if isinstance(ev, ResponseComplete):
+            if ex.stmt is not None:
+                observer.result_finished(ex)
+            self._exchanges.popleft()
+            return True
+        if isinstance(ev, StatementPrepared):
+            self.statements.add(ex.text, ev.ok, ev.params, ev.columns)
+            return False
+        if ex.swallow:
+            return False
+        if isinstance(ev, ResultSetStarted):
+            observer.result_described(ex, ev.columns, ev.binary)
+        elif isinstance(ev, ResultSetEnded):
+            observer.result_finished(ex, ok=ev.ok, more=ev.ok.more_results and not ev.cursor_open)
+        elif isinstance(ev, OkReceived):
+            if ex.command in _RESULT_COMMANDS:
+                observer.result_finished(ex, ok=ev.ok, more=ev.ok.more_results)
+        elif isinstance(ev, ErrorReceived):
+            if ex.command in _RESULT_COMMANDS:
+                observer.result_finished(ex, err=ev.err)
+        elif isinstance(ev, RowsReceived):
+            ex.rows += ev.count
+            if observer.recording is not None:
+                observer.rows(ex, buf, start, stop, ev.count)
+        elif isinstance(ev, LocalInfileRequested):
+            # The client streams the file with sequence ids continuing the response's.
+            self._client_scanner.expected_seq = (buf[start + 3] + 1) & 0xFF
+            observer.control("local_infile", {})
+        elif isinstance(ev, AuthExchange):
+            raise PeerViolation("authentication exchange outside COM_CHANGE_USER")
+        return False
+
+    def _refuse_local_infile(self, ex: Exchange, fb_seq: int) -> None:
+        """The server asked for a client file the client's statement did not name
+        (PROTOCOLS.md 3.7): answer it with an empty file ourselves, drop the rest of
+        the response, and tell the client its command failed."""
+        upstream = self.upstream
+        assert upstream is not None
+        upstream.leg.write(build_packets(b"", (fb_seq + 1) & 0xFF)[0])
+        ex.swallow = True
+        ex.sent_seq = fb_seq
+        log.warning(
+            "unsolicited LOCAL INFILE request refused",
+            extra={"session_id": self.session_id, "target": self.target.name},
+        )
+        if self.observer is not None:
+            self.observer.control("local_infile_refused", {})
+            self.observer.result_finished(
+                ex,
+                err=ErrPacket(
+                    int(ErrorCode.ER_NOT_ALLOWED_COMMAND),
+                    "42000",
+                    b"unsolicited LOCAL INFILE request",
+                ),
+            )
+
+    def _server_violation(self, exc: PeerViolation) -> None:
+        log.warning(
+            "upstream protocol violation",
+            extra={"session_id": self.session_id, "detail": str(exc)},
+        )
+        self.terminate(
+            int(ErrorCode.ER_NET_READ_ERROR),
+            "08S01",
+            "the database sent an invalid packet",
+            "upstream protocol violation",
+        )
+
+    # ============================================================== COM_CHANGE_USER
+
+    def _begin_change_user(self) -> None:
+        if self._change_user_task is not None or self._change_user is None:
+            return
+        payload, packets = self._change_user
+        self._change_user_task = asyncio.get_running_loop().create_task(
+            self._do_change_user(payload, (packets) & 0xFF)
+        )
+
+    async def _do_change_user(self, payload: bytes, seq: int) -> None:
+        """Re-authenticate with a new JWT (the same caching_sha2 full-auth trick as at
+        login), check the identity may use the target, then reset the upstream session
+        with COM_CHANGE_USER and the stored credentials."""
+        client = self.client
+        upstream = self.upstream
+        assert upstream is not None
+        # Both legs back to handshake mode: bytes after the command wait in the leg.
+        client.on_data = None
+        client.buffer.feed(self._client_scanner.take_pending())
+        upstream.leg.on_data = None
+        client.resume_reading("change-user")
+        runtime = self.runtime
+        previous = self.identity_subject
+        try:
+            try:
+                request = parse_com_change_user(payload, self.capabilities)
+                self.client_user = request.username.decode("utf-8", "replace")[:256]
+                response = HandshakeResponse41(
+                    self.capabilities,
+                    0,
+                    request.charset or self.charset,
+                    request.username,
+                    request.auth_response,
+                    request.database,
+                    request.auth_plugin_name,
+                )
+                self._login_seq = seq
+                token = await asyncio.wait_for(
+                    self._read_password(response, _new_scramble(), seq),
+                    runtime.config.gateway.login_timeout,
+                )
+                identity = await self._authorize(token)
+                del token
+            except (LoginRefused, PeerViolation, TimeoutError) as exc:
+                refused = (
+                    exc
+                    if isinstance(exc, _Refused)
+                    else self._access_denied(f"COM_CHANGE_USER refused: {exc}")
+                )
+                log.info(
+                    "COM_CHANGE_USER refused",
+                    extra={"session_id": self.session_id, "detail": refused.log_detail},
+                )
+                if self.observer is not None:
+                    self.observer.control("change_user_refused", {"user": self.client_user})
+                self.end_reason = "COM_CHANGE_USER refused"
+                self.client.write(
+                    _err(refused.errno, refused.sqlstate, refused.message, self._login_seq)
+                )
+                self._close_both()
+                return
+            database = request.database or self.target.upstream.database.encode()
+            attrs = self._connect_attrs(request.connect_attrs, identity)
+            try:
+                ok = await change_user(
+                    upstream,
+                    self.target.upstream,
+                    database=database,
+                    charset=request.charset or self.charset,
+                    connect_attrs=attrs,
+                )
+            except UpstreamError as exc:
+                log.warning(
+                    "upstream COM_CHANGE_USER failed",
+                    extra={"session_id": self.session_id, "detail": exc.detail},
+                )
+                if exc.errno == int(ErrorCode.ER_BAD_DB_ERROR):
+                    message = f"Unknown database '{database.decode('utf-8', 'replace')}'"
+                    errno, sqlstate = exc.errno, "42000"
+                else:
+                    errno, sqlstate = CR_CONN_HOST_ERROR, "08S01"
+                    message = f'could not reset the session on target "{self.target.name}"'
+                self.end_reason = "upstream COM_CHANGE_USER failed"
+                self.client.write(_err(errno, sqlstate, message, self._login_seq))
+                self._close_both()
+                return
+            self.statements.clear()
+            if request.charset:
+                self.charset = request.charset
+            if self.observer is not None:
+                self.observer.control(
+                    "change_user",
+                    {
+                        "subject": identity.subject,
+                        "previous_subject": previous or "",
+                        "user": self.client_user,
+                    },
+                )
+            self._arm_expiry(identity.expires_at)
+            self.client.write(build_packets(ok, self._login_seq)[0])
+        except (LegClosed, ConnectionError):
+            self._close_both()
+            return
+        finally:
+            self._change_user = None
+            self._change_user_task = None
+        if self._closing:
+            return
+        upstream.leg.start_streaming(self._server_data)
+        client.start_streaming(self._client_data)
+
+    # ================================================================== teardown
+
+    def summary(self) -> dict[str, object]:
+        up = self.upstream
+        return {
+            "connection_id": self.connection_id,
+            "upstream_thread_id": up.thread_id if up else None,
+            "upstream_auth": up.auth_method if up else None,
+            "statements": self.observer.statements if self.observer else 0,
+            "bytes_to_client": self.client.bytes_out,
+        }
+
+    def cancel_query(self) -> None:
+        """Kill the running statement upstream (KILL QUERY on a new connection)."""
+        up = self.upstream
+        if up is None or not self._exchanges:
+            return
+        self.runtime.spawn(kill_query(self.target.upstream, up.thread_id))
+        if self.observer is not None:
+            self.observer.control("cancel", {"source": "gateway"})
+
+    def terminate(
+        self, errno: int, sqlstate: str, message: str, reason: str, *, force_error: bool = False
+    ) -> None:
+        """End the session. An ERR is sent when the client is between commands (it
+        reads it as the answer to its next one) or when its own packet was refused;
+        mid-response the client sees the connection close."""
+        if self._closing:
+            return
+        self.end_reason = reason
+        if not self.client.closed and (force_error or not self._exchanges):
+            self.client.write(_err(errno, sqlstate, message, 1))
+        self._close_both()
+
+    def shutdown(self, reason: str) -> None:
+        self.terminate(ER_SERVER_SHUTDOWN, "08S01", "the gateway is shutting down", reason)
+
+    def _client_lost(self, exc: BaseException | None) -> None:
+        self.end_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"
+        up = self.upstream
+        # A client that vanishes mid-query would leave the server running it to the
+        # end: kill the query first, then close.
+        if up is not None and self._exchanges and self.tracker is not None and self.tracker.busy:
+            self.runtime.spawn(kill_query(self.target.upstream, up.thread_id))
+        self._close_both()
+
+    def _upstream_lost(self, exc: BaseException | None) -> None:
+        self.end_reason = "database closed the connection"
+        self._close_both()
+
+    def _close_both(self) -> None:
+        """Close both legs (pending writes are flushed), then finish once both are gone."""
+        if self._closing:
+            return
+        self._closing = True
+        legs = [self.client] if self.upstream is None else [self.client, self.upstream.leg]
+        for leg in legs:
+            leg.on_lost = self._leg_gone
+            leg.close()
+        self._abort_timer = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, _abort_all, legs)
+        self._leg_gone(None)
+
+    def _leg_gone(self, _exc: BaseException | None) -> None:
+        if not self.client.closed or (self.upstream is not None and not self.upstream.leg.closed):
+            return
+        if self._done.done():
+            return
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        if self._change_user_task is not None:
+            self._change_user_task.cancel()
+        if self.observer is not None:
+            self.observer.session_ended(self.end_reason)
+        self.runtime.registry.remove(self, None)
+        self._release()
+        self.runtime.session_ended(self)
+        self._done.set_result(None)
+
+
+def _abort_all(legs: list[Leg]) -> None:
+    for leg in legs:
+        leg.abort()

@@ -1,0 +1,324 @@
+"""Bridges the MySQL response tracking to the session recording.
+
+Called per command, per result set and per forwarded run of row packets, never
+per row. Rows are recorded as the exact row packets the client received (4-byte
+headers included; encodings ``mysql.text`` and ``mysql.binary``), up to
+``record_rows`` per statement; the rest is only counted.
+
+What becomes a recorded statement:
+* COM_QUERY: one entry per result (a multi-statement packet or a CALL yields
+  several results; each gets the text of its statement when the packet splits
+  into as many statements, else the whole text with a "result N" note), path
+  ``simple``;
+* COM_STMT_EXECUTE: the text remembered at COM_STMT_PREPARE, path ``prepared``,
+  the statement id as name and the decoded parameters;
+* COM_STMT_FETCH: the cursor's statement text again, path ``fetch``.
+Column metadata: ``type_oid`` carries the MySQL column type byte
+(enum_field_types), ``type_name`` its name plus ``UNSIGNED`` / ``BINARY``
+(binary collation on a string type), ``table``/``column`` are org_table/org_name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import TYPE_CHECKING
+
+from protocols.mysql.constants import MAX_PACKET_PAYLOAD, Charset, ColumnFlag, ColumnType
+from protocols.mysql.resultset import ColumnDefinition41, StmtExecute, decode_binary_value
+
+from ..recording import ColumnInfo
+from .mysql_sql import statement_texts
+
+if TYPE_CHECKING:
+    from protocols.mysql.commands import PreparedStatement
+    from protocols.mysql.packets import ErrPacket, OkPacket
+
+    from ..recording import SessionRecording
+
+TEXT_ROWS = "mysql.text"
+BINARY_ROWS = "mysql.binary"
+_COLUMN_CACHE = 256
+
+_STRING_TYPES = frozenset(
+    {
+        ColumnType.MYSQL_TYPE_VARCHAR,
+        ColumnType.MYSQL_TYPE_VAR_STRING,
+        ColumnType.MYSQL_TYPE_STRING,
+        ColumnType.MYSQL_TYPE_TINY_BLOB,
+        ColumnType.MYSQL_TYPE_MEDIUM_BLOB,
+        ColumnType.MYSQL_TYPE_LONG_BLOB,
+        ColumnType.MYSQL_TYPE_BLOB,
+        ColumnType.MYSQL_TYPE_BIT,
+        ColumnType.MYSQL_TYPE_GEOMETRY,
+    }
+)
+
+
+def type_label(col_type: int, flags: int, charset: int, extended: bytes | None = None) -> str:
+    try:
+        name = ColumnType(col_type).name.removeprefix("MYSQL_TYPE_")
+    except ValueError:
+        name = f"TYPE_{col_type}"
+    if extended:
+        name += f"({extended.decode('ascii', 'replace')})"
+    if flags & ColumnFlag.UNSIGNED:
+        name += " UNSIGNED"
+    if charset == Charset.BINARY and col_type in _STRING_TYPES:
+        name += " BINARY"
+    return name
+
+
+def column_info(col: ColumnDefinition41, binary: bool) -> ColumnInfo:
+    return ColumnInfo(
+        name=col.name.decode("utf-8", "replace"),
+        type_oid=col.type,
+        type_name=type_label(col.type, col.flags, col.charset, col.extended_type_name),
+        format="binary" if binary else "text",
+        table=col.org_table.decode("utf-8", "replace") or None,
+        column=col.org_name.decode("utf-8", "replace") or None,
+    )
+
+
+def parameter_text(col_type: int, unsigned: bool, raw: bytes | None) -> str | bytes | None:
+    """A bound parameter as recorded: text where it has one, bytes otherwise."""
+    if raw is None:
+        return None
+    try:
+        value = decode_binary_value(col_type, raw, unsigned)
+    except Exception:  # a value that does not fit its declared type: keep the bytes
+        return raw
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+class Exchange:
+    """One client command that expects a response, from send to completion."""
+
+    __slots__ = (
+        "binary",
+        "bytes",
+        "columns",
+        "command",
+        "described",
+        "first_seq",
+        "local_reply",
+        "name",
+        "params",
+        "path",
+        "recorded",
+        "result_index",
+        "rows",
+        "sent_seq",
+        "started",
+        "stmt",
+        "swallow",
+        "text",
+        "texts",
+    )
+
+    def __init__(self, command: int) -> None:
+        self.command = command
+        self.stmt: int | None = None  # recording statement number of the current result
+        self.text: bytes | None = None
+        self.texts: list[bytes] | None = None  # per-statement texts of a multi-statement packet
+        self.path = "simple"
+        self.name: str | None = None
+        self.params: list[str | bytes | None] | None = None
+        self.result_index = 0
+        self.started = time.monotonic()
+        self.rows = 0  # rows of the current result
+        self.recorded = 0
+        self.bytes = 0
+        self.columns: list[ColumnInfo] | None = None
+        self.binary = False
+        self.described = False
+        # Gateway-made reply (refused command): sent when the commands before it finished.
+        self.local_reply: bytes | None = None
+        # Server packets of this response are dropped (an unsolicited LOCAL INFILE
+        # request was refused); a gateway ERR replaces them.
+        self.swallow = False
+        self.first_seq = 1  # sequence id of the first response packet
+        self.sent_seq = 0
+
+
+class MyRecordingObserver:
+    """Records MySQL commands; a no-op shell when the session is not recorded."""
+
+    __slots__ = ("_columns", "record_rows", "recording", "statements")
+
+    def __init__(self, recording: SessionRecording | None, record_rows: int) -> None:
+        self.recording = recording
+        self.record_rows = record_rows
+        self.statements = 0
+        self._columns: dict[tuple[tuple[ColumnDefinition41, ...], bool], list[ColumnInfo]] = {}
+
+    # -- statements ----------------------------------------------------------------------
+
+    def query_started(self, ex: Exchange, sql: bytes) -> None:
+        ex.text = sql
+        self._open(ex)
+
+    def execute_started(
+        self, ex: Exchange, stmt: PreparedStatement | None, execute: StmtExecute | None
+    ) -> None:
+        ex.path = "prepared"
+        ex.text = stmt.sql if stmt is not None else None
+        ex.name = str(stmt.statement_id) if stmt is not None else None
+        if execute is not None:
+            ex.params = [
+                parameter_text(t, unsigned, v)
+                for (t, unsigned), v in zip(execute.param_types, execute.values, strict=True)
+            ]
+        self._open(ex)
+
+    def long_data_parameters(self, ex: Exchange, sizes: dict[int, int]) -> None:
+        if ex.params is None:
+            return
+        for index, size in sizes.items():
+            if index < len(ex.params):
+                ex.params[index] = f"<long data: {size} bytes>"
+
+    def fetch_started(self, ex: Exchange, stmt: PreparedStatement | None) -> None:
+        ex.path = "fetch"
+        ex.text = stmt.sql if stmt is not None else None
+        ex.name = str(stmt.statement_id) if stmt is not None else None
+        if stmt is not None and stmt.columns:
+            ex.columns = self._column_infos(stmt.columns, True)
+            ex.binary = True
+        self._open(ex)
+
+    def _open(self, ex: Exchange) -> None:
+        self.statements += 1
+        rec = self.recording
+        if rec is None:
+            return
+        ex.stmt = rec.statement(
+            text=self._text(ex),
+            path=ex.path,
+            statement_name=ex.name,
+            parameters=ex.params,
+        )
+        ex.started = time.monotonic()
+        if ex.columns is not None:
+            rec.result_metadata(ex.stmt, ex.columns)
+            ex.described = True
+
+    def _text(self, ex: Exchange) -> str:
+        text = ex.text
+        if text is None:
+            return f"<prepared statement {ex.name} not seen by the gateway>"
+        index = ex.result_index
+        if ex.path == "simple" and (index or b";" in text):
+            if ex.texts is None:
+                ex.texts = statement_texts(text)
+            if len(ex.texts) > 1 and index < len(ex.texts):
+                return ex.texts[index].decode("utf-8", "replace")
+        if index:
+            return f"{text.decode('utf-8', 'replace')} -- result {index + 1}"
+        return text.decode("utf-8", "replace")
+
+    # -- results --------------------------------------------------------------------------
+
+    def _column_infos(
+        self, columns: tuple[ColumnDefinition41, ...], binary: bool
+    ) -> list[ColumnInfo]:
+        key = (columns, binary)
+        infos = self._columns.get(key)
+        if infos is None:
+            infos = [column_info(c, binary) for c in columns]
+            if len(self._columns) >= _COLUMN_CACHE:
+                self._columns.clear()
+            self._columns[key] = infos
+        return infos
+
+    def result_described(
+        self, ex: Exchange, columns: tuple[ColumnDefinition41, ...] | None, binary: bool
+    ) -> None:
+        ex.binary = binary
+        rec = self.recording
+        if rec is None or ex.stmt is None or columns is None:
+            return
+        ex.columns = self._column_infos(columns, binary)
+        rec.result_metadata(ex.stmt, ex.columns)
+        ex.described = True
+
+    def rows(self, ex: Exchange, buf: bytes, start: int, stop: int, count: int) -> None:
+        """Record forwarded rows (the caller counts rows and bytes)."""
+        rec = self.recording
+        if rec is None or ex.stmt is None:
+            return
+        room = self.record_rows - ex.recorded
+        if room <= 0:
+            return
+        if count > room:
+            # Walk `room` rows to find where the recorded part ends (once per
+            # statement, when the cap is crossed); a row >= 16 MiB spans packets.
+            pos = start
+            for _ in range(room):
+                while True:
+                    length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+                    pos += 4 + length
+                    if length < MAX_PACKET_PAYLOAD:
+                        break
+            stop, count = pos, room
+        rec.rows(
+            ex.stmt, BINARY_ROWS if ex.binary else TEXT_ROWS, memoryview(buf)[start:stop], count
+        )
+        ex.recorded += count
+
+    def result_finished(
+        self,
+        ex: Exchange,
+        *,
+        ok: OkPacket | None = None,
+        err: ErrPacket | None = None,
+        more: bool = False,
+    ) -> None:
+        """One result of the exchange ended (OK, terminator or ERR); with ``more`` the
+        next result of the same command opens a new recorded statement."""
+        rec = self.recording
+        if rec is not None and ex.stmt is not None:
+            tag: str | None = None
+            error: tuple[str, str] | None = None
+            if err is not None:
+                error = (f"{err.errno}", f"{err.sqlstate}: {err.text}")
+            elif ok is not None and ex.columns is None:
+                tag = f"OK {ok.affected_rows} row{'' if ok.affected_rows == 1 else 's'} affected"
+                if ok.last_insert_id:
+                    tag += f", last insert id {ok.last_insert_id}"
+            rec.complete(
+                ex.stmt,
+                tag=tag,
+                rows=ex.rows,
+                rows_recorded=ex.recorded,
+                bytes_to_client=ex.bytes,
+                duration=time.monotonic() - ex.started,
+                error=error,
+            )
+            ex.stmt = None
+        if more:
+            ex.result_index += 1
+            ex.rows = ex.recorded = ex.bytes = 0
+            ex.described = False
+            ex.columns = None
+            if ex.text is not None or ex.path != "simple":
+                self._open(ex)
+
+    def control(self, kind: str, detail: dict[str, str]) -> None:
+        if self.recording is not None:
+            self.recording.control(kind, detail)
+
+    def session_ended(self, reason: str) -> None:
+        if self.recording is not None:
+            self.recording.end(reason)
