@@ -31,6 +31,9 @@ from .render import (
     one_line,
     render_table,
 )
+from .render_mysql import MYSQL_ENCODINGS
+from .render_mysql import decode_rows as decode_mysql_rows
+from .render_mysql import right_aligned as mysql_right_aligned
 from .schema import (
     FILE_SUFFIX,
     PG_DATAROW,
@@ -448,6 +451,8 @@ def _result_lines(state: _Pending | None, done: Done) -> list[str]:
 
 def _table(state: _Pending) -> list[str]:
     columns = state.columns or []
+    if state.encodings and state.encodings <= MYSQL_ENCODINGS and len(state.encodings) == 1:
+        return _mysql_table(state, columns)
     if state.encodings - {PG_DATAROW}:
         return [f"-- rows in encoding {sorted(state.encodings)} are not rendered by this version"]
     from protocols.errors import PeerViolation
@@ -468,6 +473,17 @@ def _table(state: _Pending) -> list[str]:
     headers = [c.name for c in columns]
     right = [c.type_oid in NUMERIC_OIDS for c in columns]
     return render_table(headers, rows, right)
+
+
+def _mysql_table(state: _Pending, columns: list[ColumnInfo]) -> list[str]:
+    from protocols.errors import PeerViolation
+
+    (encoding,) = state.encodings
+    try:
+        rows = decode_mysql_rows(state.data, encoding, columns)
+    except PeerViolation as exc:
+        return [f"-- recorded rows are malformed: {exc.message}"]
+    return render_table([c.name for c in columns], rows, mysql_right_aligned(columns))
 
 
 # --------------------------------------------------------------------------- export
