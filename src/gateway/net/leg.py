@@ -184,3 +184,14 @@ class Leg(asyncio.Protocol):
         if alpn:
             info["alpn"] = alpn
         return info
+
+
+def couple_flow_control(client: Leg, upstream: Leg) -> None:
+    """Backpressure both ways: when one leg's transport cannot drain its writes,
+    stop reading from the other leg until it can (asyncio high/low water marks).
+    Used by every protocol driver, so a slow client never makes the gateway
+    buffer a whole result, and a slow database never makes it buffer a COPY."""
+    client.on_pause_writing = lambda: upstream.pause_reading("client-slow")
+    client.on_resume_writing = lambda: upstream.resume_reading("client-slow")
+    upstream.on_pause_writing = lambda: client.pause_reading("upstream-slow")
+    upstream.on_resume_writing = lambda: client.resume_reading("upstream-slow")

@@ -41,7 +41,7 @@ from protocols.postgres.messages import (
 )
 from protocols.postgres.tracker import QueryTracker
 
-from ..net.leg import Leg, LegClosed
+from ..net.leg import Leg, LegClosed, couple_flow_control
 from .errors import LoginRefused
 from .pg_recording import PgRecordingObserver
 from .pg_upstream import UpstreamConnection, UpstreamError, connect_upstream, send_cancel
@@ -299,11 +299,7 @@ class PgSession:
         client = self.client
         client.on_lost = self._client_lost
         upstream.on_lost = self._upstream_lost
-        # Backpressure both ways: a slow reader pauses the other side's reads.
-        client.on_pause_writing = lambda: upstream.pause_reading("client-slow")
-        client.on_resume_writing = lambda: upstream.resume_reading("client-slow")
-        upstream.on_pause_writing = lambda: client.pause_reading("upstream-slow")
-        upstream.on_resume_writing = lambda: client.resume_reading("upstream-slow")
+        couple_flow_control(client, upstream)
         if client.closed:
             self._client_lost(client.close_exc)
             return
