@@ -30,9 +30,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from protocols.errors import MessageTooLarge, PeerViolation
 from protocols.mysql.auth import ClientPasswordExchange
@@ -316,12 +317,8 @@ class MySqlSession:
         self._login_seq = seq + 1
         if is_ssl_request(payload):
             parse_ssl_request(payload)
-            if client.buffer:
-                # Bytes pipelined behind the SSLRequest would be read as if they had
-                # come over TLS (the CVE-2021-23214 class): refuse.
-                raise PeerViolation("received unencrypted data after the SSL request")
-            await client.start_tls(
-                runtime.server_tls, server_side=True, timeout=runtime.config.gateway.login_timeout
+            await start_server_tls(
+                client, runtime.server_tls, timeout=runtime.config.gateway.login_timeout
             )
             self.tls_active = True
             seq, payload = await read_packet(client, seq + 1, _MAX_LOGIN_PACKET)
@@ -1069,6 +1066,10 @@ class MySqlSession:
             try:
                 request = parse_com_change_user(payload, self.capabilities)
                 self.client_user = request.username.decode("utf-8", "replace")[:256]
+                # Always start with an AuthSwitchRequest (with a fresh scramble) to
+                # caching_sha2_password, as MariaDB servers do: libmysqlclient's
+                # change-user path gives up on a bare "perform full authentication"
+                # reply to COM_CHANGE_USER, and every client handles the switch.
                 response = HandshakeResponse41(
                     self.capabilities,
                     0,
@@ -1076,7 +1077,7 @@ class MySqlSession:
                     request.username,
                     request.auth_response,
                     request.database,
-                    request.auth_plugin_name,
+                    b"",
                 )
                 self._login_seq = seq
                 token = await asyncio.wait_for(
@@ -1232,6 +1233,53 @@ class MySqlSession:
         self._release()
         self.runtime.session_ended(self)
         self._done.set_result(None)
+
+
+async def start_server_tls(leg: Leg, context: ssl.SSLContext, *, timeout: float) -> None:
+    """Upgrade the client leg to TLS after an SSLRequest.
+
+    A MySQL client does not wait for an answer to its SSLRequest: the TLS
+    ClientHello follows at once and often arrives in the same read. Those bytes
+    must reach the TLS layer as the start of the TLS stream (never be read as
+    plaintext, the CVE-2021-23214 class), so they are handed to the new TLS
+    protocol before any further socket data.
+    """
+    assert leg.transport is not None
+    pending = leg.buffer.take_all()
+    transport = leg.transport
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(
+        loop.start_tls(transport, leg, context, server_side=True, ssl_handshake_timeout=timeout)
+    )
+    if pending:
+        # One loop turn: start_tls has installed its protocol and scheduled its
+        # connection_made and resume_reading; ours runs right after them, before
+        # the socket is read again.
+        await asyncio.sleep(0)
+        protocol = transport.get_protocol()
+        if protocol is leg or not hasattr(protocol, "buffer_updated"):
+            task.cancel()
+            raise PeerViolation("cannot hand pipelined bytes to the TLS layer")
+        # asyncio's and uvloop's SSLProtocol are buffered protocols (uvloop's does
+        # not subclass asyncio.BufferedProtocol).
+        loop.call_soon(_feed_protocol, cast(asyncio.BufferedProtocol, protocol), pending)
+    try:
+        new = await task
+    except (ssl.SSLError, OSError) as exc:
+        raise LegClosed(f"client TLS handshake failed: {exc}") from None
+    if new is None:
+        raise LegClosed("client closed during the TLS handshake")
+    leg.transport = new
+
+
+def _feed_protocol(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        buf = memoryview(protocol.get_buffer(len(view)))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
 
 
 def _abort_all(legs: list[Leg]) -> None:
