@@ -1245,8 +1245,11 @@ async def start_server_tls(leg: Leg, context: ssl.SSLContext, *, timeout: float)
     protocol before any further socket data.
     """
     assert leg.transport is not None
-    pending = leg.buffer.take_all()
     transport = leg.transport
+    # Stop reading now: bytes arriving before start_tls swaps the protocol would land
+    # in the leg's buffer, behind the ones taken here, and be lost to TLS.
+    transport.pause_reading()
+    pending = leg.buffer.take_all()
     loop = asyncio.get_running_loop()
     task = loop.create_task(
         loop.start_tls(transport, leg, context, server_side=True, ssl_handshake_timeout=timeout)

@@ -76,7 +76,7 @@ def test_com_process_kill_and_kill_connection(mysql_gateway: MyGateway) -> None:
 
 
 def test_kill_needs_the_same_identity(mysql_gateway: MyGateway) -> None:
-    thread, result, victim = _sleep_in_thread(mysql_gateway.pymysql_kwargs())
+    thread, _, victim = _sleep_in_thread(mysql_gateway.pymysql_kwargs())
     try:
         other = mysql_gateway.pymysql_kwargs(mysql_gateway.token("mallory@example.com"))
         with pymysql.connect(**other) as killer, killer.cursor() as cur:
@@ -232,7 +232,7 @@ def test_many_sessions_in_parallel(mysql_gateway: MyGateway) -> None:
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(48)]
     for t in threads:
         t.start()
     for t in threads:
