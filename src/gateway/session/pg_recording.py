@@ -162,7 +162,7 @@ class PgRecordingObserver:
             error = ("", "not executed: an earlier message in the pipeline failed")
         rec.complete(
             state.seq,
-            tag=ex.tags[-1] if ex.tags else None,
+            tag=ex.last_tag,
             rows=ex.rows,
             rows_recorded=state.recorded,
             bytes_to_client=state.bytes,

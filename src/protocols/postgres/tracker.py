@@ -27,12 +27,13 @@ FunctionCall, not per row.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from .messages import (
     Bind,
     parse_bind,
+    parse_bind_names,
     parse_command_complete,
     parse_describe_or_close,
     parse_error_fields,
@@ -54,26 +55,87 @@ class PreparedStatement:
 @dataclass(slots=True)
 class Portal:
     statement: bytes
-    bind: Bind | None
+    bind_body: bytes  # the raw Bind body, parsed only when someone needs it
 
 
-@dataclass(slots=True, eq=False)
 class Execution:
-    """One Query, Execute or FunctionCall and what came back for it."""
+    """One Query, Execute or FunctionCall and what came back for it.
 
-    path: str  # "simple" | "extended" | "prepared" | "function" | "cursor"
-    text: bytes | None
-    statement_name: bytes | None = None
-    portal: bytes | None = None
-    bind: Bind | None = None
-    row_description: bytes | None = None
-    result_formats: tuple[int, ...] = ()
-    rows: int = 0
-    tags: list[str] = field(default_factory=list)
-    error: tuple[str, str] | None = None
-    skipped: bool = False
-    suspended: bool = False
-    context: object = None  # owned by the driver (recording handles, timers)
+    Created once per execution on the hot path, so it is a plain slotted class
+    and the expensive parts (Bind parameters, command tags) are decoded lazily:
+    with nothing consuming them (no recording, no policy) they cost nothing.
+    """
+
+    __slots__ = (
+        "_bind",
+        "_tag_bodies",
+        "bind_body",
+        "context",
+        "error",
+        "path",
+        "portal",
+        "row_description",
+        "rows",
+        "skipped",
+        "statement_name",
+        "suspended",
+        "text",
+    )
+
+    def __init__(
+        self,
+        path: str,  # "simple" | "extended" | "prepared" | "function" | "cursor"
+        text: bytes | None,
+        statement_name: bytes | None = None,
+        portal: bytes | None = None,
+        bind_body: bytes | None = None,
+        row_description: bytes | None = None,
+    ) -> None:
+        self.path = path
+        self.text = text
+        self.statement_name = statement_name
+        self.portal = portal
+        self.bind_body = bind_body
+        self.row_description = row_description
+        self.rows = 0
+        self.error: tuple[str, str] | None = None
+        self.skipped = False
+        self.suspended = False
+        self.context: object = None  # owned by the driver (recording handles, timers)
+        self._bind: Bind | None = None
+        self._tag_bodies: list[bytes] | None = None
+
+    @property
+    def bind(self) -> Bind | None:
+        """The parsed Bind (parameters, formats), parsed on first use."""
+        if self._bind is None and self.bind_body is not None:
+            self._bind = parse_bind(self.bind_body)
+        return self._bind
+
+    @property
+    def result_formats(self) -> tuple[int, ...]:
+        """Bind result-format codes (empty for simple queries: the T carries them)."""
+        bind = self.bind
+        return bind.result_formats if bind is not None else ()
+
+    @property
+    def tags(self) -> list[str]:
+        """CommandComplete tags received for this execution, in order."""
+        return [parse_command_complete(b) for b in self._tag_bodies or ()]
+
+    @property
+    def last_tag(self) -> str | None:
+        bodies = self._tag_bodies
+        return parse_command_complete(bodies[-1]) if bodies else None
+
+    def add_tag(self, body: bytes) -> None:
+        if self._tag_bodies is None:
+            self._tag_bodies = [body]
+        else:
+            self._tag_bodies.append(body)
+
+    def __repr__(self) -> str:
+        return f"<Execution {self.path} {self.text!r} rows={self.rows}>"
 
 
 class ExecutionObserver(Protocol):
@@ -108,8 +170,8 @@ class QueryTracker:
 
     def frontend(self, mtype: int, body: bytes) -> None:
         if mtype == 0x42:  # 'B' Bind
-            bind = parse_bind(body)
-            self.portals[bind.portal] = Portal(bind.statement, bind)
+            portal, statement = parse_bind_names(body)
+            self.portals[portal] = Portal(statement, body)
             self._fifo.append((_BIND, None))
         elif mtype == 0x45:  # 'E' Execute
             portal_name, _max_rows = parse_execute(body)
@@ -152,9 +214,8 @@ class QueryTracker:
                 stmt.query if stmt is not None else None,
                 statement_name=portal.statement,
                 portal=portal_name,
-                bind=portal.bind,
+                bind_body=portal.bind_body,
                 row_description=stmt.row_description if stmt is not None else None,
-                result_formats=portal.bind.result_formats if portal.bind else (),
             )
         self.observer.execution_started(ex)
         return ex
@@ -197,7 +258,7 @@ class QueryTracker:
             if ex is None:
                 return
             if mtype == 0x43:
-                ex.tags.append(parse_command_complete(body))
+                ex.add_tag(body)
             elif mtype == 0x73:
                 ex.suspended = True
             self.copy_in = False
@@ -255,8 +316,6 @@ class QueryTracker:
         elif kind in (_QUERY, _EXECUTE):
             assert isinstance(obj, Execution)
             obj.row_description = body
-            if kind == _QUERY:
-                obj.result_formats = ()  # format codes are carried in the T itself
             self.observer.result_described(obj)
 
     def _error(self, body: bytes) -> None:
