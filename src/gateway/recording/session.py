@@ -56,6 +56,7 @@ log = logging.getLogger("gateway.recording")
 
 _encode_into = ENCODER.encode_into
 _sha256 = hashlib.sha256
+_COPY_TO_HASH: Final = 4096
 _pack_length = LENGTH.pack_into
 _LENGTH_PLACEHOLDER: Final = bytes(LENGTH.size)
 # Wake the writer early once this much is buffered, rather than at the next tick.
@@ -301,8 +302,12 @@ class SessionRecording:
             # signature's own 64 bytes (same size: no resize of the buffer).
             payload = bytes(buf[start + 4 : stop])
             buf[stop - SIGNATURE_SIZE : stop] = self._sign(signed_message(payload))
-        with memoryview(buf) as view:
-            self._last_hash = _sha256(view[start:stop]).digest()
+        if stop - start <= _COPY_TO_HASH:
+            # Copying a small frame is cheaper than exporting a memoryview.
+            self._last_hash = _sha256(buf[start:stop]).digest()
+        else:
+            with memoryview(buf) as view:
+                self._last_hash = _sha256(view[start:stop]).digest()
         self._seq += 1
         self._dirty = True
         size = len(buf)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _LEN = Struct("!I")
 ROW_ENCODING = "pg.DataRow"
 _COLUMN_CACHE = 256
+_TEXT_CACHE = 256
 
 
 class _ExecState:
@@ -64,7 +65,7 @@ def _param_value(value: bytes | None, fmt: int) -> str | bytes | None:
 class PgRecordingObserver:
     """ExecutionObserver; a no-op shell when the session is not recorded."""
 
-    __slots__ = ("_columns", "denied", "record_rows", "recording", "rule", "statements")
+    __slots__ = ("_columns", "_texts", "denied", "record_rows", "recording", "rule", "statements")
 
     def __init__(
         self, recording: SessionRecording | None, record_rows: int, rule: str | None = None
@@ -77,6 +78,8 @@ class PgRecordingObserver:
         # Parsed column metadata per (RowDescription, result formats): a prepared
         # statement executed many times is described once, not once per execution.
         self._columns: dict[tuple[bytes, tuple[int, ...]], list[ColumnInfo]] = {}
+        # Decoded statement texts: a prepared statement's text is decoded once.
+        self._texts: dict[bytes, str] = {}
 
     def execution_started(self, ex: Execution) -> None:
         self.statements += 1
@@ -89,12 +92,19 @@ class PgRecordingObserver:
             params = [
                 _param_value(v, bind.parameter_format(i)) for i, v in enumerate(bind.parameters)
             ]
-        text = ex.text.decode("utf-8", errors="replace") if ex.text is not None else ""
-        if ex.text is None and ex.path == "cursor":
+        raw = ex.text
+        if raw is not None:
+            text = self._texts.get(raw)
+            if text is None:
+                text = raw.decode("utf-8", errors="replace")
+                if len(self._texts) >= _TEXT_CACHE:
+                    self._texts.clear()
+                self._texts[raw] = text
+        elif ex.path == "cursor":
             text = f"<execute portal {ex.portal!r}>"
-        elif ex.text is None and ex.path == "function":
+        elif ex.path == "function":
             text = "<fast-path function call>"
-        elif ex.text is None:
+        else:
             text = f"<prepared statement {ex.statement_name!r} not seen by the gateway>"
         seq = rec.statement(
             text=text,

@@ -9,6 +9,7 @@ Spec: PostgreSQL manual, "Message Formats".
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from struct import Struct
 
@@ -291,36 +292,47 @@ def parse_bind_names(body: bytes) -> tuple[bytes, bytes]:
 def parse_bind(body: bytes) -> Bind:
     portal, pos = read_cstring(body, 0)
     statement, pos = read_cstring(body, pos)
-    nfmt, pos = _read_i16(body, pos)
-    if nfmt < 0:
+    n = len(body)
+    formats, pos = _read_i16_array(body, pos, n)
+    if pos + 2 > n:
         raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
-    formats = []
-    for _ in range(nfmt):
-        f, pos = _read_i16(body, pos)
-        formats.append(f)
-    nparams, pos = _read_i16(body, pos)
-    if nparams < 0 or (nfmt > 1 and nfmt != nparams):
+    nparams = _I16.unpack_from(body, pos)[0]
+    pos += 2
+    if nparams < 0 or (len(formats) > 1 and len(formats) != nparams):
         raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
     params: list[bytes | None] = []
+    unpack_i32 = _I32.unpack_from
     for _ in range(nparams):
-        length, pos = _read_i32(body, pos)
+        if pos + 4 > n:
+            raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
+        length = unpack_i32(body, pos)[0]
+        pos += 4
         if length == -1:
             params.append(None)
             continue
-        if length < 0 or pos + length > len(body):
+        if length < 0 or pos + length > n:
             raise PeerViolation("malformed Bind parameter length", SqlState.PROTOCOL_VIOLATION)
-        params.append(bytes(body[pos : pos + length]))
+        params.append(body[pos : pos + length])
         pos += length
-    nres, pos = _read_i16(body, pos)
-    if nres < 0:
-        raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
-    results = []
-    for _ in range(nres):
-        f, pos = _read_i16(body, pos)
-        results.append(f)
-    if pos != len(body):
+    results, pos = _read_i16_array(body, pos, n)
+    if pos != n:
         raise PeerViolation("trailing bytes in Bind message", SqlState.PROTOCOL_VIOLATION)
-    return Bind(portal, statement, tuple(formats), tuple(params), tuple(results))
+    return Bind(portal, statement, formats, tuple(params), results)
+
+
+def _read_i16_array(body: bytes, pos: int, n: int) -> tuple[tuple[int, ...], int]:
+    """An int16 count followed by that many int16 values (format-code lists)."""
+    if pos + 2 > n:
+        raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
+    count = _I16.unpack_from(body, pos)[0]
+    pos += 2
+    if count < 0 or pos + 2 * count > n:
+        raise PeerViolation("malformed Bind message", SqlState.PROTOCOL_VIOLATION)
+    if count == 0:
+        return (), pos
+    # struct's module-level functions cache compiled formats; Struct() would not.
+    values: tuple[int, ...] = struct.unpack_from(f"!{count}h", body, pos)
+    return values, pos + 2 * count
 
 
 def parse_describe_or_close(body: bytes) -> tuple[int, bytes]:
