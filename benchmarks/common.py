@@ -1,0 +1,453 @@
+"""Shared plumbing for the benchmarks: a throwaway PostgreSQL, pgbouncer, the gateway, a bare
+forwarder, and pgbench.
+
+Everything runs on this machine, listens on 127.0.0.1 on ports the OS picked, lives in one
+temporary directory and is stopped when the `Bench` context exits (also on Ctrl-C).
+
+TLS is on every leg so the proxies are compared on equal terms:
+
+    pgbench --TLS--> PostgreSQL                                  (direct)
+    pgbench --TLS--> pgbouncer --TLS--> PostgreSQL               (session pool mode)
+    pgbench --TLS--> gateway   --TLS--> PostgreSQL               (recording off / on)
+    pgbench --TLS-----(bare forwarder)-----> PostgreSQL          (optional: one Python hop,
+                                                                  TLS passes through untouched)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.embedded.certs import make_self_signed
+from gateway.embedded.common import running_as_root, service_user
+from gateway.embedded.postgres import PostgresServer, start_postgres
+from gateway.keys import generate_signing_key, mint_token
+
+ISSUER = "https://idp.bench/"
+AUDIENCE = "db-gateway-bench"
+BENCH_USER = "bench@example.com"
+PG_ROLE = "gateway"
+PG_DB = "app"
+UPSTREAM_PASSWORD_ENV = "GW_BENCH_UPSTREAM_PASSWORD"
+PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s:\n{tail(log)}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"({path} unreadable)"
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@dataclass
+class Endpoint:
+    """Where pgbench connects, as libpq environment variables."""
+
+    name: str
+    port: int
+    user: str
+    password: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGPASSWORD": self.password,
+            "PGDATABASE": PG_DB,
+            "PGSSLMODE": "require",
+            "PGCONNECT_TIMEOUT": "20",
+        }
+
+
+@dataclass
+class Bench:
+    """Owns every process and file the benchmark starts; `close()` stops them all."""
+
+    base: Path
+    pg: PostgresServer | None = None
+    role_password: str = "bench-upstream-pw"
+    key_path: Path | None = None
+    jwks_path: Path | None = None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    # -- PostgreSQL --
+
+    def start_postgres(self, max_connections: int | None = None) -> PostgresServer:
+        pg = start_postgres(base_dir=self.base, ssl=True)
+        self.pg = pg
+        if max_connections is not None:
+            # The embedded harness writes max_connections = 200; ALTER SYSTEM (in
+            # postgresql.auto.conf) overrides it after a restart.
+            pg.psql(f"ALTER SYSTEM SET max_connections = {int(max_connections)};\n")
+            pg.restart()
+        pg.create_role(PG_ROLE, self.role_password, login=True)
+        pg.create_database(PG_DB, owner=PG_ROLE)
+        return pg
+
+    def direct(self) -> Endpoint:
+        assert self.pg is not None
+        return Endpoint("direct", self.pg.port, PG_ROLE, self.role_password)
+
+    # -- tokens --
+
+    def token(self, ttl: float = 6 * 3600) -> str:
+        if self.key_path is None:
+            keydir = self.base / "keys"
+            self.key_path = generate_signing_key(keydir, overwrite=True)
+            self.jwks_path = keydir / "jwks.json"
+        return mint_token(self.key_path, BENCH_USER, ["dba"], ttl, audience=AUDIENCE, issuer=ISSUER)
+
+    # -- the gateway --
+
+    def start_gateway(
+        self,
+        name: str,
+        *,
+        recording: bool,
+        launcher: Sequence[str] | None = None,
+        upstream_tls: str = "require",
+    ) -> Endpoint:
+        """`launcher`: argv that runs the gateway CLI (default `python -m gateway`)."""
+        assert self.pg is not None
+        token = self.token()
+        work = self.base / name
+        work.mkdir()
+        port = free_port()
+        config = work / "gateway.toml"
+        config.write_text(
+            f"""
+[gateway]
+state_dir = "{work / "state"}"
+session_dir = "{work / "sessions"}"
+shutdown_grace = "2s"
+log_level = "info"
+log_format = "json"
+
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+jwks_file = "{self.jwks_path}"
+
+[recording]
+enabled = {"true" if recording else "false"}
+
+[[targets]]
+name = "app-pg"
+protocol = "postgres"
+listen = "127.0.0.1:{port}"
+host = "127.0.0.1"
+port = {self.pg.port}
+database = "{PG_DB}"
+user = "{PG_ROLE}"
+password_env = "{UPSTREAM_PASSWORD_ENV}"
+tls = "{upstream_tls}"
+
+[[policies]]
+name = "bench"
+groups = ["dba"]
+targets = ["app-pg"]
+"""
+        )
+        env = dict(os.environ)
+        env[UPSTREAM_PASSWORD_ENV] = self.role_password
+        log = work / "gateway.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(
+                [*(launcher or [sys.executable, "-m", "gateway"]), "run", "--config", str(config)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        self.procs.append(proc)
+        wait_port(port, proc, log)
+        return Endpoint(name, port, BENCH_USER, token, proc)
+
+    # -- pgbouncer --
+
+    def start_pgbouncer(self, auth_type: str = "scram-sha-256") -> Endpoint:
+        assert self.pg is not None
+        work = self.base / "pgbouncer"
+        work.mkdir()
+        cert, key = work / "server.crt", work / "server.key"
+        make_self_signed(cert, key)
+        port = free_port()
+        (work / "userlist.txt").write_text(f'"{PG_ROLE}" "{self.role_password}"\n')
+        ini = work / "pgbouncer.ini"
+        log = work / "pgbouncer.log"
+        ini.write_text(
+            f"""
+[databases]
+{PG_DB} = host=127.0.0.1 port={self.pg.port} dbname={PG_DB}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+logfile = {log}
+pidfile = {work / "pgbouncer.pid"}
+auth_type = {auth_type}
+auth_file = {work / "userlist.txt"}
+pool_mode = session
+max_client_conn = 2000
+default_pool_size = 150
+max_db_connections = 150
+server_tls_sslmode = require
+client_tls_sslmode = require
+client_tls_cert_file = {cert}
+client_tls_key_file = {key}
+"""
+        )
+        argv = [PGBOUNCER, str(ini)]
+        if running_as_root():
+            # pgbouncer refuses to run as root.
+            user = service_user("postgres")
+            for path in (work, *work.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+            argv = ["runuser", "-u", user.pw_name, "--", *argv]
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
+        self.procs.append(proc)
+        wait_port(port, proc, log)
+        return Endpoint("pgbouncer", port, PG_ROLE, self.role_password, proc)
+
+    # -- the bare forwarder (reference: the cost of one Python hop) --
+
+    def start_forwarder(self) -> Endpoint:
+        assert self.pg is not None
+        port = free_port()
+        log = self.base / "forwarder.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "forward",
+                    str(port),
+                    str(self.pg.port),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.procs.append(proc)
+        wait_port(port, proc, log)
+        return Endpoint("forwarder", port, PG_ROLE, self.role_password, proc)
+
+    # -- teardown --
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                stop_process(proc)
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                self.pg.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def bench_env(keep: bool = False) -> Iterator[Bench]:
+    base = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    base.chmod(0o755)  # pgbouncer and PostgreSQL run as `postgres` under root
+    bench = Bench(base)
+    try:
+        yield bench
+    finally:
+        if keep:
+            print(f"(kept {base})", file=sys.stderr)
+            for proc in reversed(bench.procs):
+                with contextlib.suppress(Exception):
+                    stop_process(proc)
+            if bench.pg is not None:
+                bench.pg.stop()
+        else:
+            bench.close()
+
+
+# --- pgbench ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PgbenchResult:
+    tps: float
+    latency_ms: float | None
+    transactions: int
+    failed: int
+    conn_ms: float | None  # "average connection time" (-C) or "initial connection time"
+    output: str
+
+
+def run_pgbench(
+    endpoint: Endpoint,
+    args: Sequence[str],
+    *,
+    timeout: float | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> PgbenchResult:
+    env = {**os.environ, **endpoint.env(), **(extra_env or {})}
+    proc = subprocess.run(
+        ["pgbench", "-n", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench {' '.join(args)} against {endpoint.name} failed:\n{out}")
+    return parse_pgbench(out)
+
+
+def parse_pgbench(out: str) -> PgbenchResult:
+    def num(pattern: str) -> float | None:
+        m = re.search(pattern, out)
+        return float(m.group(1)) if m else None
+
+    tps = num(r"tps = ([\d.]+)")
+    if tps is None:
+        raise RuntimeError(f"no tps in pgbench output:\n{out}")
+    return PgbenchResult(
+        tps=tps,
+        latency_ms=num(r"latency average = ([\d.]+) ms"),
+        transactions=int(num(r"number of transactions actually processed: (\d+)") or 0),
+        failed=int(num(r"number of failed transactions: (\d+)") or 0),
+        conn_ms=num(r"(?:average|initial) connection time = ([\d.]+) ms"),
+        output=out,
+    )
+
+
+def pgbench_init(endpoint: Endpoint, scale: int) -> None:
+    env = {**os.environ, **endpoint.env()}
+    proc = subprocess.run(
+        ["pgbench", "-i", "-q", "-s", str(scale), "--unlogged-tables"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench -i failed:\n{proc.stdout}{proc.stderr}")
+
+
+# --- bare forwarder (subprocess entry point) ---------------------------------------------------
+
+
+def _forward(listen_port: int, upstream_port: int) -> None:
+    """Splice bytes both ways with uvloop protocols, pausing reads when the peer's write
+    buffer is full. No parsing, no TLS termination: the floor for any Python proxy."""
+    import asyncio
+
+    import uvloop
+
+    class Side(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.peer: Side | None = None
+            self.transport: asyncio.Transport | None = None
+            self.pending: list[bytes] = []
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+
+        def data_received(self, data: bytes) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.write(data)
+            else:
+                self.pending.append(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.close()
+
+        def pause_writing(self) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.pause_reading()
+
+        def resume_writing(self) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.resume_reading()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def client_factory() -> Side:
+            client = Side()
+
+            async def connect() -> None:
+                try:
+                    _, upstream = await loop.create_connection(Side, "127.0.0.1", upstream_port)
+                except OSError:
+                    if client.transport is not None:
+                        client.transport.close()
+                    return
+                upstream.peer, client.peer = client, upstream
+                for chunk in client.pending:
+                    upstream.transport.write(chunk)  # type: ignore[union-attr]
+                client.pending.clear()
+
+            tasks.add(task := loop.create_task(connect()))
+            task.add_done_callback(tasks.discard)
+            return client
+
+        server = await loop.create_server(client_factory, "127.0.0.1", listen_port)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "forward":
+        _forward(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        sys.exit("usage: common.py forward LISTEN_PORT UPSTREAM_PORT")
