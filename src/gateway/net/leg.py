@@ -149,6 +149,15 @@ class Leg(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
+    def detach(self) -> None:
+        """Drop the callbacks into the session once it is over: they form reference
+        cycles (session -> leg -> bound method -> session) that would otherwise keep
+        every closed session's memory until the cycle collector happens to run."""
+        self.on_data = None
+        self.on_lost = None
+        self.on_pause_writing = _ignore
+        self.on_resume_writing = _ignore
+
     async def start_tls(
         self,
         context: ssl.SSLContext,

@@ -479,11 +479,10 @@ class PgSession:
             self.observer.session_ended(self.end_reason)
         self.runtime.registry.remove(self, self.cancel_key)
         self.runtime.session_ended(self)
+        self.client.detach()
+        if self.upstream is not None:
+            self.upstream.leg.detach()
         self._done.set_result(None)
-
-
-def is_tls_client_hello(first_byte: bytes) -> bool:
-    return bool(first_byte) and first_byte[0] == TLS_HANDSHAKE_BYTE
 
 
 def _abort_all(legs: list[Leg]) -> None:

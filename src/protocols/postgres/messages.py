@@ -282,13 +282,6 @@ class Bind:
         return formats[0] if len(formats) == 1 else formats[index]
 
 
-def parse_bind_names(body: bytes) -> tuple[bytes, bytes]:
-    """Only the (portal, statement) names of a Bind: what tracking needs per execution."""
-    portal, pos = read_cstring(body, 0)
-    statement, _ = read_cstring(body, pos)
-    return portal, statement
-
-
 def parse_bind(body: bytes) -> Bind:
     portal, pos = read_cstring(body, 0)
     statement, pos = read_cstring(body, pos)

@@ -33,7 +33,6 @@ from typing import Protocol
 from .messages import (
     Bind,
     parse_bind,
-    parse_bind_names,
     parse_command_complete,
     parse_describe_or_close,
     parse_error_fields,
@@ -55,21 +54,19 @@ class PreparedStatement:
 @dataclass(slots=True)
 class Portal:
     statement: bytes
-    bind_body: bytes  # the raw Bind body, parsed only when someone needs it
+    bind: Bind
 
 
 class Execution:
     """One Query, Execute or FunctionCall and what came back for it.
 
-    Created once per execution on the hot path, so it is a plain slotted class
-    and the expensive parts (Bind parameters, command tags) are decoded lazily:
-    with nothing consuming them (no recording, no policy) they cost nothing.
+    Created once per execution on the hot path, so it is a plain slotted class;
+    command tags are decoded only if someone reads them.
     """
 
     __slots__ = (
-        "_bind",
         "_tag_bodies",
-        "bind_body",
+        "bind",
         "context",
         "error",
         "path",
@@ -88,29 +85,21 @@ class Execution:
         text: bytes | None,
         statement_name: bytes | None = None,
         portal: bytes | None = None,
-        bind_body: bytes | None = None,
+        bind: Bind | None = None,
         row_description: bytes | None = None,
     ) -> None:
         self.path = path
         self.text = text
         self.statement_name = statement_name
         self.portal = portal
-        self.bind_body = bind_body
+        self.bind = bind
         self.row_description = row_description
         self.rows = 0
         self.error: tuple[str, str] | None = None
         self.skipped = False
         self.suspended = False
         self.context: object = None  # owned by the driver (recording handles, timers)
-        self._bind: Bind | None = None
         self._tag_bodies: list[bytes] | None = None
-
-    @property
-    def bind(self) -> Bind | None:
-        """The parsed Bind (parameters, formats), parsed on first use."""
-        if self._bind is None and self.bind_body is not None:
-            self._bind = parse_bind(self.bind_body)
-        return self._bind
 
     @property
     def result_formats(self) -> tuple[int, ...]:
@@ -170,8 +159,10 @@ class QueryTracker:
 
     def frontend(self, mtype: int, body: bytes) -> None:
         if mtype == 0x42:  # 'B' Bind
-            portal, statement = parse_bind_names(body)
-            self.portals[portal] = Portal(statement, body)
+            # Parsed (validated) here, not lazily: a Bind whose parameter lengths
+            # lie is a protocol violation the gateway must refuse, not forward.
+            bind = parse_bind(body)
+            self.portals[bind.portal] = Portal(bind.statement, bind)
             self._fifo.append((_BIND, None))
         elif mtype == 0x45:  # 'E' Execute
             portal_name, _max_rows = parse_execute(body)
@@ -214,7 +205,7 @@ class QueryTracker:
                 stmt.query if stmt is not None else None,
                 statement_name=portal.statement,
                 portal=portal_name,
-                bind_body=portal.bind_body,
+                bind=portal.bind,
                 row_description=stmt.row_description if stmt is not None else None,
             )
         self.observer.execution_started(ex)
