@@ -417,3 +417,55 @@ def test_mariadb_cli_plain_login_command(mysql_gateway: MyGateway, tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "COUNT(*)"
     assert int(proc.stdout.split()[1]) > 0
+
+
+# -- sysbench -------------------------------------------------------------------------------
+
+
+def test_sysbench_oltp_read_only(
+    mysql_gateway: MyGateway, direct_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    from gateway.embedded.certs import make_self_signed
+
+    # sysbench 1.0 with --mysql-ssl=on loads client-key.pem, client-cert.pem and
+    # cacert.pem from its working directory (hard-coded); the gateway asks for no
+    # client certificate, so a self-signed pair does.
+    make_self_signed(tmp_path / "client-cert.pem", tmp_path / "client-key.pem", ["sysbench"])
+    (tmp_path / "cacert.pem").write_bytes(mysql_gateway.cert_file.read_bytes())
+    common = ["--db-driver=mysql", "--mysql-db=app", "--tables=2", "--table-size=2000"]
+    direct = [
+        f"--mysql-host={direct_kwargs['host']}",
+        f"--mysql-port={direct_kwargs['port']}",
+        f"--mysql-user={direct_kwargs['user']}",
+        f"--mysql-password={direct_kwargs['password']}",
+    ]
+
+    def sysbench(*args: str) -> str:
+        proc = subprocess.run(
+            ["sysbench", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    sysbench("oltp_read_only", *common, *direct, "cleanup")
+    sysbench("oltp_read_only", *common, *direct, "prepare")
+    try:
+        for ps_mode in ("auto", "disable"):
+            out = sysbench(
+                "oltp_read_only",
+                *common,
+                f"--mysql-host={mysql_gateway.host}",
+                f"--mysql-port={mysql_gateway.port}",
+                "--mysql-user=alice@example.com",
+                f"--mysql-password={mysql_gateway.token()}",
+                "--mysql-ssl=on",
+                f"--db-ps-mode={ps_mode}",
+                "--threads=4",
+                "--time=3",
+                "run",
+            )
+            assert "ignored errors:                      0" in out
+            transactions = int(out.split("transactions:")[1].split()[0])
+            assert transactions > 50, out
+    finally:
+        sysbench("oltp_read_only", *common, *direct, "cleanup")
