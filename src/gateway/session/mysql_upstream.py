@@ -241,7 +241,10 @@ async def _login(leg: Leg, target: UpstreamTarget, request: LoginRequest) -> Ups
         hs,
         username=target.user.encode(),
         password=password,
-        capabilities=request.capabilities,
+        # The gateway's own attributes (session id, subject) go up even when the
+        # client sent none.
+        capabilities=request.capabilities
+        | (Capability.CLIENT_CONNECT_ATTRS if request.connect_attrs else 0),
         tls_active=use_tls,
         database=request.database,
         charset=request.charset,
