@@ -157,6 +157,9 @@ _REQUIRED_FROM_CLIENT = int(
 _MAX_LOGIN_PACKET = 64 * 1024
 _CLOSE_TIMEOUT = 10.0
 _STATUS_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
+# Plain ints on the hot path: IntFlag arithmetic runs Python-level enum code.
+_LOCAL_FILES = int(C.CLIENT_LOCAL_FILES)
+_CURSOR_FLAGS = int(CursorType.READ_ONLY | CursorType.FOR_UPDATE)
 _HEADER_MAX = MAX_PACKET_PAYLOAD + 4
 
 _COM_QUERY = int(Command.COM_QUERY)
@@ -648,7 +651,7 @@ class MySqlSession:
                 return self._local_error(ER_KILL_DENIED, "HY000", str(exc), buf, start, stop)
             if kill is not None:
                 return self._kill(kill, buf, start, stop, sql)
-            local = bool(self.capabilities & C.CLIENT_LOCAL_FILES) and is_load_data_local(sql)
+            local = bool(self.capabilities & _LOCAL_FILES) and is_load_data_local(sql)
             ex = Exchange(cmd)
             if big:
                 ex.first_seq = count_physical_packets(memoryview(buf)[start:stop]) & 0xFF
@@ -663,7 +666,7 @@ class MySqlSession:
             self._exchanges.append(ex)
             tracker.start(
                 _COM_STMT_EXECUTE,
-                cursor=bool(flags & (CursorType.READ_ONLY | CursorType.FOR_UPDATE)),
+                cursor=bool(flags & _CURSOR_FLAGS),
             )
             if observer.recording is not None:
                 self._record_execute(ex, stmt_id, payload)

@@ -126,6 +126,8 @@ class Wire:
         self.greeting = parse_handshake_v10(payload)
         return self.greeting
 
+    caps = CLIENT_CAPS
+
     def start_tls(self, *, pipelined: bool = False) -> None:
         """SSLRequest (seq 1), then the TLS handshake; with ``pipelined`` the first TLS
         flight goes out in the same write as the SSLRequest."""
@@ -133,7 +135,7 @@ class Wire:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         request = build_packets(
-            build_ssl_request(SslRequest(CLIENT_CAPS | C.CLIENT_SSL, 1 << 24, 45)), 1
+            build_ssl_request(SslRequest(self.caps | C.CLIENT_SSL, 1 << 24, 45)), 1
         )[0]
         self.tls = ctx.wrap_bio(self._in, self._out, server_side=False)
         with contextlib.suppress(ssl.SSLWantReadError):
@@ -159,7 +161,7 @@ class Wire:
     def handshake_response(
         self, user: str = "alice@example.com", database: str | None = "app", seq: int = 2
     ) -> None:
-        caps = CLIENT_CAPS | (C.CLIENT_SSL if self.tls is not None else 0)
+        caps = self.caps | (C.CLIENT_SSL if self.tls is not None else 0)
         response = HandshakeResponse41(
             caps,
             1 << 24,
@@ -171,8 +173,9 @@ class Wire:
         )
         self.send(build_packets(build_handshake_response41(response), seq)[0])
 
-    def login(self, token: str, *, pipelined: bool = False) -> bytes:
+    def login(self, token: str, *, pipelined: bool = False, extra_caps: int = 0) -> bytes:
         """Full TLS login; returns the final OK payload (raises on ERR)."""
+        self.caps = CLIENT_CAPS | extra_caps
         self.read_greeting()
         self.start_tls(pipelined=pipelined)
         self.handshake_response()

@@ -302,3 +302,46 @@ def test_database_restart_ends_sessions_cleanly(mysql_gateway: MyGateway, health
     finally:
         with contextlib.suppress(pymysql.err.Error):
             victim.close()
+
+
+def test_deprecate_eof_session_track_and_field_list(
+    mysql_gateway: MyGateway, healthy: None
+) -> None:
+    from protocols.mysql.constants import Capability as C
+    from protocols.mysql.packets import parse_ok_packet
+
+    caps = int(C.CLIENT_DEPRECATE_EOF | C.CLIENT_SESSION_TRACK)
+    w = Wire(mysql_gateway.host, mysql_gateway.port)
+    w.login(mysql_gateway.token(), extra_caps=caps)
+    w.query("USE information_schema")
+    _, payload = w.packet()
+    ok = parse_ok_packet(payload, w.caps)
+    assert ok.tracked_schema() == b"information_schema"
+    w.query("SELECT 7")
+    _, _, row, end = (w.packet()[1] for _ in range(4))  # no EOF after the columns
+    assert row == b"\x017" and end[:1] == b"\xfe"
+    assert parse_ok_packet(end, w.caps).header == 0xFE
+    w.command(bytes((Command.COM_INIT_DB,)) + b"app")
+    assert w.packet()[1][:1] == b"\x00"
+    w.command(bytes((Command.COM_FIELD_LIST,)) + b"customers\x00")
+    names = []
+    while True:
+        _, payload = w.packet()
+        if payload[:1] == b"\xfe":
+            break
+        names.append(payload)
+    assert any(b"email" in n for n in names)
+    w.query("SELECT 'after field list'")
+    assert w.packet()[1] == b"\x01"
+    w.close()
+
+
+def test_session_ends_when_the_token_expires(mysql_gateway: MyGateway) -> None:
+    w = Wire(mysql_gateway.host, mysql_gateway.port)
+    w.login(mysql_gateway.token(ttl=2))
+    time.sleep(3)
+    seq, err = w.error()  # sent when the token expired, read now
+    assert (seq, err.errno) == (1, 1927)
+    assert "expired" in err.text
+    assert w.closed()
+    w.close()
