@@ -80,7 +80,7 @@ from protocols.mysql.tracker import (
     StatementPrepared,
 )
 
-from ..net.leg import Leg, LegClosed
+from ..net.leg import Leg, LegClosed, couple_flow_control
 from .errors import LoginRefused
 from .mysql_recording import Exchange, MyRecordingObserver
 from .mysql_sql import KillRefused, KillStatement, find_kill, is_load_data_local
@@ -530,11 +530,7 @@ class MySqlSession:
         client = self.client
         client.on_lost = self._client_lost
         upstream.on_lost = self._upstream_lost
-        # Backpressure both ways: a slow reader pauses the other side's reads.
-        client.on_pause_writing = lambda: upstream.pause_reading("client-slow")
-        client.on_resume_writing = lambda: upstream.resume_reading("client-slow")
-        upstream.on_pause_writing = lambda: client.pause_reading("upstream-slow")
-        upstream.on_resume_writing = lambda: client.resume_reading("upstream-slow")
+        couple_flow_control(client, upstream)
         if client.closed:
             self._client_lost(client.close_exc)
             return
@@ -1235,6 +1231,10 @@ class MySqlSession:
         self.runtime.registry.remove(self, None)
         self._release()
         self.runtime.session_ended(self)
+        # No reference cycles through the legs' callbacks: the session is freed at once.
+        self.client.detach()
+        if self.upstream is not None:
+            self.upstream.leg.detach()
         self._done.set_result(None)
 
 
