@@ -345,3 +345,24 @@ def test_session_ends_when_the_token_expires(mysql_gateway: MyGateway) -> None:
     assert "expired" in err.text
     assert w.closed()
     w.close()
+
+
+def test_slow_client_pauses_upstream_memory_stays_bounded(
+    start_mysql_gateway: StartMyGateway,
+) -> None:
+    import psutil
+
+    gw = start_mysql_gateway()
+    proc = psutil.Process(gw.process.proc.pid)
+    w = logged_in(gw)
+    before = proc.memory_info().rss
+    # About 1 GB of rows; the client reads one packet and then stops reading.
+    w.query("SELECT seq, REPEAT('x', 2000) FROM seq_1_to_500000")
+    w.packet()
+    time.sleep(3)
+    grown = proc.memory_info().rss - before
+    w.sock.close()
+    # Socket buffers aside, nothing piles up in the gateway: the upstream leg is paused
+    # while the client leg's transport is above its high-water mark.
+    assert grown < 48 * 1024 * 1024, f"gateway RSS grew by {grown / 1e6:.1f} MB"
+    assert gw.alive()
