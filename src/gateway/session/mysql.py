@@ -30,10 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import ssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from protocols.errors import MessageTooLarge, PeerViolation
 from protocols.mysql.auth import ClientPasswordExchange
@@ -82,11 +81,12 @@ from protocols.mysql.tracker import (
 
 from ..net.leg import Leg, LegClosed, couple_flow_control
 from .errors import LoginRefused
+from .mysql_caps import END_TO_END, REQUIRED_FROM_CLIENT, advertised_capabilities
 from .mysql_recording import Exchange, MyRecordingObserver
 from .mysql_sql import KillRefused, KillStatement, find_kill, is_load_data_local
+from .mysql_tls import start_server_tls
 from .mysql_upstream import (
     LoginRequest,
-    ServerInfo,
     UpstreamConnection,
     UpstreamError,
     change_user,
@@ -102,63 +102,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.session")
 
-C = Capability
-# Capabilities the gateway implements, offered to clients when the target has them
-# too (PROTOCOLS.md 3.3). Not offered: compression, QUERY_ATTRIBUTES (MariaDB lacks
-# it), OPTIONAL_RESULTSET_METADATA, MFA, expired-password sandbox mode, and the
-# MariaDB COM_MULTI / STMT_BULK_OPERATIONS / CACHE_METADATA / BULK_UNIT_RESULTS.
-IMPLEMENTED_CAPABILITIES = int(
-    C.CLIENT_LONG_PASSWORD
-    | C.CLIENT_FOUND_ROWS
-    | C.CLIENT_LONG_FLAG
-    | C.CLIENT_CONNECT_WITH_DB
-    | C.CLIENT_NO_SCHEMA
-    | C.CLIENT_ODBC
-    | C.CLIENT_LOCAL_FILES
-    | C.CLIENT_IGNORE_SPACE
-    | C.CLIENT_PROTOCOL_41
-    | C.CLIENT_INTERACTIVE
-    | C.CLIENT_SSL
-    | C.CLIENT_IGNORE_SIGPIPE
-    | C.CLIENT_TRANSACTIONS
-    | C.CLIENT_SECURE_CONNECTION
-    | C.CLIENT_MULTI_STATEMENTS
-    | C.CLIENT_MULTI_RESULTS
-    | C.CLIENT_PS_MULTI_RESULTS
-    | C.CLIENT_PLUGIN_AUTH
-    | C.CLIENT_CONNECT_ATTRS
-    | C.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | C.CLIENT_SESSION_TRACK
-    | C.CLIENT_DEPRECATE_EOF
-    | C.MARIADB_CLIENT_PROGRESS
-    | C.MARIADB_CLIENT_EXTENDED_METADATA
-)
-# Flags that change packet formats or semantics end to end: both hops must agree.
-END_TO_END = int(
-    C.CLIENT_FOUND_ROWS
-    | C.CLIENT_LONG_FLAG
-    | C.CLIENT_NO_SCHEMA
-    | C.CLIENT_LOCAL_FILES
-    | C.CLIENT_IGNORE_SPACE
-    | C.CLIENT_PROTOCOL_41
-    | C.CLIENT_INTERACTIVE
-    | C.CLIENT_MULTI_STATEMENTS
-    | C.CLIENT_MULTI_RESULTS
-    | C.CLIENT_PS_MULTI_RESULTS
-    | C.CLIENT_SESSION_TRACK
-    | C.CLIENT_DEPRECATE_EOF
-    | C.MARIADB_CLIENT_PROGRESS
-    | C.MARIADB_CLIENT_EXTENDED_METADATA
-)
-_REQUIRED_FROM_CLIENT = int(
-    C.CLIENT_PROTOCOL_41 | C.CLIENT_PLUGIN_AUTH | C.CLIENT_SECURE_CONNECTION
-)
-
 _MAX_LOGIN_PACKET = 64 * 1024
 _CLOSE_TIMEOUT = 10.0
 _STATUS_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 # Plain ints on the hot path: IntFlag arithmetic runs Python-level enum code.
-_LOCAL_FILES = int(C.CLIENT_LOCAL_FILES)
+_LOCAL_FILES = int(Capability.CLIENT_LOCAL_FILES)
 _CURSOR_FLAGS = int(CursorType.READ_ONLY | CursorType.FOR_UPDATE)
 _HEADER_MAX = MAX_PACKET_PAYLOAD + 4
 
@@ -210,15 +158,6 @@ class _Refused(LoginRefused):
 def _new_scramble() -> bytes:
     # Printable, never NUL: part 2 of the scramble is NUL-terminated on the wire.
     return bytes(0x21 + secrets.randbelow(0x7F - 0x21) for _ in range(20))
-
-
-def advertised_capabilities(info: ServerInfo) -> int:
-    """What the gateway offers a client in front of this target."""
-    caps = info.capabilities & IMPLEMENTED_CAPABILITIES
-    caps |= C.CLIENT_SSL | _REQUIRED_FROM_CLIENT  # the gateway's own hop
-    if info.capabilities & C.CLIENT_LONG_PASSWORD:
-        caps &= ~(0xFFFFFFFF << 32)  # a MySQL target: no MariaDB extended capabilities
-    return int(caps)
 
 
 def _err(errno: int, sqlstate: str, message: str, seq: int) -> bytes:
@@ -328,7 +267,7 @@ class MySqlSession:
             self._login_seq = seq + 1
         response = parse_handshake_response41(payload)
         self.client_user = response.username.decode("utf-8", "replace")[:256]
-        missing = _REQUIRED_FROM_CLIENT & ~response.capabilities
+        missing = REQUIRED_FROM_CLIENT & ~response.capabilities
         if missing:
             raise _Refused(
                 int(ErrorCode.ER_NOT_SUPPORTED_AUTH_MODE),
@@ -1236,56 +1175,6 @@ class MySqlSession:
         if self.upstream is not None:
             self.upstream.leg.detach()
         self._done.set_result(None)
-
-
-async def start_server_tls(leg: Leg, context: ssl.SSLContext, *, timeout: float) -> None:
-    """Upgrade the client leg to TLS after an SSLRequest.
-
-    A MySQL client does not wait for an answer to its SSLRequest: the TLS
-    ClientHello follows at once and often arrives in the same read. Those bytes
-    must reach the TLS layer as the start of the TLS stream (never be read as
-    plaintext, the CVE-2021-23214 class), so they are handed to the new TLS
-    protocol before any further socket data.
-    """
-    assert leg.transport is not None
-    transport = leg.transport
-    # Stop reading now: bytes arriving before start_tls swaps the protocol would land
-    # in the leg's buffer, behind the ones taken here, and be lost to TLS.
-    transport.pause_reading()
-    pending = leg.buffer.take_all()
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(
-        loop.start_tls(transport, leg, context, server_side=True, ssl_handshake_timeout=timeout)
-    )
-    if pending:
-        # One loop turn: start_tls has installed its protocol and scheduled its
-        # connection_made and resume_reading; ours runs right after them, before
-        # the socket is read again.
-        await asyncio.sleep(0)
-        protocol = transport.get_protocol()
-        if protocol is leg or not hasattr(protocol, "buffer_updated"):
-            task.cancel()
-            raise PeerViolation("cannot hand pipelined bytes to the TLS layer")
-        # asyncio's and uvloop's SSLProtocol are buffered protocols (uvloop's does
-        # not subclass asyncio.BufferedProtocol).
-        loop.call_soon(_feed_protocol, cast(asyncio.BufferedProtocol, protocol), pending)
-    try:
-        new = await task
-    except (ssl.SSLError, OSError) as exc:
-        raise LegClosed(f"client TLS handshake failed: {exc}") from None
-    if new is None:
-        raise LegClosed("client closed during the TLS handshake")
-    leg.transport = new
-
-
-def _feed_protocol(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        buf = memoryview(protocol.get_buffer(len(view)))
-        n = min(len(buf), len(view))
-        buf[:n] = view[:n]
-        protocol.buffer_updated(n)
-        view = view[n:]
 
 
 def _abort_all(legs: list[Leg]) -> None:
