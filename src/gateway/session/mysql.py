@@ -194,6 +194,7 @@ class MySqlSession:
         self._done = asyncio.get_running_loop().create_future()
         self._change_user: tuple[bytes, int] | None = None  # deferred COM_CHANGE_USER
         self._change_user_task: asyncio.Task[None] | None = None
+        self._upstream_ended = False
         max_size = runtime.config.gateway.max_message_size
         self._client_scanner = PacketScanner(max_size, expected_seq=0)
         self._server_scanner = PacketScanner(max_size)
@@ -848,7 +849,16 @@ class MySqlSession:
                     else scanner.payload(start, stop)
                 )
                 if not exchanges:
-                    raise PeerViolation("server sent a packet with no command in flight")
+                    if payload[:1] != b"\xff":
+                        raise PeerViolation("server sent a packet with no command in flight")
+                    # The server ends an idle session with an ERR of its own (1927
+                    # connection killed, 1053 shutdown): pass it on, then close.
+                    if seg_start >= 0:
+                        pieces.append(memoryview(buf)[seg_start:seg_end])
+                    seg_start = seg_end = -1
+                    pieces.append(memoryview(buf)[start:stop])
+                    self._upstream_ended = True
+                    break
                 ex = exchanges[0]
                 try:
                     events = tracker.receive(payload)
@@ -901,7 +911,10 @@ class MySqlSession:
                 pieces.append(memoryview(buf)[seg_start:seg_end])
         if pieces:
             self.client.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        if self._change_user is not None and not exchanges and not self._closing:
+        if self._upstream_ended:
+            self.end_reason = "the database ended the session"
+            self._close_both()
+        elif self._change_user is not None and not exchanges and not self._closing:
             self._begin_change_user()
 
     def _event(self, ev: ResponseEvent, ex: Exchange, buf: bytes, start: int, stop: int) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from gateway.embedded.mariadb import MariaDBServer
 from protocols.mysql.constants import Command
 from protocols.mysql.framing import build_packets
 from protocols.mysql.handshake import HandshakeResponse41, build_handshake_response41
@@ -287,7 +288,7 @@ def test_client_vanishes_mid_result(
     assert running() == 0  # the gateway killed the query and closed upstream
 
 
-def test_database_restart_ends_sessions_cleanly(mysql_gateway: MyGateway, healthy: None) -> None:
+def test_upstream_killed_ends_the_session(mysql_gateway: MyGateway, healthy: None) -> None:
     """The upstream connection dying (KILL CONNECTION from another session) ends the
     client session; the gateway goes on."""
     victim = pymysql.connect(**mysql_gateway.pymysql_kwargs())
@@ -297,8 +298,10 @@ def test_database_restart_ends_sessions_cleanly(mysql_gateway: MyGateway, health
             (upstream_id,) = cur.fetchone()
         with pymysql.connect(**mysql_gateway.pymysql_kwargs()) as killer, killer.cursor() as cur:
             cur.execute(f"KILL CONNECTION {upstream_id}")  # the upstream id is mapped too
-        with pytest.raises(pymysql.err.MySQLError), victim.cursor() as cur:
+        with pytest.raises(pymysql.err.MySQLError) as info, victim.cursor() as cur:
             cur.execute("SELECT 1")
+        # The server's own goodbye for an idle session (1927) reaches the client.
+        assert info.value.args[0] in (1927, 2013), info.value
     finally:
         with contextlib.suppress(pymysql.err.Error):
             victim.close()
@@ -366,3 +369,20 @@ def test_slow_client_pauses_upstream_memory_stays_bounded(
     # while the client leg's transport is above its high-water mark.
     assert grown < 48 * 1024 * 1024, f"gateway RSS grew by {grown / 1e6:.1f} MB"
     assert gw.alive()
+
+
+def test_database_restart(mysql_gateway: MyGateway, mariadb_server: MariaDBServer) -> None:
+    """Sessions open across a server restart end with an error; new ones work at once."""
+    idle = pymysql.connect(**mysql_gateway.pymysql_kwargs())
+    try:
+        mariadb_server.restart()
+        with pytest.raises(pymysql.err.MySQLError) as info, idle.cursor() as cur:
+            cur.execute("SELECT 1")
+        assert info.value.args[0] in (1053, 2006, 2013), info.value
+    finally:
+        with contextlib.suppress(pymysql.err.Error):
+            idle.close()
+    with pymysql.connect(**mysql_gateway.pymysql_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM customers")
+        assert cur.fetchone()[0] > 0
+    assert mysql_gateway.alive()
