@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from protocols.errors import MessageTooLarge, PeerViolation
 from protocols.postgres.auth import build_authentication, parse_password_message
 from protocols.postgres.constants import (
-    TLS_HANDSHAKE_BYTE,
     AuthRequest,
     SqlState,
 )
