@@ -215,8 +215,7 @@ def test_prepared_execute_parameters() -> None:
             None,
         ),
     )
-    obs.execute_started(ex, stmt, execute)
-    obs.long_data_parameters(ex, {2: 1000})
+    obs.execute_started(ex, stmt, execute, {2: 1000})
     (s,) = rec.of("statement")
     assert s["path"] == "prepared" and s["statement_name"] == "5"
     assert s["parameters"] == ["-7", "ü", "<long data: 1000 bytes>", "2020-01-02 03:04:05", None]

@@ -713,9 +713,7 @@ class MySqlSession:
             parsed = result[1] if result is not None else None
         except PeerViolation:
             parsed = None  # the server answers the malformed packet with its own ERR
-        observer.execute_started(ex, stmt, parsed)
-        if sizes:
-            observer.long_data_parameters(ex, sizes)
+        observer.execute_started(ex, stmt, parsed, sizes)
 
     def _reply_seq(self, buf: bytes, start: int, stop: int) -> int:
         if stop - start <= _HEADER_MAX:

@@ -170,24 +170,27 @@ class MyRecordingObserver:
         self._open(ex)
 
     def execute_started(
-        self, ex: Exchange, stmt: PreparedStatement | None, execute: StmtExecute | None
+        self,
+        ex: Exchange,
+        stmt: PreparedStatement | None,
+        execute: StmtExecute | None,
+        long_data: dict[int, int] | None = None,
     ) -> None:
+        """``long_data``: bytes received per parameter through COM_STMT_SEND_LONG_DATA
+        (recorded by size; the data itself went straight upstream)."""
         ex.path = "prepared"
         ex.text = stmt.sql if stmt is not None else None
         ex.name = str(stmt.statement_id) if stmt is not None else None
         if execute is not None:
-            ex.params = [
+            params = [
                 parameter_text(t, unsigned, v)
                 for (t, unsigned), v in zip(execute.param_types, execute.values, strict=True)
             ]
+            for index, size in (long_data or {}).items():
+                if index < len(params):
+                    params[index] = f"<long data: {size} bytes>"
+            ex.params = params
         self._open(ex)
-
-    def long_data_parameters(self, ex: Exchange, sizes: dict[int, int]) -> None:
-        if ex.params is None:
-            return
-        for index, size in sizes.items():
-            if index < len(ex.params):
-                ex.params[index] = f"<long data: {size} bytes>"
 
     def fetch_started(self, ex: Exchange, stmt: PreparedStatement | None) -> None:
         ex.path = "fetch"

@@ -386,3 +386,59 @@ def test_database_restart(mysql_gateway: MyGateway, mariadb_server: MariaDBServe
         cur.execute("SELECT COUNT(*) FROM customers")
         assert cur.fetchone()[0] > 0
     assert mysql_gateway.alive()
+
+
+def test_send_long_data_and_stmt_reset(mysql_gateway: MyGateway, healthy: None) -> None:
+    from protocols.mysql.constants import ColumnType
+    from protocols.mysql.resultset import (
+        StmtExecute,
+        build_com_stmt_execute,
+        parse_binary_row,
+        parse_column_definition41,
+    )
+
+    w = logged_in(mysql_gateway)
+    w.command(bytes((Command.COM_STMT_PREPARE,)) + b"SELECT LENGTH(?), ?")
+    _, ok = w.packet()
+    stmt_id = ok[1:5]
+    assert struct.unpack("<HH", ok[5:9]) == (2, 2)  # columns, params
+    for _ in range(6):  # 2 parameter defs + EOF, 2 column defs + EOF
+        w.packet()
+    for chunk in (b"a" * 100_000, b"b" * 50_000):  # no reply to COM_STMT_SEND_LONG_DATA
+        w.command(bytes((Command.COM_STMT_SEND_LONG_DATA,)) + stmt_id + b"\x00\x00" + chunk)
+    execute = StmtExecute(
+        int.from_bytes(stmt_id, "little"),
+        0,
+        1,
+        True,
+        ((ColumnType.MYSQL_TYPE_BLOB, False), (ColumnType.MYSQL_TYPE_VAR_STRING, False)),
+        (b"", b"x"),
+        frozenset({0}),
+    )
+    w.command(build_com_stmt_execute(execute))
+    packets = [w.packet()[1] for _ in range(5)]  # count, 2 defs, EOF, row
+    types = [parse_column_definition41(p).type for p in packets[1:3]]
+    length, value = parse_binary_row(packets[4], types)
+    assert length is not None and int.from_bytes(length, "little") == 150_000
+    assert value == b"x"
+    assert w.packet()[1][:1] == b"\xfe"
+    w.command(bytes((Command.COM_STMT_RESET,)) + stmt_id)
+    assert w.packet()[1][:1] == b"\x00"
+    w.command(bytes((Command.COM_QUIT,)))
+    w.close()
+    # The recording names the long-data parameter by its size.
+    from gateway.recording.reader import RecordingReader
+    from gateway.recording.schema import Stmt
+
+    deadline = time.monotonic() + 10
+    found: list[object] = []
+    while not found and time.monotonic() < deadline:
+        for path in mysql_gateway.session_dir.glob("*.gwrec"):
+            with RecordingReader(path) as reader:
+                found += [
+                    f.params
+                    for _, f in reader.frames()
+                    if isinstance(f, Stmt) and f.text == "SELECT LENGTH(?), ?"
+                ]
+        time.sleep(0.2)
+    assert found == [["<long data: 150000 bytes>", "x"]]
