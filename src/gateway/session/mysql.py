@@ -713,6 +713,7 @@ class MySqlSession:
             parsed = result[1] if result is not None else None
         except PeerViolation:
             parsed = None  # the server answers the malformed packet with its own ERR
+        ex.name = str(stmt_id)
         observer.execute_started(ex, stmt, parsed, sizes)
 
     def _reply_seq(self, buf: bytes, start: int, stop: int) -> int:

@@ -180,7 +180,8 @@ class MyRecordingObserver:
         (recorded by size; the data itself went straight upstream)."""
         ex.path = "prepared"
         ex.text = stmt.sql if stmt is not None else None
-        ex.name = str(stmt.statement_id) if stmt is not None else None
+        if stmt is not None:
+            ex.name = str(stmt.statement_id)
         if execute is not None:
             params = [
                 parameter_text(t, unsigned, v)
