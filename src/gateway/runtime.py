@@ -14,7 +14,6 @@ import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -213,7 +212,3 @@ def make_target_runtime(target: Target) -> TargetRuntime:
             connect_timeout=target.connect_timeout,
         ),
     )
-
-
-def state_path(config: Config, name: str) -> Path:
-    return Path(config.gateway.state_dir) / name

@@ -136,10 +136,6 @@ class Leg(asyncio.Protocol):
             if not reasons and self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
-    @property
-    def paused_reasons(self) -> frozenset[str]:
-        return frozenset(self._pause_reasons)
-
     def close(self) -> None:
         """Close after pending writes are flushed."""
         if self.transport is not None and not self.closed:

@@ -198,12 +198,6 @@ def build_error_response(
     )
 
 
-def build_notice_response(code: str, message: str, *, severity: str = "NOTICE") -> bytes:
-    return build_message(
-        Backend.NOTICE_RESPONSE, _notice_fields(code, message, severity, None, None)
-    )
-
-
 def _notice_fields(
     code: str, message: str, severity: str, detail: str | None, hint: str | None
 ) -> bytes:
@@ -247,14 +241,6 @@ def command_tag_rows(tag: str) -> int | None:
 def parse_query(body: bytes) -> bytes:
     text, _ = read_cstring(body, 0)
     return text
-
-
-def build_query(sql: str) -> bytes:
-    return build_message(ord("Q"), sql.encode() + b"\x00")
-
-
-def build_terminate() -> bytes:
-    return build_message(ord("X"))
 
 
 def parse_parse(body: bytes) -> tuple[bytes, bytes]:
