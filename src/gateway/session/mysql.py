@@ -95,6 +95,7 @@ from .mysql_upstream import (
     probe_target,
     read_packet,
 )
+from .teardown import TwoLegTeardown
 
 if TYPE_CHECKING:
     from ..identity import Identity
@@ -103,7 +104,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.session")
 
 _MAX_LOGIN_PACKET = 64 * 1024
-_CLOSE_TIMEOUT = 10.0
 _STATUS_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 # Plain ints on the hot path: IntFlag arithmetic runs Python-level enum code.
 _LOCAL_FILES = int(Capability.CLIENT_LOCAL_FILES)
@@ -164,7 +164,7 @@ def _err(errno: int, sqlstate: str, message: str, seq: int) -> bytes:
     return build_packets(build_err_packet(errno, sqlstate, message), seq)[0]
 
 
-class MySqlSession:
+class MySqlSession(TwoLegTeardown):
     """One client connection and, after login, its upstream connection."""
 
     def __init__(self, runtime: Runtime, target: TargetRuntime, client: Leg, peer: str) -> None:
@@ -188,10 +188,7 @@ class MySqlSession:
         self.client_user = ""
         self._login_seq = 0
         self._exchanges: deque[Exchange] = deque()
-        self._closing = False
-        self._abort_timer: asyncio.TimerHandle | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
-        self._done = asyncio.get_running_loop().create_future()
+        self._init_teardown()
         self._change_user: tuple[bytes, int] | None = None  # deferred COM_CHANGE_USER
         self._change_user_task: asyncio.Task[None] | None = None
         self._upstream_ended = False
@@ -1154,41 +1151,8 @@ class MySqlSession:
         self.end_reason = "database closed the connection"
         self._close_both()
 
-    def _close_both(self) -> None:
-        """Close both legs (pending writes are flushed), then finish once both are gone."""
-        if self._closing:
-            return
-        self._closing = True
-        legs = [self.client] if self.upstream is None else [self.client, self.upstream.leg]
-        for leg in legs:
-            leg.on_lost = self._leg_gone
-            leg.close()
-        self._abort_timer = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, _abort_all, legs)
-        self._leg_gone(None)
-
-    def _leg_gone(self, _exc: BaseException | None) -> None:
-        if not self.client.closed or (self.upstream is not None and not self.upstream.leg.closed):
-            return
-        if self._done.done():
-            return
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
+    def _release_registrations(self) -> None:
         if self._change_user_task is not None:
             self._change_user_task.cancel()
-        if self.observer is not None:
-            self.observer.session_ended(self.end_reason)
         self.runtime.registry.remove(self, None)
         self._release()
-        self.runtime.session_ended(self)
-        # No reference cycles through the legs' callbacks: the session is freed at once.
-        self.client.detach()
-        if self.upstream is not None:
-            self.upstream.leg.detach()
-        self._done.set_result(None)
-
-
-def _abort_all(legs: list[Leg]) -> None:
-    for leg in legs:
-        leg.abort()

@@ -44,6 +44,7 @@ from ..net.leg import Leg, LegClosed, couple_flow_control
 from .errors import LoginRefused
 from .pg_recording import PgRecordingObserver
 from .pg_upstream import UpstreamConnection, UpstreamError, connect_upstream, send_cancel
+from .teardown import TwoLegTeardown
 
 if TYPE_CHECKING:
     from ..runtime import Runtime, TargetRuntime
@@ -63,10 +64,9 @@ _TRACKED = frozenset(b"TCZEIsn123G")
 # and _pq_.* protocol options are answered with NegotiateProtocolVersion.
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 _MAX_PASSWORD_MESSAGE = 16 * 1024
-_CLOSE_TIMEOUT = 10.0  # seconds to flush pending writes before aborting
 
 
-class PgSession:
+class PgSession(TwoLegTeardown):
     """One client connection and, after login, its upstream connection."""
 
     def __init__(self, runtime: Runtime, target: TargetRuntime, client: Leg, peer: str) -> None:
@@ -83,10 +83,7 @@ class PgSession:
         self.started = time.time()
         self.end_reason = "client closed"
         self.tls_active = False
-        self._closing = False
-        self._abort_timer: asyncio.TimerHandle | None = None
-        self._done = asyncio.get_running_loop().create_future()
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._init_teardown()
         max_size = runtime.config.gateway.max_message_size
         self._client_scanner = MessageScanner(max_size, collapse_data_rows=False)
         self._server_scanner = MessageScanner(max_size)
@@ -452,38 +449,5 @@ class PgSession:
             )
         self._close_both()
 
-    def _close_both(self) -> None:
-        """Close both legs (pending writes are flushed), then finish once both are gone."""
-        if self._closing:
-            return
-        self._closing = True
-        legs = [self.client] if self.upstream is None else [self.client, self.upstream.leg]
-        for leg in legs:
-            leg.on_lost = self._leg_gone
-            leg.close()
-        # A peer that never drains its socket must not keep the session alive.
-        self._abort_timer = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, _abort_all, legs)
-        self._leg_gone(None)
-
-    def _leg_gone(self, _exc: BaseException | None) -> None:
-        if not self.client.closed or (self.upstream is not None and not self.upstream.leg.closed):
-            return
-        if self._done.done():
-            return
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-        if self.observer is not None:
-            self.observer.session_ended(self.end_reason)
+    def _release_registrations(self) -> None:
         self.runtime.registry.remove(self, self.cancel_key)
-        self.runtime.session_ended(self)
-        self.client.detach()
-        if self.upstream is not None:
-            self.upstream.leg.detach()
-        self._done.set_result(None)
-
-
-def _abort_all(legs: list[Leg]) -> None:
-    for leg in legs:
-        leg.abort()
