@@ -79,8 +79,9 @@ from protocols.mysql.tracker import (
     StatementPrepared,
 )
 
-from ..net.leg import Leg, LegClosed, couple_flow_control
+from ..net.leg import Leg, LegClosed
 from .errors import LoginRefused
+from .leg_pair import LegPair
 from .mysql_caps import END_TO_END, REQUIRED_FROM_CLIENT, advertised_capabilities
 from .mysql_recording import Exchange, MyRecordingObserver
 from .mysql_sql import KillRefused, KillStatement, find_kill, is_load_data_local
@@ -95,7 +96,6 @@ from .mysql_upstream import (
     probe_target,
     read_packet,
 )
-from .teardown import TwoLegTeardown
 
 if TYPE_CHECKING:
     from ..identity import Identity
@@ -164,7 +164,7 @@ def _err(errno: int, sqlstate: str, message: str, seq: int) -> bytes:
     return build_packets(build_err_packet(errno, sqlstate, message), seq)[0]
 
 
-class MySqlSession(TwoLegTeardown):
+class MySqlSession(LegPair):
     """One client connection and, after login, its upstream connection."""
 
     def __init__(self, runtime: Runtime, target: TargetRuntime, client: Leg, peer: str) -> None:
@@ -462,20 +462,6 @@ class MySqlSession(TwoLegTeardown):
         )
 
     # ============================================================ streaming phase
-
-    def _start_streaming(self, upstream: Leg) -> None:
-        client = self.client
-        client.on_lost = self._client_lost
-        upstream.on_lost = self._upstream_lost
-        couple_flow_control(client, upstream)
-        if client.closed:
-            self._client_lost(client.close_exc)
-            return
-        if upstream.closed:
-            self._upstream_lost(upstream.close_exc)
-            return
-        upstream.start_streaming(self._server_data)
-        client.start_streaming(self._client_data)
 
     # -- client -> server ------------------------------------------------------------
 

@@ -40,11 +40,11 @@ from protocols.postgres.messages import (
 )
 from protocols.postgres.tracker import QueryTracker
 
-from ..net.leg import Leg, LegClosed, couple_flow_control
+from ..net.leg import Leg, LegClosed
 from .errors import LoginRefused
+from .leg_pair import LegPair
 from .pg_recording import PgRecordingObserver
 from .pg_upstream import UpstreamConnection, UpstreamError, connect_upstream, send_cancel
-from .teardown import TwoLegTeardown
 
 if TYPE_CHECKING:
     from ..runtime import Runtime, TargetRuntime
@@ -66,7 +66,7 @@ _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 _MAX_PASSWORD_MESSAGE = 16 * 1024
 
 
-class PgSession(TwoLegTeardown):
+class PgSession(LegPair):
     """One client connection and, after login, its upstream connection."""
 
     def __init__(self, runtime: Runtime, target: TargetRuntime, client: Leg, peer: str) -> None:
@@ -290,20 +290,6 @@ class PgSession(TwoLegTeardown):
         )
 
     # ============================================================ streaming phase
-
-    def _start_streaming(self, upstream: Leg) -> None:
-        client = self.client
-        client.on_lost = self._client_lost
-        upstream.on_lost = self._upstream_lost
-        couple_flow_control(client, upstream)
-        if client.closed:
-            self._client_lost(client.close_exc)
-            return
-        if upstream.closed:
-            self._upstream_lost(upstream.close_exc)
-            return
-        upstream.start_streaming(self._server_data)
-        client.start_streaming(self._client_data)
 
     def _client_data(self, data: bytes) -> None:
         try:

@@ -1,16 +1,21 @@
-"""Ending a session the same way for every protocol.
+"""Wiring and ending the two legs of a session, the same way for every protocol.
 
-Both legs are closed (pending writes flushed first); the session finishes once
-both transports report ``connection_lost``, or after ``CLOSE_TIMEOUT`` when a
-peer never drains its socket. Finishing cancels the session's timers, ends its
-recording, lets the protocol driver release what it registered, logs the end,
-and detaches the legs' callbacks so no reference cycle keeps the session alive.
+Streaming starts with the lost-connection callbacks and two-way backpressure
+wired, then hands each leg's reads to the driver's ``_client_data`` /
+``_server_data``. At the end both legs are closed (pending writes flushed
+first); the session finishes once both transports report ``connection_lost``,
+or after ``CLOSE_TIMEOUT`` when a peer never drains its socket. Finishing
+cancels the session's timers, ends its recording, lets the protocol driver
+release what it registered, logs the end, and detaches the legs' callbacks so
+no reference cycle keeps the session alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any
+
+from ..net.leg import couple_flow_control
 
 if TYPE_CHECKING:
     from ..net.leg import Leg
@@ -19,7 +24,7 @@ if TYPE_CHECKING:
 CLOSE_TIMEOUT = 10.0  # seconds to flush pending writes before aborting
 
 
-class TwoLegTeardown:
+class LegPair:
     """Mixin for session drivers with a ``client`` leg and an optional ``upstream``
     (anything with a ``.leg``). The driver sets the attributes in ``__init__`` via
     ``_init_teardown`` and implements ``_release_registrations``."""
@@ -39,6 +44,33 @@ class TwoLegTeardown:
     def _release_registrations(self) -> None:
         """Protocol-specific cleanup (registry entries, background tasks)."""
         raise NotImplementedError
+
+    # Implemented by each driver: the hot path and the reactions to a lost leg.
+    def _client_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _server_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _client_lost(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _upstream_lost(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _start_streaming(self, upstream: Leg) -> None:
+        client = self.client
+        client.on_lost = self._client_lost
+        upstream.on_lost = self._upstream_lost
+        couple_flow_control(client, upstream)
+        if client.closed:
+            self._client_lost(client.close_exc)
+            return
+        if upstream.closed:
+            self._upstream_lost(upstream.close_exc)
+            return
+        upstream.start_streaming(self._server_data)
+        client.start_streaming(self._client_data)
 
     def _legs(self) -> list[Leg]:
         return [self.client] if self.upstream is None else [self.client, self.upstream.leg]
