@@ -189,6 +189,31 @@ def wait_listening(
     raise RuntimeError(f"gateway did not start listening:\n{log_path.read_text()}")
 
 
+def launch_gateway(
+    base: Path, config_path: Path, port: int, key: Path, env_extra: dict[str, str]
+) -> GatewayProcess:
+    """Run `gateway run --config` as a subprocess (as in production) and wait until
+    its listener accepts connections; the log goes to base/gateway.log."""
+    env = {**os.environ, **env_extra}
+    log_path = base / "gateway.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    gw = GatewayProcess(
+        proc, "127.0.0.1", port, config_path, base / "sessions", base / "state", key, log_path
+    )
+    try:
+        wait_listening(proc, port, log_path)
+    except RuntimeError:
+        gw.stop(timeout=5)
+        raise
+    return gw
+
+
 @pytest.fixture(scope="session")
 def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     keydir = tmp_path_factory.mktemp("keys")
@@ -229,21 +254,10 @@ def start_gateway(
             session_dir=base / "sessions",
             **kw,  # type: ignore[arg-type]
         )
-        env = dict(os.environ)
-        env[UPSTREAM_PASSWORD_ENV] = upstream_password
-        log_path = base / "gateway.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        gw = GatewayProcess(
-            proc, "127.0.0.1", port, config_path, base / "sessions", base / "state", key, log_path
+        gw = launch_gateway(
+            base, config_path, port, key, {UPSTREAM_PASSWORD_ENV: upstream_password}
         )
         started.append(gw)
-        wait_listening(proc, port, log_path)
         return gw
 
     yield start

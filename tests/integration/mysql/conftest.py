@@ -8,10 +8,7 @@ the PostgreSQL ones in ../conftest.py.
 
 from __future__ import annotations
 
-import os
 import ssl
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ import pytest
 
 from gateway.embedded.mariadb import MariaDBServer
 
-from ..conftest import AUDIENCE, ISSUER, GatewayProcess, free_port, wait_listening
+from ..conftest import AUDIENCE, ISSUER, GatewayProcess, free_port, launch_gateway
 
 MY_PASSWORD_ENV = "GW_TEST_MY_UPSTREAM_PASSWORD"
 DEFAULT_USER = "alice@example.com"
@@ -215,21 +212,8 @@ def start_mysql_gateway(
             session_dir=base / "sessions",
             **kw,
         )
-        env = dict(os.environ)
-        env[MY_PASSWORD_ENV] = upstream_password
-        log_path = base / "gateway.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        gw = GatewayProcess(
-            proc, "127.0.0.1", port, config_path, base / "sessions", base / "state", key, log_path
-        )
+        gw = launch_gateway(base, config_path, port, key, {MY_PASSWORD_ENV: upstream_password})
         started.append(gw)
-        wait_listening(proc, port, log_path)
         return MyGateway(gw)
 
     yield start
