@@ -104,6 +104,36 @@ class GatewayProcess:
         return int(self.proc.returncode)
 
 
+def common_config(
+    state_dir: Path,
+    session_dir: Path,
+    jwks: Path,
+    *,
+    recording: bool = True,
+    max_message_size: int = 32 * 1024 * 1024,
+) -> str:
+    """The [gateway], [auth] and [recording] sections every test gateway uses."""
+    return f"""[gateway]
+state_dir = "{state_dir}"
+session_dir = "{session_dir}"
+max_message_size = {max_message_size}
+shutdown_grace = "3s"
+log_format = "json"
+log_level = "debug"
+
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+jwks_file = "{jwks}"
+user_claim = "sub"
+groups_claim = "groups"
+
+[recording]
+enabled = {"true" if recording else "false"}
+fsync_interval = "200ms"
+"""
+
+
 def write_config(
     path: Path,
     *,
@@ -137,25 +167,7 @@ record_rows = 5
 """
     path.write_text(
         f"""
-[gateway]
-state_dir = "{state_dir}"
-session_dir = "{session_dir}"
-max_message_size = 33554432
-shutdown_grace = "3s"
-log_format = "json"
-log_level = "debug"
-
-[auth]
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-jwks_file = "{jwks}"
-user_claim = "sub"
-groups_claim = "groups"
-
-[recording]
-enabled = {"true" if recording else "false"}
-fsync_interval = "200ms"
-
+{common_config(state_dir, session_dir, jwks, recording=recording)}
 [[targets]]
 name = "app-pg"
 protocol = "postgres"

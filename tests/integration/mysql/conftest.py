@@ -18,7 +18,7 @@ import pytest
 
 from gateway.embedded.mariadb import MariaDBServer
 
-from ..conftest import AUDIENCE, ISSUER, GatewayProcess, free_port, launch_gateway
+from ..conftest import GatewayProcess, common_config, free_port, launch_gateway
 
 MY_PASSWORD_ENV = "GW_TEST_MY_UPSTREAM_PASSWORD"
 DEFAULT_USER = "alice@example.com"
@@ -56,27 +56,12 @@ def write_mysql_config(
     max_message_size: int = 64 * 1024 * 1024,
 ) -> None:
     ca_line = f'tls_ca_file = "{ca_file}"' if ca_file and upstream_tls == "verify-full" else ""
+    header = common_config(
+        state_dir, session_dir, jwks, recording=recording, max_message_size=max_message_size
+    )
     path.write_text(
         f"""
-[gateway]
-state_dir = "{state_dir}"
-session_dir = "{session_dir}"
-max_message_size = {max_message_size}
-shutdown_grace = "3s"
-log_format = "json"
-log_level = "debug"
-
-[auth]
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-jwks_file = "{jwks}"
-user_claim = "sub"
-groups_claim = "groups"
-
-[recording]
-enabled = {"true" if recording else "false"}
-fsync_interval = "200ms"
-
+{header}
 [[targets]]
 name = "app-my"
 protocol = "mysql"
