@@ -19,7 +19,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.recording.keys import load_public_key
-from gateway.recording.reader import RecordingReader
+from gateway.recording.reader import RecordingFormatError, RecordingReader
 from gateway.recording.render import decode_value
 from gateway.recording.schema import Done, End, Meta, Rows, Start, Stmt
 from gateway.recording.verify import Status, verify_file
@@ -61,7 +61,12 @@ def session_file(gw: GatewayProcess, subject: str, *, complete: bool = True) -> 
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         for path in sorted(gw.session_dir.glob("*.gwrec")):
-            fs = frames(path)
+            try:
+                fs = frames(path)
+            except (RecordingFormatError, AssertionError):
+                # Another session's file, just created: its header or last frame is
+                # not written yet. Look again on the next pass.
+                continue
             is_it = fs and isinstance(fs[0], Start) and fs[0].subject == subject
             if is_it and (not complete or isinstance(fs[-1], End)):
                 return path

@@ -17,7 +17,7 @@ import pytest
 from pymysql.constants import CLIENT
 
 from gateway.recording.keys import load_public_key
-from gateway.recording.reader import RecordingReader
+from gateway.recording.reader import RecordingFormatError, RecordingReader
 from gateway.recording.render_mysql import decode_rows
 from gateway.recording.schema import Ctl, Done, End, Meta, Rows, Start, Stmt
 from gateway.recording.verify import Status, verify_file
@@ -45,7 +45,14 @@ def session_files(gw: MyGateway, subject: str, count: int = 1) -> list[Path]:
     while time.monotonic() < deadline:
         found: list[tuple[float, Path]] = []
         for path in gw.session_dir.glob("*.gwrec"):
-            fs = frames(path)
+            try:
+                fs = frames(path)
+            except (RecordingFormatError, AssertionError):
+                # Another session's file, just created: its header or last frame is
+                # not written yet. Look again on the next pass.
+                continue
+            if not fs:
+                continue
             start, last = fs[0], fs[-1]
             if isinstance(start, Start) and start.subject == subject and isinstance(last, End):
                 found.append((start.started_at, path))
