@@ -51,7 +51,7 @@ def gw(start_gateway: StartGateway) -> GatewayProcess:
 
 def frames(path: Path) -> list[Any]:
     with RecordingReader(path) as reader:
-        out = [frame for _, frame in reader.frames()]
+        out = [frame for _, frame in reader.logical_frames()]
         assert reader.truncation is None
     return out
 

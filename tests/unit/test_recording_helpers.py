@@ -95,6 +95,11 @@ async def write_sample(
         for i in range(statements):
             n = rec.statement(text=f"SELECT id, name, note FROM t WHERE k = {i}", path="simple")
             rec.result_metadata(n, COLUMNS)
+            if i == 0:
+                # Still running at a writer pass: the first statement is written as
+                # separate stmt/meta/rows/done frames; the others, completing between
+                # passes, share one "execs" frame.
+                await recorder.flush()
             data = sample_rows(rows_per, i * 10)
             rec.rows(n, "pg.DataRow", data, rows_per)
             rec.complete(

@@ -17,6 +17,7 @@ from gateway.recording import sink as sink_module
 from gateway.recording.keys import load_public_key
 from gateway.recording.reader import RecordingReader
 from gateway.recording.schema import Ckpt, Done, End, Meta, Rows, Start, Stmt
+from gateway.recording.session import HOLD_BYTES
 from gateway.recording.verify import Status, verify_file
 from protocols.postgres.rows import iter_data_rows
 from tests.unit.test_recording_helpers import (
@@ -30,7 +31,8 @@ from tests.unit.test_recording_helpers import (
 
 def frames_of(path: Path) -> list[object]:
     with RecordingReader(path) as reader:
-        return [frame for _, frame in reader.frames()]
+        # Statements batched in "execs" frames read as their stmt/meta/rows/done frames.
+        return [frame for _, frame in reader.logical_frames()]
 
 
 async def test_one_session_round_trip(tmp_path: Path) -> None:
@@ -45,7 +47,7 @@ async def test_one_session_round_trip(tmp_path: Path) -> None:
             statement_name="s1",
             parameters=["7", b"\x00\x01", None],
         )
-        assert n == 1
+        assert n.stmt == 1
         rec.result_metadata(n, COLUMNS)
         data = sample_rows(5)
         rec.rows(n, "pg.DataRow", data, 5)
@@ -53,7 +55,7 @@ async def test_one_session_round_trip(tmp_path: Path) -> None:
             n, tag="SELECT 5", rows=5, rows_recorded=5, bytes_to_client=len(data), duration=0.01
         )
         m = rec.statement(text="DROP TABLE t", path="simple", decision="deny", rule="no-ddl")
-        assert m == 2
+        assert m.stmt == 2
         rec.complete(
             m,
             tag=None,
@@ -212,7 +214,9 @@ async def test_set_flow_control_when_already_over(tmp_path: Path) -> None:
     await recorder.start()
     try:
         rec = recorder.open_session(make_info("bp2"))
-        rec.rows(1, "pg.DataRow", bytes(4096), 0)
+        st = rec.statement("SELECT 1", "simple")
+        # Bigger than one held chunk: written to the buffer at once, over max_buffer.
+        rec.rows(st, "pg.DataRow", bytes(HOLD_BYTES + 1), 0)
         events: list[str] = []
         rec.set_flow_control(lambda: events.append("pause"), lambda: events.append("resume"))
         assert events == ["pause"]

@@ -247,7 +247,7 @@ def _list_line(s: SessionSummary) -> str:
 def _frames(path: Path) -> Iterator[tuple[int, Any]]:
     """(index, frame) pairs; unknown frame types are announced on stderr and skipped."""
     with RecordingReader(path) as reader:
-        for raw, frame in reader.frames():
+        for raw, frame in reader.logical_frames():
             if isinstance(frame, UnknownFrame):
                 print(
                     f"notice: frame {raw.index} has unknown type {frame.t!r} "

@@ -20,12 +20,18 @@ from .schema import (
     HEADER_SIZE,
     LENGTH,
     MAX_FRAME_SIZE,
+    Done,
+    Execs,
     FrameDecodeError,
     KnownFrame,
+    Meta,
+    Rows,
+    Stmt,
     UnknownFrame,
     decode_frame,
     parse_envelope_prefix,
     parse_header,
+    split_exec,
 )
 
 _PEEK: Final = 64  # enough for the envelope prefix (t, seq, prev) of any frame
@@ -173,3 +179,16 @@ class RecordingReader:
                     index=raw.index,
                     offset=raw.offset,
                 ) from None
+
+    def logical_frames(
+        self,
+    ) -> Iterator[tuple[RawFrame, KnownFrame | Stmt | Meta | Rows | Done | UnknownFrame | None]]:
+        """Like ``frames()``, with each ``execs`` batch read as the stmt, meta, rows and
+        done frames of its statements (they all carry the batch's raw frame)."""
+        for raw, frame in self.frames():
+            if isinstance(frame, Execs):
+                for item in frame.items:
+                    for part in split_exec(frame, item):
+                        yield raw, part
+            else:
+                yield raw, frame

@@ -226,7 +226,7 @@ class Recorder:
         for rec in self._sessions.values():
             if tick:
                 rec._checkpoint(now)
-            if rec._buf or rec._outstanding or rec.ended:
+            if rec.pending or rec._outstanding or rec.ended:
                 batch.append((rec._file, rec._take(), rec.ended))
                 members.append(rec)
         if not batch:

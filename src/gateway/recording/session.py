@@ -1,10 +1,11 @@
 """Event-loop side of one session's recording: encode frames into a buffer and return.
 
 Hot-path rules (ARCHITECTURE.md): the driver calls this per statement and per
-forwarded chunk of rows, never per row. Each call builds one Struct, encodes it
-straight into the session's ``bytearray`` (``Encoder.encode_into``: one copy of the
-row bytes, no intermediate ``bytes``) with its ``prev`` chain hash already in place,
-and hashes it (checkpoint and end frames are also signed here). No logging or I/O
+forwarded chunk of rows, never per row. A statement that completes between two
+writer ticks becomes one ``exec`` frame (see ``Statement``); each frame is one
+Struct, encoded straight into the session's ``bytearray`` (``Encoder.encode_into``:
+one copy of the row bytes, no intermediate ``bytes``) with its ``prev`` chain hash
+already in place, and hashed (checkpoint and end frames are also signed here). No logging or I/O
 happens here; the writer thread only writes and fsyncs (see ``sink.py``).
 
 Why seal here rather than on the writer thread: per frame, the Python work of
@@ -26,7 +27,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from .schema import (
     ENCODER,
@@ -40,6 +41,8 @@ from .schema import (
     Done,
     End,
     Error,
+    Exec,
+    Execs,
     Frame,
     Meta,
     Rows,
@@ -59,6 +62,13 @@ _sha256 = hashlib.sha256
 _COPY_TO_HASH: Final = 4096
 _pack_length = LENGTH.pack_into
 _LENGTH_PLACEHOLDER: Final = bytes(LENGTH.size)
+# Rows of a running statement held back for its one ``exec`` frame: one chunk up to this
+# size; more opens the statement (separate frames), which wide results amortise.
+HOLD_BYTES: Final = 16 * 1024
+# Completed statements are sealed into one ``execs`` frame at the latest when their
+# estimated size reaches this (else when the writer collects the session's buffer).
+BATCH_BYTES: Final = 64 * 1024
+_ITEM_OVERHEAD: Final = 160  # msgpack keys and fixed fields of one Exec, roughly
 # Wake the writer early once this much is buffered, rather than at the next tick.
 WAKE_BYTES: Final = 256 * 1024
 # Session ids become file names: URL-safe characters only, so no path tricks.
@@ -82,10 +92,77 @@ class SessionStartInfo:
     started_at: float
 
 
+class Statement:
+    """One statement's recording from start to completion; the driver holds it.
+
+    A statement reaches the file in one of two ways. Normally it is held in memory
+    (with its column metadata and up to one chunk of rows, at most ``HOLD_BYTES``) and
+    written as a single ``exec`` frame when it completes: one frame, one hash, for a
+    short statement. It is *opened* instead, written as ``stmt`` (+ ``meta``, ``rows``
+    held so far) with its later rows and ``done`` as frames of their own, when it is
+    still running at a writer tick (so a long statement is on disk while it runs), when
+    its rows outgrow the held chunk, when a control event or the session end is
+    recorded while it runs, or when a second result set starts (MySQL).
+    """
+
+    __slots__ = (
+        "at",
+        "bytes",
+        "columns",
+        "count",
+        "data",
+        "decision",
+        "described",
+        "enc",
+        "name",
+        "opened",
+        "params",
+        "path",
+        "recorded",
+        "rule",
+        "started",
+        "stmt",
+        "text",
+    )
+
+    def __init__(
+        self,
+        stmt: int,
+        at: float,
+        text: str,
+        path: str,
+        name: str | None,
+        params: list[str | bytes | None] | None,
+        decision: str,
+        rule: str | None,
+    ) -> None:
+        self.stmt = stmt  # number within the session, from 1
+        self.at = at
+        self.text = text
+        self.path = path
+        self.name = name
+        self.params: list[Any] | None = params
+        self.decision = decision
+        self.rule = rule
+        self.columns: list[ColumnInfo] | None = None
+        self.enc: str | None = None
+        self.data: bytes | None = None
+        self.count = 0
+        self.opened = False
+        # The driver's bookkeeping for the completion: start on the monotonic clock,
+        # rows recorded so far, bytes forwarded, whether the result was described.
+        self.started = time.monotonic()
+        self.recorded = 0
+        self.bytes = 0
+        self.described = False
+
+
 class SessionRecording:
     """Recording of one session. Create through ``Recorder.open_session``."""
 
     __slots__ = (
+        "_batch",
+        "_batch_bytes",
         "_buf",
         "_bytes",
         "_denied",
@@ -100,6 +177,7 @@ class SessionRecording:
         "_recorder",
         "_resume",
         "_rows",
+        "_running",
         "_seq",
         "_sign",
         "_stmt",
@@ -123,6 +201,11 @@ class SessionRecording:
         self._rows = 0
         self._bytes = 0
         self._denied = 0
+        # Completed statements not yet sealed into an ``execs`` frame.
+        self._batch: list[Exec] = []
+        self._batch_bytes = 0
+        # Statements started but not complete and not yet written, by number.
+        self._running: dict[int, Statement] = {}
         self._outstanding = 0  # handed to the writer, not yet on disk
         self._pause: Callable[[], None] | None = None
         self._resume: Callable[[], None] | None = None
@@ -164,45 +247,62 @@ class SessionRecording:
 
     def statement(
         self,
-        *,
         text: str,
         path: str,
         statement_name: str | None = None,
-        parameters: Sequence[str | bytes | None] | None = None,
+        parameters: list[str | bytes | None] | None = None,
         decision: str = "allow",
         rule: str | None = None,
-    ) -> int:
-        """Record a statement about to run (or denied); returns its number (1, 2, ...)."""
+    ) -> Statement:
+        """A statement about to run (or denied): its handle for the calls below.
+
+        Nothing is written yet: see ``Statement`` for when it reaches the file.
+        """
         self._stmt += 1
         if decision == "deny":
             self._denied += 1
-        if self._ended:
-            self._after_end()
-            return self._stmt
-        self._append(
-            Stmt(
-                seq=self._seq,
-                prev=self._last_hash,
-                stmt=self._stmt,
-                at=time.time(),
-                text=text,
-                path=path,
-                name=statement_name,
-                params=list(parameters) if parameters is not None else None,
-                decision=decision,
-                rule=rule,
-            )
+        st = Statement(
+            self._stmt,
+            time.time(),
+            text,
+            path,
+            statement_name,
+            parameters,
+            decision,
+            rule,
         )
-        return self._stmt
-
-    def result_metadata(self, stmt: int, columns: Sequence[ColumnInfo]) -> None:
         if self._ended:
             self._after_end()
-            return
-        self._append(Meta(seq=self._seq, prev=self._last_hash, stmt=stmt, columns=list(columns)))
+            st.opened = True  # nothing more is written for it
+        else:
+            self._running[st.stmt] = st
+        return st
 
-    def rows(self, stmt: int, encoding: str, data: bytes | memoryview, count: int) -> None:
+    def result_metadata(self, st: Statement, columns: Sequence[ColumnInfo]) -> None:
+        if st.opened:
+            if self._ended:
+                self._after_end()
+                return
+            self._append(
+                Meta(seq=self._seq, prev=self._last_hash, stmt=st.stmt, columns=list(columns))
+            )
+        elif st.columns is None and st.data is None:
+            st.columns = list(columns)
+        else:  # a second result (MySQL multi-results): from now on, separate frames
+            self._open(st)
+            self.result_metadata(st, columns)
+
+    def rows(self, st: Statement, encoding: str, data: bytes | memoryview, count: int) -> None:
         """Rows exactly as forwarded to the client; ``data`` is copied before returning."""
+        if not st.opened:
+            if st.data is None and len(data) <= HOLD_BYTES:
+                # Held until the statement completes (copied: the caller's buffer
+                # may be reused); a bigger or second chunk opens the statement.
+                st.enc = encoding
+                st.data = bytes(data)
+                st.count = count
+                return
+            self._open(st)
         if self._ended:
             self._after_end()
             return
@@ -212,7 +312,7 @@ class SessionRecording:
             Rows(
                 seq=self._seq,
                 prev=self._last_hash,
-                stmt=stmt,
+                stmt=st.stmt,
                 enc=encoding,
                 count=count,
                 data=cast(bytes, data),
@@ -221,8 +321,7 @@ class SessionRecording:
 
     def complete(
         self,
-        stmt: int,
-        *,
+        st: Statement,
         tag: str | None,
         rows: int,
         rows_recorded: int,
@@ -232,27 +331,61 @@ class SessionRecording:
     ) -> None:
         self._rows += rows
         self._bytes += bytes_to_client
-        if self._ended:
-            self._after_end()
+        err = Error(error[0], error[1]) if error is not None else None
+        if st.opened:
+            if self._ended:
+                self._after_end()
+                return
+            self._append(
+                Done(
+                    seq=self._seq,
+                    prev=self._last_hash,
+                    stmt=st.stmt,
+                    command_tag=tag,
+                    rows=rows,
+                    rows_recorded=rows_recorded,
+                    bytes_to_client=bytes_to_client,
+                    duration=duration,
+                    error=err,
+                )
+            )
             return
-        self._append(
-            Done(
-                seq=self._seq,
-                prev=self._last_hash,
-                stmt=stmt,
-                command_tag=tag,
-                rows=rows,
-                rows_recorded=rows_recorded,
-                bytes_to_client=bytes_to_client,
-                duration=duration,
-                error=Error(error[0], error[1]) if error is not None else None,
+        del self._running[st.stmt]
+        st.opened = True
+        data = st.data
+        self._batch.append(
+            Exec(
+                st.stmt,
+                st.at,
+                st.text,
+                st.path,
+                st.name,
+                st.params,
+                st.decision,
+                st.rule,
+                st.columns,
+                st.enc,
+                st.count,
+                data,
+                tag,
+                rows,
+                rows_recorded,
+                bytes_to_client,
+                duration,
+                err,
             )
         )
+        # An estimate of the encoded size, for flow control and the batch cap.
+        self._batch_bytes += _ITEM_OVERHEAD + len(st.text) + (len(data) if data else 0)
+        if self._batch_bytes >= BATCH_BYTES:
+            self._seal_batch()
 
     def control(self, kind: str, detail: Mapping[str, str]) -> None:
         if self._ended:
             self._after_end()
             return
+        # A control event (a cancel, say) follows the statements it concerns.
+        self._open_running()
         self._append(
             Ctl(seq=self._seq, prev=self._last_hash, at=time.time(), kind=kind, detail=dict(detail))
         )
@@ -261,6 +394,8 @@ class SessionRecording:
         """Write the totals and the signed end frame. Idempotent."""
         if self._ended:
             return
+        # Statements that never completed (client gone mid-result) are still recorded.
+        self._open_running()
         self._append(
             End(
                 seq=self._seq,
@@ -286,11 +421,33 @@ class SessionRecording:
     @property
     def backlog(self) -> int:
         """Bytes recorded but not yet on disk."""
-        return len(self._buf) + self._outstanding
+        return len(self._buf) + self._batch_bytes + self._outstanding
+
+    @property
+    def pending(self) -> bool:
+        """Something is waiting to be handed to the writer."""
+        return bool(self._buf or self._batch)
 
     # -- internals ---------------------------------------------------------------------
 
     def _append(self, frame: Frame) -> None:
+        """Seal one frame into the buffer, after any batch of completed statements
+        (the file keeps the order in which things happened)."""
+        if self._batch:
+            self._seal_batch()
+        self._seal(frame)
+
+    def _seal_batch(self) -> None:
+        batch = self._batch
+        self._batch = []
+        self._batch_bytes = 0
+        self._seal(Execs(seq=self._seq, prev=self._last_hash, items=batch))
+
+    def _seal(self, frame: Frame) -> None:
+        # Set here, not trusted from the caller: sealing a pending batch first moves
+        # both on between the frame's construction and this point.
+        frame.seq = self._seq
+        frame.prev = self._last_hash
         buf = self._buf
         start = len(buf)
         buf += _LENGTH_PLACEHOLDER
@@ -310,7 +467,10 @@ class SessionRecording:
                 self._last_hash = _sha256(view[start:stop]).digest()
         self._seq += 1
         self._dirty = True
-        size = len(buf)
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        size = len(self._buf) + self._batch_bytes
         if size + self._outstanding > self._max_buffer:
             if not self._paused and self._pause is not None:
                 self._paused = True
@@ -327,14 +487,69 @@ class SessionRecording:
                 extra={"session_id": self.session_id},
             )
 
+    def _open(self, st: Statement) -> None:
+        """Write a held statement as separate frames: stmt, then meta and rows so far;
+        its later results and its completion follow as their own frames."""
+        del self._running[st.stmt]
+        st.opened = True
+        if self._ended:
+            return
+        self._append(
+            Stmt(
+                seq=self._seq,
+                prev=self._last_hash,
+                stmt=st.stmt,
+                at=st.at,
+                text=st.text,
+                path=st.path,
+                name=st.name,
+                params=st.params,
+                decision=st.decision,
+                rule=st.rule,
+            )
+        )
+        if st.columns is not None:
+            self._append(
+                Meta(seq=self._seq, prev=self._last_hash, stmt=st.stmt, columns=st.columns)
+            )
+        if st.data is not None and st.enc is not None:
+            self._append(
+                Rows(
+                    seq=self._seq,
+                    prev=self._last_hash,
+                    stmt=st.stmt,
+                    enc=st.enc,
+                    count=st.count,
+                    data=st.data,
+                )
+            )
+        st.columns = None
+        st.data = None
+
+    def _open_running(self) -> None:
+        for st in list(self._running.values()):
+            self._open(st)
+
     def _checkpoint(self, now: float) -> None:
-        """Append a signed checkpoint if frames were added since the last one."""
-        if self._dirty and not self._ended:
+        """Append a signed checkpoint if frames were added since the last one.
+
+        Statements still running are written first (as separate frames), so a
+        statement that runs longer than one tick is on disk, and signed, while it runs.
+        """
+        if self._ended:
+            return
+        if self._batch:
+            self._seal_batch()
+        if self._running:
+            self._open_running()
+        if self._dirty:
             self._append(Ckpt(seq=self._seq, prev=self._last_hash, at=now, sig=ZERO_SIGNATURE))
             self._dirty = False
 
     def _take(self) -> bytearray:
         """Hand the buffered frames to the writer (which owns them from now on)."""
+        if self._batch:
+            self._seal_batch()
         data = self._buf
         self._buf = bytearray()
         self._outstanding += len(data)

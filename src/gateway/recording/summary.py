@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from .reader import RecordingFormatError, RecordingReader
-from .schema import Ckpt, Ctl, Done, End, Start, Stmt
+from .schema import Ckpt, Ctl, Done, End, Execs, Start, Stmt
 
 _SKIP: Final = frozenset({"rows", "meta"})
 
@@ -98,6 +98,13 @@ def summarize(path: Path, accept: Callable[[Start], bool] | None = None) -> Sess
                     summary.denied += frame.decision == "deny"
                     stmt_at[frame.stmt] = frame.at
                     last_seen = max(last_seen or frame.at, frame.at)
+                elif isinstance(frame, Execs):
+                    for item in frame.items:
+                        summary.statements += 1
+                        summary.denied += item.decision == "deny"
+                        summary.rows += item.rows
+                        summary.bytes_to_client += item.bytes_to_client
+                        last_seen = max(last_seen or 0.0, item.at + item.duration)
                 elif isinstance(frame, Done):
                     summary.rows += frame.rows
                     summary.bytes_to_client += frame.bytes_to_client

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from protocols.mysql.packets import ErrPacket, OkPacket
 
     from ..recording import SessionRecording
+    from ..recording.session import Statement
 
 TEXT_ROWS = "mysql.text"
 BINARY_ROWS = "mysql.binary"
@@ -129,7 +130,7 @@ class Exchange:
 
     def __init__(self, command: int) -> None:
         self.command = command
-        self.stmt: int | None = None  # recording statement number of the current result
+        self.stmt: Statement | None = None  # recording handle of the current result
         self.text: bytes | None = None
         self.texts: list[bytes] | None = None  # per-statement texts of a multi-statement packet
         self.path = "simple"

@@ -11,10 +11,12 @@ import time
 from struct import Struct
 from typing import TYPE_CHECKING
 
+from protocols.postgres.messages import parse_command_complete
 from protocols.postgres.rows import parse_row_description
 from protocols.postgres.tracker import Execution
 
 from ..recording import ColumnInfo
+from ..recording.session import Statement
 
 if TYPE_CHECKING:
     from ..recording import SessionRecording
@@ -23,17 +25,6 @@ _LEN = Struct("!I")
 ROW_ENCODING = "pg.DataRow"
 _COLUMN_CACHE = 256
 _TEXT_CACHE = 256
-
-
-class _ExecState:
-    __slots__ = ("bytes", "described", "recorded", "seq", "started")
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-        self.started = time.monotonic()
-        self.recorded = 0
-        self.bytes = 0
-        self.described = False
 
 
 def _columns(row_description: bytes, formats: tuple[int, ...]) -> list[ColumnInfo]:
@@ -63,9 +54,23 @@ def _param_value(value: bytes | None, fmt: int) -> str | bytes | None:
 
 
 class PgRecordingObserver:
-    """ExecutionObserver; a no-op shell when the session is not recorded."""
+    """ExecutionObserver; a no-op shell when the session is not recorded.
 
-    __slots__ = ("_columns", "_texts", "denied", "record_rows", "recording", "rule", "statements")
+    Runs once per execution on the hot path, so what a prepared statement repeats
+    (its decoded text and name, its parsed columns, its command tag) is decoded once
+    and looked up afterwards.
+    """
+
+    __slots__ = (
+        "_columns",
+        "_labels",
+        "_tags",
+        "denied",
+        "record_rows",
+        "recording",
+        "rule",
+        "statements",
+    )
 
     def __init__(
         self, recording: SessionRecording | None, record_rows: int, rule: str | None = None
@@ -75,74 +80,70 @@ class PgRecordingObserver:
         self.rule = rule
         self.statements = 0
         self.denied = 0
-        # Parsed column metadata per (RowDescription, result formats): a prepared
-        # statement executed many times is described once, not once per execution.
+        # Parsed column metadata per (RowDescription, result formats).
         self._columns: dict[tuple[bytes, tuple[int, ...]], list[ColumnInfo]] = {}
-        # Decoded statement texts: a prepared statement's text is decoded once.
-        self._texts: dict[bytes, str] = {}
+        # (text, statement name) as recorded, per (raw text, raw name).
+        self._labels: dict[tuple[bytes | None, bytes | None], tuple[str, str | None]] = {}
+        # Decoded command tags per CommandComplete body ("SELECT 1", "INSERT 0 1", ...).
+        self._tags: dict[bytes, str] = {}
 
     def execution_started(self, ex: Execution) -> None:
         self.statements += 1
         rec = self.recording
         if rec is None:
             return
-        params = None
-        if ex.bind is not None:
-            bind = ex.bind
-            params = [
-                _param_value(v, bind.parameter_format(i)) for i, v in enumerate(bind.parameters)
-            ]
-        raw = ex.text
-        if raw is not None:
-            text = self._texts.get(raw)
-            if text is None:
-                text = raw.decode("utf-8", errors="replace")
-                if len(self._texts) >= _TEXT_CACHE:
-                    self._texts.clear()
-                self._texts[raw] = text
-        elif ex.path == "cursor":
-            text = f"<execute portal {ex.portal!r}>"
-        elif ex.path == "function":
-            text = "<fast-path function call>"
-        else:
-            text = f"<prepared statement {ex.statement_name!r} not seen by the gateway>"
-        seq = rec.statement(
-            text=text,
-            path=ex.path,
-            statement_name=ex.statement_name.decode(errors="replace")
-            if ex.statement_name
-            else None,
-            parameters=params,
-            rule=self.rule,
-        )
-        ex.context = _ExecState(seq)
+        params: list[str | bytes | None] | None = None
+        bind = ex.bind
+        if bind is not None:
+            formats = bind.parameter_formats
+            if not formats or formats == (0,):  # all text: the common case
+                params = [
+                    None if v is None else v.decode("utf-8", "replace") for v in bind.parameters
+                ]
+            else:
+                params = [
+                    _param_value(v, bind.parameter_format(i)) for i, v in enumerate(bind.parameters)
+                ]
+        key = (ex.text, ex.statement_name)
+        label = self._labels.get(key)
+        if label is None:
+            label = _label(ex)
+            if len(self._labels) >= _TEXT_CACHE:
+                self._labels.clear()
+            self._labels[key] = label
+        st = rec.statement(label[0], ex.path, label[1], params, "allow", self.rule)
+        ex.context = st
         if ex.row_description is not None:
-            self.result_described(ex)
+            rec.result_metadata(st, self._columns_of(ex.row_description, ex.result_formats))
+            st.described = True
 
-    def result_described(self, ex: Execution) -> None:
-        rec = self.recording
-        state = ex.context
-        if rec is None or not isinstance(state, _ExecState) or ex.row_description is None:
-            return
-        key = (ex.row_description, ex.result_formats)
+    def _columns_of(self, row_description: bytes, formats: tuple[int, ...]) -> list[ColumnInfo]:
+        key = (row_description, formats)
         columns = self._columns.get(key)
         if columns is None:
-            columns = _columns(ex.row_description, ex.result_formats)
+            columns = _columns(row_description, formats)
             if len(self._columns) >= _COLUMN_CACHE:
                 self._columns.clear()
             self._columns[key] = columns
-        rec.result_metadata(state.seq, columns)
-        state.described = True
+        return columns
+
+    def result_described(self, ex: Execution) -> None:
+        rec = self.recording
+        st = ex.context
+        if rec is None or not isinstance(st, Statement) or ex.row_description is None:
+            return
+        rec.result_metadata(st, self._columns_of(ex.row_description, ex.result_formats))
+        st.described = True
 
     def rows(self, ex: Execution, buf: bytes, start: int, stop: int, count: int) -> None:
-        state = ex.context
+        st = ex.context
         rec = self.recording
-        if rec is None or not isinstance(state, _ExecState):
+        if rec is None or not isinstance(st, Statement):
             return
-        state.bytes += stop - start
-        if not state.described and ex.row_description is not None:
+        st.bytes += stop - start
+        if not st.described and ex.row_description is not None:
             self.result_described(ex)
-        room = self.record_rows - state.recorded
+        room = self.record_rows - st.recorded
         if room <= 0:
             return
         if count > room:
@@ -152,34 +153,50 @@ class PgRecordingObserver:
             for _ in range(room):
                 pos += 1 + _LEN.unpack_from(buf, pos + 1)[0]
             stop, count = pos, room
-        rec.rows(state.seq, ROW_ENCODING, memoryview(buf)[start:stop], count)
-        state.recorded += count
+        rec.rows(st, ROW_ENCODING, memoryview(buf)[start:stop], count)
+        st.recorded += count
 
     def add_bytes(self, ex: Execution, n: int) -> None:
-        state = ex.context
-        if isinstance(state, _ExecState):
-            state.bytes += n
+        st = ex.context
+        if isinstance(st, Statement):
+            st.bytes += n
 
     def execution_finished(self, ex: Execution) -> None:
         rec = self.recording
-        state = ex.context
-        if rec is None or not isinstance(state, _ExecState):
+        st = ex.context
+        if rec is None or not isinstance(st, Statement):
             return
-        if not state.described and ex.row_description is not None and ex.rows:
+        if not st.described and ex.row_description is not None and ex.rows:
             self.result_described(ex)
         error = ex.error
         if ex.skipped and error is None:
             error = ("", "not executed: an earlier message in the pipeline failed")
-        rec.complete(
-            state.seq,
-            tag=ex.last_tag,
-            rows=ex.rows,
-            rows_recorded=state.recorded,
-            bytes_to_client=state.bytes,
-            duration=time.monotonic() - state.started,
-            error=error,
-        )
+        body = ex.last_tag_body
+        tag = None
+        if body is not None:
+            tag = self._tags.get(body)
+            if tag is None:
+                tag = parse_command_complete(body)
+                if len(self._tags) >= _TEXT_CACHE:
+                    self._tags.clear()
+                self._tags[body] = tag
+        rec.complete(st, tag, ex.rows, st.recorded, st.bytes, time.monotonic() - st.started, error)
 
     def session_ended(self, reason: str) -> None:
         if self.recording is not None:
             self.recording.end(reason)
+
+
+def _label(ex: Execution) -> tuple[str, str | None]:
+    """The statement text and name to record for an execution."""
+    raw = ex.text
+    if raw is not None:
+        text = raw.decode("utf-8", errors="replace")
+    elif ex.path == "cursor":
+        text = f"<execute portal {ex.portal!r}>"
+    elif ex.path == "function":
+        text = "<fast-path function call>"
+    else:
+        text = f"<prepared statement {ex.statement_name!r} not seen by the gateway>"
+    name = ex.statement_name.decode(errors="replace") if ex.statement_name else None
+    return text, name

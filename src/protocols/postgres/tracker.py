@@ -117,6 +117,12 @@ class Execution:
         bodies = self._tag_bodies
         return parse_command_complete(bodies[-1]) if bodies else None
 
+    @property
+    def last_tag_body(self) -> bytes | None:
+        """The body of the last CommandComplete, undecoded (callers may cache by it)."""
+        bodies = self._tag_bodies
+        return bodies[-1] if bodies else None
+
     def add_tag(self, body: bytes) -> None:
         if self._tag_bodies is None:
             self._tag_bodies = [body]

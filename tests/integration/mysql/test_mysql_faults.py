@@ -437,7 +437,7 @@ def test_send_long_data_and_stmt_reset(mysql_gateway: MyGateway, healthy: None) 
             with RecordingReader(path) as reader:
                 found += [
                     f.params
-                    for _, f in reader.frames()
+                    for _, f in reader.logical_frames()
                     if isinstance(f, Stmt) and f.text == "SELECT LENGTH(?), ?"
                 ]
         time.sleep(0.2)
