@@ -1,0 +1,605 @@
+"""A dialect-accurate SQL lexer: statement splitting, literal fingerprints, MySQL `/*!` comments.
+
+Rules this module enforces:
+
+* It decides where strings, quoted identifiers, comments and statements end *the way the
+  server does*, because every other decision rests on that: a string the gateway thinks is
+  closed but the server keeps open (or the reverse) is how a denied statement is smuggled
+  past a parser. PostgreSQL: standard-conforming strings (a backslash is an ordinary
+  character in '...'), E'...' with backslash escapes, dollar quotes, nested block comments,
+  U&"..." identifiers. MySQL: backslash escapes in '...' and "..." (both are strings),
+  backquoted identifiers, `#` comments, `-- ` only when followed by a space or control
+  character, non-nesting block comments, and executable comments (below).
+* MySQL executable comments (`/*! ... */`, `/*!50000 ... */`, MariaDB `/*M! ... */`) are
+  code: their markers are blanked (same length, so positions survive) and the content is
+  lexed like any other text, whatever the version number says.
+* Anything the lexer cannot close (a quote, a comment, a dollar quote) raises LexError; the
+  caller classifies the whole text as ``unknown``.
+* The fingerprint replaces standard '...' strings with '' and decimal numbers with 0 and keeps
+  everything else byte for byte (comments, identifiers, dollar-quoted bodies, `/*!` comments),
+  so two texts with one fingerprint differ only in those literal values. It is a single
+  compiled regex pass; anything it is unsure of makes it return None (no fingerprint). The
+  cold path rebuilds the fingerprint from the full token stream and only caches under it
+  when the two agree (``fingerprint_from_tokens``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+__all__ = [
+    "LexError",
+    "Lexed",
+    "Stmt",
+    "Tok",
+    "fingerprint",
+    "fingerprint_from_tokens",
+    "lex",
+    "split_statements",
+]
+
+DIALECTS: Final[frozenset[str]] = frozenset({"postgres", "mysql"})
+
+# Token kinds.
+WORD: Final = "word"  # keyword or unquoted identifier
+QIDENT: Final = "qident"  # "x" (PostgreSQL), `x` (MySQL), U&"x" (decoded into a plain one)
+STRING: Final = "string"  # standard '...' literal: the only strings the fingerprint replaces
+XSTRING: Final = "xstring"  # every other string-like literal: E'', B'', X'', N'', $$..$$, "..."
+NUMBER: Final = "number"
+PARAM: Final = "param"  # $1, ?
+VAR: Final = "var"  # MySQL @x, @@x
+SEMI: Final = ";"
+LPAREN: Final = "("
+RPAREN: Final = ")"
+COMMA: Final = ","
+DOT: Final = "."
+OP: Final = "op"
+
+
+class LexError(ValueError):
+    """The text cannot be tokenized the way the server would (unterminated quote, ...)."""
+
+
+class Tok(NamedTuple):
+    kind: str
+    start: int
+    end: int
+
+
+# --------------------------------------------------------------------------- patterns
+
+_IDENT_START: Final = r"A-Za-z_\x80-\U0010FFFF"
+_IDENT_CONT: Final = r"\w$\x80-\U0010FFFF"
+_DECIMAL: Final = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_DECIMAL_RE: Final = re.compile(_DECIMAL)
+
+_PG_TOKEN: Final = re.compile(
+    rf"""
+    (?P<ws>[ \t\n\r\f\v]+)
+  | (?P<line>--[^\n\r]*)
+  | (?P<block>/\*)
+  | (?P<param>\$\d+)
+  | (?P<dollar>\$(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$)
+  | (?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
+  | (?P<uident>[uU]&"(?:[^"]|"")*")
+  | (?P<xstr>(?:[uU]&|[bBxXnN])'(?:[^']|'')*')
+  | (?P<str>'(?:[^']|'')*')
+  | (?P<qident>"(?:[^"]|"")*")
+  | (?P<num>0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
+            |(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?)
+  | (?P<word>[{_IDENT_START}][{_IDENT_CONT}]*)
+  | (?P<punct>[;(),.])
+  | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+_MY_TOKEN: Final = re.compile(
+    rf"""
+    (?P<ws>[ \t\n\r\f\v]+)
+  | (?P<line>\#[^\n]*|--(?=[\x00-\x20]|$)[^\n]*)
+  | (?P<exec>/\*M?!\d{{0,6}})
+  | (?P<block>/\*)
+  | (?P<xstr>[xXbB]'[^']*'|[nN]'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
+  | (?P<str>'(?:[^'\\]|\\.|'')*')
+  | (?P<qident>`(?:[^`]|``)*`)
+  | (?P<num>(?:0x[0-9A-Fa-f]+|0b[01]+|{_DECIMAL})(?![{_IDENT_CONT}]))
+  | (?P<word>[{_IDENT_CONT}]+)
+  | (?P<var>@@?(?:[{_IDENT_CONT}.]+)?)
+  | (?P<param>\?)
+  | (?P<punct>[;(),.])
+  | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+_PUNCT_KIND: Final = {";": SEMI, "(": LPAREN, ")": RPAREN, ",": COMMA, ".": DOT}
+_UESCAPE_TAIL: Final = re.compile(r"\s*UESCAPE\s*'(.)'", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Lexed:
+    """Tokens of a whole text plus the text they index (with `/*!` markers blanked)."""
+
+    text: str
+    tokens: list[Tok]
+    # Spans of the original text that are MySQL executable comments, markers included.
+    exec_spans: list[tuple[int, int]]
+
+
+def lex(text: str, dialect: str) -> Lexed:
+    """Tokenize ``text``; raises LexError if a quote or comment is left open."""
+    if dialect == "postgres":
+        tokens = _lex_pg(text)
+        if any(t.kind == "uident" for t in tokens):
+            text = _rewrite_uidents(text, tokens)
+            tokens = _lex_pg(text)
+        return Lexed(text, tokens, [])
+    if dialect == "mysql":
+        return _lex_mysql(text)
+    raise ValueError(f"unknown dialect {dialect!r}")
+
+
+def _lex_pg(text: str) -> list[Tok]:
+    tokens: list[Tok] = []
+    pos, end = 0, len(text)
+    match = _PG_TOKEN.match
+    while pos < end:
+        m = match(text, pos)
+        assert m is not None  # (?P<other>.) matches any character
+        kind = m.lastgroup
+        stop = m.end()
+        if kind == "ws" or kind == "line":
+            pass
+        elif kind == "block":
+            stop = _skip_nested_comment(text, pos)
+        elif kind == "dollar":
+            tag = m.group()
+            close = text.find(tag, stop)
+            if close < 0:
+                raise LexError("unterminated dollar-quoted string")
+            stop = close + len(tag)
+            tokens.append(Tok(XSTRING, pos, stop))
+        elif kind == "estr" or kind == "xstr":
+            tokens.append(Tok(XSTRING, pos, stop))
+        elif kind == "str":
+            tokens.append(Tok(STRING, pos, stop))
+        elif kind == "qident":
+            tokens.append(Tok(QIDENT, pos, stop))
+        elif kind == "uident":
+            tokens.append(Tok("uident", pos, stop))
+        elif kind == "num":
+            tokens.append(Tok(NUMBER, pos, stop))
+        elif kind == "word":
+            tokens.append(Tok(WORD, pos, stop))
+        elif kind == "param":
+            tokens.append(Tok(PARAM, pos, stop))
+        elif kind == "punct":
+            tokens.append(Tok(_PUNCT_KIND[m.group()], pos, stop))
+        else:
+            ch = m.group()
+            if ch in "'\"$":
+                raise LexError("unterminated quoted string or identifier")
+            tokens.append(Tok(OP, pos, stop))
+        pos = stop
+    return tokens
+
+
+def _skip_nested_comment(text: str, pos: int) -> int:
+    """End of the PostgreSQL block comment starting at ``pos`` (they nest)."""
+    depth = 0
+    i = pos
+    end = len(text)
+    while i < end:
+        if text.startswith("/*", i):
+            depth += 1
+            i += 2
+        elif text.startswith("*/", i):
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    raise LexError("unterminated block comment")
+
+
+def _rewrite_uidents(text: str, tokens: list[Tok]) -> str:
+    """Replace U&"d\\0061ta" [UESCAPE '!'] with the plain quoted identifier "data"."""
+    out: list[str] = []
+    last = 0
+    for tok in tokens:
+        if tok.kind != "uident":
+            continue
+        body = text[tok.start + 3 : tok.end - 1].replace('""', '"')
+        stop = tok.end
+        escape = "\\"
+        tail = _UESCAPE_TAIL.match(text, stop)
+        if tail is not None:
+            escape = tail.group(1)
+            stop = tail.end()
+        decoded = _decode_unicode_escapes(body, escape)
+        out.append(text[last : tok.start])
+        out.append('"' + decoded.replace('"', '""') + '"')
+        last = stop
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _decode_unicode_escapes(body: str, escape: str) -> str:
+    if escape in "+'\" \t\n\r" or escape.isalnum():
+        raise LexError("invalid UESCAPE character")
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch != escape:
+            out.append(ch)
+            i += 1
+            continue
+        if body.startswith(escape, i + 1):
+            out.append(escape)
+            i += 2
+            continue
+        if body.startswith("+", i + 1):
+            digits, i = body[i + 2 : i + 8], i + 8
+        else:
+            digits, i = body[i + 1 : i + 5], i + 5
+        if not re.fullmatch(r"[0-9A-Fa-f]+", digits) or len(digits) not in (4, 6):
+            raise LexError("invalid Unicode escape in identifier")
+        code = int(digits, 16)
+        if code == 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+            raise LexError("invalid Unicode escape in identifier")
+        out.append(chr(code))
+    return "".join(out)
+
+
+def _lex_mysql(text: str) -> Lexed:
+    tokens: list[Tok] = []
+    blanks: list[tuple[int, int]] = []  # marker spans to blank
+    exec_spans: list[tuple[int, int]] = []
+    exec_start = -1
+    pos, end = 0, len(text)
+    match = _MY_TOKEN.match
+    while pos < end:
+        if exec_start >= 0 and text.startswith("*/", pos):
+            # Closes the executable comment: the marker is whitespace to the server.
+            blanks.append((pos, pos + 2))
+            exec_spans.append((exec_start, pos + 2))
+            exec_start = -1
+            pos += 2
+            continue
+        m = match(text, pos)
+        assert m is not None
+        kind = m.lastgroup
+        stop = m.end()
+        if kind == "ws" or kind == "line":
+            pass
+        elif kind == "exec":
+            if exec_start >= 0:
+                raise LexError("nested executable comment")
+            exec_start = pos
+            blanks.append((pos, stop))
+        elif kind == "block":
+            if exec_start >= 0:
+                raise LexError("comment inside an executable comment")
+            close = text.find("*/", stop)
+            if close < 0:
+                raise LexError("unterminated block comment")
+            stop = close + 2
+        elif kind == "xstr":
+            tokens.append(Tok(XSTRING, pos, stop))
+        elif kind == "str":
+            tokens.append(Tok(STRING, pos, stop))
+        elif kind == "qident":
+            tokens.append(Tok(QIDENT, pos, stop))
+        elif kind == "num":
+            tokens.append(Tok(NUMBER, pos, stop))
+        elif kind == "word":
+            tokens.append(Tok(WORD, pos, stop))
+        elif kind == "var":
+            tokens.append(Tok(VAR, pos, stop))
+        elif kind == "param":
+            tokens.append(Tok(PARAM, pos, stop))
+        elif kind == "punct":
+            tokens.append(Tok(_PUNCT_KIND[m.group()], pos, stop))
+        else:
+            if m.group() in "'\"`":
+                raise LexError("unterminated quoted string or identifier")
+            tokens.append(Tok(OP, pos, stop))
+        pos = stop
+    if exec_start >= 0:
+        raise LexError("unterminated executable comment")
+    if blanks:
+        chars = list(text)
+        for a, b in blanks:
+            chars[a:b] = " " * (b - a)
+        text = "".join(chars)
+    return Lexed(text, tokens, exec_spans)
+
+
+# --------------------------------------------------------------------------- statements
+
+
+class Stmt:
+    """One statement: its text and tokens (offsets relative to ``text``)."""
+
+    __slots__ = ("dialect", "text", "toks")
+
+    def __init__(self, text: str, toks: list[Tok], dialect: str) -> None:
+        self.text = text
+        self.toks = toks
+        self.dialect = dialect
+
+    def __len__(self) -> int:
+        return len(self.toks)
+
+    def raw(self, i: int) -> str:
+        t = self.toks[i]
+        return self.text[t.start : t.end]
+
+    def kind(self, i: int) -> str:
+        return self.toks[i].kind if 0 <= i < len(self.toks) else ""
+
+    def kw(self, i: int) -> str:
+        """Upper-cased word at ``i`` ("" when ``i`` is not an unquoted word)."""
+        if 0 <= i < len(self.toks) and self.toks[i].kind == WORD:
+            t = self.toks[i]
+            return self.text[t.start : t.end].upper()
+        return ""
+
+    def kws(self, i: int, n: int) -> tuple[str, ...]:
+        return tuple(self.kw(j) for j in range(i, i + n))
+
+    def ident(self, i: int) -> tuple[str, bool] | None:
+        """(name, quoted) for a word or quoted identifier at ``i``."""
+        if not 0 <= i < len(self.toks):
+            return None
+        t = self.toks[i]
+        if t.kind == WORD:
+            return self.text[t.start : t.end], False
+        if t.kind == QIDENT:
+            q = self.text[t.start]
+            return self.text[t.start + 1 : t.end - 1].replace(q + q, q), True
+        return None
+
+    def string_value(self, i: int) -> str | None:
+        """Value of a plain string literal at ``i`` (None for anything else).
+
+        PostgreSQL: only standard '...' strings; MySQL: '...' and "..." with backslash
+        escapes. Prefixed strings (E'', N'', _utf8'') are not decoded: callers treat them as
+        values they cannot see, which is the fail-closed reading.
+        """
+        if not 0 <= i < len(self.toks):
+            return None
+        t = self.toks[i]
+        raw = self.text[t.start : t.end]
+        if t.kind == STRING:
+            if self.dialect == "postgres":
+                return raw[1:-1].replace("''", "'")
+            return _mysql_unescape(raw[1:-1], "'")
+        if t.kind == XSTRING and self.dialect == "mysql" and raw.startswith('"'):
+            return _mysql_unescape(raw[1:-1], '"')
+        return None
+
+    def sub(self, start: int, stop: int | None = None) -> Stmt:
+        """The statement made of tokens ``start:stop`` (offsets rebased)."""
+        toks = self.toks[start:stop]
+        if not toks:
+            return Stmt("", [], self.dialect)
+        base = toks[0].start
+        text = self.text[base : toks[-1].end]
+        return Stmt(text, [Tok(t.kind, t.start - base, t.end - base) for t in toks], self.dialect)
+
+    def matching_paren(self, i: int) -> int:
+        """Index of the ``)`` closing the ``(`` at ``i``, or -1."""
+        depth = 0
+        for j in range(i, len(self.toks)):
+            k = self.toks[j].kind
+            if k == LPAREN:
+                depth += 1
+            elif k == RPAREN:
+                depth -= 1
+                if depth == 0:
+                    return j
+        return -1
+
+    def find_kw(self, words: frozenset[str], start: int = 0) -> int:
+        """First index >= start of an unquoted word in ``words`` at paren depth 0, or -1."""
+        depth = 0
+        for j in range(start, len(self.toks)):
+            k = self.toks[j].kind
+            if k == LPAREN:
+                depth += 1
+            elif k == RPAREN:
+                depth -= 1
+            elif depth == 0 and k == WORD and self.kw(j) in words:
+                return j
+        return -1
+
+
+_MYSQL_ESCAPES: Final = {
+    "0": "\0",
+    "b": "\b",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "Z": "\x1a",
+    "%": "\\%",
+    "_": "\\_",
+}
+_MYSQL_ESCAPE_RE: Final = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _mysql_unescape(body: str, quote: str) -> str:
+    body = body.replace(quote + quote, quote) if "\\" not in body else body
+    if "\\" in body:
+        # Doubled quotes and backslash escapes can interleave; decode left to right.
+        out: list[str] = []
+        i = 0
+        while i < len(body):
+            ch = body[i]
+            if ch == "\\" and i + 1 < len(body):
+                nxt = body[i + 1]
+                out.append(_MYSQL_ESCAPES.get(nxt, nxt))
+                i += 2
+            elif ch == quote and body.startswith(quote, i + 1):
+                out.append(quote)
+                i += 2
+            else:
+                out.append(ch)
+                i += 1
+        return "".join(out)
+    return body
+
+
+def split_statements(lexed: Lexed, dialect: str) -> list[Stmt]:
+    """Statements separated by ``;`` at parenthesis depth 0 (empty ones dropped).
+
+    A ``;`` inside parentheses stays in its statement: PostgreSQL's CREATE RULE takes a
+    parenthesised list of actions, and anywhere else the server rejects the text, which the
+    parser then reports as unknown.
+    """
+    out: list[Stmt] = []
+    text = lexed.text
+    current: list[Tok] = []
+    depth = 0
+
+    def flush() -> None:
+        if current:
+            base = current[0].start
+            out.append(
+                Stmt(
+                    text[base : current[-1].end],
+                    [Tok(t.kind, t.start - base, t.end - base) for t in current],
+                    dialect,
+                )
+            )
+            current.clear()
+
+    for tok in lexed.tokens:
+        if tok.kind == SEMI and depth <= 0:
+            flush()
+            depth = 0
+            continue
+        if tok.kind == LPAREN:
+            depth += 1
+        elif tok.kind == RPAREN:
+            depth -= 1
+        current.append(tok)
+    flush()
+    return out
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+class _NoFingerprint(Exception):
+    pass
+
+
+_PG_FP: Final = re.compile(
+    rf"""
+    (?P<keep>
+        --[^\n\r]*
+      | /\*[^*]*\*+(?:[^/*][^*]*\*+)*/
+      | "(?:[^"]|"")*"
+      | (?<![{_IDENT_CONT}])[eE]'(?:[^'\\]|\\.|'')*'
+      | (?<![{_IDENT_CONT}])(?:[uU]&|[bBxXnN])'(?:[^']|'')*'
+      | (?<![{_IDENT_CONT}])\$(?P<tag>[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$.*?\$(?P=tag)\$
+    )
+  | (?P<str>'(?:[^']|'')*')
+  | (?P<num>(?<![{_IDENT_CONT}.]){_DECIMAL}(?![{_IDENT_CONT}.]))
+  | (?P<bad>['"]|/\*|(?<![{_IDENT_CONT}])\$(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+_MY_FP: Final = re.compile(
+    rf"""
+    (?P<keep>
+        \#[^\n]*
+      | --(?=[\x00-\x20]|$)[^\n]*
+      | /\*M?!(?:[^*'"`]|\*(?!/)|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`)*\*/
+      | /\*.*?\*/
+      | `(?:[^`]|``)*`
+      | "(?:[^"\\]|\\.|"")*"
+      | (?<![{_IDENT_CONT}])[xXbB]'[^']*'
+      | (?<![{_IDENT_CONT}])[nN]'(?:[^'\\]|\\.|'')*'
+    )
+  | (?P<str>'(?:[^'\\]|\\.|'')*')
+  | (?P<num>(?<![{_IDENT_CONT}.@]){_DECIMAL}(?![{_IDENT_CONT}.]))
+  | (?P<bad>['"`]|/\*)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def _pg_repl(m: re.Match[str]) -> str:
+    group = m.lastgroup
+    if group == "str":
+        return "''"
+    if group == "num":
+        return "0"
+    if group == "keep":
+        text = m.group()
+        if text.startswith("/*") and "/*" in text[2:]:
+            raise _NoFingerprint  # nested comment: leave it to the full lexer
+        return text
+    raise _NoFingerprint
+
+
+def _my_repl(m: re.Match[str]) -> str:
+    group = m.lastgroup
+    if group == "str":
+        return "''"
+    if group == "num":
+        return "0"
+    if group == "keep":
+        return m.group()
+    raise _NoFingerprint
+
+
+_FP: Final[dict[str, tuple[Callable[..., str], Callable[[re.Match[str]], str]]]] = {
+    "postgres": (_PG_FP.sub, _pg_repl),
+    "mysql": (_MY_FP.sub, _my_repl),
+}
+
+
+def fingerprint(text: str, dialect: str) -> str | None:
+    """``text`` with standard string literals -> '' and decimal numbers -> 0, or None."""
+    sub, repl = _FP[dialect]
+    try:
+        result: str = sub(repl, text)
+    except _NoFingerprint:
+        return None
+    return result
+
+
+def fingerprint_from_tokens(original: str, lexed: Lexed) -> str | None:
+    """The fingerprint rebuilt from the full lexer's tokens (None if the text was rewritten).
+
+    Must equal ``fingerprint(original)`` before a cold-path result is cached under it.
+    """
+    if lexed.text != original and not lexed.exec_spans:
+        return None  # U& identifiers were rewritten; positions no longer match the original
+    out: list[str] = []
+    last = 0
+    spans = lexed.exec_spans
+    for tok in lexed.tokens:
+        if tok.kind == STRING:
+            replacement = "''"
+        elif tok.kind == NUMBER and _DECIMAL_RE.fullmatch(original, tok.start, tok.end):
+            replacement = "0"
+        else:
+            continue
+        if spans and any(a <= tok.start < b for a, b in spans):
+            continue  # executable comments are kept byte for byte
+        out.append(original[last : tok.start])
+        out.append(replacement)
+        last = tok.end
+    out.append(original[last:])
+    return "".join(out)
