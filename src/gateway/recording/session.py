@@ -25,7 +25,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -278,7 +278,7 @@ class SessionRecording:
             self._running[st.stmt] = st
         return st
 
-    def result_metadata(self, st: Statement, columns: Sequence[ColumnInfo]) -> None:
+    def result_metadata(self, st: Statement, columns: list[ColumnInfo]) -> None:
         if st.opened:
             if self._ended:
                 self._after_end()
@@ -287,7 +287,8 @@ class SessionRecording:
                 Meta(seq=self._seq, prev=self._last_hash, stmt=st.stmt, columns=list(columns))
             )
         elif st.columns is None and st.data is None:
-            st.columns = list(columns)
+            # Not copied: callers pass lists they never mutate (cached per statement).
+            st.columns = columns
         else:  # a second result (MySQL multi-results): from now on, separate frames
             self._open(st)
             self.result_metadata(st, columns)
@@ -299,7 +300,7 @@ class SessionRecording:
                 # Held until the statement completes (copied: the caller's buffer
                 # may be reused); a bigger or second chunk opens the statement.
                 st.enc = encoding
-                st.data = bytes(data)
+                st.data = data if type(data) is bytes else bytes(data)
                 st.count = count
                 return
             self._open(st)

@@ -16,7 +16,7 @@ from protocols.postgres.rows import parse_row_description
 from protocols.postgres.tracker import Execution
 
 from ..recording import ColumnInfo
-from ..recording.session import Statement
+from ..recording.session import HOLD_BYTES, Statement
 
 if TYPE_CHECKING:
     from ..recording import SessionRecording
@@ -153,7 +153,10 @@ class PgRecordingObserver:
             for _ in range(room):
                 pos += 1 + _LEN.unpack_from(buf, pos + 1)[0]
             stop, count = pos, room
-        rec.rows(st, ROW_ENCODING, memoryview(buf)[start:stop], count)
+        # A small run is sliced (one copy, kept until completion); a big one is passed
+        # as a view and copied once, into the recording buffer.
+        data = buf[start:stop] if stop - start <= HOLD_BYTES else memoryview(buf)[start:stop]
+        rec.rows(st, ROW_ENCODING, data, count)
         st.recorded += count
 
     def add_bytes(self, ex: Execution, n: int) -> None:

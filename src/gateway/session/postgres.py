@@ -351,6 +351,9 @@ class PgSession(LegPair):
         observer = self.observer
         assert tracker is not None and observer is not None
         recording = observer.recording is not None
+        # Result bytes per execution are its DataRow and CopyData bytes; CopyData (one
+        # message per row in COPY TO STDOUT) is summed here and credited once.
+        copy_bytes = 0
         for mtype, start, stop, count in entries:
             if mtype == _DATA_ROW:
                 ex = tracker.head_execution()
@@ -359,12 +362,20 @@ class PgSession(LegPair):
                     if recording:
                         observer.rows(ex, buf, start, stop, count)
             elif mtype in _TRACKED:
-                if recording:
-                    ex = tracker.head_execution()
-                    if ex is not None:
-                        observer.add_bytes(ex, stop - start)
+                if copy_bytes:
+                    self._credit_copy_bytes(copy_bytes)
+                    copy_bytes = 0
                 tracker.backend(mtype, buf[start + 5 : stop])
+            elif mtype == _COPY_DATA and recording:
+                copy_bytes += stop - start
+        if copy_bytes:
+            self._credit_copy_bytes(copy_bytes)
         self.client.write(buf if end == len(buf) else memoryview(buf)[:end])
+
+    def _credit_copy_bytes(self, n: int) -> None:
+        ex = self.tracker.head_execution() if self.tracker is not None else None
+        if ex is not None and self.observer is not None:
+            self.observer.add_bytes(ex, n)
 
     # ================================================================== teardown
 
