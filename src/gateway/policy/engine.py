@@ -18,19 +18,22 @@ Rules this module enforces:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from gateway.policy.classify import classify_lexed
 from gateway.policy.decide import Decision, EffectivePolicy
 from gateway.policy.facts import StatementFacts, merge_facts, unknown_facts
 from gateway.policy.lexer import (
     DIALECTS,
-    LexError,
+    STRING,
     fingerprint,
     fingerprint_from_tokens,
     lex,
+    skeleton,
+    skeleton_eligible,
 )
 from gateway.policy.spec import PolicySpec
 
@@ -51,6 +54,9 @@ _ERROR_DECISION: Final = Decision(
 )
 
 
+K = TypeVar("K", bound=Sized)
+
+
 @dataclass(frozen=True, slots=True)
 class Analysis:
     """Facts of every statement in one text, plus the decision when it is session-free."""
@@ -58,28 +64,39 @@ class Analysis:
     statements: tuple[StatementFacts, ...]
     decision: Decision | None  # None: depends on the session's prepared statements
     literal_dependent: bool
+    # Every text with this fingerprint may also be filed under its digit skeleton: the shape
+    # has no string literals and no digits outside plain number literals.
+    skeleton_ok: bool = False
 
 
-class _BoundedCache:
-    """A dict bounded by entry count and total key length; evicts oldest first."""
+class _BoundedCache(Generic[K]):
+    """A dict bounded by entry count and total key length; evicts oldest first.
+
+    An OrderedDict: popping the oldest entry of a plain dict gets slower and slower as
+    deleted slots pile up at its front, and this cache churns under varying literals.
+    """
 
     __slots__ = ("chars", "data", "max_chars", "max_entries")
 
     def __init__(self, max_entries: int, max_chars: int) -> None:
-        self.data: dict[str, Analysis] = {}
+        self.data: OrderedDict[K, Analysis] = OrderedDict()
         self.max_entries = max_entries
         self.max_chars = max_chars
         self.chars = 0
 
-    def put(self, key: str, value: Analysis) -> None:
+    def put(self, key: K, value: Analysis) -> None:
         data = self.data
         if key in data:
             return
         data[key] = value
         self.chars += len(key)
-        while len(data) > self.max_entries or self.chars > self.max_chars:
-            oldest = next(iter(data))
-            del data[oldest]
+        if len(data) > self.max_entries or self.chars > self.max_chars:
+            self._evict()
+
+    def _evict(self) -> None:
+        data = self.data
+        while data and (len(data) > self.max_entries or self.chars > self.max_chars):
+            oldest, _ = data.popitem(last=False)
             self.chars -= len(oldest)
 
     def __len__(self) -> int:
@@ -92,6 +109,7 @@ class PolicyEngine:
 
     __slots__ = (
         "_by_fingerprint",
+        "_by_skeleton",
         "_exact",
         "_function_call",
         "_max_parse_chars",
@@ -111,8 +129,9 @@ class PolicyEngine:
         self.policy = policy
         self.dialect = policy.dialect
         self.digest = policy.digest
-        self._exact = _BoundedCache(max_entries, max_cached_chars)
-        self._by_fingerprint = _BoundedCache(max_entries, max_cached_chars)
+        self._exact: _BoundedCache[str] = _BoundedCache(max_entries, max_cached_chars)
+        self._by_skeleton: _BoundedCache[bytes] = _BoundedCache(max_entries, max_cached_chars)
+        self._by_fingerprint: _BoundedCache[str] = _BoundedCache(max_entries, max_cached_chars)
         self._max_parse_chars = max_parse_chars
         # PostgreSQL fast-path FunctionCall names a function by OID with binary arguments:
         # it can run any function (pg_read_file, lo_export...), invisibly. It is "dynamic",
@@ -145,9 +164,9 @@ class PolicyEngine:
         return SessionPolicy(self)
 
     @property
-    def cache_sizes(self) -> tuple[int, int]:
-        """(exact-text entries, fingerprint entries), for metrics and tests."""
-        return len(self._exact), len(self._by_fingerprint)
+    def cache_sizes(self) -> tuple[int, int, int]:
+        """(exact-text, digit-skeleton, fingerprint) entries, for metrics and tests."""
+        return len(self._exact), len(self._by_skeleton), len(self._by_fingerprint)
 
     # ----------------------------------------------------------------------- analysis
 
@@ -156,32 +175,46 @@ class PolicyEngine:
         cached = self._exact.data.get(sql)
         if cached is not None:
             return cached
-        cacheable = len(sql) <= MAX_CACHED_TEXT
-        fp = fingerprint(sql, self.dialect) if cacheable else None
+        if len(sql) > MAX_CACHED_TEXT:
+            return self._cold(sql, None, None)
+        sk = skeleton(sql)
+        if sk is not None:
+            cached = self._by_skeleton.data.get(sk)
+            if cached is not None:
+                self._exact.put(sql, cached)
+                return cached
+        fp = fingerprint(sql, self.dialect)
         if fp is not None:
             cached = self._by_fingerprint.data.get(fp)
             if cached is not None:
                 self._exact.put(sql, cached)
+                if sk is not None and cached.skeleton_ok:
+                    self._by_skeleton.put(sk, cached)
                 return cached
-        analysis, fp_ok = self._cold(sql, fp)
-        if cacheable:
-            self._exact.put(sql, analysis)
-            if fp is not None and fp_ok and not analysis.literal_dependent:
-                self._by_fingerprint.put(fp, analysis)
+        analysis = self._cold(sql, sk, fp)
+        self._exact.put(sql, analysis)
         return analysis
 
-    def _cold(self, sql: str, fp: str | None) -> tuple[Analysis, bool]:
+    def _cold(self, sql: str, sk: bytes | None, fp: str | None) -> Analysis:
         if len(sql) > self._max_parse_chars:
-            return self._analysis((unknown_facts(),)), False
+            return self._analysis((unknown_facts(),))
         try:
             lexed = lex(sql, self.dialect)
-        except LexError:
-            return self._analysis((unknown_facts(),)), False
-        except Exception:
-            return self._analysis((unknown_facts(),)), False
-        statements = classify_lexed(lexed, self.dialect)
-        fp_ok = fp is not None and fingerprint_from_tokens(sql, lexed) == fp
-        return self._analysis(statements), fp_ok
+        except Exception:  # LexError, or a bug: either way the text is unknown
+            return self._analysis((unknown_facts(),))
+        analysis = self._analysis(classify_lexed(lexed, self.dialect))
+        if analysis.literal_dependent:
+            return analysis
+        skeleton_ok = skeleton_eligible(sql, lexed) and not any(
+            tok.kind == STRING for tok in lexed.tokens
+        )
+        if skeleton_ok:
+            analysis = replace(analysis, skeleton_ok=True)
+        if sk is not None and skeleton_ok:
+            self._by_skeleton.put(sk, analysis)
+        if fp is not None and fingerprint_from_tokens(sql, lexed) == fp:
+            self._by_fingerprint.put(fp, analysis)
+        return analysis
 
     def _analysis(self, statements: tuple[StatementFacts, ...]) -> Analysis:
         stateful = any(f.stateful for f in statements)

@@ -38,6 +38,8 @@ __all__ = [
     "fingerprint",
     "fingerprint_from_tokens",
     "lex",
+    "skeleton",
+    "skeleton_eligible",
     "split_statements",
 ]
 
@@ -73,7 +75,7 @@ class Tok(NamedTuple):
 
 _IDENT_START: Final = r"A-Za-z_\x80-\U0010FFFF"
 _IDENT_CONT: Final = r"\w$\x80-\U0010FFFF"
-_DECIMAL: Final = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_DECIMAL: Final = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _DECIMAL_RE: Final = re.compile(_DECIMAL)
 
 _PG_TOKEN: Final = re.compile(
@@ -81,7 +83,7 @@ _PG_TOKEN: Final = re.compile(
     (?P<ws>[ \t\n\r\f\v]+)
   | (?P<line>--[^\n\r]*)
   | (?P<block>/\*)
-  | (?P<param>\$\d+)
+  | (?P<param>\$[0-9]+)
   | (?P<dollar>\$(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$)
   | (?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
   | (?P<uident>[uU]&"(?:[^"]|"")*")
@@ -89,7 +91,7 @@ _PG_TOKEN: Final = re.compile(
   | (?P<str>'(?:[^']|'')*')
   | (?P<qident>"(?:[^"]|"")*")
   | (?P<num>0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
-            |(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?)
+            |(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?)
   | (?P<word>[{_IDENT_START}][{_IDENT_CONT}]*)
   | (?P<punct>[;(),.])
   | (?P<other>.)
@@ -101,7 +103,7 @@ _MY_TOKEN: Final = re.compile(
     rf"""
     (?P<ws>[ \t\n\r\f\v]+)
   | (?P<line>\#[^\n]*|--(?=[\x00-\x20]|$)[^\n]*)
-  | (?P<exec>/\*M?!\d{{0,6}})
+  | (?P<exec>/\*M?![0-9]{{0,6}})
   | (?P<block>/\*)
   | (?P<xstr>[xXbB]'[^']*'|[nN]'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
   | (?P<str>'(?:[^'\\]|\\.|'')*')
@@ -501,41 +503,57 @@ class _NoFingerprint(Exception):
     pass
 
 
+# One pass over the text. The leading lookahead rejects, with one character test, every
+# position that cannot start a literal, comment or quoted name (most of them). Branches
+# that must not start inside a word (numbers, E'' / B'' / X'' / N'' / U&'' prefixes,
+# dollar quotes) are checked in the callback against the preceding character, so the pass
+# agrees with the full lexer, which never starts a token inside a word.
 _PG_FP: Final = re.compile(
     rf"""
-    (?P<keep>
-        --[^\n\r]*
-      | /\*[^*]*\*+(?:[^/*][^*]*\*+)*/
-      | "(?:[^"]|"")*"
-      | (?<![{_IDENT_CONT}])[eE]'(?:[^'\\]|\\.|'')*'
-      | (?<![{_IDENT_CONT}])(?:[uU]&|[bBxXnN])'(?:[^']|'')*'
-      | (?<![{_IDENT_CONT}])\$(?P<tag>[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$.*?\$(?P=tag)\$
+    (?=[-/"'$0-9.]|[eEbBxXnN]'|[uU]&)
+    (?:
+        (?P<keep>--[^\n\r]*|/\*[^*]*\*+(?:[^/*][^*]*\*+)*/|"(?:[^"]|"")*")
+      | (?P<prefixed>
+            [eE]'(?:[^'\\]|\\.|'')*'
+          | (?:[uU]&|[bBxXnN])'(?:[^']|'')*'
+          | \$(?P<tag>[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$.*?\$(?P=tag)\$
+        )
+      | (?P<str>'(?:[^']|'')*')
+      | (?P<num>{_DECIMAL}(?![{_IDENT_CONT}.]))
+      | (?P<bad>['"]|/\*|\$(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$)
     )
-  | (?P<str>'(?:[^']|'')*')
-  | (?P<num>(?<![{_IDENT_CONT}.]){_DECIMAL}(?![{_IDENT_CONT}.]))
-  | (?P<bad>['"]|/\*|(?<![{_IDENT_CONT}])\$(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$)
     """,
     re.VERBOSE | re.DOTALL,
 )
 
 _MY_FP: Final = re.compile(
     rf"""
-    (?P<keep>
-        \#[^\n]*
-      | --(?=[\x00-\x20]|$)[^\n]*
-      | /\*M?!(?:[^*'"`]|\*(?!/)|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`)*\*/
-      | /\*.*?\*/
-      | `(?:[^`]|``)*`
-      | "(?:[^"\\]|\\.|"")*"
-      | (?<![{_IDENT_CONT}])[xXbB]'[^']*'
-      | (?<![{_IDENT_CONT}])[nN]'(?:[^'\\]|\\.|'')*'
+    (?=[-/"'`\#0-9.]|[xXbBnN]')
+    (?:
+        (?P<keep>
+            \#[^\n]*
+          | --(?=[\x00-\x20]|$)[^\n]*
+          | /\*M?!(?:[^*'"`]|\*(?!/)|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`)*\*/
+          | /\*.*?\*/
+          | `(?:[^`]|``)*`
+          | "(?:[^"\\]|\\.|"")*"
+        )
+      | (?P<prefixed>[xXbB]'[^']*'|[nN]'(?:[^'\\]|\\.|'')*')
+      | (?P<str>'(?:[^'\\]|\\.|'')*')
+      | (?P<num>{_DECIMAL}(?![{_IDENT_CONT}.]))
+      | (?P<bad>['"`]|/\*)
     )
-  | (?P<str>'(?:[^'\\]|\\.|'')*')
-  | (?P<num>(?<![{_IDENT_CONT}.@]){_DECIMAL}(?![{_IDENT_CONT}.]))
-  | (?P<bad>['"`]|/\*)
     """,
     re.VERBOSE | re.DOTALL,
 )
+_PG_WORDISH: Final = re.compile(rf"[{_IDENT_CONT}.]")
+_MY_WORDISH: Final = re.compile(rf"[{_IDENT_CONT}.@]")  # @1 is a user variable
+
+
+def _glued(m: re.Match[str], wordish: re.Pattern[str]) -> bool:
+    """Whether the match starts inside a word (where the full lexer would not start one)."""
+    start = m.start()
+    return start > 0 and wordish.match(m.string, start - 1) is not None
 
 
 def _pg_repl(m: re.Match[str]) -> str:
@@ -543,12 +561,14 @@ def _pg_repl(m: re.Match[str]) -> str:
     if group == "str":
         return "''"
     if group == "num":
-        return "0"
+        return m.group() if _glued(m, _PG_WORDISH) else "0"
     if group == "keep":
         text = m.group()
         if text.startswith("/*") and "/*" in text[2:]:
             raise _NoFingerprint  # nested comment: leave it to the full lexer
         return text
+    if group == "prefixed" and not _glued(m, _PG_WORDISH):
+        return m.group()
     raise _NoFingerprint
 
 
@@ -557,8 +577,10 @@ def _my_repl(m: re.Match[str]) -> str:
     if group == "str":
         return "''"
     if group == "num":
-        return "0"
+        return m.group() if _glued(m, _MY_WORDISH) else "0"
     if group == "keep":
+        return m.group()
+    if group == "prefixed" and not _glued(m, _MY_WORDISH):
         return m.group()
     raise _NoFingerprint
 
@@ -603,3 +625,40 @@ def fingerprint_from_tokens(original: str, lexed: Lexed) -> str | None:
         last = tok.end
     out.append(original[last:])
     return "".join(out)
+
+
+# --------------------------------------------------------------------------- skeleton
+
+# The cheapest key: UTF-8 bytes with every ASCII digit turned into 0 (one C call). Two texts
+# with one skeleton differ only in digit values at the same positions. That says nothing
+# on its own (t1 vs t2 are different tables), so a result is filed under its skeleton only
+# if every digit of its text sits in a plain decimal number token that no word character
+# follows (``skeleton_eligible``): the lexer reads such texts identically whatever the digit
+# values, and the classification never depends on a number's value unless the facts say
+# literal_dependent.
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_ASCII_DIGITS: Final = frozenset("0123456789")
+
+
+def skeleton(text: str) -> bytes | None:
+    try:
+        return text.encode("utf-8").translate(_DIGITS_TO_ZERO)
+    except UnicodeEncodeError:
+        return None  # lone surrogates: no fast key
+
+
+def skeleton_eligible(original: str, lexed: Lexed) -> bool:
+    if lexed.text != original:
+        return False  # rewritten (U& identifiers, executable comments)
+    in_numbers = 0
+    for tok in lexed.tokens:
+        piece = original[tok.start : tok.end]
+        digits = sum(1 for ch in piece if ch in _ASCII_DIGITS)
+        if not digits:
+            continue
+        if tok.kind != NUMBER or not _DECIMAL_RE.fullmatch(piece):
+            return False
+        if tok.end < len(original) and _MY_WORDISH.match(original, tok.end):
+            return False
+        in_numbers += digits
+    return in_numbers == sum(1 for ch in original if ch in _ASCII_DIGITS)
