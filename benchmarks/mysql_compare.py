@@ -199,6 +199,11 @@ tls_ca_file = "{ca_file}"
 name = "bench"
 groups = ["bench"]
 targets = ["*"]
+# A realistic policy, so the benchmark pays for statement decisions. drop_database
+# and file_access cannot fire here (ddl and file are not allowed, so such statements
+# are refused by class) and check-config rejects rules that can never fire.
+allow = ["read", "write", "transaction", "session"]
+deny = ["truncate", "delete_without_where", "update_without_where"]
 """
     )
     env = dict(os.environ)

@@ -16,8 +16,9 @@ read. Server packets are followed with the ``ResponseTracker`` one command at a
 time; runs of row packets are collapsed by ``next_row_run`` (a header read per
 row) and attributed to the exchange at the head of the FIFO. Sequence ids pass
 through unchanged except where the gateway answers itself (refused commands,
-KILL ownership errors, COM_CHANGE_USER, a refused LOCAL INFILE request), where
-they are computed from the client's command.
+statements the policy refused (mysql_policy.py), KILL ownership errors,
+COM_CHANGE_USER, a refused LOCAL INFILE request), where they are computed from the
+client's command.
 
 KILL [QUERY|CONNECTION] n and COM_PROCESS_KILL carry the gateway's connection id:
 they are rewritten to the upstream thread id after checking that the same
@@ -83,6 +84,7 @@ from ..net.leg import Leg, LegClosed
 from .errors import LoginRefused
 from .leg_pair import LegPair
 from .mysql_caps import END_TO_END, REQUIRED_FROM_CLIENT, advertised_capabilities
+from .mysql_policy import ACCESS_DENIED_SQLSTATE, ER_TABLEACCESS_DENIED_ERROR, MyPolicyGate
 from .mysql_recording import Exchange, MyRecordingObserver
 from .mysql_sql import KillRefused, KillStatement, find_kill, is_load_data_local
 from .mysql_tls import start_server_tls
@@ -107,6 +109,7 @@ _MAX_LOGIN_PACKET = 64 * 1024
 _STATUS_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 # Plain ints on the hot path: IntFlag arithmetic runs Python-level enum code.
 _LOCAL_FILES = int(Capability.CLIENT_LOCAL_FILES)
+_PROTOCOL_41 = int(Capability.CLIENT_PROTOCOL_41)
 _CURSOR_FLAGS = int(CursorType.READ_ONLY | CursorType.FOR_UPDATE)
 _HEADER_MAX = MAX_PACKET_PAYLOAD + 4
 
@@ -177,6 +180,7 @@ class MySqlSession(LegPair):
         self.upstream: UpstreamConnection | None = None
         self.tracker: ResponseTracker | None = None
         self.observer: MyRecordingObserver | None = None
+        self.policy_gate: MyPolicyGate | None = None
         self.statements = StatementRegistry()
         self.identity_subject: str | None = None
         self.identity: Identity | None = None
@@ -302,6 +306,12 @@ class MySqlSession(LegPair):
                 f"recording unavailable: {exc}",
             ) from None
         self.observer = MyRecordingObserver(recording, runtime.record_rows(target, identity))
+        self.policy_gate = MyPolicyGate(
+            runtime.session_policy(target, identity),
+            self.observer,
+            self.session_id,
+            response.charset,
+        )
         self.tracker = ResponseTracker(self.capabilities)
         if recording is not None:
             recording.set_flow_control(
@@ -560,18 +570,25 @@ class MySqlSession(LegPair):
         cmd = buf[start + 4]
         tracker = self.tracker
         observer = self.observer
-        assert tracker is not None and observer is not None
+        gate = self.policy_gate
+        assert tracker is not None and observer is not None and gate is not None
         big = stop - start > _HEADER_MAX
         if cmd == _COM_QUERY:
             sql = join_payload(buf, start, stop)[1:] if big else buf[start + 5 : stop]
+            # Decided before anything else looks at it: a refused statement never
+            # reaches the server (and a refused KILL is not mapped).
+            decision = gate.check(sql, "simple")
+            if decision.action != "allow":
+                return self._refuse_statement(decision.message, buf, start, stop)
             try:
                 kill = find_kill(sql)
             except KillRefused as exc:
                 return self._local_error(ER_KILL_DENIED, "HY000", str(exc), buf, start, stop)
             if kill is not None:
-                return self._kill(kill, buf, start, stop, sql)
+                return self._kill(kill, buf, start, stop, sql, decision.rule)
             local = bool(self.capabilities & _LOCAL_FILES) and is_load_data_local(sql)
             ex = Exchange(cmd)
+            ex.rule = decision.rule
             if big:
                 ex.first_seq = count_physical_packets(memoryview(buf)[start:stop]) & 0xFF
             tracker.start(_COM_QUERY, local_infile=local)
@@ -596,7 +613,10 @@ class MySqlSession(LegPair):
             tracker.start(cmd)
             self._exchanges.append(Exchange(cmd))
             if cmd == _COM_RESET_CONNECTION:
+                # The server drops prepared statements and SQL-level PREPAREd ones.
                 self.statements.clear()
+                observer.statements_closed()
+                gate.reset()
                 observer.control("reset_connection", {})
             elif cmd == _COM_INIT_DB:
                 schema = buf[start + 5 : stop].decode("utf-8", "replace")
@@ -604,6 +624,9 @@ class MySqlSession(LegPair):
             return None
         if cmd == _COM_STMT_PREPARE:
             sql = join_payload(buf, start, stop)[1:] if big else buf[start + 5 : stop]
+            decision = gate.check(sql, "prepared")
+            if decision.action != "allow":
+                return self._refuse_statement(decision.message, buf, start, stop)
             try:
                 kill = find_kill(sql)
             except KillRefused as exc:
@@ -619,6 +642,7 @@ class MySqlSession(LegPair):
                 )
             ex = Exchange(cmd)
             ex.text = sql
+            ex.rule = decision.rule
             tracker.start(cmd)
             self._exchanges.append(ex)
             return None
@@ -630,6 +654,7 @@ class MySqlSession(LegPair):
             stmt_id = int.from_bytes(buf[start + 5 : start + 9], "little")
             if cmd == _COM_STMT_CLOSE:
                 self.statements.close(stmt_id)
+                observer.statements_closed(stmt_id)
                 tracker.start(cmd)  # no response
                 return None
             ex = Exchange(cmd)
@@ -711,16 +736,40 @@ class MySqlSession(LegPair):
         reply = _err(errno, sqlstate, message, self._reply_seq(buf, start, stop))
         if self.observer is not None:
             self.observer.control("refused", {"errno": str(errno), "message": message})
+        return self._reply_locally(reply, buf[start + 4])
+
+    def _refuse_statement(self, message: str, buf: bytes, start: int, stop: int) -> bytes:
+        """Answer a statement the policy refused (the gate recorded and logged it) with
+        ERR 1142, as the server answers a statement on a table the user may not use."""
+        payload = build_err_packet(
+            ER_TABLEACCESS_DENIED_ERROR,
+            ACCESS_DENIED_SQLSTATE,
+            message,
+            protocol_41=bool(self.capabilities & _PROTOCOL_41),
+        )
+        reply = build_packets(payload, self._reply_seq(buf, start, stop))[0]
+        return self._reply_locally(reply, buf[start + 4])
+
+    def _reply_locally(self, reply: bytes, cmd: int) -> bytes:
+        """Send a gateway-made reply now when nothing is in flight, else queue it behind
+        the pending exchanges (``_server_data`` sends it when they complete). The
+        command never goes upstream: the response tracker is not told about it."""
         if not self._exchanges:
             self.client.write(reply)
         else:
-            ex = Exchange(buf[start + 4])
+            ex = Exchange(cmd)
             ex.local_reply = reply
             self._exchanges.append(ex)
         return b""
 
     def _kill(
-        self, kill: KillStatement, buf: bytes, start: int, stop: int, sql: bytes | None
+        self,
+        kill: KillStatement,
+        buf: bytes,
+        start: int,
+        stop: int,
+        sql: bytes | None,
+        rule: str | None = None,
     ) -> bytes:
         """Map a KILL of a gateway connection id to the upstream thread id."""
         victim = self._find_session(kill.connection_id)
@@ -755,6 +804,7 @@ class MySqlSession(LegPair):
                 },
             )
         ex = Exchange(buf[start + 4])
+        ex.rule = rule
         tracker = self.tracker
         assert tracker is not None
         tracker.start(buf[start + 4])
@@ -910,7 +960,12 @@ class MySqlSession(LegPair):
             return True
         if isinstance(ev, StatementPrepared):
             self.statements.add(ex.text, ev.ok, ev.params, ev.columns)
+            observer.prepared(ev.ok.statement_id, ex.rule)
             return False
+        if isinstance(ev, (OkReceived, ResultSetEnded)) and ev.ok.session_state_changes:
+            gate = self.policy_gate
+            assert gate is not None
+            gate.server_ok(ev.ok)
         if ex.swallow:
             return False
         if isinstance(ev, ResultSetStarted):
@@ -1065,6 +1120,14 @@ class MySqlSession(LegPair):
             self.statements.clear()
             if request.charset:
                 self.charset = request.charset
+            if self.policy_gate is not None:
+                # A new identity: its own policy (a fresh engine session, so no SQL-level
+                # state survives, as on the server); the client charset is the one
+                # this command named (or stays).
+                self.policy_gate.policy = runtime.session_policy(self.target, identity)
+                self.policy_gate.collation(self.charset)
+            if self.observer is not None:
+                self.observer.statements_closed()
             if self.observer is not None:
                 self.observer.control(
                     "change_user",

@@ -34,12 +34,14 @@ if TYPE_CHECKING:
     from protocols.mysql.commands import PreparedStatement
     from protocols.mysql.packets import ErrPacket, OkPacket
 
+    from ..policy import Decision
     from ..recording import SessionRecording
     from ..recording.session import Statement
 
 TEXT_ROWS = "mysql.text"
 BINARY_ROWS = "mysql.binary"
 _COLUMN_CACHE = 256
+_STATEMENT_RULES = 4096
 
 _STRING_TYPES = frozenset(
     {
@@ -120,6 +122,7 @@ class Exchange:
         "recorded",
         "result_index",
         "rows",
+        "rule",
         "sent_seq",
         "started",
         "stmt",
@@ -151,18 +154,52 @@ class Exchange:
         self.swallow = False
         self.first_seq = 1  # sequence id of the first response packet
         self.sent_seq = 0
+        # The policy rule that allowed the statement (recorded with each result).
+        self.rule: str | None = None
 
 
 class MyRecordingObserver:
     """Records MySQL commands; a no-op shell when the session is not recorded."""
 
-    __slots__ = ("_columns", "record_rows", "recording", "statements")
+    __slots__ = ("_columns", "_statement_rules", "denied", "record_rows", "recording", "statements")
 
     def __init__(self, recording: SessionRecording | None, record_rows: int) -> None:
         self.recording = recording
         self.record_rows = record_rows
         self.statements = 0
+        self.denied = 0
         self._columns: dict[tuple[tuple[ColumnDefinition41, ...], bool], list[ColumnInfo]] = {}
+        # The policy rule that allowed each prepared statement (by statement id),
+        # recorded with its executions.
+        self._statement_rules: dict[int, str | None] = {}
+
+    # -- policy -----------------------------------------------------------------------------
+
+    def refused(self, text: str, path: str, decision: Decision) -> None:
+        """A statement the policy refused: recorded whole (it never reaches the server)."""
+        self.statements += 1
+        self.denied += 1
+        rec = self.recording
+        if rec is None:
+            return
+        st = rec.statement(text, path, None, None, "deny", decision.rule)
+        rec.complete(st, None, 0, 0, 0, 0.0, ("1142", "42000: " + decision.message))
+
+    def prepared(self, statement_id: int, rule: str | None) -> None:
+        """The server created a statement the policy allowed with ``rule``."""
+        if self.recording is None:
+            return
+        rules = self._statement_rules
+        if len(rules) >= _STATEMENT_RULES:
+            rules.clear()  # bounded: an evicted id is recorded without a rule
+        rules[statement_id] = rule
+
+    def statements_closed(self, statement_id: int | None = None) -> None:
+        """COM_STMT_CLOSE of one statement, or every statement (reset, change user)."""
+        if statement_id is None:
+            self._statement_rules.clear()
+        else:
+            self._statement_rules.pop(statement_id, None)
 
     # -- statements ----------------------------------------------------------------------
 
@@ -183,6 +220,7 @@ class MyRecordingObserver:
         ex.text = stmt.sql if stmt is not None else None
         if stmt is not None:
             ex.name = str(stmt.statement_id)
+            ex.rule = self._statement_rules.get(stmt.statement_id)
         if execute is not None:
             params = [
                 parameter_text(t, unsigned, v)
@@ -198,6 +236,8 @@ class MyRecordingObserver:
         ex.path = "fetch"
         ex.text = stmt.sql if stmt is not None else None
         ex.name = str(stmt.statement_id) if stmt is not None else None
+        if stmt is not None:
+            ex.rule = self._statement_rules.get(stmt.statement_id)
         if stmt is not None and stmt.columns:
             ex.columns = self._column_infos(stmt.columns, True)
             ex.binary = True
@@ -213,6 +253,8 @@ class MyRecordingObserver:
             path=ex.path,
             statement_name=ex.name,
             parameters=ex.params,
+            decision="allow",
+            rule=ex.rule,
         )
         ex.started = time.monotonic()
         if ex.columns is not None:

@@ -28,11 +28,13 @@ DEFAULT_POLICIES = """
 name = "admins"
 groups = ["dba"]
 targets = ["app-my"]
+allow = ["*"]
 
 [[policies]]
 name = "contractors"
 groups = ["contractors"]
 targets = ["app-my"]
+allow = ["read", "session", "transaction"]
 record_rows = 5
 """
 

@@ -1,0 +1,219 @@
+"""Statement policy on the MySQL wire: decide COM_QUERY and COM_STMT_PREPARE texts.
+
+Where decisions happen (issue 5): every COM_QUERY text (a multi-statement packet as a
+whole: one refused statement refuses the packet) and every COM_STMT_PREPARE text, before
+anything is sent upstream. COM_STMT_EXECUTE is not decided: a refused PREPARE never
+reaches the server, so the statement id the client would execute never exists.
+
+How a refusal works: unlike PostgreSQL, a MySQL command has exactly one response and no
+transaction side effect when it fails at parse time, so the gateway simply does not
+forward the command and answers it itself (ERR 1142, the server's own "command denied"
+error) in order with the responses of the commands pipelined before it, the same way
+the driver answers other commands it refuses.
+
+Character sets: the classifier reads the text as UTF-8. In sjis, cp932, big5, gbk and
+gb18030 the second byte of a multi-byte character can be an ASCII backslash or quote,
+so such text can hide the end of a literal from the classifier while the server sees
+it. While the session's character_set_client is one of them every statement is refused
+(fail closed). The gateway follows character_set_client through the handshake collation,
+COM_CHANGE_USER, the server's session-state tracking (when the client negotiated
+CLIENT_SESSION_TRACK and the server tracks character_set_client, MariaDB's default) and
+statements: a SET NAMES / SET CHARACTER SET / SET character_set_client to one of them,
+or to a value the gateway cannot read (a variable, DEFAULT, an expression), is refused
+before it runs. Not followed: a server started with skip-character-set-client-handshake
+(or a global default reached through COM_RESET_CONNECTION) whose default is one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Final
+
+from ..policy import Decision
+from .mysql_sql import Token, split_statements
+
+if TYPE_CHECKING:
+    from protocols.mysql.packets import OkPacket
+
+    from ..policy import SessionPolicy
+    from .mysql_recording import MyRecordingObserver
+
+log = logging.getLogger("gateway.policy")
+
+ER_TABLEACCESS_DENIED_ERROR: Final = 1142
+ACCESS_DENIED_SQLSTATE: Final = "42000"
+CHARSET_RULE: Final = "unknown:character_set_client"
+
+# Character sets whose multi-byte characters can contain ASCII bytes (see above).
+UNSAFE_CHARSETS: Final = frozenset({"sjis", "cp932", "big5", "gbk", "gb18030"})
+# Their collation ids (information_schema.COLLATIONS): MySQL and MariaDB share the
+# ids below 256; MariaDB's NOPAD variants are the same id + 1024.
+_BASE_COLLATIONS: Final = {
+    1: "big5",  # big5_chinese_ci
+    84: "big5",  # big5_bin
+    13: "sjis",  # sjis_japanese_ci
+    88: "sjis",  # sjis_bin
+    28: "gbk",  # gbk_chinese_ci
+    87: "gbk",  # gbk_bin
+    95: "cp932",  # cp932_japanese_ci
+    96: "cp932",  # cp932_bin
+    248: "gb18030",  # gb18030_chinese_ci (MySQL 8)
+    249: "gb18030",  # gb18030_bin
+    250: "gb18030",  # gb18030_unicode_520_ci
+}
+UNSAFE_COLLATIONS: Final = {
+    **_BASE_COLLATIONS,
+    **{cid + 1024: name for cid, name in _BASE_COLLATIONS.items() if cid < 248},
+}
+# Cheap pre-filter: only statements naming one of these can change the client charset.
+_CHARSET_WORDS = re.compile(rb"(?i)names|charset|character")
+
+
+def unsafe_collation(collation_id: int) -> str | None:
+    """The unsafe character set of a collation id, None when it is safe."""
+    return UNSAFE_COLLATIONS.get(collation_id)
+
+
+def charset_assignments(sql: bytes) -> list[str | None]:
+    """The client character sets ``sql`` assigns (SET NAMES x, SET CHARACTER SET x,
+    SET CHARSET x, SET [SESSION|@@...] character_set_client = x, SET STATEMENT ...),
+    lower-cased; None for a value that is not a plain name (a variable, DEFAULT, an
+    expression). Lexed with and without backslash escapes, like every security
+    decision of the driver, so a wrong guess of sql_mode cannot hide an assignment."""
+    if _CHARSET_WORDS.search(sql) is None:
+        return []
+    found: list[str | None] = []
+    for escapes in (True, False):
+        for toks in split_statements(sql, backslash_escapes=escapes):
+            if toks[0].kind == "word" and toks[0].text == b"SET":
+                found.extend(_assignments(toks))
+    return found
+
+
+def _assignments(toks: list[Token]) -> list[str | None]:
+    out: list[str | None] = []
+    n = len(toks)
+    for i, tok in enumerate(toks):
+        if tok.kind != "word":
+            continue
+        value_at = -1
+        # NAMES / CHARSET / CHARACTER SET start an assignment only right after SET or
+        # a comma (elsewhere they are function names or column attributes).
+        starts = i > 0 and toks[i - 1].text in (b"SET", b",")
+        if starts and tok.text in (b"NAMES", b"CHARSET"):
+            value_at = i + 1
+        elif starts and tok.text == b"CHARACTER" and i + 1 < n and toks[i + 1].text == b"SET":
+            value_at = i + 2
+        elif tok.text == b"CHARACTER_SET_CLIENT":
+            # Assigned only when "=" or ":=" follows (else it is read, as in
+            # SET @x = @@character_set_client).
+            j = i + 1
+            if j < n and toks[j].text == b":":
+                j += 1
+            if j < n and toks[j].text == b"=":
+                value_at = j + 1
+        if value_at >= 0:
+            out.append(_charset_name(toks, value_at))
+    return out
+
+
+def _charset_name(toks: list[Token], i: int) -> str | None:
+    if i >= len(toks):
+        return None
+    tok = toks[i]
+    if tok.kind == "word":
+        name = tok.text
+    elif tok.kind in ("string", "ident") and len(tok.text) >= 2:
+        name = tok.text[1:-1]
+    else:
+        return None
+    text = name.decode("ascii", "replace").lower()
+    if text == "default" or not re.fullmatch(r"[a-z0-9_]+", text):
+        return None
+    return text
+
+
+class MyPolicyGate:
+    """Decides one MySQL session's statements and follows its client character set."""
+
+    __slots__ = ("observer", "policy", "session_id", "unsafe_charset")
+
+    def __init__(
+        self, policy: SessionPolicy, observer: MyRecordingObserver, session_id: str, collation: int
+    ) -> None:
+        self.policy = policy
+        self.observer = observer
+        self.session_id = session_id
+        self.unsafe_charset = unsafe_collation(collation)
+
+    def collation(self, collation_id: int) -> None:
+        """The client's collation changed (COM_CHANGE_USER)."""
+        self.unsafe_charset = unsafe_collation(collation_id)
+
+    def reset(self) -> None:
+        """COM_CHANGE_USER / COM_RESET_CONNECTION: SQL-level state of the engine is gone."""
+        self.policy.reset()
+
+    def server_ok(self, ok: OkPacket) -> None:
+        """Follow character_set_client when the server reports it (session tracking)."""
+        for change in ok.session_state_changes:
+            for name, value in change.system_variables():
+                if name.lower() == b"character_set_client":
+                    charset = value.decode("ascii", "replace").lower()
+                    self.unsafe_charset = charset if charset in UNSAFE_CHARSETS else None
+
+    def check(self, sql: bytes, path: str) -> Decision:
+        """The decision on one COM_QUERY (path "simple") or COM_STMT_PREPARE ("prepared")
+        text; a refusal is recorded and logged here."""
+        if self.unsafe_charset is not None:
+            decision = Decision(
+                "deny",
+                CHARSET_RULE,
+                "statement refused by the gateway: character_set_client "
+                f"{self.unsafe_charset} cannot be checked safely; "
+                "reconnect with a utf8mb4 character set",
+                frozenset({"unknown"}),
+            )
+        else:
+            decision = self.policy.check_query(_text(sql))
+            if decision.action == "allow":
+                decision = self._charset_change(sql, decision)
+        if decision.action != "allow":
+            self._refused(sql, path, decision)
+        return decision
+
+    def _charset_change(self, sql: bytes, allowed: Decision) -> Decision:
+        for charset in charset_assignments(sql):
+            if charset is None or charset in UNSAFE_CHARSETS:
+                shown = charset or "a value the gateway cannot read"
+                return Decision(
+                    "deny",
+                    CHARSET_RULE,
+                    f"statement refused by the gateway: character_set_client {shown} "
+                    "cannot be checked safely; use a literal utf8mb4 (or another "
+                    "ASCII-safe) character set name",
+                    allowed.classes,
+                )
+        return allowed
+
+    def _refused(self, sql: bytes, path: str, decision: Decision) -> None:
+        self.observer.refused(_text(sql), path, decision)
+        # The statement text is not logged: literals in it may be sensitive. The
+        # recording has it; the log says who, which rule and which classes.
+        log.info(
+            "statement refused",
+            extra={
+                "session_id": self.session_id,
+                "action": decision.action,
+                "rule": decision.rule,
+                "classes": sorted(decision.classes),
+                "path": path,
+            },
+        )
+
+
+def _text(raw: bytes) -> str:
+    # Keywords are ASCII in every character set the gateway lets through (unsafe ones
+    # are refused above), so a replaced non-UTF-8 byte sits inside a literal or name.
+    return raw.decode("utf-8", errors="replace")
