@@ -99,6 +99,8 @@ def _same_code_spans(stmt: Stmt, tokens: Sequence[object]) -> bool:
         if start < 0 or end > size or end <= start:
             return False
         raw = text[start:end]
+        if raw.startswith("/*+"):
+            continue  # MySQL optimizer hint: a comment to our lexer, a hint to sqlglot
         if raw[0].isalpha() and raw[-1].isalpha() and _HAS_SPACE(raw):
             # sqlglot merges keyword pairs ("ORDER BY", "PARTITION BY") into one token
             # that spans the whitespace between them; that whitespace is not code.

@@ -424,13 +424,14 @@ def set_mysql(stmt: Stmt) -> StatementFacts:
     builtins: set[str] = set()
     literal_dependent = False
     for start, stop in _split_items(stmt, 1):
-        item_classes, dependent = _mysql_set_item(stmt, start, stop)
-        if item_classes is None:
+        item = _mysql_set_item(stmt, start, stop)
+        if item is None:
             return unknown(stmt)
+        item_classes, dependent, global_scope = item
         classes |= item_classes
         literal_dependent = literal_dependent or dependent
-    if "admin" in classes:
-        builtins.add("set_global")
+        if global_scope:
+            builtins.add("set_global")
     tables, schemas = harvest_names(stmt, 1)  # SET @x = (SELECT ... FROM t)
     return build(
         stmt,
@@ -466,8 +467,9 @@ _MYSQL_SCOPES: Final[frozenset[str]] = frozenset(
 )
 
 
-def _mysql_set_item(stmt: Stmt, start: int, stop: int) -> tuple[set[str] | None, bool]:
-    """Classes of one ``[scope] name = value`` item; None if it is not one."""
+def _mysql_set_item(stmt: Stmt, start: int, stop: int) -> tuple[set[str], bool, bool] | None:
+    """(classes, literal dependent, global scope) of one ``[scope] name = value`` item;
+    None if it is not one."""
     j = start
     scope_admin = False
     if stmt.kw(j) in _MYSQL_GLOBAL_SCOPES:
@@ -493,7 +495,7 @@ def _mysql_set_item(stmt: Stmt, start: int, stop: int) -> tuple[set[str] | None,
     else:
         ident = stmt.ident(j)
         if ident is None:
-            return None, False
+            return None
         name = ident[0].lower()
         j += 1
     if stmt.raw(j) == ":" and stmt.raw(j + 1) == "=":
@@ -501,7 +503,7 @@ def _mysql_set_item(stmt: Stmt, start: int, stop: int) -> tuple[set[str] | None,
     elif stmt.raw(j) == "=":
         j += 1
     elif not (name in ("names",) or stmt.kw(j) == "TO"):
-        return None, False
+        return None
     classes: set[str] = {"session"}
     dependent = False
     if scope_admin:
@@ -514,7 +516,7 @@ def _mysql_set_item(stmt: Stmt, start: int, stop: int) -> tuple[set[str] | None,
     elif name in ("character_set_client", "character_set_connection", "names"):
         classes = _mysql_charset_classes(stmt, j, stop)
         dependent = literal_tokens(stmt, j, stop)
-    return classes, dependent
+    return classes, dependent, scope_admin
 
 
 def _mysql_sql_mode_class(stmt: Stmt, start: int, stop: int) -> str:
