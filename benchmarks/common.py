@@ -184,10 +184,14 @@ user = "{PG_ROLE}"
 password_env = "{UPSTREAM_PASSWORD_ENV}"
 tls = "{upstream_tls}"
 
+# A realistic policy: statement classes and built-in deny rules are checked on
+# every statement (decisions cached by text and by literal-stripped fingerprint).
 [[policies]]
 name = "bench"
 groups = ["dba"]
 targets = ["app-pg"]
+allow = ["read", "write", "transaction", "session"]
+deny = ["drop_database", "truncate", "delete_without_where", "update_without_where", "file_access", "copy_program"]
 """
         )
         env = dict(os.environ)

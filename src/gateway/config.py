@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from .policy import validate_policy
+
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "SUPPORTED_PROTOCOLS",
@@ -222,10 +224,28 @@ class Target(_Section, frozen=True, kw_only=True):
         return parse_listen(self.listen)[1]
 
 
+class PolicyRule(_Section, frozen=True, kw_only=True):
+    """A custom statement rule (docs/policy.md): matches when every matcher given matches;
+    referenced by name from a policy's ``deny`` or ``review``."""
+
+    name: Name
+    classes: list[str] = msgspec.field(default_factory=list)
+    kinds: list[str] = msgspec.field(default_factory=list)
+    tables: list[str] = msgspec.field(default_factory=list)
+    functions: list[str] = msgspec.field(default_factory=list)
+    schemas: list[str] = msgspec.field(default_factory=list)
+
+
 class Policy(_Section, frozen=True, kw_only=True):
     name: Name
     groups: Annotated[list[Name], _NonEmpty()]
     targets: Annotated[list[Name], _NonEmpty()]
+    # Statement classes this policy allows ("*" = all but "unknown"); required, so that
+    # what a group may run is always written down (docs/policy.md).
+    allow: list[str]
+    deny: list[str] = msgspec.field(default_factory=list)
+    review: list[str] = msgspec.field(default_factory=list)
+    rules: list[PolicyRule] = msgspec.field(default_factory=list)
     # Rows recorded per statement (the client still receives all of them).
     record_rows: Annotated[int, _Min(0)] = 1000
 
@@ -249,13 +269,9 @@ def _unenforced(feature: str, outcome: str) -> str:
     )
 
 
-_RULES_MSG: Final = _unenforced("statement rules", "unrestricted")
 _LIMITS_MSG: Final = _unenforced("result limits", "unlimited")
 _APPROVALS_MSG: Final = _unenforced("approvals", "without approvals")
 UNENFORCED_POLICY_KEYS: Final[Mapping[str, str]] = {
-    "allow": _RULES_MSG,
-    "deny": _RULES_MSG,
-    "rules": _RULES_MSG,
     "max_rows": _LIMITS_MSG,
     "max_bytes": _LIMITS_MSG,
     "session_max_rows": _LIMITS_MSG,
@@ -687,6 +703,11 @@ def _check_unique(items: list[tuple[int, dict[str, Any]]], key: str, ctx: _Ctx) 
 
 def _check_policy(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
     _check_name(values, raw, path, ctx)
+    # Classes, rule names and rules that can never fire: the policy engine's own checks,
+    # on the raw table so that its errors name the keys as written.
+    if _ok(values, "allow", "deny", "review", "rules"):
+        for key, message in validate_policy(raw, path):
+            ctx.error(key, message)
 
 
 _STRUCT_CHECKS: Final[Mapping[type, tuple[_Check, ...]]] = {
@@ -694,6 +715,7 @@ _STRUCT_CHECKS: Final[Mapping[type, tuple[_Check, ...]]] = {
     AuthSection: (_check_auth,),
     Target: (_check_target,),
     Policy: (_check_policy,),
+    PolicyRule: (_check_name,),
     Config: (_check_config,),
 }
 

@@ -27,6 +27,7 @@ from .config import (
     target_allowed,
 )
 from .identity import Identity
+from .policy import PolicyEngine, PolicySpec, RuleSpec, SessionPolicy
 from .session.errors import LoginRefused
 from .session.registry import SessionRegistry
 from .session.target import UpstreamTarget
@@ -62,6 +63,7 @@ class Runtime:
         self.policy_digest = policy_digest(config)
         self.targets = {t.name: make_target_runtime(t) for t in config.targets}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._engines: dict[tuple[tuple[str, ...], str], PolicyEngine] = {}
         self.counters: dict[str, int] = {"sessions": 0, "logins_refused": 0, "cancels": 0}
 
     # -- helpers ----------------------------------------------------------------------
@@ -109,6 +111,19 @@ class Runtime:
             if groups.intersection(p.groups) and (target.name in p.targets or "*" in p.targets)
         ]
 
+    def session_policy(self, target: TargetRuntime, identity: Identity) -> SessionPolicy:
+        """The statement policy of a new session: the union of the policies that let
+        this identity reach this target (docs/policy.md). Engines, and their decision
+        caches, are shared by every session with the same policies and dialect."""
+        policies = self.applicable_policies(target, identity)
+        dialect = "mysql" if target.config.protocol == "mysql" else "postgres"
+        key = (tuple(p.name for p in policies), dialect)
+        engine = self._engines.get(key)
+        if engine is None:
+            engine = PolicyEngine.build([policy_spec(p) for p in policies], dialect)
+            self._engines[key] = engine
+        return engine.session()
+
     def record_rows(self, target: TargetRuntime, identity: Identity) -> int:
         """Rows recorded per statement: the largest cap of the policies that apply."""
         return max(
@@ -116,8 +131,9 @@ class Runtime:
         )
 
     def allow_rule(self, target: TargetRuntime, identity: Identity) -> str | None:
-        """Names the rule behind "allow" in recordings: the policies granting access
-        (statement-level rules do not exist yet, so target access is the decision)."""
+        """The rule recorded for an allowed execution whose statement-level decision the
+        recording does not know (a SQL-level cursor's portal): the policies granting
+        access to the target."""
         names = [p.name for p in self.applicable_policies(target, identity)]
         return "policy:" + ",".join(names) if names else None
 
@@ -210,5 +226,26 @@ def make_target_runtime(target: Target) -> TargetRuntime:
             tls_ca_file=target.tls_ca_file,
             tls_server_name=target.tls_server_name,
             connect_timeout=target.connect_timeout,
+        ),
+    )
+
+
+def policy_spec(policy: Policy) -> PolicySpec:
+    """The statement part of a configured policy, for the policy engine."""
+    return PolicySpec(
+        name=policy.name,
+        allow=tuple(policy.allow),
+        deny=tuple(policy.deny),
+        review=tuple(policy.review),
+        rules=tuple(
+            RuleSpec(
+                name=r.name,
+                classes=tuple(r.classes),
+                kinds=tuple(r.kinds),
+                tables=tuple(r.tables),
+                functions=tuple(r.functions),
+                schemas=tuple(r.schemas),
+            )
+            for r in policy.rules
         ),
     )

@@ -158,11 +158,13 @@ def write_config(
 name = "admins"
 groups = ["dba"]
 targets = ["app-pg"]
+allow = ["*"]
 
 [[policies]]
 name = "contractors"
 groups = ["contractors"]
 targets = ["app-pg"]
+allow = ["read", "session", "transaction"]
 record_rows = 5
 """
     path.write_text(

@@ -49,6 +49,7 @@ POLICY = """
 name = "contractors"
 groups = ["contractors"]
 targets = ["app-pg"]
+allow = ["read"]
 """
 
 MINIMAL = AUTH + TARGET
@@ -141,7 +142,14 @@ def test_full_config_round_trip() -> None:
         name = "all"
         groups = ["dba"]
         targets = ["*"]
+        allow = ["*"]
+        deny = ["drop_database", "no-payroll"]
+        review = ["ddl"]
         record_rows = 0
+
+        [[policies.rules]]
+        name = "no-payroll"
+        tables = ["hr.*"]
         """
     )
     assert config.gateway.state_dir == "/var/lib/gateway"
@@ -365,7 +373,7 @@ def test_cross_checks_are_reported_together_with_type_errors() -> None:
 
 def test_bad_names_and_empty_values() -> None:
     text = AUTH + TARGET.replace('"app-pg"', '"app pg"').replace('"app"', '""')
-    text += '[[policies]]\nname = "p"\ngroups = []\ntargets = ["*"]\nrecord_rows = -1\n'
+    text += '[[policies]]\nname = "p"\ngroups = []\ntargets = ["*"]\nrecord_rows = -1\nallow = []\n'
     assert errors(text) == [
         "targets[0].database: must not be empty",
         "targets[0].name: use letters, digits, '_', '.' and '-' only, starting with a letter "
@@ -474,7 +482,9 @@ def test_password_errors_name_the_key_and_never_the_value(
 
 def test_targets_allowed_and_digest() -> None:
     other = TARGET.replace('"app-pg"', '"reports"').replace("6432", "6433")
-    policies = POLICY + '[[policies]]\nname = "dba"\ngroups = ["dba", "ops"]\ntargets = ["*"]\n'
+    policies = POLICY + (
+        '[[policies]]\nname = "dba"\ngroups = ["dba", "ops"]\ntargets = ["*"]\nallow = ["*"]\n'
+    )
     config = parse(AUTH + TARGET + other + policies)
     assert targets_allowed(config, ["contractors"]) == {"app-pg"}
     assert targets_allowed(config, ["ops", "x"]) == {"app-pg", "reports"}
@@ -537,3 +547,40 @@ def test_example_in_docs_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     config = parse(example)
     assert config.targets and config.policies
     assert os.path.isabs(config.auth.jwks_file or "")
+
+
+# ------------------------------------------------------------------ statement policy keys
+
+
+def test_policy_allow_is_required() -> None:
+    text = MINIMAL + '[[policies]]\nname = "p"\ngroups = ["g"]\ntargets = ["app-pg"]\n'
+    assert errors(text) == ["policies[0].allow: required key is missing"]
+
+
+def test_policy_statement_keys_are_checked_with_key_paths() -> None:
+    text = MINIMAL + textwrap.dedent(
+        """
+        [[policies]]
+        name = "p"
+        groups = ["g"]
+        targets = ["app-pg"]
+        allow = ["read", "reed"]
+        deny = ["drop_databse"]
+        review = ["no-such-rule"]
+
+        [[policies.rules]]
+        name = "empty"
+        """
+    )
+    found = errors(text)
+    assert any(e.startswith("policies[0].allow[1]: ") and "reed" in e for e in found), found
+    assert any(e.startswith("policies[0].deny[0]: ") for e in found), found
+    assert any(e.startswith("policies[0].review[0]: ") for e in found), found
+    assert any(e.startswith("policies[0].rules[0]") for e in found), found
+
+
+def test_policy_on_unknown_target_is_rejected() -> None:
+    text = MINIMAL + (
+        '[[policies]]\nname = "p"\ngroups = ["g"]\ntargets = ["nope"]\nallow = ["read"]\n'
+    )
+    assert errors(text) == ['policies[0].targets[0]: no target is named "nope"']

@@ -96,12 +96,15 @@ tls = "{tls}"
 name = "contractors"
 groups = ["contractors"]
 targets = {json.dumps(targets)}
+allow = ["read", "session", "transaction"]
 record_rows = 100
 
 [[policies]]
 name = "dba"
 groups = ["dba"]
 targets = ["*"]
+allow = ["*"]
+deny = ["drop_database"]
 """
 
 

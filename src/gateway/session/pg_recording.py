@@ -19,12 +19,14 @@ from ..recording import ColumnInfo
 from ..recording.session import HOLD_BYTES, Statement
 
 if TYPE_CHECKING:
+    from ..policy import Decision
     from ..recording import SessionRecording
 
 _LEN = Struct("!I")
 ROW_ENCODING = "pg.DataRow"
 _COLUMN_CACHE = 256
 _TEXT_CACHE = 256
+_STATEMENT_RULES = 4096
 
 
 def _columns(row_description: bytes, formats: tuple[int, ...]) -> list[ColumnInfo]:
@@ -64,8 +66,10 @@ class PgRecordingObserver:
     __slots__ = (
         "_columns",
         "_labels",
+        "_statement_rules",
         "_tags",
         "denied",
+        "next_rule",
         "record_rows",
         "recording",
         "rule",
@@ -86,6 +90,41 @@ class PgRecordingObserver:
         self._labels: dict[tuple[bytes | None, bytes | None], tuple[str, str | None]] = {}
         # Decoded command tags per CommandComplete body ("SELECT 1", "INSERT 0 1", ...).
         self._tags: dict[bytes, str] = {}
+        # The policy rule that allowed the next simple Query / FunctionCall, and each
+        # parsed statement's (by name): recorded with their executions.
+        self.next_rule = rule
+        self._statement_rules: dict[bytes, str | None] = {}
+
+    def allowed(self, mtype: int, name: bytes | None, rule: str | None) -> None:
+        """The policy allowed a Query / FunctionCall (``name`` None) or a Parse."""
+        if self.recording is None:
+            return
+        if name is None:
+            self.next_rule = rule
+        else:
+            rules = self._statement_rules
+            if len(rules) >= _STATEMENT_RULES:
+                rules.clear()  # bounded: an evicted name is recorded with the session rule
+            rules[name] = rule
+
+    def refused(
+        self, text: str, path: str, name: bytes | None, decision: Decision, sqlstate: str
+    ) -> None:
+        """A statement the policy refused: recorded whole (it never reaches the server)."""
+        self.statements += 1
+        self.denied += 1
+        rec = self.recording
+        if rec is None:
+            return
+        st = rec.statement(
+            text,
+            path,
+            name.decode(errors="replace") if name else None,
+            None,
+            "deny",
+            decision.rule,
+        )
+        rec.complete(st, None, 0, 0, 0, 0.0, (sqlstate, decision.message))
 
     def execution_started(self, ex: Execution) -> None:
         self.statements += 1
@@ -111,7 +150,12 @@ class PgRecordingObserver:
             if len(self._labels) >= _TEXT_CACHE:
                 self._labels.clear()
             self._labels[key] = label
-        st = rec.statement(label[0], ex.path, label[1], params, "allow", self.rule)
+        name = ex.statement_name
+        if name is None:
+            rule = self.next_rule if ex.path != "cursor" else self.rule
+        else:
+            rule = self._statement_rules.get(name, self.rule)
+        st = rec.statement(label[0], ex.path, label[1], params, "allow", rule)
         ex.context = st
         if ex.row_description is not None:
             rec.result_metadata(st, self._columns_of(ex.row_description, ex.result_formats))

@@ -25,7 +25,7 @@ from protocols.postgres.constants import (
     AuthRequest,
     SqlState,
 )
-from protocols.postgres.framing import MessageScanner
+from protocols.postgres.framing import MessageScanner, splice
 from protocols.postgres.messages import (
     CancelRequest,
     GSSENCRequest,
@@ -43,6 +43,7 @@ from protocols.postgres.tracker import QueryTracker
 from ..net.leg import Leg, LegClosed
 from .errors import LoginRefused
 from .leg_pair import LegPair
+from .pg_policy import CHECKED_TYPES, PgPolicyGate
 from .pg_recording import PgRecordingObserver
 from .pg_upstream import UpstreamConnection, UpstreamError, connect_upstream, send_cancel
 
@@ -78,6 +79,7 @@ class PgSession(LegPair):
         self.upstream: UpstreamConnection | None = None
         self.tracker: QueryTracker | None = None
         self.observer: PgRecordingObserver | None = None
+        self.policy_gate: PgPolicyGate | None = None
         self.cancel_key: tuple[int, bytes] | None = None
         self.identity_subject: str | None = None
         self.started = time.time()
@@ -239,6 +241,12 @@ class PgSession(LegPair):
             runtime.allow_rule(self.target, identity),
         )
         self.tracker = QueryTracker(self.observer)
+        self.policy_gate = PgPolicyGate(
+            runtime.session_policy(self.target, identity), self.observer, self.session_id
+        )
+        for message in upstream.startup_messages:
+            if message[0] == _PARAMETER_STATUS:
+                self.policy_gate.parameter_status(message[5:])
         if recording is not None:
             recording.set_flow_control(
                 lambda: upstream.leg.pause_reading("recorder"),
@@ -307,8 +315,11 @@ class PgSession(LegPair):
         if not entries:
             return
         tracker = self.tracker
-        assert tracker is not None
+        gate = self.policy_gate
+        assert tracker is not None and gate is not None
         terminate_at = -1
+        # Refused messages are replaced in the forwarded stream: (start, stop, replacement).
+        edits: list[tuple[int, int, bytes]] | None = None
         try:
             for mtype, start, stop, _ in entries:
                 if mtype == _COPY_DATA:
@@ -318,18 +329,31 @@ class PgSession(LegPair):
                 if mtype == _TERMINATE:
                     terminate_at = stop
                     break
-                tracker.frontend(mtype, buf[start + 5 : stop])
+                body = buf[start + 5 : stop]
+                if mtype in CHECKED_TYPES:
+                    refusal = gate.check(mtype, body)
+                    if refusal is not None:
+                        replacement, error = refusal
+                        tracker.deny(mtype, body, error)
+                        if edits is None:
+                            edits = []
+                        edits.append((start, stop, replacement))
+                        continue
+                tracker.frontend(mtype, body)
         except PeerViolation as exc:
             self.terminate(SqlState.PROTOCOL_VIOLATION, exc.message, "client protocol violation")
             return
         upstream = self.upstream
         assert upstream is not None
         if terminate_at >= 0:
-            upstream.leg.write(memoryview(buf)[:terminate_at])
+            end = terminate_at
+        if edits is not None:
+            upstream.leg.write(splice(buf, end, edits))
+        else:
+            upstream.leg.write(buf if end == len(buf) else memoryview(buf)[:end])
+        if terminate_at >= 0:
             self.end_reason = "client terminated"
             self._close_both()
-            return
-        upstream.leg.write(buf if end == len(buf) else memoryview(buf)[:end])
 
     def _server_data(self, data: bytes) -> None:
         try:
@@ -354,6 +378,8 @@ class PgSession(LegPair):
         # Result bytes per execution are its DataRow and CopyData bytes; CopyData (one
         # message per row in COPY TO STDOUT) is summed here and credited once.
         copy_bytes = 0
+        # The server's errors for refused messages, swapped for the gateway's own.
+        edits: list[tuple[int, int, bytes]] | None = None
         for mtype, start, stop, count in entries:
             if mtype == _DATA_ROW:
                 ex = tracker.head_execution()
@@ -365,12 +391,27 @@ class PgSession(LegPair):
                 if copy_bytes:
                     self._credit_copy_bytes(copy_bytes)
                     copy_bytes = 0
+                if mtype == _ERROR:
+                    error = tracker.head_denial()
+                    if error is not None:
+                        assert isinstance(error, bytes)
+                        if edits is None:
+                            edits = []
+                        edits.append((start, stop, error))
                 tracker.backend(mtype, buf[start + 5 : stop])
-            elif mtype == _COPY_DATA and recording:
-                copy_bytes += stop - start
+            elif mtype == _COPY_DATA:
+                if recording:
+                    copy_bytes += stop - start
+            elif mtype == _PARAMETER_STATUS:
+                gate = self.policy_gate
+                if gate is not None:
+                    gate.parameter_status(buf[start + 5 : stop])
         if copy_bytes:
             self._credit_copy_bytes(copy_bytes)
-        self.client.write(buf if end == len(buf) else memoryview(buf)[:end])
+        if edits is not None:
+            self.client.write(splice(buf, end, edits))
+        else:
+            self.client.write(buf if end == len(buf) else memoryview(buf)[:end])
 
     def _credit_copy_bytes(self, n: int) -> None:
         ex = self.tracker.head_execution() if self.tracker is not None else None

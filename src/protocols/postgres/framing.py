@@ -42,6 +42,20 @@ def build_untyped(body: bytes) -> bytes:
     return _INT32.pack(len(body) + 4) + body
 
 
+def splice(buf: bytes, end: int, edits: list[tuple[int, int, bytes]]) -> bytes:
+    """``buf[:end]`` with each ``(start, stop, replacement)`` span replaced (the spans are
+    whole messages, in order, within ``end``)."""
+    parts: list[bytes | memoryview] = []
+    view = memoryview(buf)
+    pos = 0
+    for start, stop, replacement in edits:
+        parts.append(view[pos:start])
+        parts.append(replacement)
+        pos = stop
+    parts.append(view[pos:end])
+    return b"".join(parts)
+
+
 class MessageScanner:
     """Splits a stream into complete messages; one instance per direction.
 

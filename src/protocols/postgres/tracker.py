@@ -19,6 +19,11 @@ Rules this module enforces (PostgreSQL manual, "Extended Query" and "Pipelining"
   query, Describe P) or the statement's (Describe S), combined with the Bind
   result-format codes.
 
+* A message the gateway refuses (policy) is replaced upstream by one the server
+  rejects at once (see ``deny``): the server's ErrorResponse to it is the driver's
+  to rewrite (``head_denial``), and everything after it follows the server's own
+  error rules (discard to Sync; an open transaction is aborted).
+
 The tracker never sees DataRows one by one: the driver counts row runs into
 ``current.rows``. It creates one ``Execution`` per Query / Execute /
 FunctionCall, not per row.
@@ -41,8 +46,11 @@ from .messages import (
     parse_query,
 )
 
-# FIFO entry kinds.
+# FIFO entry kinds. _DENIED_QUERY / _DENIED_PARSE: a refused Query or FunctionCall /
+# Parse, replaced upstream by a statement that fails; the object is the driver's
+# (its ErrorResponse to send instead of the server's).
 _PARSE, _BIND, _DESCRIBE_S, _DESCRIBE_P, _EXECUTE, _CLOSE, _SYNC, _QUERY = range(8)
+_DENIED_QUERY, _DENIED_PARSE = 8, 9
 
 
 @dataclass(slots=True)
@@ -199,6 +207,34 @@ class QueryTracker:
             self._fifo.append((_QUERY, ex))
             self.observer.execution_started(ex)
 
+    def deny(self, mtype: int, body: bytes, error: object) -> None:
+        """The driver refused this frontend message (Query, FunctionCall or Parse) and
+        sends the server a replacement that fails at once; ``error`` is what the
+        driver will send the client instead of the server's ErrorResponse.
+
+        A refused Parse still registers its statement name with the original text
+        (it never exists on the server), so the executions the server then skips
+        are recorded with the text the client sent.
+        """
+        if mtype == 0x50:  # 'P' Parse
+            name, query = parse_parse(body)
+            self.statements[name] = PreparedStatement(query)
+            self._fifo.append((_DENIED_PARSE, error))
+        elif mtype in (0x51, 0x46):  # 'Q' Query, 'F' FunctionCall
+            if mtype == 0x51:
+                self.statements.pop(b"", None)
+            self._fifo.append((_DENIED_QUERY, error))
+        else:
+            raise ValueError(f"cannot deny message type {mtype!r}")
+
+    def head_denial(self) -> object | None:
+        """The driver's error for a refused message, if the next response is to one."""
+        if self._fifo:
+            kind, obj = self._fifo[0]
+            if kind in (_DENIED_QUERY, _DENIED_PARSE):
+                return obj
+        return None
+
     def _execution_for_portal(self, portal_name: bytes) -> Execution:
         portal = self.portals.get(portal_name)
         if portal is None:
@@ -239,7 +275,7 @@ class QueryTracker:
                     assert isinstance(obj, Execution)
                     self._finish(obj)
                     break
-                if kind == _SYNC:
+                if kind in (_SYNC, _DENIED_QUERY):
                     break
                 if kind == _EXECUTE:
                     # Should not happen (server answers every Execute before Z).
@@ -326,6 +362,8 @@ class QueryTracker:
             assert isinstance(obj, Execution)
             obj.error = error
             return  # ReadyForQuery still follows
+        if kind == _DENIED_QUERY:
+            return  # the driver answered it; ReadyForQuery still follows
         # Extended protocol: the server skips everything up to the next Sync.
         first = True
         while fifo and fifo[0][0] != _SYNC:

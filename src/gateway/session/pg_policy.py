@@ -1,0 +1,157 @@
+"""Statement policy on the PostgreSQL wire: decide at Query, Parse and FunctionCall,
+and refuse without desynchronising the connection.
+
+Where decisions happen (issue 5, ARCHITECTURE.md "decide once per statement"): a simple
+Query and an extended-protocol Parse are decided on their SQL text (a multi-statement
+Query as a whole: one refused statement refuses the string); Bind and Execute of a
+statement the gateway refused cannot happen, because the server never creates it. A
+fast-path FunctionCall is decided without text. Nothing is decided per Execute, so a
+prepared statement costs one decision per Parse.
+
+How a refusal works, and why the gateway does not simply answer the client itself: the
+refused message is replaced, upstream, by one that the server rejects at once (a
+syntax error, see ``REFUSED_SQL``). The server then does exactly what it does for any
+failed statement, in pipeline order: a simple Query ends with ReadyForQuery carrying the
+right transaction status (an open transaction block is aborted, as the server would
+have aborted it for a failed statement); a Parse makes it discard every message up to
+the next Sync. The driver only swaps the server's ErrorResponse for its own (SQLSTATE
+42501 and the rule that fired), found through the query tracker (``deny`` /
+``head_denial``). Messages pipelined before and after the refused one keep their order
+with no bookkeeping beyond that FIFO entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import TYPE_CHECKING, Final
+
+from protocols.postgres.framing import build_message
+from protocols.postgres.messages import (
+    build_error_response,
+    parse_parameter_status,
+    parse_parse,
+    parse_query,
+)
+
+from ..policy import Decision
+
+if TYPE_CHECKING:
+    from ..policy import SessionPolicy
+    from .pg_recording import PgRecordingObserver
+
+log = logging.getLogger("gateway.policy")
+
+# Fails in the server's raw parser (before any lookup, in any transaction state), and
+# says in the server's own log why it was sent.
+REFUSED_SQL: Final = b"/* refused by the database gateway's statement policy */ GATEWAY_REFUSED"
+INSUFFICIENT_PRIVILEGE: Final = "42501"
+_QUERY: Final = ord("Q")
+_PARSE: Final = ord("P")
+_FUNCTION_CALL: Final = ord("F")
+CHECKED_TYPES: Final = frozenset((_QUERY, _PARSE, _FUNCTION_CALL))
+_REPLACEMENT_QUERY: Final = build_message(_QUERY, REFUSED_SQL + b"\x00")
+# Client encodings whose multi-byte characters may end in an ASCII byte (a backslash or
+# a quote, say): read as UTF-8, such text can hide the end of a literal from the
+# classifier while the server sees it. Statements are refused while one is in force
+# (fail closed); every other encoding the server supports keeps ASCII bytes ASCII.
+UNSAFE_CLIENT_ENCODINGS: Final = frozenset(
+    {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"}
+)
+
+
+def _replacement_parse(name: bytes) -> bytes:
+    # Same statement name, so the server's bookkeeping of the name matches the
+    # client's (an unnamed Parse drops the previous unnamed statement either way).
+    return build_message(_PARSE, name + b"\x00" + REFUSED_SQL + b"\x00" + struct.pack("!H", 0))
+
+
+class PgPolicyGate:
+    """Decides one session's statements and prepares refusals."""
+
+    __slots__ = ("observer", "policy", "session_id", "unsafe_encoding")
+
+    def __init__(
+        self, policy: SessionPolicy, observer: PgRecordingObserver, session_id: str
+    ) -> None:
+        self.policy = policy
+        self.observer = observer
+        self.session_id = session_id
+        self.unsafe_encoding: str | None = None
+
+    def parameter_status(self, body: bytes) -> None:
+        """Follow client_encoding as the server reports it (at login and after SET)."""
+        name, value = parse_parameter_status(body)
+        if name == "client_encoding":
+            value = value.upper()
+            self.unsafe_encoding = value if value in UNSAFE_CLIENT_ENCODINGS else None
+
+    def check(self, mtype: int, body: bytes) -> tuple[bytes, bytes] | None:
+        """None to forward the message; else (the message to send upstream instead,
+        the ErrorResponse to send the client instead of the server's)."""
+        name: bytes | None = None
+        if self.unsafe_encoding is not None:
+            return self._refuse_encoding(mtype, body)
+        if mtype == _QUERY:
+            raw = parse_query(body)
+            decision = self.policy.check_query(_text(raw))
+        elif mtype == _PARSE:
+            name, raw = parse_parse(body)
+            decision = self.policy.check_query(_text(raw))
+        else:
+            raw = None
+            decision = self.policy.check_function_call()
+        if decision.action == "allow":
+            self.observer.allowed(mtype, name, decision.rule)
+            return None
+        return self._refuse(mtype, name, raw, decision)
+
+    def _refuse_encoding(self, mtype: int, body: bytes) -> tuple[bytes, bytes]:
+        name: bytes | None = None
+        raw: bytes | None = None
+        if mtype == _PARSE:
+            name, raw = parse_parse(body)
+        elif mtype == _QUERY:
+            raw = parse_query(body)
+        decision = Decision(
+            "deny",
+            "unknown:client_encoding",
+            f"statement refused by the gateway: client_encoding {self.unsafe_encoding} "
+            "cannot be checked safely; set client_encoding to UTF8",
+            frozenset({"unknown"}),
+        )
+        return self._refuse(mtype, name, raw, decision)
+
+    def _refuse(
+        self, mtype: int, name: bytes | None, raw: bytes | None, decision: Decision
+    ) -> tuple[bytes, bytes]:
+        if mtype == _QUERY:
+            path, replacement = "simple", _REPLACEMENT_QUERY
+        elif mtype == _PARSE:
+            assert name is not None
+            path = "extended" if name == b"" else "prepared"
+            replacement = _replacement_parse(name)
+        else:
+            path, replacement = "function", _REPLACEMENT_QUERY
+        text = _text(raw) if raw is not None else "<fast-path function call>"
+        self.observer.refused(text, path, name, decision, INSUFFICIENT_PRIVILEGE)
+        # The statement text is not logged: literals in it may be sensitive. The
+        # recording has it; the log says who, which rule and which classes.
+        log.info(
+            "statement refused",
+            extra={
+                "session_id": self.session_id,
+                "action": decision.action,
+                "rule": decision.rule,
+                "classes": sorted(decision.classes),
+                "path": path,
+            },
+        )
+        error = build_error_response(INSUFFICIENT_PRIVILEGE, decision.message)
+        return replacement, error
+
+
+def _text(raw: bytes) -> str:
+    # Keywords are ASCII in every client encoding the server accepts for SQL text, so
+    # a replaced non-UTF-8 byte can only sit inside a literal or an identifier.
+    return raw.decode("utf-8", errors="replace")
