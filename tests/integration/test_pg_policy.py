@@ -268,3 +268,15 @@ def _recording(session_dir: Path, subject: str) -> Path:
                 return path
         time.sleep(0.1)
     raise AssertionError(f"no complete recording for {subject}")
+
+
+def test_unsafe_client_encoding_refuses_non_ascii_text(contractor_dsn: str) -> None:
+    # In SJIS the bytes 0x81 0x5C are one character; read as UTF-8 the 0x5C is a
+    # backslash that could end a literal early. The gateway refuses such text.
+    with psycopg.connect(contractor_dsn, autocommit=True, client_encoding="SJIS") as conn:
+        assert conn.execute("SELECT 'ascii only'").fetchone() == ("ascii only",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+            conn.execute("SELECT 'ソ'")  # encoded by psycopg as SJIS: 0x83 0x5C
+        assert "client_encoding" in (info.value.diag.message_primary or "")
+        conn.execute("SET client_encoding TO 'UTF8'")
+        assert conn.execute("SELECT 'ソ'").fetchone() == ("ソ",)

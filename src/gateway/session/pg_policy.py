@@ -53,8 +53,9 @@ CHECKED_TYPES: Final = frozenset((_QUERY, _PARSE, _FUNCTION_CALL))
 _REPLACEMENT_QUERY: Final = build_message(_QUERY, REFUSED_SQL + b"\x00")
 # Client encodings whose multi-byte characters may end in an ASCII byte (a backslash or
 # a quote, say): read as UTF-8, such text can hide the end of a literal from the
-# classifier while the server sees it. Statements are refused while one is in force
-# (fail closed); every other encoding the server supports keeps ASCII bytes ASCII.
+# classifier while the server sees it. While one is in force, statements with bytes
+# outside ASCII are refused (fail closed); every other encoding the server supports
+# keeps ASCII bytes ASCII.
 UNSAFE_CLIENT_ENCODINGS: Final = frozenset(
     {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"}
 )
@@ -90,13 +91,15 @@ class PgPolicyGate:
         """None to forward the message; else (the message to send upstream instead,
         the ErrorResponse to send the client instead of the server's)."""
         name: bytes | None = None
-        if self.unsafe_encoding is not None:
-            return self._refuse_encoding(mtype, body)
         if mtype == _QUERY:
             raw = parse_query(body)
+            if self.unsafe_encoding is not None and not raw.isascii():
+                return self._refuse_encoding(mtype, None, raw)
             decision = self.policy.check_query(_text(raw))
         elif mtype == _PARSE:
             name, raw = parse_parse(body)
+            if self.unsafe_encoding is not None and not raw.isascii():
+                return self._refuse_encoding(mtype, name, raw)
             decision = self.policy.check_query(_text(raw))
         else:
             raw = None
@@ -106,18 +109,14 @@ class PgPolicyGate:
             return None
         return self._refuse(mtype, name, raw, decision)
 
-    def _refuse_encoding(self, mtype: int, body: bytes) -> tuple[bytes, bytes]:
-        name: bytes | None = None
-        raw: bytes | None = None
-        if mtype == _PARSE:
-            name, raw = parse_parse(body)
-        elif mtype == _QUERY:
-            raw = parse_query(body)
+    def _refuse_encoding(self, mtype: int, name: bytes | None, raw: bytes) -> tuple[bytes, bytes]:
+        # Pure-ASCII text reads the same in every client encoding (they all extend
+        # ASCII), so only text with other bytes is refused; SET client_encoding works.
         decision = Decision(
             "deny",
             "unknown:client_encoding",
-            f"statement refused by the gateway: client_encoding {self.unsafe_encoding} "
-            "cannot be checked safely; set client_encoding to UTF8",
+            f"statement refused by the gateway: text in client_encoding "
+            f"{self.unsafe_encoding} cannot be checked safely; use UTF8",
             frozenset({"unknown"}),
         )
         return self._refuse(mtype, name, raw, decision)
