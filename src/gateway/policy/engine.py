@@ -212,7 +212,7 @@ class PolicyEngine:
             analysis = replace(analysis, skeleton_ok=True)
         if sk is not None and skeleton_ok:
             self._by_skeleton.put(sk, analysis)
-        if fp is not None and fingerprint_from_tokens(sql, lexed) == fp:
+        if fp is not None and fingerprint_from_tokens(sql, lexed, self.dialect) == fp:
             self._by_fingerprint.put(fp, analysis)
         return analysis
 

@@ -37,6 +37,7 @@ __all__ = [
     "Tok",
     "fingerprint",
     "fingerprint_from_tokens",
+    "fingerprint_replacements",
     "lex",
     "skeleton",
     "skeleton_eligible",
@@ -87,7 +88,8 @@ _PG_TOKEN: Final = re.compile(
   | (?P<dollar>\$(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$)
   | (?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
   | (?P<uident>[uU]&"(?:[^"]|"")*")
-  | (?P<xstr>(?:[uU]&|[bBxXnN])'(?:[^']|'')*')
+  | (?P<xstr>[bBxX]'[^']*'|(?:[uU]&|[nN])'(?:[^']|'')*')
+  | (?P<open>[eEbBxXnN]'|[uU]&['"])
   | (?P<str>'(?:[^']|'')*')
   | (?P<qident>"(?:[^"]|"")*")
   | (?P<num>0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
@@ -106,6 +108,7 @@ _MY_TOKEN: Final = re.compile(
   | (?P<exec>/\*M?![0-9]{{0,6}})
   | (?P<block>/\*)
   | (?P<xstr>[xXbB]'[^']*'|[nN]'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
+  | (?P<open>[xXbBnN]')
   | (?P<str>'(?:[^'\\]|\\.|'')*')
   | (?P<qident>`(?:[^`]|``)*`)
   | (?P<num>(?:0x[0-9A-Fa-f]+|0b[01]+|{_DECIMAL})(?![{_IDENT_CONT}]))
@@ -167,6 +170,8 @@ def _lex_pg(text: str) -> list[Tok]:
             tokens.append(Tok(XSTRING, pos, stop))
         elif kind == "estr" or kind == "xstr":
             tokens.append(Tok(XSTRING, pos, stop))
+        elif kind == "open":
+            raise LexError("unterminated prefixed string")
         elif kind == "str":
             tokens.append(Tok(STRING, pos, stop))
         elif kind == "qident":
@@ -294,6 +299,8 @@ def _lex_mysql(text: str) -> Lexed:
             stop = close + 2
         elif kind == "xstr":
             tokens.append(Tok(XSTRING, pos, stop))
+        elif kind == "open":
+            raise LexError("unterminated prefixed string")
         elif kind == "str":
             tokens.append(Tok(STRING, pos, stop))
         elif kind == "qident":
@@ -503,6 +510,11 @@ class _NoFingerprint(Exception):
     pass
 
 
+# A number never starts inside a word, nor right after "1e-" (the exponent of a number
+# that started earlier). A number directly followed by one of these (or "$") is part of
+# something longer ("1abc", "0x1F", "1_000", "1.5.6"): kept as written, like the rebuild.
+_NUMBER_TAIL: Final = r"A-Za-z0-9_.\x80-\U0010FFFF"
+
 # One pass over the text. The leading lookahead rejects, with one character test, every
 # position that cannot start a literal, comment or quoted name (most of them). Branches
 # that must not start inside a word (numbers, E'' / B'' / X'' / N'' / U&'' prefixes,
@@ -515,12 +527,13 @@ _PG_FP: Final = re.compile(
         (?P<keep>--[^\n\r]*|/\*[^*]*\*+(?:[^/*][^*]*\*+)*/|"(?:[^"]|"")*")
       | (?P<prefixed>
             [eE]'(?:[^'\\]|\\.|'')*'
-          | (?:[uU]&|[bBxXnN])'(?:[^']|'')*'
-          | \$(?P<tag>[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$.*?\$(?P=tag)\$
+          | [bBxX]'[^']*'
+          | (?:[uU]&|[nN])'(?:[^']|'')*'
+          | \$(?P<tag>(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?)\$.*?\$(?P=tag)\$
         )
       | (?P<str>'(?:[^']|'')*')
-      | (?P<num>{_DECIMAL}(?![{_IDENT_CONT}.]))
-      | (?P<bad>['"]|/\*|\$(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$)
+      | (?<![{_IDENT_CONT}.])(?<![0-9._][eE][+-])(?P<num>{_DECIMAL}(?P<tail>[{_NUMBER_TAIL}]*))
+      | (?P<bad>['"]|/\*|\$(?:[{_IDENT_START}][\w\x80-\U0010FFFF]*)?\$|[eEbBxXnN]'|[uU]&['"])
     )
     """,
     re.VERBOSE | re.DOTALL,
@@ -540,8 +553,8 @@ _MY_FP: Final = re.compile(
         )
       | (?P<prefixed>[xXbB]'[^']*'|[nN]'(?:[^'\\]|\\.|'')*')
       | (?P<str>'(?:[^'\\]|\\.|'')*')
-      | (?P<num>{_DECIMAL}(?![{_IDENT_CONT}.]))
-      | (?P<bad>['"`]|/\*)
+      | (?<![{_IDENT_CONT}.@])(?<![0-9._][eE][+-])(?P<num>{_DECIMAL}(?P<tail>[{_NUMBER_TAIL}]*))
+      | (?P<bad>['"`]|/\*|[xXbBnN]')
     )
     """,
     re.VERBOSE | re.DOTALL,
@@ -556,12 +569,24 @@ def _glued(m: re.Match[str], wordish: re.Pattern[str]) -> bool:
     return start > 0 and wordish.match(m.string, start - 1) is not None
 
 
+def _number(m: re.Match[str]) -> str:
+    end = m.end()
+    after = m.string[end] if end < len(m.string) else ""
+    if m.group("tail"):
+        if after and after in "'\"&`":
+            raise _NoFingerprint  # "1N'x'": the tail may be a string prefix
+        return m.group()
+    if after == "$":
+        return m.group()
+    return "0"
+
+
 def _pg_repl(m: re.Match[str]) -> str:
     group = m.lastgroup
     if group == "str":
         return "''"
     if group == "num":
-        return m.group() if _glued(m, _PG_WORDISH) else "0"
+        return _number(m)
     if group == "keep":
         text = m.group()
         if text.startswith("/*") and "/*" in text[2:]:
@@ -577,7 +602,7 @@ def _my_repl(m: re.Match[str]) -> str:
     if group == "str":
         return "''"
     if group == "num":
-        return m.group() if _glued(m, _MY_WORDISH) else "0"
+        return _number(m)
     if group == "keep":
         return m.group()
     if group == "prefixed" and not _glued(m, _MY_WORDISH):
@@ -601,20 +626,48 @@ def fingerprint(text: str, dialect: str) -> str | None:
     return result
 
 
-def fingerprint_from_tokens(original: str, lexed: Lexed) -> str | None:
+def fingerprint_replacements(text: str, dialect: str) -> list[tuple[int, int, str]] | None:
+    """(start, end, replacement) of every change ``fingerprint`` makes, or None.
+
+    For tests of the safety property: each change must cover exactly one string literal,
+    or lie inside one number literal, as the full lexer sees them.
+    """
+    pattern = _PG_FP if dialect == "postgres" else _MY_FP
+    repl = _FP[dialect][1]
+    out: list[tuple[int, int, str]] = []
+    try:
+        for m in pattern.finditer(text):
+            replacement = repl(m)
+            if replacement != m.group():
+                out.append((m.start(), m.end(), replacement))
+    except _NoFingerprint:
+        return None
+    return out
+
+
+def fingerprint_from_tokens(original: str, lexed: Lexed, dialect: str) -> str | None:
     """The fingerprint rebuilt from the full lexer's tokens (None if the text was rewritten).
 
-    Must equal ``fingerprint(original)`` before a cold-path result is cached under it.
+    Must equal ``fingerprint(original)`` before a cold-path result is cached under it. A
+    number glued to a word character on either side ("1abc", "t.5") is kept, as the fast
+    pass keeps it.
     """
     if lexed.text != original and not lexed.exec_spans:
         return None  # U& identifiers were rewritten; positions no longer match the original
+    wordish = _PG_WORDISH if dialect == "postgres" else _MY_WORDISH
     out: list[str] = []
     last = 0
     spans = lexed.exec_spans
+    size = len(original)
     for tok in lexed.tokens:
         if tok.kind == STRING:
             replacement = "''"
-        elif tok.kind == NUMBER and _DECIMAL_RE.fullmatch(original, tok.start, tok.end):
+        elif (
+            tok.kind == NUMBER
+            and _DECIMAL_RE.fullmatch(original, tok.start, tok.end)
+            and not (tok.start > 0 and wordish.match(original, tok.start - 1))
+            and not (tok.end < size and _PG_WORDISH.match(original, tok.end))
+        ):
             replacement = "0"
         else:
             continue
