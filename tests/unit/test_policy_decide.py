@@ -39,7 +39,7 @@ def check(s: SessionPolicy, sql: str) -> tuple[str, str | None]:
 
 
 def test_public_vocabulary() -> None:
-    assert CLASSES == {
+    assert {
         "read",
         "write",
         "ddl",
@@ -53,7 +53,7 @@ def test_public_vocabulary() -> None:
         "dynamic",
         "admin",
         "unknown",
-    }
+    } == CLASSES
     for name in (
         "drop_database",
         "drop_table",
