@@ -202,7 +202,11 @@ class PolicyEngine:
             lexed = lex(sql, self.dialect)
         except Exception:  # LexError, or a bug: either way the text is unknown
             return self._analysis((unknown_facts(),))
-        analysis = self._analysis(classify_lexed(lexed, self.dialect))
+        try:
+            statements = classify_lexed(lexed, self.dialect)
+        except Exception:  # classify_lexed catches per statement; this is belt and braces
+            statements = (unknown_facts(),)
+        analysis = self._analysis(statements)
         if analysis.literal_dependent:
             return analysis
         skeleton_ok = skeleton_eligible(sql, lexed) and not any(
