@@ -66,7 +66,9 @@ UNSAFE_COLLATIONS: Final = {
     **_BASE_COLLATIONS,
     **{cid + 1024: name for cid, name in _BASE_COLLATIONS.items() if cid < 248},
 }
-# Cheap pre-filter: only statements naming one of these can change the client charset.
+# Cheap pre-filter: only statements with SET and one of these words can change the
+# client charset (most statements are not lexed at all).
+_SET_WORD = re.compile(rb"(?i)(?<![A-Za-z0-9_$])set(?![A-Za-z0-9_$])")
 _CHARSET_WORDS = re.compile(rb"(?i)names|charset|character")
 
 
@@ -81,7 +83,7 @@ def charset_assignments(sql: bytes) -> list[str | None]:
     lower-cased; None for a value that is not a plain name (a variable, DEFAULT, an
     expression). Lexed with and without backslash escapes, like every security
     decision of the driver, so a wrong guess of sql_mode cannot hide an assignment."""
-    if _CHARSET_WORDS.search(sql) is None:
+    if _SET_WORD.search(sql) is None or _CHARSET_WORDS.search(sql) is None:
         return []
     found: list[str | None] = []
     for escapes in (True, False):

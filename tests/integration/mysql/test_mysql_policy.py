@@ -124,6 +124,10 @@ def test_contractor_reads_and_is_refused_writes(
             assert _contents(direct_kwargs) == table
             cur.execute("SELECT 41 + 1")
             assert cur.fetchall() == ((42,),)
+    # One log line per refusal, without the statement text (literals may be sensitive).
+    log_text = gw.log_text()
+    assert log_text.count("statement refused") >= len(REFUSED)
+    assert "evil" not in log_text
     recorded = _recorded(gw, subject)
     denied = [(s, d) for s, d in recorded if s.decision == "deny"]
     assert [s.text for s, _ in denied] == [sql for sql, _ in REFUSED]
