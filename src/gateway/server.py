@@ -6,6 +6,7 @@ This and cli.py are the only modules that choose the event loop (uvloop).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -229,6 +230,7 @@ async def serve(config: Config, *, on_ready: Callable[[Gateway], None] | None = 
     gateway = Gateway(config)
     try:
         await gateway.start()
+        tune_gc()
         if on_ready is not None:
             on_ready(gateway)
         await stop.wait()
@@ -237,6 +239,22 @@ async def serve(config: Config, *, on_ready: Callable[[Gateway], None] | None = 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await gateway.stop()
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path (measured: docs/performance.md).
+
+    With CPython's default thresholds (700, 10, 10) a young collection runs every few
+    hundred allocations of container objects, i.e. every few dozen statements, and the
+    older generations walk everything loaded at start (sqlglot, the configuration, the
+    policy engine): ~15% of the gateway's CPU per statement with recording on. Objects
+    alive once the listeners are up are moved out of the collector's sight (gc.freeze)
+    and young collections run 70 times less often. Only reference cycles wait for the
+    collector; everything else is still freed at once by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def run_event_loop(main: object) -> None:
