@@ -191,7 +191,7 @@ name = "bench"
 groups = ["dba"]
 targets = ["app-pg"]
 allow = ["read", "write", "transaction", "session"]
-deny = ["drop_database", "truncate", "delete_without_where", "update_without_where", "file_access", "copy_program"]
+deny = ["truncate", "delete_without_where", "update_without_where"]
 """
         )
         env = dict(os.environ)
