@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from struct import Struct
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -240,24 +240,39 @@ class FrameDecodeError(ValueError):
     pass
 
 
+class _StatementFields(Protocol):
+    stmt: int
+    at: float
+    text: str
+    path: str
+    name: str | None
+    params: list[Any] | None
+    decision: str
+    rule: str | None
+
+
+def stmt_frame(seq: int, prev: bytes, src: _StatementFields) -> Stmt:
+    """The ``stmt`` frame for anything carrying its fields (an ``Exec`` item, or the
+    writer's record of a statement still running)."""
+    return Stmt(
+        seq=seq,
+        prev=prev,
+        stmt=src.stmt,
+        at=src.at,
+        text=src.text,
+        path=src.path,
+        name=src.name,
+        params=src.params,
+        decision=src.decision,
+        rule=src.rule,
+    )
+
+
 def split_exec(batch: Execs, frame: Exec) -> list[Stmt | Meta | Rows | Done]:
     """The stmt, meta (if described), rows (if any recorded) and done frames that one
     item of an ``execs`` frame stands for; they carry the batch's ``seq`` and ``prev``."""
     seq, prev, stmt = batch.seq, batch.prev, frame.stmt
-    parts: list[Stmt | Meta | Rows | Done] = [
-        Stmt(
-            seq=seq,
-            prev=prev,
-            stmt=stmt,
-            at=frame.at,
-            text=frame.text,
-            path=frame.path,
-            name=frame.name,
-            params=frame.params,
-            decision=frame.decision,
-            rule=frame.rule,
-        )
-    ]
+    parts: list[Stmt | Meta | Rows | Done] = [stmt_frame(seq, prev, frame)]
     if frame.columns is not None:
         parts.append(Meta(seq=seq, prev=prev, stmt=stmt, columns=frame.columns))
     if frame.data is not None and frame.enc is not None:

@@ -47,8 +47,8 @@ from .schema import (
     Meta,
     Rows,
     Start,
-    Stmt,
     signed_message,
+    stmt_frame,
 )
 
 if TYPE_CHECKING:
@@ -495,20 +495,7 @@ class SessionRecording:
         st.opened = True
         if self._ended:
             return
-        self._append(
-            Stmt(
-                seq=self._seq,
-                prev=self._last_hash,
-                stmt=st.stmt,
-                at=st.at,
-                text=st.text,
-                path=st.path,
-                name=st.name,
-                params=st.params,
-                decision=st.decision,
-                rule=st.rule,
-            )
-        )
+        self._append(stmt_frame(self._seq, self._last_hash, st))
         if st.columns is not None:
             self._append(
                 Meta(seq=self._seq, prev=self._last_hash, stmt=st.stmt, columns=st.columns)

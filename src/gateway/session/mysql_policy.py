@@ -26,12 +26,12 @@ before it runs. Not followed: a server started with skip-character-set-client-ha
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING, Final
 
 from ..policy import Decision
 from .mysql_sql import Token, split_statements
+from .policy_log import log_refusal
 
 if TYPE_CHECKING:
     from protocols.mysql.packets import OkPacket
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from ..policy import SessionPolicy
     from .mysql_recording import MyRecordingObserver
 
-log = logging.getLogger("gateway.policy")
 
 ER_TABLEACCESS_DENIED_ERROR: Final = 1142
 ACCESS_DENIED_SQLSTATE: Final = "42000"
@@ -201,18 +200,7 @@ class MyPolicyGate:
 
     def _refused(self, sql: bytes, path: str, decision: Decision) -> None:
         self.observer.refused(_text(sql), path, decision)
-        # The statement text is not logged: literals in it may be sensitive. The
-        # recording has it; the log says who, which rule and which classes.
-        log.info(
-            "statement refused",
-            extra={
-                "session_id": self.session_id,
-                "action": decision.action,
-                "rule": decision.rule,
-                "classes": sorted(decision.classes),
-                "path": path,
-            },
-        )
+        log_refusal(self.session_id, decision, path)
 
 
 def _text(raw: bytes) -> str:

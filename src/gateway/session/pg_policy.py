@@ -22,7 +22,6 @@ with no bookkeeping beyond that FIFO entry.
 
 from __future__ import annotations
 
-import logging
 import struct
 from typing import TYPE_CHECKING, Final
 
@@ -35,12 +34,12 @@ from protocols.postgres.messages import (
 )
 
 from ..policy import Decision
+from .policy_log import log_refusal
 
 if TYPE_CHECKING:
     from ..policy import SessionPolicy
     from .pg_recording import PgRecordingObserver
 
-log = logging.getLogger("gateway.policy")
 
 # Fails in the server's raw parser (before any lookup, in any transaction state), and
 # says in the server's own log why it was sent.
@@ -134,18 +133,7 @@ class PgPolicyGate:
             path, replacement = "function", _REPLACEMENT_QUERY
         text = _text(raw) if raw is not None else "<fast-path function call>"
         self.observer.refused(text, path, name, decision, INSUFFICIENT_PRIVILEGE)
-        # The statement text is not logged: literals in it may be sensitive. The
-        # recording has it; the log says who, which rule and which classes.
-        log.info(
-            "statement refused",
-            extra={
-                "session_id": self.session_id,
-                "action": decision.action,
-                "rule": decision.rule,
-                "classes": sorted(decision.classes),
-                "path": path,
-            },
-        )
+        log_refusal(self.session_id, decision, path)
         error = build_error_response(INSUFFICIENT_PRIVILEGE, decision.message)
         return replacement, error
 
