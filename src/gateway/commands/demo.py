@@ -238,10 +238,11 @@ The gateway listens on 127.0.0.1:{port} in front of a throwaway PostgreSQL
 seeded with fake customers (name, email, ssn, card_number, phone), orders
 and a 200,000-row events table. Sessions are recorded to {work / "sessions"}.
 
-Restricted user bob@example.com (group contractors):
+Restricted user bob@example.com (group contractors: may read, not change anything;
+try  DELETE FROM orders;  and see it refused with the rule that fired):
   PGPASSWORD="$(cat {work / "token-contractor.jwt"})" psql "{conn} user=bob@example.com"
 
-Admin alice@example.com (group dba):
+Admin alice@example.com (group dba: everything but DROP DATABASE):
   PGPASSWORD="$(cat {work / "token-admin.jwt"})" psql "{conn} user=alice@example.com"
 {mysql_part}
 Tokens (the JWT is the password):
