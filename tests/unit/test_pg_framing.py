@@ -128,3 +128,13 @@ def test_many_messages_in_one_read_and_trailing_garbage_held() -> None:
     _buf, end, entries = scanner.feed(stream)
     assert len(entries) == 500 and end == 500 * 6
     assert scanner.pending == 2
+
+
+def test_splice_replaces_whole_messages_in_order() -> None:
+    from protocols.postgres.framing import build_message, splice
+
+    a, b, c = build_message(ord("Q"), b"A\0"), build_message(ord("Q"), b"BB\0"), b"tail"
+    buf = a + b + c
+    out = splice(buf, len(a) + len(b), [(0, len(a), b"X"), (len(a), len(a) + len(b), b"YY")])
+    assert out == b"XYY"
+    assert splice(buf, len(buf), [(len(a), len(a) + len(b), b"")]) == a + c

@@ -174,3 +174,71 @@ def test_asynchronous_error_without_pending_request_is_ignored() -> None:
     t = QueryTracker(Log())
     t.backend(ord("E"), error_body("57P01", "terminating connection"))
     assert not t.busy()
+
+
+# -- refused messages (policy): the server answers the replacement, the driver the client
+
+
+def test_refused_query_waits_for_ready_for_query() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("Q"), b"SELECT 1\0")
+    t.deny(ord("Q"), b"DROP TABLE t\0", b"our error")
+    t.frontend(ord("Q"), b"SELECT 2\0")
+    # The first query's responses: no denial at the head yet.
+    assert t.head_denial() is None
+    t.backend(ord("C"), b"SELECT 1\0")
+    t.backend(ord("Z"), b"I")
+    # The replacement's ErrorResponse is the driver's to swap; ReadyForQuery ends it.
+    assert t.head_denial() == b"our error"
+    t.backend(ord("E"), error_body("42601", "syntax error"))
+    assert t.head_denial() == b"our error"
+    t.backend(ord("Z"), b"E")  # inside a transaction block the server aborted it
+    assert t.status == ord("E")
+    assert t.head_denial() is None
+    ex = t.head_execution()
+    assert ex is not None and ex.text == b"SELECT 2"
+    # The refused statement never became an execution.
+    assert [e.text for e in log.started] == [b"SELECT 1", b"SELECT 2"]
+
+
+def test_refused_parse_skips_to_sync_like_the_server() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.deny(ord("P"), parse(b"s1", b"DELETE FROM t"), b"our error")
+    t.frontend(ord("B"), bind(b"", b"s1", [b"7"]))
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")
+    t.frontend(ord("P"), parse(b"", b"SELECT 3"))
+    t.frontend(ord("B"), bind(b"", b"", []))
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")
+    assert t.head_denial() == b"our error"
+    t.backend(ord("E"), error_body("42601", "syntax error"))
+    # Bind/Execute after the refused Parse were skipped; their execution is finished
+    # as skipped, with the text the client sent (recorded as such).
+    skipped = log.finished[-1]
+    assert skipped.skipped and skipped.text == b"DELETE FROM t"
+    t.backend(ord("Z"), b"I")
+    t.backend(ord("1"), b"")
+    t.backend(ord("2"), b"")
+    ex = t.head_execution()
+    assert ex is not None and ex.text == b"SELECT 3"
+    t.backend(ord("C"), b"SELECT 1\0")
+    t.backend(ord("Z"), b"I")
+    assert not t.busy()
+
+
+def test_refused_message_after_an_earlier_error_is_skipped_silently() -> None:
+    # The server skips everything up to Sync after an error: it never answers the
+    # replacement, so no gateway error may be sent for it either.
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("P"), parse(b"", b"SELEC 1"))
+    t.deny(ord("P"), parse(b"s2", b"DROP TABLE t"), b"our error")
+    t.frontend(ord("S"), b"")
+    assert t.head_denial() is None
+    t.backend(ord("E"), error_body("42601", "syntax error"))
+    assert t.head_denial() is None
+    t.backend(ord("Z"), b"I")
+    assert not t.busy()

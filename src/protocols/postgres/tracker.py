@@ -364,8 +364,10 @@ class QueryTracker:
             return  # ReadyForQuery still follows
         if kind == _DENIED_QUERY:
             return  # the driver answered it; ReadyForQuery still follows
-        # Extended protocol: the server skips everything up to the next Sync.
-        first = True
+        # Extended protocol: the server skips everything up to the next Sync. The first
+        # execution owns the error, unless the error answers a refused Parse (the
+        # refusal is the driver's to report; the server's error is to the replacement).
+        first = kind != _DENIED_PARSE
         while fifo and fifo[0][0] != _SYNC:
             kind, obj = fifo.popleft()
             if isinstance(obj, Execution):
