@@ -270,13 +270,36 @@ def _recording(session_dir: Path, subject: str) -> Path:
     raise AssertionError(f"no complete recording for {subject}")
 
 
-def test_unsafe_client_encoding_refuses_non_ascii_text(contractor_dsn: str) -> None:
-    # In SJIS the bytes 0x81 0x5C are one character; read as UTF-8 the 0x5C is a
-    # backslash that could end a literal early. The gateway refuses such text.
-    with psycopg.connect(contractor_dsn, autocommit=True, client_encoding="SJIS") as conn:
-        assert conn.execute("SELECT 'ascii only'").fetchone() == ("ascii only",)
-        with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
-            conn.execute("SELECT 'ソ'")  # encoded by psycopg as SJIS: 0x83 0x5C
-        assert "client_encoding" in (info.value.diag.message_primary or "")
-        conn.execute("SET client_encoding TO 'UTF8'")
+def test_logins_the_lexer_cannot_follow_are_refused(gw: GatewayProcess) -> None:
+    # In SJIS the bytes 0x95 0x5C are one character; read as UTF-8 the 0x5C is a
+    # backslash that could end a literal early. With standard_conforming_strings off a
+    # backslash escapes a quote. Either way the gateway would read statements
+    # differently from the server, so such sessions do not start.
+    token = gw.token(CONTRACTOR, ("contractors",))
+    for kw in ({"client_encoding": "SJIS"}, {"options": "-c standard_conforming_strings=off"}):
+        with pytest.raises(psycopg.OperationalError) as info:
+            psycopg.connect(gw.dsn(token, user=CONTRACTOR, **kw))
+        assert "gateway cannot check statements" in str(info.value)
+
+
+def test_session_that_turns_off_standard_strings_is_ended(admin_dsn: str) -> None:
+    # Only a policy allowing "privilege" may run it (admins: "*"); the session ends.
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as info:
+            conn.execute("SET standard_conforming_strings = off")
+        assert "standard_conforming_strings" in str(info.value)
+        assert conn.closed or conn.info.status == psycopg.pq.ConnStatus.BAD
+
+
+def test_contractor_cannot_change_the_settings_the_lexer_needs(contractor_dsn: str) -> None:
+    with psycopg.connect(contractor_dsn, autocommit=True) as conn:
+        for sql in (
+            "SET client_encoding = 'SJIS'",
+            "SET standard_conforming_strings = off",
+            "SELECT set_config('client_encoding', 'SJIS', false)",
+            "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+        conn.execute("SET client_encoding = 'UTF8'")
         assert conn.execute("SELECT 'ソ'").fetchone() == ("ソ",)

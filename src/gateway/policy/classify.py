@@ -17,6 +17,7 @@ Rules this module enforces:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final
 
 from gateway.policy import utility as u
@@ -61,12 +62,24 @@ def classify_statement(stmt: Stmt, depth: int = 0) -> StatementFacts:
         handler = table.get(first)
         if handler is None:
             return u.unknown(stmt)
-        return handler(stmt, depth)
+        return _settings_writes(handler(stmt, depth))
     except Exception:
         try:
             return u.unknown(stmt)
         except Exception:
             return unknown_facts()
+
+
+def _settings_writes(facts: StatementFacts) -> StatementFacts:
+    # UPDATE pg_settings runs set_config on every matched row: a write that changes
+    # session settings (role-like ones, or those the gateway's reading of SQL depends
+    # on), so it is "privilege" as well, like set_config itself.
+    if "write" in facts.classes and any(
+        (table[1][0] if table[1][1] else table[1][0].lower()) == "pg_settings"
+        for table in facts.tables
+    ):
+        return replace(facts, classes=facts.classes | {"privilege"})
+    return facts
 
 
 def _recurse(depth: int) -> Callable[[Stmt], StatementFacts]:

@@ -412,7 +412,7 @@ def set_mysql(stmt: Stmt) -> StatementFacts:
         return build(
             stmt,
             "SET",
-            _mysql_charset_classes(stmt, start, start + 1),
+            _mysql_charset_classes(stmt, start, len(stmt)),
             tables=(),
             literal_dependent=literal_tokens(stmt, start),
         )
@@ -543,7 +543,12 @@ _MYSQL_LEXER_MODE_SET: Final[frozenset[str]] = frozenset(MYSQL_LEXER_MODES) | {"
 
 def _mysql_charset_classes(stmt: Stmt, start: int, stop: int) -> set[str]:
     # Multibyte client character sets whose second byte can be 0x5c hide a backslash from
-    # a lexer that reads the text as UTF-8.
+    # a lexer that reads the text as UTF-8. Only a value of exactly one name or string
+    # token is read: an expression (concat('sj','is')), adjacent strings ('sj' 'is') or an
+    # introducer (_utf8mb4'sjis') could name any character set, so they are refused.
+    follower = stmt.kw(start + 1) if start + 1 < stop else ""
+    if start + 1 < stop and follower != "COLLATE":
+        return {"privilege"}
     kind = stmt.kind(start)
     if kind in (STRING, XSTRING):
         value = stmt.string_value(start)
@@ -553,7 +558,6 @@ def _mysql_charset_classes(stmt: Stmt, start: int, stop: int) -> set[str]:
         return {"privilege"}
     if value is None or value.casefold() in MYSQL_UNSAFE_CHARSETS:
         return {"privilege"}
-    del stop
     return {"session"}
 
 

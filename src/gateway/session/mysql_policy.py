@@ -120,7 +120,13 @@ def _assignments(toks: list[Token]) -> list[str | None]:
 
 
 def _charset_name(toks: list[Token], i: int) -> str | None:
+    """The character set a SET assigns, or None if it cannot be read for certain: only
+    a value of exactly one name or string token, followed by the end of the statement,
+    a comma or COLLATE (an expression, adjacent strings or an introducer could name any
+    character set)."""
     if i >= len(toks):
+        return None
+    if i + 1 < len(toks) and toks[i + 1].text not in (b",", b";", b"COLLATE"):
         return None
     tok = toks[i]
     if tok.kind == "word":

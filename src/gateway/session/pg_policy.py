@@ -50,11 +50,15 @@ _PARSE: Final = ord("P")
 _FUNCTION_CALL: Final = ord("F")
 CHECKED_TYPES: Final = frozenset((_QUERY, _PARSE, _FUNCTION_CALL))
 _REPLACEMENT_QUERY: Final = build_message(_QUERY, REFUSED_SQL + b"\x00")
-# Client encodings whose multi-byte characters may end in an ASCII byte (a backslash or
-# a quote, say): read as UTF-8, such text can hide the end of a literal from the
-# classifier while the server sees it. While one is in force, statements with bytes
-# outside ASCII are refused (fail closed); every other encoding the server supports
-# keeps ASCII bytes ASCII.
+# The policy's lexer reads statement text as the server does only under two session
+# settings, which the gateway therefore requires (checked at login from the server's
+# ParameterStatus, and whenever the server reports a change):
+# * an ASCII-safe client_encoding: in these encodings a multi-byte character may end in
+#   an ASCII byte (a backslash or a quote), which read as UTF-8 can hide the end of a
+#   literal from the classifier while the server sees it;
+# * standard_conforming_strings = on: off, a backslash escapes a quote in '...' strings.
+# A login that would start with either is refused; a session that changes to either
+# (which the policy classes as "privilege") is ended. Fail closed.
 UNSAFE_CLIENT_ENCODINGS: Final = frozenset(
     {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"}
 )
@@ -69,7 +73,7 @@ def _replacement_parse(name: bytes) -> bytes:
 class PgPolicyGate:
     """Decides one session's statements and prepares refusals."""
 
-    __slots__ = ("observer", "policy", "session_id", "unsafe_encoding")
+    __slots__ = ("client_encoding", "observer", "policy", "session_id", "standard_strings")
 
     def __init__(
         self, policy: SessionPolicy, observer: PgRecordingObserver, session_id: str
@@ -77,14 +81,31 @@ class PgPolicyGate:
         self.policy = policy
         self.observer = observer
         self.session_id = session_id
-        self.unsafe_encoding: str | None = None
+        self.client_encoding = "UTF8"
+        self.standard_strings = "on"
 
-    def parameter_status(self, body: bytes) -> None:
-        """Follow client_encoding as the server reports it (at login and after SET)."""
+    def parameter_status(self, body: bytes) -> str | None:
+        """Follow the settings the lexer depends on as the server reports them (at login
+        and after any change); returns why the session cannot be checked, if it cannot."""
         name, value = parse_parameter_status(body)
         if name == "client_encoding":
-            value = value.upper()
-            self.unsafe_encoding = value if value in UNSAFE_CLIENT_ENCODINGS else None
+            self.client_encoding = value.upper()
+        elif name == "standard_conforming_strings":
+            self.standard_strings = value.lower()
+        return self.unchecked_reason()
+
+    def unchecked_reason(self) -> str | None:
+        if self.client_encoding in UNSAFE_CLIENT_ENCODINGS:
+            return (
+                f"the gateway cannot check statements in client_encoding "
+                f"{self.client_encoding}; use UTF8"
+            )
+        if self.standard_strings != "on":
+            return (
+                "the gateway cannot check statements with standard_conforming_strings "
+                f"= {self.standard_strings}; it must be on"
+            )
+        return None
 
     def check(self, mtype: int, body: bytes) -> tuple[bytes, bytes] | None:
         """None to forward the message; else (the message to send upstream instead,
@@ -92,13 +113,9 @@ class PgPolicyGate:
         name: bytes | None = None
         if mtype == _QUERY:
             raw = parse_query(body)
-            if self.unsafe_encoding is not None and not raw.isascii():
-                return self._refuse_encoding(mtype, None, raw)
             decision = self.policy.check_query(_text(raw))
         elif mtype == _PARSE:
             name, raw = parse_parse(body)
-            if self.unsafe_encoding is not None and not raw.isascii():
-                return self._refuse_encoding(mtype, name, raw)
             decision = self.policy.check_query(_text(raw))
         else:
             raw = None
@@ -106,18 +123,6 @@ class PgPolicyGate:
         if decision.action == "allow":
             self.observer.allowed(mtype, name, decision.rule)
             return None
-        return self._refuse(mtype, name, raw, decision)
-
-    def _refuse_encoding(self, mtype: int, name: bytes | None, raw: bytes) -> tuple[bytes, bytes]:
-        # Pure-ASCII text reads the same in every client encoding (they all extend
-        # ASCII), so only text with other bytes is refused; SET client_encoding works.
-        decision = Decision(
-            "deny",
-            "unknown:client_encoding",
-            f"statement refused by the gateway: text in client_encoding "
-            f"{self.unsafe_encoding} cannot be checked safely; use UTF8",
-            frozenset({"unknown"}),
-        )
         return self._refuse(mtype, name, raw, decision)
 
     def _refuse(
@@ -139,6 +144,6 @@ class PgPolicyGate:
 
 
 def _text(raw: bytes) -> str:
-    # Keywords are ASCII in every client encoding the server accepts for SQL text, so
-    # a replaced non-UTF-8 byte can only sit inside a literal or an identifier.
+    # Keywords are ASCII in every client encoding the gateway lets a session use (see
+    # UNSAFE_CLIENT_ENCODINGS), so a replaced non-UTF-8 byte sits inside a literal or name.
     return raw.decode("utf-8", errors="replace")

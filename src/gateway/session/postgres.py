@@ -247,6 +247,14 @@ class PgSession(LegPair):
         for message in upstream.startup_messages:
             if message[0] == _PARAMETER_STATUS:
                 self.policy_gate.parameter_status(message[5:])
+        unchecked = self.policy_gate.unchecked_reason()
+        if unchecked is not None:
+            # Set by the client (startup parameters, options) or by the server's
+            # defaults for this role or database: refused before the session starts.
+            upstream.leg.close()
+            if recording is not None:
+                recording.end("login refused: " + unchecked)
+            raise LoginRefused(SqlState.FEATURE_NOT_SUPPORTED, unchecked, unchecked)
         if recording is not None:
             recording.set_flow_control(
                 lambda: upstream.leg.pause_reading("recorder"),
@@ -405,7 +413,12 @@ class PgSession(LegPair):
             elif mtype == _PARAMETER_STATUS:
                 gate = self.policy_gate
                 if gate is not None:
-                    gate.parameter_status(buf[start + 5 : stop])
+                    unchecked = gate.parameter_status(buf[start + 5 : stop])
+                    if unchecked is not None:
+                        # A statement (allowed as "privilege") changed a setting the
+                        # policy's reading of SQL depends on: end the session.
+                        self.terminate(SqlState.FEATURE_NOT_SUPPORTED, unchecked, unchecked)
+                        return
         if copy_bytes:
             self._credit_copy_bytes(copy_bytes)
         if edits is not None:
