@@ -242,3 +242,21 @@ def test_refused_message_after_an_earlier_error_is_skipped_silently() -> None:
     assert t.head_denial() is None
     t.backend(ord("Z"), b"I")
     assert not t.busy()
+
+
+def test_refused_parse_does_not_hide_a_live_statement_of_the_same_name() -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("P"), parse(b"s1", b"SELECT 1"))
+    t.frontend(ord("S"), b"")
+    t.backend(ord("1"), b"")
+    t.backend(ord("Z"), b"I")
+    t.deny(ord("P"), parse(b"s1", b"DELETE FROM t"), b"our error")
+    t.frontend(ord("S"), b"")
+    t.backend(ord("E"), error_body("42601", "syntax error"))
+    t.backend(ord("Z"), b"I")
+    # s1 still runs the statement the server has: that is what gets recorded.
+    t.frontend(ord("B"), bind(b"", b"s1", []))
+    t.frontend(ord("E"), execute())
+    ex = t.head_execution()
+    assert ex is not None and ex.text == b"SELECT 1"

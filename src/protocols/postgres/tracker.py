@@ -212,13 +212,16 @@ class QueryTracker:
         sends the server a replacement that fails at once; ``error`` is what the
         driver will send the client instead of the server's ErrorResponse.
 
-        A refused Parse still registers its statement name with the original text
-        (it never exists on the server), so the executions the server then skips
-        are recorded with the text the client sent.
+        A refused Parse registers a new statement name with the original text (it
+        never exists on the server), so the executions the server then skips are
+        recorded with the text the client sent.
         """
         if mtype == 0x50:  # 'P' Parse
             name, query = parse_parse(body)
-            self.statements[name] = PreparedStatement(query)
+            # The server drops the unnamed statement before parsing; a named one that
+            # exists survives (the replacement fails first), and its executions run it.
+            if name == b"" or name not in self.statements:
+                self.statements[name] = PreparedStatement(query)
             self._fifo.append((_DENIED_PARSE, error))
         elif mtype in (0x51, 0x46):  # 'Q' Query, 'F' FunctionCall
             if mtype == 0x51:
