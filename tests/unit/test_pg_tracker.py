@@ -258,5 +258,6 @@ def test_refused_parse_does_not_hide_a_live_statement_of_the_same_name() -> None
     # s1 still runs the statement the server has: that is what gets recorded.
     t.frontend(ord("B"), bind(b"", b"s1", []))
     t.frontend(ord("E"), execute())
+    t.backend(ord("2"), b"")
     ex = t.head_execution()
     assert ex is not None and ex.text == b"SELECT 1"
