@@ -303,3 +303,36 @@ def test_contractor_cannot_change_the_settings_the_lexer_needs(contractor_dsn: s
                 conn.execute(sql)
         conn.execute("SET client_encoding = 'UTF8'")
         assert conn.execute("SELECT 'ソ'").fetchone() == ("ソ",)
+
+
+def test_backslash_text_pipelined_behind_a_settings_change_is_refused(
+    gw: GatewayProcess,
+) -> None:
+    # Admins may change standard_conforming_strings ("*" includes privilege). A query
+    # pipelined in the same write would be read by the server under the new value, so
+    # the gateway refuses text with a backslash until the change is answered; the
+    # session then ends because the new value cannot be checked.
+    subject = "pipeline-admin@example.com"
+    client = Wire(gw.host, gw.port)
+    try:
+        status, _ = client.login(gw.token(subject, ("dba",)), user=subject)
+        assert status == "ok"
+        first = b"SET standard_conforming_strings = off\0"
+        second = b"SELECT 'x\\'' ; SELECT 1 --'\0"
+        client.send(
+            b"Q"
+            + struct.pack("!I", len(first) + 4)
+            + first
+            + b"Q"
+            + struct.pack("!I", len(second) + 4)
+            + second
+        )
+        assert client.closed(timeout=10)
+    finally:
+        client.close()
+    path = _recording(gw.session_dir, subject)
+    with RecordingReader(path) as reader:
+        stmts = [f for _, f in reader.logical_frames() if isinstance(f, Stmt)]
+    refused = [s for s in stmts if s.text.startswith("SELECT 'x")]
+    assert len(refused) == 1 and refused[0].decision == "deny"
+    assert refused[0].rule == "unknown:settings_in_flight"

@@ -64,6 +64,15 @@ UNSAFE_CLIENT_ENCODINGS: Final = frozenset(
 )
 
 
+_SETTINGS_IN_FLIGHT: Final = Decision(
+    "deny",
+    "unknown:settings_in_flight",
+    "statement refused by the gateway: it contains a backslash or non-ASCII text and was "
+    "sent before a settings change ahead of it completed; send it after that statement",
+    frozenset({"unknown"}),
+)
+
+
 def _replacement_parse(name: bytes) -> bytes:
     # Same statement name, so the server's bookkeeping of the name matches the
     # client's (an unnamed Parse drops the previous unnamed statement either way).
@@ -73,7 +82,14 @@ def _replacement_parse(name: bytes) -> bytes:
 class PgPolicyGate:
     """Decides one session's statements and prepares refusals."""
 
-    __slots__ = ("client_encoding", "observer", "policy", "session_id", "standard_strings")
+    __slots__ = (
+        "client_encoding",
+        "observer",
+        "policy",
+        "privilege_in_flight",
+        "session_id",
+        "standard_strings",
+    )
 
     def __init__(
         self, policy: SessionPolicy, observer: PgRecordingObserver, session_id: str
@@ -83,6 +99,10 @@ class PgPolicyGate:
         self.session_id = session_id
         self.client_encoding = "UTF8"
         self.standard_strings = "on"
+        # An allowed "privilege" statement (it may change the settings above) has not
+        # been answered yet: the driver clears this at a ReadyForQuery with nothing
+        # pending, after the server has reported any change.
+        self.privilege_in_flight = False
 
     def parameter_status(self, body: bytes) -> str | None:
         """Follow the settings the lexer depends on as the server reports them (at login
@@ -113,14 +133,22 @@ class PgPolicyGate:
         name: bytes | None = None
         if mtype == _QUERY:
             raw = parse_query(body)
-            decision = self.policy.check_query(_text(raw))
         elif mtype == _PARSE:
             name, raw = parse_parse(body)
-            decision = self.policy.check_query(_text(raw))
         else:
             raw = None
+        if raw is None:
             decision = self.policy.check_function_call()
+        elif self.privilege_in_flight and (b"\\" in raw or not raw.isascii()):
+            # Pipelined behind a statement that may change client_encoding or
+            # standard_conforming_strings: only text that reads the same under any
+            # value the server may now have (no backslash, ASCII only) is decided.
+            decision = _SETTINGS_IN_FLIGHT
+        else:
+            decision = self.policy.check_query(_text(raw))
         if decision.action == "allow":
+            if "privilege" in decision.classes:
+                self.privilege_in_flight = True
             self.observer.allowed(mtype, name, decision.rule)
             return None
         return self._refuse(mtype, name, raw, decision)

@@ -58,6 +58,7 @@ _TERMINATE = ord("X")
 _COPY_DATA = ord("d")
 _DATA_ROW = ord("D")
 _PARAMETER_STATUS = ord("S")
+_READY_FOR_QUERY = ord("Z")
 _ERROR = ord("E")
 # Backend messages the tracker needs to see (everything else is only forwarded).
 _TRACKED = frozenset(b"TCZEIsn123G")
@@ -407,6 +408,10 @@ class PgSession(LegPair):
                             edits = []
                         edits.append((start, stop, error))
                 tracker.backend(mtype, buf[start + 5 : stop])
+                if mtype == _READY_FOR_QUERY and not tracker.busy():
+                    gate = self.policy_gate
+                    if gate is not None:
+                        gate.privilege_in_flight = False
             elif mtype == _COPY_DATA:
                 if recording:
                     copy_bytes += stop - start
