@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 ER_TABLEACCESS_DENIED_ERROR: Final = 1142
 ACCESS_DENIED_SQLSTATE: Final = "42000"
 CHARSET_RULE: Final = "unknown:character_set_client"
+SQL_MODE_RULE: Final = "unknown:sql_mode"
 
 # Character sets whose multi-byte characters can contain ASCII bytes (see above).
 UNSAFE_CHARSETS: Final = frozenset({"sjis", "cp932", "big5", "gbk", "gb18030"})
@@ -186,9 +187,26 @@ class MyPolicyGate:
             decision = self.policy.check_query(_text(sql))
             if decision.action == "allow":
                 decision = self._charset_change(sql, decision)
+            if decision.action == "allow" and "privilege" in decision.classes:
+                decision = self._sql_mode_change(sql, decision)
         if decision.action != "allow":
             self._refused(sql, path, decision)
         return decision
+
+    def _sql_mode_change(self, sql: bytes, allowed: Decision) -> Decision:
+        # The engine classes an sql_mode that changes how text is read (ANSI_QUOTES,
+        # NO_BACKSLASH_ESCAPES, ANSI, or a value it cannot read) as "privilege". Even a
+        # policy that allows privilege may not run it: every later statement of the
+        # session would be read differently by the server than by the gateway.
+        if b"SQL_MODE" not in sql.upper():
+            return allowed
+        return Decision(
+            "deny",
+            SQL_MODE_RULE,
+            "statement refused by the gateway: this sql_mode would change how the server "
+            "reads SQL text (quotes or backslashes), which the gateway could then not check",
+            allowed.classes,
+        )
 
     def _charset_change(self, sql: bytes, allowed: Decision) -> Decision:
         for charset in charset_assignments(sql):

@@ -247,6 +247,28 @@ def test_unsafe_client_charset_is_refused(gw: MyGateway) -> None:
     assert "character_set_client sjis" in info.value.args[1]
 
 
+def test_sql_mode_that_changes_how_text_is_read_is_refused_even_for_admins(
+    gw: MyGateway,
+) -> None:
+    """ANSI_QUOTES / NO_BACKSLASH_ESCAPES would make every later statement read
+    differently by the server than by the gateway: refused whatever the policy."""
+    subject = "policy-sqlmode@example.com"
+    kwargs = gw.pymysql_kwargs(gw.token(subject), user=subject)
+    with pymysql.connect(**kwargs) as conn, conn.cursor() as cur:
+        for sql in (
+            "SET sql_mode = 'NO_BACKSLASH_ESCAPES'",
+            "SET SESSION sql_mode = 'ANSI_QUOTES'",
+            "SET @@sql_mode = concat(@@sql_mode, ',ANSI')",
+        ):
+            with pytest.raises(pymysql.err.MySQLError) as info:
+                cur.execute(sql)
+            assert info.value.args[0] == ER_TABLEACCESS_DENIED_ERROR
+            assert "sql_mode" in info.value.args[1]
+        cur.execute("SET sql_mode = 'STRICT_TRANS_TABLES'")  # harmless: allowed
+        cur.execute("SELECT @@sql_mode")
+        assert cur.fetchall() == (("STRICT_TRANS_TABLES",),)
+
+
 def test_mariadb_cli_contractor(
     gw: MyGateway, table: list[tuple[Any, ...]], direct_kwargs: dict[str, Any], tmp_path: Path
 ) -> None:
