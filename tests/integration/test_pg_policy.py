@@ -336,3 +336,40 @@ def test_backslash_text_pipelined_behind_a_settings_change_is_refused(
     refused = [s for s in stmts if s.text.startswith("SELECT 'x")]
     assert len(refused) == 1 and refused[0].decision == "deny"
     assert refused[0].rule == "unknown:settings_in_flight"
+
+
+def _msg(mtype: bytes, body: bytes) -> bytes:
+    return mtype + struct.pack("!I", len(body) + 4) + body
+
+
+def test_backslash_text_behind_a_bound_settings_statement_is_refused(
+    gw: GatewayProcess,
+) -> None:
+    # The same, through the extended protocol: the SET is parsed (and answered) first;
+    # the Bind that runs it later is pipelined with the backslash text.
+    subject = "pipeline-admin-extended@example.com"
+    client = Wire(gw.host, gw.port)
+    try:
+        status, _ = client.login(gw.token(subject, ("dba",)), user=subject)
+        assert status == "ok"
+        name = b"scs_off"
+        client.send(
+            _msg(b"P", name + b"\0SET standard_conforming_strings = off\0" + b"\0\0")
+            + _msg(b"S", b"")
+        )
+        kinds = []
+        while not kinds or kinds[-1] != "Z":
+            kinds.append(client.message()[0])
+        assert kinds == ["1", "Z"]
+        bind = b"\0" + name + b"\0" + struct.pack("!hhh", 0, 0, 0)
+        execute = b"\0" + struct.pack("!i", 0)
+        query = b"SELECT 'x\\'' ; SELECT 1 --'\0"
+        client.send(_msg(b"B", bind) + _msg(b"E", execute) + _msg(b"S", b"") + _msg(b"Q", query))
+        assert client.closed(timeout=10)
+    finally:
+        client.close()
+    path = _recording(gw.session_dir, subject)
+    with RecordingReader(path) as reader:
+        stmts = [f for _, f in reader.logical_frames() if isinstance(f, Stmt)]
+    refused = [s for s in stmts if s.text.startswith("SELECT 'x")]
+    assert len(refused) == 1 and refused[0].rule == "unknown:settings_in_flight"

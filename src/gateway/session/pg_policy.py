@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 from protocols.postgres.framing import build_message
 from protocols.postgres.messages import (
     build_error_response,
+    parse_bind_statement,
     parse_parameter_status,
     parse_parse,
     parse_query,
@@ -87,6 +88,7 @@ class PgPolicyGate:
         "observer",
         "policy",
         "privilege_in_flight",
+        "privileged_statements",
         "session_id",
         "standard_strings",
     )
@@ -103,6 +105,8 @@ class PgPolicyGate:
         # been answered yet: the driver clears this at a ReadyForQuery with nothing
         # pending, after the server has reported any change.
         self.privilege_in_flight = False
+        # Parsed statements that are "privilege": a Bind of one runs it later.
+        self.privileged_statements: set[bytes] = set()
 
     def parameter_status(self, body: bytes) -> str | None:
         """Follow the settings the lexer depends on as the server reports them (at login
@@ -147,11 +151,24 @@ class PgPolicyGate:
         else:
             decision = self.policy.check_query(_text(raw))
         if decision.action == "allow":
-            if "privilege" in decision.classes:
+            privileged = "privilege" in decision.classes
+            if name is not None:  # a Parse: the statement runs at its Bind/Execute
+                if privileged:
+                    self.privileged_statements.add(name)
+                else:
+                    self.privileged_statements.discard(name)
+            elif privileged:
                 self.privilege_in_flight = True
             self.observer.allowed(mtype, name, decision.rule)
             return None
         return self._refuse(mtype, name, raw, decision)
+
+    def bind(self, body: bytes) -> None:
+        """A Bind of a parsed "privilege" statement: it runs at the next Execute. Called
+        only while some parsed statement is one (no cost otherwise)."""
+        statement = parse_bind_statement(body)
+        if statement in self.privileged_statements:
+            self.privilege_in_flight = True
 
     def _refuse(
         self, mtype: int, name: bytes | None, raw: bytes | None, decision: Decision

@@ -59,6 +59,7 @@ _COPY_DATA = ord("d")
 _DATA_ROW = ord("D")
 _PARAMETER_STATUS = ord("S")
 _READY_FOR_QUERY = ord("Z")
+_BIND = ord("B")
 _ERROR = ord("E")
 # Backend messages the tracker needs to see (everything else is only forwarded).
 _TRACKED = frozenset(b"TCZEIsn123G")
@@ -348,6 +349,8 @@ class PgSession(LegPair):
                             edits = []
                         edits.append((start, stop, replacement))
                         continue
+                elif mtype == _BIND and gate.privileged_statements:
+                    gate.bind(body)
                 tracker.frontend(mtype, body)
         except PeerViolation as exc:
             self.terminate(SqlState.PROTOCOL_VIOLATION, exc.message, "client protocol violation")

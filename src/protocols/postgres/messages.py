@@ -268,6 +268,13 @@ class Bind:
         return formats[0] if len(formats) == 1 else formats[index]
 
 
+def parse_bind_statement(body: bytes) -> bytes:
+    """Only the statement name of a Bind (its second field)."""
+    _, pos = read_cstring(body, 0)
+    name, _ = read_cstring(body, pos)
+    return name
+
+
 def parse_bind(body: bytes) -> Bind:
     portal, pos = read_cstring(body, 0)
     statement, pos = read_cstring(body, pos)
