@@ -16,7 +16,7 @@ from gateway.recording import Recorder, RecordingUnavailable
 from gateway.recording import sink as sink_module
 from gateway.recording.keys import load_public_key
 from gateway.recording.reader import RecordingReader
-from gateway.recording.schema import Ckpt, Done, End, Meta, Rows, Start, Stmt
+from gateway.recording.schema import Ckpt, ColumnInfo, Done, End, Meta, Rows, Start, Stmt
 from gateway.recording.session import HOLD_BYTES
 from gateway.recording.verify import Status, verify_file
 from protocols.postgres.rows import iter_data_rows
@@ -447,3 +447,39 @@ async def test_checkpoint_frames_only_when_something_new(tmp_path: Path) -> None
         await recorder.close()
     kinds = [type(f) for f in frames_of(tmp_path / "sessions" / "idle.gwrec")]
     assert kinds == [Start, Ckpt, Stmt, Ckpt, End]
+
+
+async def test_big_parameters_and_wide_metadata_are_not_held_back(tmp_path: Path) -> None:
+    """What a statement holds back for its batch item is bounded (HOLD_BYTES), so the
+    batch estimate stays true and backpressure sees big statements at once."""
+    recorder = new_recorder(tmp_path, fsync_interval=30, max_buffer=1 << 20)
+    await recorder.start()
+    try:
+        rec = recorder.open_session(make_info("bounded"))
+        events: list[str] = []
+        rec.set_flow_control(lambda: events.append("pause"), lambda: events.append("resume"))
+        for _ in range(3):
+            st = rec.statement("INSERT INTO t VALUES ($1)", "extended", None, ["x" * (1 << 19)])
+            rec.complete(st, "INSERT 0 1", 0, 0, 0, 0.0)
+        assert events == ["pause"]  # 1.5 MiB of parameters: over max_buffer at once
+        assert rec._batch == []  # written as separate frames, not held
+        wide = [ColumnInfo(name=f"c{i}", type_oid=23) for i in range(2000)]
+        st = rec.statement("SELECT wide", "simple")
+        rec.result_metadata(st, wide)
+        rec.complete(st, "SELECT 0", 0, 0, 0, 0.0)
+        assert rec._batch == []
+        for i in range(5):
+            st = rec.statement(f"SELECT {i}", "simple", None, ["1"])
+            rec.complete(st, "SELECT 1", 1, 0, 0, 0.0)
+        assert len(rec._batch) == 5  # short statements are still batched
+        rec.end("done")
+    finally:
+        await recorder.close()
+    path = tmp_path / "sessions" / "bounded.gwrec"
+    frames = frames_of(path)
+    texts = [f.text for f in frames if isinstance(f, Stmt)]
+    assert texts.count("INSERT INTO t VALUES ($1)") == 3 and "SELECT wide" in texts
+    assert [t for t in texts if t.startswith("SELECT ") and t != "SELECT wide"] == [
+        f"SELECT {i}" for i in range(5)
+    ]
+    assert verify_file(path, load_public_key(public_key_file(tmp_path))).status is Status.OK

@@ -2,7 +2,7 @@
 
 Hot-path rules (ARCHITECTURE.md): the driver calls this per statement and per
 forwarded chunk of rows, never per row. A statement that completes between two
-writer ticks becomes one ``exec`` frame (see ``Statement``); each frame is one
+writer ticks becomes an item of one ``execs`` frame (see ``Statement``); each frame is one
 Struct, encoded straight into the session's ``bytearray`` (``Encoder.encode_into``:
 one copy of the row bytes, no intermediate ``bytes``) with its ``prev`` chain hash
 already in place, and hashed (checkpoint and end frames are also signed here). No logging or I/O
@@ -64,13 +64,16 @@ _sha256 = hashlib.sha256
 _COPY_TO_HASH: Final = 4096
 _pack_length = LENGTH.pack_into
 _LENGTH_PLACEHOLDER: Final = bytes(LENGTH.size)
-# Rows of a running statement held back for its one ``exec`` frame: one chunk up to this
-# size; more opens the statement (separate frames), which wide results amortise.
+# What a running statement may hold back for its ``execs`` item (text, parameters,
+# columns and one chunk of rows, by encoded size); more opens the statement (separate
+# frames, which long texts and wide results amortise). It bounds every item's size.
 HOLD_BYTES: Final = 16 * 1024
 # Completed statements are sealed into one ``execs`` frame at the latest when their
 # estimated size reaches this (else when the writer collects the session's buffer).
 BATCH_BYTES: Final = 64 * 1024
 _ITEM_OVERHEAD: Final = 160  # msgpack keys and fixed fields of one Exec, roughly
+_COLUMN_SIZES: Final = 256
+_ENCODE: Final = ENCODER.encode
 # Wake the writer early once this much is buffered, rather than at the next tick.
 WAKE_BYTES: Final = 256 * 1024
 # Session ids become file names: URL-safe characters only, so no path tricks.
@@ -103,8 +106,10 @@ class Statement(msgspec.Struct, gc=False):
     per batch, not four frames per statement. It is *opened* instead, written as ``stmt``
     (+ ``meta``, ``rows`` held so far) with its later rows and ``done`` as frames of
     their own, when it is still running at a writer tick (so a long statement is on disk
-    while it runs), when its rows outgrow the held chunk, when a control event or the
-    session end is recorded while it runs, or when a second result set starts (MySQL).
+    while it runs), when a control event or the session end is recorded while it
+    runs, when what is held back would pass
+    ``HOLD_BYTES`` (a long text, big parameters, very wide metadata, a big or second
+    chunk of rows), or when a second result starts (a multi-statement Query).
 
     A Struct with ``gc=False`` (never written to disk itself): one is made per
     statement on the hot path, and objects the cyclic collector does not track make its
@@ -130,6 +135,8 @@ class Statement(msgspec.Struct, gc=False):
     recorded: int = 0
     bytes: int = 0
     described: bool = False
+    # Encoded size held back so far (text, parameters, columns, rows), near enough.
+    size: int = 0
 
 
 class SessionRecording:
@@ -140,6 +147,7 @@ class SessionRecording:
         "_batch_bytes",
         "_buf",
         "_bytes",
+        "_column_sizes",
         "_denied",
         "_dirty",
         "_ended",
@@ -176,6 +184,8 @@ class SessionRecording:
         self._rows = 0
         self._bytes = 0
         self._denied = 0
+        # Encoded sizes of the column lists seen, by id (see _encoded_size).
+        self._column_sizes: dict[int, tuple[list[ColumnInfo], int]] = {}
         # Completed statements not yet sealed into an ``execs`` frame.
         self._batch: list[Exec] = []
         self._batch_bytes = 0
@@ -250,8 +260,16 @@ class SessionRecording:
         if self._ended:
             self._after_end()
             st.opened = True  # nothing more is written for it
-        else:
-            self._running[st.stmt] = st
+            return st
+        self._running[st.stmt] = st
+        size = len(text)
+        if parameters:
+            for value in parameters:
+                if value is not None:
+                    size += len(value)
+        st.size = size
+        if size > HOLD_BYTES:
+            self._open(st)  # a long text or big parameters go to the file at once
         return st
 
     def result_metadata(self, st: Statement, columns: list[ColumnInfo]) -> None:
@@ -263,21 +281,29 @@ class SessionRecording:
                 Meta(seq=self._seq, prev=self._last_hash, stmt=st.stmt, columns=list(columns))
             )
         elif st.columns is None and st.data is None:
-            # Not copied: callers pass lists they never mutate (cached per statement).
-            st.columns = columns
-        else:  # a second result (MySQL multi-results): from now on, separate frames
+            size = st.size + self._encoded_size(columns)
+            if size <= HOLD_BYTES:
+                # Not copied: callers pass lists they never mutate (cached per statement).
+                st.columns = columns
+                st.size = size
+            else:  # very wide metadata: written at once
+                self._open(st)
+                self.result_metadata(st, columns)
+        else:  # a second result (a multi-statement Query): from now on, separate frames
             self._open(st)
             self.result_metadata(st, columns)
 
     def rows(self, st: Statement, encoding: str, data: bytes | memoryview, count: int) -> None:
         """Rows exactly as forwarded to the client; ``data`` is copied before returning."""
         if not st.opened:
-            if st.data is None and len(data) <= HOLD_BYTES:
+            if st.data is None and st.size + len(data) <= HOLD_BYTES:
                 # Held until the statement completes (copied: the caller's buffer
-                # may be reused); a bigger or second chunk opens the statement.
+                # may be reused); a second chunk, or one that does not fit in what is
+                # held back per statement, opens the statement.
                 st.enc = encoding
                 st.data = data if type(data) is bytes else bytes(data)
                 st.count = count
+                st.size += len(data)
                 return
             self._open(st)
         if self._ended:
@@ -352,8 +378,9 @@ class SessionRecording:
                 err,
             )
         )
-        # An estimate of the encoded size, for flow control and the batch cap.
-        self._batch_bytes += _ITEM_OVERHEAD + len(st.text) + (len(data) if data else 0)
+        # The encoded size, near enough (text, parameters, columns and rows are counted;
+        # each is bounded by HOLD_BYTES): flow control and the batch cap rely on it.
+        self._batch_bytes += _ITEM_OVERHEAD + st.size
         if self._batch_bytes >= BATCH_BYTES:
             self._seal_batch()
 
@@ -463,6 +490,17 @@ class SessionRecording:
                 "recording call after the session's end frame ignored",
                 extra={"session_id": self.session_id},
             )
+
+    def _encoded_size(self, columns: list[ColumnInfo]) -> int:
+        """Encoded size of a column list, computed once per list (callers cache theirs
+        per statement; the entry keeps the list alive, so its id is not reused)."""
+        entry = self._column_sizes.get(id(columns))
+        if entry is None:
+            if len(self._column_sizes) >= _COLUMN_SIZES:
+                self._column_sizes.clear()
+            entry = (columns, len(_ENCODE(columns)))
+            self._column_sizes[id(columns)] = entry
+        return entry[1]
 
     def _open(self, st: Statement) -> None:
         """Write a held statement as separate frames: stmt, then meta and rows so far;

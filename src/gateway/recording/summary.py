@@ -1,9 +1,10 @@
 """One-line session summaries for ``gateway sessions list``.
 
 Streams each file, seeking over rows and metadata frames (only their first bytes are
-read), so a listing costs about one small read per frame, not the file size. For a
-session with an end frame the totals are the end frame's; without one they are
-computed from the statement and completion frames and the summary says so.
+read). ``execs`` frames (batches of short statements, rows included) are decoded: they
+hold the statements to count, so a listing reads most of a file whose statements were
+short. For a session with an end frame the totals are the end frame's; without one they
+are computed from the statement, batch and completion frames and the summary says so.
 """
 
 from __future__ import annotations
