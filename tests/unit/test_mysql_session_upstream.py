@@ -31,6 +31,7 @@ from gateway.session.mysql_upstream import (
 from gateway.session.target import UpstreamTarget
 from protocols.mysql.auth import scramble_caching_sha2, scramble_native_password
 from protocols.mysql.constants import Capability as C
+from protocols.mysql.constants import ColumnType
 from protocols.mysql.framing import build_packets
 from protocols.mysql.handshake import (
     HandshakeResponse41,
@@ -40,7 +41,19 @@ from protocols.mysql.handshake import (
     is_ssl_request,
     parse_handshake_response41,
 )
-from protocols.mysql.packets import OkPacket, build_err_packet, build_ok_packet
+from protocols.mysql.packets import (
+    OkPacket,
+    build_eof_packet,
+    build_err_packet,
+    build_ok_packet,
+    build_terminator,
+)
+from protocols.mysql.resultset import (
+    ColumnDefinition41,
+    build_column_count,
+    build_column_definition41,
+    build_text_row,
+)
 
 PASSWORD = b"s3cret-upstream"
 SCRAMBLE = b"abcdefghijklmnopqrst"
@@ -169,6 +182,10 @@ class Script:
                     body = conn.read()
                 except (EOFError, ConnectionError, ssl.SSLError):
                     return
+                if body == b"\x03SELECT @@SESSION.sql_mode":
+                    # The gateway reads the session's sql_mode after every login.
+                    send_sql_mode(conn, self.response_caps & self.caps)
+                    continue
                 if body[:1] == b"\x11":
                     self.events.append("change_user")
                     conn.write(
@@ -180,6 +197,19 @@ class Script:
             self.events.append(f"assertion failed: {exc}")
         finally:
             conn.sock.close()
+
+
+def send_sql_mode(conn: Conn, caps: int) -> None:
+    column = ColumnDefinition41(
+        b"", b"", b"", b"@@SESSION.sql_mode", b"", 33, 1024, int(ColumnType.MYSQL_TYPE_VAR_STRING)
+    )
+    conn.write(build_column_count(1))
+    conn.write(build_column_definition41(column))
+    deprecate_eof = bool(caps & C.CLIENT_DEPRECATE_EOF)
+    if not deprecate_eof:
+        conn.write(build_eof_packet())
+    conn.write(build_text_row([b"STRICT_TRANS_TABLES"]))
+    conn.write(build_terminator(OkPacket(status_flags=2), caps))
 
 
 def fast_path(s: Script, conn: Conn) -> None:

@@ -84,7 +84,12 @@ from ..net.leg import Leg, LegClosed
 from .errors import LoginRefused
 from .leg_pair import LegPair
 from .mysql_caps import END_TO_END, REQUIRED_FROM_CLIENT, advertised_capabilities
-from .mysql_policy import ACCESS_DENIED_SQLSTATE, ER_TABLEACCESS_DENIED_ERROR, MyPolicyGate
+from .mysql_policy import (
+    ACCESS_DENIED_SQLSTATE,
+    ER_TABLEACCESS_DENIED_ERROR,
+    MyPolicyGate,
+    sql_mode_problem,
+)
 from .mysql_recording import Exchange, MyRecordingObserver
 from .mysql_sql import KillRefused, KillStatement, find_kill, is_load_data_local
 from .mysql_tls import start_server_tls
@@ -110,6 +115,7 @@ _STATUS_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 # Plain ints on the hot path: IntFlag arithmetic runs Python-level enum code.
 _LOCAL_FILES = int(Capability.CLIENT_LOCAL_FILES)
 _PROTOCOL_41 = int(Capability.CLIENT_PROTOCOL_41)
+ER_NOT_SUPPORTED_YET = 1235
 _CURSOR_FLAGS = int(CursorType.READ_ONLY | CursorType.FOR_UPDATE)
 _HEADER_MAX = MAX_PACKET_PAYLOAD + 4
 
@@ -414,6 +420,12 @@ class MySqlSession(LegPair):
                 f'could not connect to target "{target.name}"',
                 f"target capabilities differ from the probe: {mismatch:#x}",
             )
+        problem = sql_mode_problem(upstream.sql_mode)
+        if problem is not None:
+            # The server's own default (global sql_mode, init_connect): the gateway
+            # would read statements differently from the server. Fail closed.
+            upstream.leg.close()
+            raise _Refused(ER_NOT_SUPPORTED_YET, "42000", problem, problem)
         return upstream
 
     def _connect_attrs(

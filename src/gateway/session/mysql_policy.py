@@ -44,6 +44,21 @@ ER_TABLEACCESS_DENIED_ERROR: Final = 1142
 ACCESS_DENIED_SQLSTATE: Final = "42000"
 CHARSET_RULE: Final = "unknown:character_set_client"
 SQL_MODE_RULE: Final = "unknown:sql_mode"
+# sql_mode flags under which the server reads statement text differently from the
+# policy's lexer: "..." as identifiers, backslashes as plain characters.
+UNREADABLE_SQL_MODES: Final = frozenset({"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES"})
+
+
+def sql_mode_problem(sql_mode: str) -> str | None:
+    """Why a session with this sql_mode cannot be checked, or None if it can."""
+    flags = sorted(UNREADABLE_SQL_MODES.intersection(sql_mode.upper().split(",")))
+    if not flags:
+        return None
+    return (
+        f"the gateway cannot check statements under the target's sql_mode "
+        f"({', '.join(flags)}); remove it from the server's sql_mode"
+    )
+
 
 # Character sets whose multi-byte characters can contain ASCII bytes (see above).
 UNSAFE_CHARSETS: Final = frozenset({"sjis", "cp932", "big5", "gbk", "gb18030"})

@@ -47,7 +47,12 @@ from protocols.mysql.handshake import (
     build_ssl_request,
     parse_handshake_v10,
 )
-from protocols.mysql.packets import parse_err_packet
+from protocols.mysql.packets import (
+    is_terminator,
+    parse_err_packet,
+    read_lenenc_int,
+    read_lenenc_string_or_null,
+)
 
 from ..net.leg import Leg
 from ..net.tls import upstream_context
@@ -96,6 +101,7 @@ class UpstreamConnection:
     auth_method: str
     handshake: HandshakeV10
     ok_payload: bytes  # the server's final OK of the login (status flags, session state)
+    sql_mode: str = ""  # the session's sql_mode right after login (read by the gateway)
 
 
 _PROBES: dict[tuple[str, int], ServerInfo] = {}
@@ -278,7 +284,36 @@ async def _login(leg: Leg, target: UpstreamTarget, request: LoginRequest) -> Ups
         auth_method=(auth.plugin or b"").decode("ascii", "replace"),
         handshake=hs,
         ok_payload=ok_payload,
+        sql_mode=await _session_sql_mode(leg, auth.capabilities),
     )
+
+
+# COM_QUERY (0x03). The answer is a one-column, one-row text result set.
+_SQL_MODE_QUERY = b"\x03SELECT @@SESSION.sql_mode"
+
+
+async def _session_sql_mode(leg: Leg, capabilities: int) -> str:
+    """The session's sql_mode after login (global default, init_connect, ...): some
+    modes change how the server reads statement text, which the policy must know
+    before the client sends anything (mysql.py refuses those sessions)."""
+    framed, _ = build_packets(_SQL_MODE_QUERY, 0)
+    leg.write(framed)
+    _, payload = await read_packet(leg, 1, _MAX_LOGIN_PACKET)
+    if payload[:1] == bytes((ERR_HEADER,)):
+        err = parse_err_packet(payload)
+        raise UpstreamError(f"reading sql_mode failed: {err.errno} {err.text}", err.errno)
+    count, _ = read_lenenc_int(payload, 0)
+    if count != 1:
+        raise UpstreamError(f"reading sql_mode: expected one column, got {count}")
+    await read_packet(leg, None, _MAX_LOGIN_PACKET)  # the column definition
+    if not capabilities & Capability.CLIENT_DEPRECATE_EOF:
+        await read_packet(leg, None, _MAX_LOGIN_PACKET)  # EOF after the definitions
+    _, row = await read_packet(leg, None, _MAX_LOGIN_PACKET)
+    value, _ = read_lenenc_string_or_null(row, 0)
+    _, end = await read_packet(leg, None, _MAX_LOGIN_PACKET)
+    if not is_terminator(end):
+        raise UpstreamError("reading sql_mode: more than one row")
+    return (value or b"").decode("ascii", "replace")
 
 
 async def _auth_exchange(leg: Leg, auth: UpstreamAuthenticator, seq: int) -> bytes:

@@ -19,9 +19,16 @@ import pytest
 
 from protocols.mysql.auth import scramble_native_password
 from protocols.mysql.constants import Capability as C
+from protocols.mysql.constants import ColumnType
 from protocols.mysql.framing import build_packets
 from protocols.mysql.handshake import HandshakeV10, build_handshake_v10
-from protocols.mysql.packets import OkPacket, build_ok_packet
+from protocols.mysql.packets import OkPacket, build_eof_packet, build_ok_packet
+from protocols.mysql.resultset import (
+    ColumnDefinition41,
+    build_column_count,
+    build_column_definition41,
+    build_text_row,
+)
 
 from .conftest import MyGateway, StartMyGateway
 
@@ -54,6 +61,7 @@ class FakeServer:
         self.port = int(self.listener.getsockname()[1])
         self.file_requests: list[bytes] = []  # what came back after our 0xFB
         self.seen: list[bytes] = []
+        self.sql_mode = b"STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
@@ -81,6 +89,20 @@ class FakeServer:
         header = exactly(4)
         return header[3], exactly(int.from_bytes(header[:3], "little"))
 
+    @staticmethod
+    def _send_sql_mode(sock: socket.socket, sql_mode: bytes) -> None:
+        column = ColumnDefinition41(
+            b"", b"", b"", b"@@SESSION.sql_mode", b"", 33, 1024, int(ColumnType.MYSQL_TYPE_VAR_STRING)
+        )
+        packets = [
+            build_column_count(1),
+            build_column_definition41(column),
+            build_eof_packet(),
+            build_text_row([sql_mode]),
+            build_eof_packet(),
+        ]
+        sock.sendall(b"".join(build_packets(p, i + 1)[0] for i, p in enumerate(packets)))
+
     def _serve(self, sock: socket.socket) -> None:
         ok = build_ok_packet(OkPacket(status_flags=2), CAPS)
         try:
@@ -99,7 +121,10 @@ class FakeServer:
                 if command[:1] == b"\x01":
                     return
                 text = command[1:]
-                if b"GIVE ME YOUR FILES" in text:
+                if text == b"SELECT @@SESSION.sql_mode":
+                    # The gateway reads the session's sql_mode after every login.
+                    self._send_sql_mode(sock, self.sql_mode)
+                elif b"GIVE ME YOUR FILES" in text:
                     # Unsolicited LOCAL INFILE request.
                     sock.sendall(build_packets(b"\xfb/etc/passwd", 1)[0])
                     seq, data = self._read(sock)
@@ -162,3 +187,21 @@ def test_protocol_violation_by_the_server_ends_that_session(
     assert "upstream protocol violation" in gw.log_text()
     with pymysql.connect(**gw.pymysql_kwargs()) as other, other.cursor() as cur:
         cur.execute("DO 3")
+
+
+@pytest.mark.parametrize("mode", [b"ANSI_QUOTES", b"STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES"])
+def test_target_sql_mode_the_policy_cannot_read_refuses_logins(
+    gw: MyGateway, fake: FakeServer, mode: bytes
+) -> None:
+    """A server whose default sql_mode changes how statement text is read (quotes as
+    identifiers, backslashes as plain characters): sessions are refused, fail closed."""
+    fake.sql_mode = mode
+    try:
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            pymysql.connect(**gw.pymysql_kwargs())
+        assert info.value.args[0] == 1235
+        assert "sql_mode" in info.value.args[1]
+    finally:
+        fake.sql_mode = b"STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION"
+    with pymysql.connect(**gw.pymysql_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute("DO 1")

@@ -19,6 +19,7 @@ import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
+from gateway.embedded.mariadb import MariaDBServer
 from gateway.recording.reader import RecordingReader
 from gateway.recording.schema import Done, End, Start, Stmt
 from protocols.mysql.packets import parse_err_packet
@@ -291,3 +292,23 @@ def test_mariadb_cli_contractor(
     assert "ERROR 1142 (42000)" in proc.stderr
     assert proc.stdout.split() == ["count(*)", "2"]
     assert _contents(direct_kwargs) == table
+
+
+def test_server_default_sql_mode_the_gateway_cannot_read_refuses_logins(
+    gw: MyGateway, mariadb_server: MariaDBServer
+) -> None:
+    """A server whose global sql_mode has ANSI_QUOTES reads "..." as identifiers: the
+    gateway's reading of statements would differ, so sessions are refused."""
+    subject = "policy-global-sqlmode@example.com"
+    kwargs = gw.pymysql_kwargs(gw.token(subject), user=subject)
+    before = mariadb_server.sql("SELECT @@GLOBAL.sql_mode;").strip()
+    mariadb_server.sql("SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',ANSI_QUOTES');")
+    try:
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            pymysql.connect(**kwargs)
+        assert info.value.args[0] == 1235 and "ANSI_QUOTES" in info.value.args[1]
+    finally:
+        mariadb_server.sql(f"SET GLOBAL sql_mode = '{before}';")
+    with pymysql.connect(**kwargs) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchall() == ((1,),)
