@@ -91,9 +91,8 @@ class FakeServer:
 
     @staticmethod
     def _send_sql_mode(sock: socket.socket, sql_mode: bytes) -> None:
-        column = ColumnDefinition41(
-            b"", b"", b"", b"@@SESSION.sql_mode", b"", 33, 1024, int(ColumnType.MYSQL_TYPE_VAR_STRING)
-        )
+        var_string = int(ColumnType.MYSQL_TYPE_VAR_STRING)
+        column = ColumnDefinition41(b"", b"", b"", b"@@SESSION.sql_mode", b"", 33, 1024, var_string)
         packets = [
             build_column_count(1),
             build_column_definition41(column),
