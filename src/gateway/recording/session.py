@@ -272,6 +272,14 @@ class SessionRecording:
             self._open(st)  # a long text or big parameters go to the file at once
         return st
 
+    def refused(
+        self, text: str, path: str, name: str | None, rule: str | None, error: tuple[str, str]
+    ) -> None:
+        """A statement the policy refused: it never reached the server, so it is
+        recorded whole at once (statement and completion with the client's error)."""
+        st = self.statement(text, path, name, None, "deny", rule)
+        self.complete(st, None, 0, 0, 0, 0.0, error)
+
     def result_metadata(self, st: Statement, columns: list[ColumnInfo]) -> None:
         if st.opened:
             if self._ended:

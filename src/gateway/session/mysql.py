@@ -106,6 +106,7 @@ from .mysql_upstream import (
 
 if TYPE_CHECKING:
     from ..identity import Identity
+    from ..policy import Decision
     from ..runtime import Runtime, TargetRuntime
 
 log = logging.getLogger("gateway.session")
@@ -587,15 +588,9 @@ class MySqlSession(LegPair):
         big = stop - start > _HEADER_MAX
         if cmd == _COM_QUERY:
             sql = join_payload(buf, start, stop)[1:] if big else buf[start + 5 : stop]
-            # Decided before anything else looks at it: a refused statement never
-            # reaches the server (and a refused KILL is not mapped).
-            decision = gate.check(sql, "simple")
-            if decision.action != "allow":
-                return self._refuse_statement(decision.message, buf, start, stop)
-            try:
-                kill = find_kill(sql)
-            except KillRefused as exc:
-                return self._local_error(ER_KILL_DENIED, "HY000", str(exc), buf, start, stop)
+            reply, decision, kill = self._screen(sql, "simple", buf, start, stop)
+            if reply is not None:
+                return reply
             if kill is not None:
                 return self._kill(kill, buf, start, stop, sql, decision.rule)
             local = bool(self.capabilities & _LOCAL_FILES) and is_load_data_local(sql)
@@ -636,13 +631,9 @@ class MySqlSession(LegPair):
             return None
         if cmd == _COM_STMT_PREPARE:
             sql = join_payload(buf, start, stop)[1:] if big else buf[start + 5 : stop]
-            decision = gate.check(sql, "prepared")
-            if decision.action != "allow":
-                return self._refuse_statement(decision.message, buf, start, stop)
-            try:
-                kill = find_kill(sql)
-            except KillRefused as exc:
-                return self._local_error(ER_KILL_DENIED, "HY000", str(exc), buf, start, stop)
+            reply, decision, kill = self._screen(sql, "prepared", buf, start, stop)
+            if reply is not None:
+                return reply
             if kill is not None:
                 return self._local_error(
                     ER_KILL_DENIED,
@@ -749,6 +740,25 @@ class MySqlSession(LegPair):
         if self.observer is not None:
             self.observer.control("refused", {"errno": str(errno), "message": message})
         return self._reply_locally(reply, buf[start + 4])
+
+    def _screen(
+        self, sql: bytes, path: str, buf: bytes, start: int, stop: int
+    ) -> tuple[bytes | None, Decision, KillStatement | None]:
+        """The policy decision on a statement text, then the KILL check: (the gateway's
+        reply if it answers the command itself, the decision, a KILL to map). Decided
+        before anything else looks at the text: a refused statement never reaches the
+        server (and a refused KILL is not mapped)."""
+        gate = self.policy_gate
+        assert gate is not None
+        decision = gate.check(sql, path)
+        if decision.action != "allow":
+            return self._refuse_statement(decision.message, buf, start, stop), decision, None
+        try:
+            kill = find_kill(sql)
+        except KillRefused as exc:
+            reply = self._local_error(ER_KILL_DENIED, "HY000", str(exc), buf, start, stop)
+            return reply, decision, None
+        return None, decision, kill
 
     def _refuse_statement(self, message: str, buf: bytes, start: int, stop: int) -> bytes:
         """Answer a statement the policy refused (the gate recorded and logged it) with

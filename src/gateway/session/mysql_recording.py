@@ -182,8 +182,7 @@ class MyRecordingObserver:
         rec = self.recording
         if rec is None:
             return
-        st = rec.statement(text, path, None, None, "deny", decision.rule)
-        rec.complete(st, None, 0, 0, 0, 0.0, ("1142", "42000: " + decision.message))
+        rec.refused(text, path, None, decision.rule, ("1142", "42000: " + decision.message))
 
     def prepared(self, statement_id: int, rule: str | None) -> None:
         """The server created a statement the policy allowed with ``rule``."""

@@ -155,7 +155,7 @@ class PgPolicyGate:
             if name is not None:  # a Parse: the statement runs at its Bind/Execute
                 if privileged:
                     self.privileged_statements.add(name)
-                else:
+                elif self.privileged_statements:  # a name re-used for another statement
                     self.privileged_statements.discard(name)
             elif privileged:
                 self.privilege_in_flight = True

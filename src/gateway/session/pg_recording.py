@@ -116,15 +116,8 @@ class PgRecordingObserver:
         rec = self.recording
         if rec is None:
             return
-        st = rec.statement(
-            text,
-            path,
-            name.decode(errors="replace") if name else None,
-            None,
-            "deny",
-            decision.rule,
-        )
-        rec.complete(st, None, 0, 0, 0, 0.0, (sqlstate, decision.message))
+        label = name.decode(errors="replace") if name else None
+        rec.refused(text, path, label, decision.rule, (sqlstate, decision.message))
 
     def execution_started(self, ex: Execution) -> None:
         self.statements += 1
