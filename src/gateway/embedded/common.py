@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, Self
 
 __all__ = [
     "EmbeddedServerError",
@@ -189,6 +190,41 @@ def register_cleanup(key: int, stop: Callable[[], None]) -> None:
 def unregister_cleanup(key: int) -> None:
     with _cleanup_lock:
         _cleanups.pop(key, None)
+
+
+class _Restartable(Protocol):
+    def restart(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class ControlledServer:
+    """Lifecycle shared by the embedded servers; their control backend (local
+    binaries, Docker, an external server) does the work. A mixin for dataclasses
+    that define ``log_file`` and ``_control``."""
+
+    log_file: Path | None
+    _control: _Restartable | None
+
+    def restart(self) -> None:
+        """Stop and start again on the same host and port; live sessions drop."""
+        if self._control is not None:
+            self._control.restart()
+
+    def stop(self) -> None:
+        """Stop and delete the temporary directory; safe to call twice."""
+        if self._control is not None:
+            self._control.stop()
+        unregister_cleanup(id(self))
+
+    def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.log_file, lines) if self.log_file else "(no local log)"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def _run_cleanups() -> None:

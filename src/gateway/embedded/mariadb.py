@@ -240,7 +240,7 @@ class _DockerControl:
 
 
 @dataclass
-class MariaDBServer:
+class MariaDBServer(common.ControlledServer):
     """A running MariaDB reachable over TCP; `origin` says where it came from."""
 
     host: str
@@ -321,26 +321,6 @@ class MariaDBServer:
             f"CREATE DATABASE {my_quote_ident(name)} "
             "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
         )
-
-    def restart(self) -> None:
-        """Clean shutdown (SIGTERM) and start again on the same port; live sessions drop."""
-        if self._control is not None:
-            self._control.restart()
-
-    def stop(self) -> None:
-        """Stop and delete the temporary directory; safe to call twice."""
-        if self._control is not None:
-            self._control.stop()
-        common.unregister_cleanup(id(self))
-
-    def log_tail(self, lines: int = 40) -> str:
-        return common.log_tail(self.log_file, lines) if self.log_file else "(no local log)"
-
-    def __enter__(self) -> MariaDBServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --- discovery --------------------------------------------------------------------------------

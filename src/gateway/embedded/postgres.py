@@ -237,7 +237,7 @@ class _DockerControl:
 
 
 @dataclass
-class PostgresServer:
+class PostgresServer(common.ControlledServer):
     """A running PostgreSQL reachable over TCP; `origin` says where it came from."""
 
     host: str
@@ -354,26 +354,6 @@ class PostgresServer:
         """Re-read postgresql.conf and pg_hba.conf (pg_ctl reload)."""
         if self._control is not None:
             self._control.reload()
-
-    def restart(self) -> None:
-        """pg_ctl restart -m fast: live sessions are terminated; same host and port after."""
-        if self._control is not None:
-            self._control.restart()
-
-    def stop(self) -> None:
-        """Stop immediately and delete the temporary directory; safe to call twice."""
-        if self._control is not None:
-            self._control.stop()
-        common.unregister_cleanup(id(self))
-
-    def log_tail(self, lines: int = 40) -> str:
-        return common.log_tail(self.log_file, lines) if self.log_file else "(no local log)"
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --- discovery --------------------------------------------------------------------------------
