@@ -206,6 +206,19 @@ class ControlledServer:
     log_file: Path | None
     _control: _Restartable | None
 
+    def adopt(self, ready: Callable[[], None] | None = None) -> Self:
+        """Register the server for clean-up at exit, then wait for it with ``ready``;
+        a server that never becomes ready is stopped (and removed) before the error
+        propagates."""
+        register_cleanup(id(self), self.stop)
+        if ready is not None:
+            try:
+                ready()
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
     def restart(self) -> None:
         """Stop and start again on the same host and port; live sessions drop."""
         if self._control is not None:

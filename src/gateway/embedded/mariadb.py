@@ -506,8 +506,7 @@ def _start_local(
         log_file=log_file,
         _control=control,
     )
-    common.register_cleanup(id(server), server.stop)
-    return server
+    return server.adopt()
 
 
 def _secure(control: _LocalControl, password: str) -> None:
@@ -592,13 +591,7 @@ def _start_docker(*, ssl: bool, password: str, port: int | None) -> MariaDBServe
         origin="docker",
         _control=control,
     )
-    common.register_cleanup(id(server), server.stop)
-    try:
-        control.ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return server.adopt(control.ready)
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -571,8 +571,7 @@ def _start_local(
         default_sslmode="require" if ssl else "disable",
         _control=control,
     )
-    common.register_cleanup(id(server), server.stop)
-    return server
+    return server.adopt()
 
 
 def _initdb(
@@ -694,13 +693,7 @@ def _start_docker(
         default_sslmode="require" if ssl else "disable",
         _control=control,
     )
-    common.register_cleanup(id(server), server.stop)
-    try:
-        control._ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return server.adopt(control._ready)
 
 
 # --- entry point ------------------------------------------------------------------------------
