@@ -183,7 +183,7 @@ def test_refused_query_waits_for_ready_for_query() -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("Q"), b"SELECT 1\0")
-    t.deny(ord("Q"), b"DROP TABLE t\0", b"our error")
+    t.deny(ord("Q"), None, b"DROP TABLE t", b"our error")
     t.frontend(ord("Q"), b"SELECT 2\0")
     # The first query's responses: no denial at the head yet.
     assert t.head_denial() is None
@@ -205,7 +205,7 @@ def test_refused_query_waits_for_ready_for_query() -> None:
 def test_refused_parse_skips_to_sync_like_the_server() -> None:
     log = Log()
     t = QueryTracker(log)
-    t.deny(ord("P"), parse(b"s1", b"DELETE FROM t"), b"our error")
+    t.deny(ord("P"), b"s1", b"DELETE FROM t", b"our error")
     t.frontend(ord("B"), bind(b"", b"s1", [b"7"]))
     t.frontend(ord("E"), execute())
     t.frontend(ord("S"), b"")
@@ -235,7 +235,7 @@ def test_refused_message_after_an_earlier_error_is_skipped_silently() -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("P"), parse(b"", b"SELEC 1"))
-    t.deny(ord("P"), parse(b"s2", b"DROP TABLE t"), b"our error")
+    t.deny(ord("P"), b"s2", b"DROP TABLE t", b"our error")
     t.frontend(ord("S"), b"")
     assert t.head_denial() is None
     t.backend(ord("E"), error_body("42601", "syntax error"))
@@ -251,7 +251,7 @@ def test_refused_parse_does_not_hide_a_live_statement_of_the_same_name() -> None
     t.frontend(ord("S"), b"")
     t.backend(ord("1"), b"")
     t.backend(ord("Z"), b"I")
-    t.deny(ord("P"), parse(b"s1", b"DELETE FROM t"), b"our error")
+    t.deny(ord("P"), b"s1", b"DELETE FROM t", b"our error")
     t.frontend(ord("S"), b"")
     t.backend(ord("E"), error_body("42601", "syntax error"))
     t.backend(ord("Z"), b"I")

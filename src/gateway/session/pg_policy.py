@@ -80,6 +80,16 @@ def _replacement_parse(name: bytes) -> bytes:
     return build_message(_PARSE, name + b"\x00" + REFUSED_SQL + b"\x00" + struct.pack("!H", 0))
 
 
+def statement_text(mtype: int, body: bytes) -> tuple[bytes | None, bytes | None]:
+    """(statement name, SQL text) of a Query (no name), a Parse, or a FunctionCall
+    (neither): read once per message, for the policy and then the query tracker."""
+    if mtype == _QUERY:
+        return None, parse_query(body)
+    if mtype == _PARSE:
+        return parse_parse(body)
+    return None, None
+
+
 class PgPolicyGate:
     """Decides one session's statements and prepares refusals."""
 
@@ -131,16 +141,13 @@ class PgPolicyGate:
             )
         return None
 
-    def check(self, mtype: int, body: bytes) -> tuple[bytes, bytes] | None:
-        """None to forward the message; else (the message to send upstream instead,
-        the ErrorResponse to send the client instead of the server's)."""
-        name: bytes | None = None
-        if mtype == _QUERY:
-            raw = parse_query(body)
-        elif mtype == _PARSE:
-            name, raw = parse_parse(body)
-        else:
-            raw = None
+    def check(
+        self, mtype: int, name: bytes | None, raw: bytes | None
+    ) -> tuple[bytes, bytes] | None:
+        """Decide a Query (its text), a Parse (statement name and text) or a
+        FunctionCall (neither; see ``statement_text``). None to forward the message;
+        else (the message to send upstream instead, the ErrorResponse to send the
+        client instead of the server's)."""
         if raw is None:
             decision = self.policy.check_function_call()
         elif self.privilege_in_flight and (b"\\" in raw or not raw.isascii()):

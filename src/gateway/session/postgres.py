@@ -43,7 +43,7 @@ from protocols.postgres.tracker import QueryTracker
 from ..net.leg import Leg, LegClosed
 from .errors import LoginRefused
 from .leg_pair import LegPair
-from .pg_policy import CHECKED_TYPES, PgPolicyGate
+from .pg_policy import CHECKED_TYPES, PgPolicyGate, statement_text
 from .pg_recording import PgRecordingObserver
 from .pg_upstream import UpstreamConnection, UpstreamError, connect_upstream, send_cancel
 
@@ -341,15 +341,22 @@ class PgSession(LegPair):
                     break
                 body = buf[start + 5 : stop]
                 if mtype in CHECKED_TYPES:
-                    refusal = gate.check(mtype, body)
+                    name, text = statement_text(mtype, body)
+                    refusal = gate.check(mtype, name, text)
                     if refusal is not None:
                         replacement, error = refusal
-                        tracker.deny(mtype, body, error)
+                        tracker.deny(mtype, name, text, error)
                         if edits is None:
                             edits = []
                         edits.append((start, stop, replacement))
-                        continue
-                elif mtype == _BIND and gate.privileged_statements:
+                    elif text is None:  # FunctionCall
+                        tracker.frontend(mtype, body)
+                    elif name is None:
+                        tracker.query(text)
+                    else:
+                        tracker.parse(name, text)
+                    continue
+                if mtype == _BIND and gate.privileged_statements:
                     gate.bind(body)
                 tracker.frontend(mtype, body)
         except PeerViolation as exc:

@@ -184,14 +184,9 @@ class QueryTracker:
         elif mtype == 0x53:  # 'S' Sync
             self._fifo.append((_SYNC, None))
         elif mtype == 0x50:  # 'P' Parse
-            name, query = parse_parse(body)
-            self.statements[name] = PreparedStatement(query)
-            self._fifo.append((_PARSE, None))
+            self.parse(*parse_parse(body))
         elif mtype == 0x51:  # 'Q' Query
-            self.statements.pop(b"", None)  # a simple query destroys the unnamed statement
-            ex = Execution("simple", parse_query(body))
-            self._fifo.append((_QUERY, ex))
-            self.observer.execution_started(ex)
+            self.query(parse_query(body))
         elif mtype == 0x44:  # 'D' Describe
             kind, name = parse_describe_or_close(body)
             self._fifo.append((_DESCRIBE_S if kind == 0x53 else _DESCRIBE_P, name))
@@ -207,7 +202,20 @@ class QueryTracker:
             self._fifo.append((_QUERY, ex))
             self.observer.execution_started(ex)
 
-    def deny(self, mtype: int, body: bytes, error: object) -> None:
+    def parse(self, name: bytes, query: bytes) -> None:
+        """A Parse, already split into its statement name and text (the driver reads
+        them once for the policy and hands them on)."""
+        self.statements[name] = PreparedStatement(query)
+        self._fifo.append((_PARSE, None))
+
+    def query(self, text: bytes) -> None:
+        """A simple Query, its text already read."""
+        self.statements.pop(b"", None)  # a simple query destroys the unnamed statement
+        ex = Execution("simple", text)
+        self._fifo.append((_QUERY, ex))
+        self.observer.execution_started(ex)
+
+    def deny(self, mtype: int, name: bytes | None, query: bytes | None, error: object) -> None:
         """The driver refused this frontend message (Query, FunctionCall or Parse) and
         sends the server a replacement that fails at once; ``error`` is what the
         driver will send the client instead of the server's ErrorResponse.
@@ -217,7 +225,7 @@ class QueryTracker:
         recorded with the text the client sent.
         """
         if mtype == 0x50:  # 'P' Parse
-            name, query = parse_parse(body)
+            assert name is not None and query is not None
             # The server drops the unnamed statement before parsing; a named one that
             # exists survives (the replacement fails first), and its executions run it.
             if name == b"" or name not in self.statements:
