@@ -148,8 +148,11 @@ class Bench:
         recording: bool,
         launcher: Sequence[str] | None = None,
         upstream_tls: str = "require",
+        policy_extra: str = "",
+        config_extra: str = "",
     ) -> Endpoint:
-        """`launcher`: argv that runs the gateway CLI (default `python -m gateway`)."""
+        """`launcher`: argv that runs the gateway CLI (default `python -m gateway`);
+        `policy_extra` is appended to the bench policy (masks), `config_extra` to the file."""
         assert self.pg is not None
         token = self.token()
         work = self.base / name
@@ -192,6 +195,8 @@ groups = ["dba"]
 targets = ["app-pg"]
 allow = ["read", "write", "transaction", "session"]
 deny = ["truncate", "delete_without_where", "update_without_where"]
+{policy_extra}
+{config_extra}
 """
         )
         env = dict(os.environ)

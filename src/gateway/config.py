@@ -7,7 +7,7 @@ Rules this module enforces:
 * Unknown keys are errors. A misspelt key would otherwise silently fall back to a default,
   and for a security gateway a default is usually the permissive choice.
 * Keys that the product documents but this version does not enforce yet (policy rules,
-  limits, approvals, masks, the admin API) are *rejected*: a guard that is configured but not
+  limits, approvals, the admin API) are *rejected*: a guard that is configured but not
   applied is worse than no guard, because people believe they are protected.
 * Relative file paths are resolved against the directory of the config file and stored as
   absolute paths, so the gateway behaves the same whatever its working directory.
@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from .masking.detectors import BUILTIN_DETECTORS, CustomDetector, DetectorError, compile_detectors
+from .masking.rules import column_pattern_problem
 from .policy import validate_policy
 
 __all__ = [
@@ -47,7 +49,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigFileError",
+    "DetectorDef",
     "GatewaySection",
+    "MaskRule",
+    "MaskingSection",
     "Policy",
     "RecordingSection",
     "Target",
@@ -57,6 +62,7 @@ __all__ = [
     "parse_duration",
     "parse_listen",
     "policy_digest",
+    "read_mask_hash_key",
     "read_target_password",
     "target_allowed",
     "targets_allowed",
@@ -200,6 +206,18 @@ class RecordingSection(_Section, frozen=True, kw_only=True):
     max_buffer: Annotated[int, _Min(1024)] = 8 * MiB
 
 
+class MaskingSection(_Section, frozen=True, kw_only=True):
+    """Process-wide masking settings (docs/masking.md)."""
+
+    # The HMAC-SHA-256 key of the "hash" style: from an environment variable or a file,
+    # never from the config file itself (configs are shared and committed).
+    hash_key_env: Annotated[str | None, _NonEmpty()] = None
+    hash_key_file: OptionalFilePath = None
+    # How often the column catalog of each target is reloaded (it is also reloaded after
+    # every DDL statement and whenever a result names a table the gateway does not know).
+    catalog_refresh: PositiveDuration = 300.0
+
+
 class Target(_Section, frozen=True, kw_only=True):
     name: Name
     protocol: Literal["postgres", "mysql"]
@@ -236,6 +254,36 @@ class PolicyRule(_Section, frozen=True, kw_only=True):
     schemas: list[str] = msgspec.field(default_factory=list)
 
 
+MASK_STYLES: Final[tuple[str, ...]] = (
+    "redact",
+    "last4",
+    "keep_last",
+    "hash",
+    "null",
+    "fixed",
+    "email",
+)
+
+
+class MaskRule(_Section, frozen=True, kw_only=True):
+    """One ``[[policies.masks]]`` entry: what to mask (source columns, content detectors)
+    and how (docs/masking.md)."""
+
+    columns: list[Name] = msgspec.field(default_factory=list)
+    detectors: list[Name] = msgspec.field(default_factory=list)
+    style: Literal["redact", "last4", "keep_last", "hash", "null", "fixed", "email"] = "redact"
+    keep_last: Annotated[int | None, _Min(1)] = None
+    value: str | None = None
+
+
+class DetectorDef(_Section, frozen=True, kw_only=True):
+    """A custom content detector: a regular expression and an optional validator."""
+
+    name: Name
+    pattern: Name
+    validator: Literal["luhn", "iban_mod97", "ssn"] | None = None
+
+
 class Policy(_Section, frozen=True, kw_only=True):
     name: Name
     groups: Annotated[list[Name], _NonEmpty()]
@@ -248,6 +296,14 @@ class Policy(_Section, frozen=True, kw_only=True):
     rules: list[PolicyRule] = msgspec.field(default_factory=list)
     # Rows recorded per statement (the client still receives all of them).
     record_rows: Annotated[int, _Min(0)] = 1000
+    masks: list[MaskRule] = msgspec.field(default_factory=list)
+    detectors: list[DetectorDef] = msgspec.field(default_factory=list)
+    # A result of a statement whose column lineage cannot be established, when it may read a
+    # masked column: every output column masked ("mask"), or the statement refused ("deny").
+    on_unknown_lineage: Literal["mask", "deny"] = "mask"
+    # A masked column whose type cannot carry a masked value (arrays, records, extension
+    # types...): the value becomes NULL ("null"), or the statement is refused ("deny").
+    on_unmaskable: Literal["null", "deny"] = "null"
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -255,6 +311,7 @@ class Config(_Section, frozen=True, kw_only=True):
     tls: TlsSection = msgspec.field(default_factory=TlsSection)
     auth: AuthSection
     recording: RecordingSection = msgspec.field(default_factory=RecordingSection)
+    masking: MaskingSection = msgspec.field(default_factory=MaskingSection)
     targets: Annotated[list[Target], _NonEmpty()]
     policies: list[Policy] = msgspec.field(default_factory=list)
 
@@ -279,7 +336,6 @@ UNENFORCED_POLICY_KEYS: Final[Mapping[str, str]] = {
     "on_limit": _LIMITS_MSG,
     "approvers": _APPROVALS_MSG,
     "approval_timeout": _APPROVALS_MSG,
-    "masks": _unenforced("masking", "unmasked"),
 }
 _REJECTED_KEYS: Final[Mapping[type, Mapping[str, str]]] = {
     Config: {"admin": "the admin API is not implemented yet; remove this section"},
@@ -688,6 +744,7 @@ def _check_config(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx
         for j, name in enumerate(refs if isinstance(refs, list) else []):
             if isinstance(name, str) and name != "*" and name not in names:
                 ctx.error(f"policies[{i}].targets[{j}]", f'no target is named "{name}"')
+    _check_hash_styles(values, raw, ctx)
 
 
 def _check_unique(items: list[tuple[int, dict[str, Any]]], key: str, ctx: _Ctx) -> None:
@@ -710,12 +767,80 @@ def _check_policy(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx
             ctx.error(key, message)
 
 
+def _check_masks(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
+    """Mask rules: each names what to mask, its style's options fit the style, and every
+    detector it names exists (built in, or defined in this policy's ``detectors``)."""
+    custom: dict[str, DetectorDef] = {}
+    for i, det in _valid_items(values.get("detectors")):
+        dpath = f"{_join(path, 'detectors')}[{i}]"
+        if det.name in BUILTIN_DETECTORS:
+            ctx.error(_join(dpath, "name"), f'"{det.name}" is a built-in detector name')
+            continue
+        if det.name in custom:
+            ctx.error(_join(dpath, "name"), f'duplicate detector name "{det.name}"')
+            continue
+        try:
+            compile_detectors([det.name], [CustomDetector(det.name, det.pattern, det.validator)])
+        except DetectorError as exc:
+            ctx.error(_join(dpath, "pattern"), str(exc))
+            continue
+        custom[det.name] = det
+    for i, rule in _valid_items(values.get("masks")):
+        mpath = f"{_join(path, 'masks')}[{i}]"
+        if not rule.columns and not rule.detectors:
+            ctx.error(mpath, "a mask needs columns or detectors (or both)")
+        for j, pattern in enumerate(rule.columns):
+            problem = column_pattern_problem(pattern)
+            if problem:
+                ctx.error(f"{_join(mpath, 'columns')}[{j}]", problem)
+        for j, name in enumerate(rule.detectors):
+            if name not in BUILTIN_DETECTORS and name not in custom:
+                known = ", ".join((*BUILTIN_DETECTORS, *custom))
+                ctx.error(
+                    f"{_join(mpath, 'detectors')}[{j}]",
+                    f'unknown detector "{name}"; known: {known}',
+                )
+        if rule.style == "keep_last" and rule.keep_last is None:
+            ctx.error(_join(mpath, "keep_last"), 'required with style = "keep_last"')
+        if rule.style != "keep_last" and rule.keep_last is not None:
+            ctx.error(_join(mpath, "keep_last"), 'only used with style = "keep_last"')
+        if rule.style == "fixed" and rule.value is None:
+            ctx.error(_join(mpath, "value"), 'required with style = "fixed"')
+        if rule.style != "fixed" and rule.value is not None:
+            ctx.error(_join(mpath, "value"), 'only used with style = "fixed"')
+
+
+def _check_masking(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
+    if (
+        _ok(values, "hash_key_env", "hash_key_file")
+        and values["hash_key_env"] is not None
+        and values["hash_key_file"] is not None
+    ):
+        ctx.error(_join(path, "hash_key_file"), "set at most one of hash_key_env and hash_key_file")
+
+
+def _check_hash_styles(values: dict[str, Any], raw: Mapping[str, Any], ctx: _Ctx) -> None:
+    masking = values.get("masking")
+    if not isinstance(masking, MaskingSection):
+        return
+    if masking.hash_key_env is not None or masking.hash_key_file is not None:
+        return
+    for i, policy in _raw_items(raw, "policies"):
+        for j, mask in _raw_items(policy, "masks"):
+            if mask.get("style") == "hash":
+                ctx.error(
+                    f"policies[{i}].masks[{j}].style",
+                    'style "hash" needs a key: set masking.hash_key_env or masking.hash_key_file',
+                )
+
+
 _STRUCT_CHECKS: Final[Mapping[type, tuple[_Check, ...]]] = {
     TlsSection: (_check_tls,),
     AuthSection: (_check_auth,),
     Target: (_check_target,),
-    Policy: (_check_policy,),
+    Policy: (_check_policy, _check_masks),
     PolicyRule: (_check_name,),
+    MaskingSection: (_check_masking,),
     Config: (_check_config,),
 }
 
@@ -800,6 +925,37 @@ def read_target_password(target: Target) -> str | None:
         if not value:
             raise ConfigError([f"{where}.password_file: {target.password_file} is empty"])
         return value
+    return None
+
+
+def read_mask_hash_key(config: Config) -> bytes | None:
+    """The key of the "hash" mask style, from ``masking.hash_key_env`` or ``hash_key_file``
+    (None if neither is set). Errors name the key and the variable or file, never the value."""
+    masking = config.masking
+    if masking.hash_key_env is not None:
+        value = os.environ.get(masking.hash_key_env)
+        if not value:
+            state = "is not set" if value is None else "is empty"
+            raise ConfigError(
+                [f"masking.hash_key_env: environment variable {masking.hash_key_env} {state}"]
+            )
+        if len(value.encode("utf-8")) < 16:
+            raise ConfigError(
+                [f"masking.hash_key_env: {masking.hash_key_env} holds fewer than 16 bytes"]
+            )
+        return value.encode("utf-8")
+    if masking.hash_key_file is not None:
+        try:
+            raw = Path(masking.hash_key_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                [f"masking.hash_key_file: cannot read {masking.hash_key_file}: {exc.strerror}"]
+            ) from None
+        if len(raw) < 16:
+            raise ConfigError(
+                [f"masking.hash_key_file: {masking.hash_key_file} holds fewer than 16 bytes"]
+            )
+        return raw
     return None
 
 

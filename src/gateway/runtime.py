@@ -23,11 +23,17 @@ from .config import (
     Policy,
     Target,
     policy_digest,
+    read_mask_hash_key,
     read_target_password,
     target_allowed,
 )
 from .identity import Identity
+from .masking.detectors import CustomDetector
+from .masking.lineage_cache import LineageCache
+from .masking.rules import MaskPolicy, MaskSpec
+from .masking.styles import Style
 from .policy import PolicyEngine, PolicySpec, RuleSpec, SessionPolicy
+from .session.catalog_loader import CatalogUnavailable, TargetCatalog
 from .session.errors import LoginRefused
 from .session.registry import SessionRegistry
 from .session.target import UpstreamTarget
@@ -64,6 +70,10 @@ class Runtime:
         self.targets = {t.name: make_target_runtime(t) for t in config.targets}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._engines: dict[tuple[tuple[str, ...], str], PolicyEngine] = {}
+        self.mask_hash_key = read_mask_hash_key(config)
+        self._mask_policies: dict[tuple[str, ...], MaskPolicy | None] = {}
+        self._catalogs: dict[str, TargetCatalog] = {}
+        self._lineage: dict[str, LineageCache] = {}
         self.counters: dict[str, int] = {"sessions": 0, "logins_refused": 0, "cancels": 0}
 
     # -- helpers ----------------------------------------------------------------------
@@ -123,6 +133,48 @@ class Runtime:
             engine = PolicyEngine.build([policy_spec(p) for p in policies], dialect)
             self._engines[key] = engine
         return engine.session()
+
+    # -- masking ----------------------------------------------------------------------------
+
+    def mask_policy(self, target: TargetRuntime, identity: Identity) -> MaskPolicy | None:
+        """The masks of a new session (the union of its policies'), None if there are none.
+        Shared by every session with the same policies."""
+        policies = self.applicable_policies(target, identity)
+        key = tuple(p.name for p in policies)
+        if key not in self._mask_policies:
+            self._mask_policies[key] = build_mask_policy(policies, self.mask_hash_key)
+        return self._mask_policies[key]
+
+    def target_catalog(self, target: TargetRuntime) -> TargetCatalog:
+        catalog = self._catalogs.get(target.name)
+        if catalog is None:
+            catalog = self._catalogs[target.name] = TargetCatalog(
+                target.upstream,
+                target.config.protocol,
+                self.config.masking.catalog_refresh,
+            )
+        return catalog
+
+    def lineage_cache(self, target: TargetRuntime) -> LineageCache:
+        cache = self._lineage.get(target.name)
+        if cache is None:
+            dialect = "mysql" if target.config.protocol == "mysql" else "postgres"
+            cache = self._lineage[target.name] = LineageCache(dialect)
+        return cache
+
+    async def masking_catalog(self, target: TargetRuntime) -> TargetCatalog:
+        """The target's catalog, loaded; a session with masks cannot start without it."""
+        catalog = self.target_catalog(target)
+        try:
+            await catalog.ready()
+        except CatalogUnavailable as exc:
+            raise LoginRefused(
+                "57P03",
+                "masking applies to this session and the gateway cannot read the target's "
+                "column catalog; try again later",
+                f"masking catalog unavailable: {exc}",
+            ) from None
+        return catalog
 
     def record_rows(self, target: TargetRuntime, identity: Identity) -> int:
         """Rows recorded per statement: the largest cap of the policies that apply."""
@@ -227,6 +279,40 @@ def make_target_runtime(target: Target) -> TargetRuntime:
             tls_server_name=target.tls_server_name,
             connect_timeout=target.connect_timeout,
         ),
+    )
+
+
+def build_mask_policy(policies: list[Policy], hash_key: bytes | None) -> MaskPolicy | None:
+    """The union of the policies' masks (docs/masking.md); None when there are none. The
+    strictest setting of ``on_unknown_lineage`` / ``on_unmaskable`` wins."""
+    specs = [
+        MaskSpec(
+            source=f"{p.name}.masks[{i}]",
+            columns=tuple(m.columns),
+            detectors=tuple(m.detectors),
+            style=Style(
+                m.style,
+                keep_last=m.keep_last if m.keep_last is not None else 4,
+                value=m.value or "",
+                hash_key=hash_key if m.style == "hash" and hash_key is not None else b"",
+            ),
+        )
+        for p in policies
+        for i, m in enumerate(p.masks)
+    ]
+    if not specs:
+        return None
+    custom: dict[str, CustomDetector] = {}
+    for p in policies:
+        for d in p.detectors:
+            custom.setdefault(d.name, CustomDetector(d.name, d.pattern, d.validator))
+    return MaskPolicy(
+        specs,
+        list(custom.values()),
+        on_unknown_lineage="deny"
+        if any(p.on_unknown_lineage == "deny" for p in policies)
+        else "mask",
+        on_unmaskable="deny" if any(p.on_unmaskable == "deny" for p in policies) else "null",
     )
 
 

@@ -260,7 +260,7 @@ def test_admin_section_is_rejected() -> None:
 
 @pytest.mark.parametrize("key", sorted(UNENFORCED_POLICY_KEYS))
 def test_every_unenforced_policy_key_is_rejected(key: str) -> None:
-    value = '[{ style = "redact" }]' if key == "masks" else '"x"'
+    value = '"x"'
     found = errors(MINIMAL + POLICY + f"{key} = {value}\n")
     assert len(found) == 1
     assert found[0].startswith(f"policies[0].{key}: ")
@@ -268,12 +268,69 @@ def test_every_unenforced_policy_key_is_rejected(key: str) -> None:
     assert "refusing to start" in found[0]
 
 
-def test_masks_message_is_explicit() -> None:
-    found = errors(MINIMAL + POLICY + '[[policies.masks]]\ncolumns = ["c.ssn"]\n')
-    assert found == [
-        "policies[0].masks: masking is not enforced by this version of the gateway; "
-        "refusing to start rather than run unmasked"
-    ]
+def test_masks_are_read() -> None:
+    config = parse(
+        MINIMAL
+        + POLICY
+        + 'on_unmaskable = "deny"\n'
+        + '[[policies.masks]]\ncolumns = ["customers.ssn", "billing.*.iban"]\nstyle = "last4"\n'
+        + '[[policies.masks]]\ndetectors = ["email", "emp"]\nstyle = "keep_last"\nkeep_last = 2\n'
+        + '[[policies.detectors]]\nname = "emp"\npattern = "EMP-[0-9]{6}"\nvalidator = "luhn"\n'
+    )
+    policy = config.policies[0]
+    assert policy.masks[0].columns == ["customers.ssn", "billing.*.iban"]
+    assert policy.masks[1].keep_last == 2
+    assert policy.detectors[0].validator == "luhn"
+    assert policy.on_unmaskable == "deny" and policy.on_unknown_lineage == "mask"
+
+
+@pytest.mark.parametrize(
+    ("mask", "expected"),
+    [
+        ('columns = ["ssn"]', 'policies[0].masks[0].columns[0]: expected "table.column"'),
+        ('style = "redact"', "policies[0].masks[0]: a mask needs columns or detectors"),
+        ('detectors = ["cc"]', 'policies[0].masks[0].detectors[0]: unknown detector "cc"'),
+        (
+            'columns = ["a.b"]\nstyle = "keep_last"',
+            'policies[0].masks[0].keep_last: required with style = "keep_last"',
+        ),
+        ('columns = ["a.b"]\nstyle = "fixed"', "policies[0].masks[0].value: required with style"),
+        ('columns = ["a.b"]\nvalue = "x"', "policies[0].masks[0].value: only used with style"),
+        (
+            'columns = ["a.b"]\nstyle = "hash"',
+            'policies[0].masks[0].style: style "hash" needs a key',
+        ),
+        ('columns = ["a.b"]\nstyle = "blur"', "policies[0].masks[0].style: expected one of"),
+    ],
+)
+def test_mask_errors_name_the_key(mask: str, expected: str) -> None:
+    found = errors(MINIMAL + POLICY + "[[policies.masks]]\n" + mask + "\n")
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_custom_detector_errors() -> None:
+    found = errors(
+        MINIMAL
+        + POLICY
+        + '[[policies.detectors]]\nname = "bad"\npattern = "([a-z"\n'
+        + '[[policies.detectors]]\nname = "email"\npattern = "x"\n'
+    )
+    assert len(found) == 2
+    assert found[0].startswith("policies[0].detectors[0].pattern: ")
+    assert found[1].startswith('policies[0].detectors[1].name: "email" is a built-in')
+
+
+def test_hash_key_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config import read_mask_hash_key
+
+    found = errors(MINIMAL + '[masking]\nhash_key_env = "K"\nhash_key_file = "k.key"\n')
+    assert found == ["masking.hash_key_file: set at most one of hash_key_env and hash_key_file"]
+    config = parse(MINIMAL + '[masking]\nhash_key_env = "GW_TEST_MASK_KEY"\n')
+    monkeypatch.setenv("GW_TEST_MASK_KEY", "0123456789abcdef")
+    assert read_mask_hash_key(config) == b"0123456789abcdef"
+    monkeypatch.delenv("GW_TEST_MASK_KEY")
+    with pytest.raises(ConfigError, match="GW_TEST_MASK_KEY is not set"):
+        read_mask_hash_key(config)
 
 
 def test_mysql_targets_are_accepted() -> None:

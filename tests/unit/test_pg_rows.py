@@ -17,6 +17,7 @@ from protocols.postgres.rows import (
     iter_data_rows,
     parse_data_row,
     parse_row_description,
+    rewrite_data_rows,
 )
 
 # What PostgreSQL sends for `SELECT id, name FROM customers LIMIT 1`
@@ -190,3 +191,37 @@ def test_garbage_raises_only_peer_violation(garbage: bytes) -> None:
             parse(garbage)
     with contextlib.suppress(PeerViolation):
         list(iter_data_rows(garbage))
+
+
+# -- rewrite_data_rows (masking's splice) ----------------------------------------------------
+
+_values = st.one_of(st.none(), st.binary(max_size=40))
+_rows = st.lists(st.lists(_values, min_size=4, max_size=4), min_size=1, max_size=20)
+
+
+@given(_rows, st.sets(st.integers(0, 3), min_size=1))
+def test_rewrite_data_rows_matches_rebuilding(
+    rows: list[list[bytes | None]], cols: set[int]
+) -> None:
+    def mask(value: bytes) -> bytes | None:
+        return None if value == b"" else b"<" + value[::-1] + b">"
+
+    buf = b"junk" + b"".join(build_data_row(r) for r in rows) + b"tail"
+    out = rewrite_data_rows(buf, 4, len(buf) - 4, [(c, mask) for c in sorted(cols)])
+    expected = [
+        [mask(v) if i in cols and v is not None else v for i, v in enumerate(r)] for r in rows
+    ]
+    assert list(iter_data_rows(bytes(out))) == expected
+
+
+def test_rewrite_data_rows_refuses_short_rows() -> None:
+    buf = build_data_row([b"a", b"b"])
+    with pytest.raises(PeerViolation):
+        rewrite_data_rows(buf, 0, len(buf), [(2, lambda v: v)])
+
+
+def test_rewrite_data_rows_refuses_lying_lengths() -> None:
+    body = struct.pack("!hi", 2, 100) + b"abc"
+    buf = b"D" + struct.pack("!I", len(body) + 4) + body
+    with pytest.raises(PeerViolation):
+        rewrite_data_rows(buf, 0, len(buf), [(1, lambda v: v)])

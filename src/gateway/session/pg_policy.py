@@ -39,6 +39,7 @@ from .policy_log import log_refusal
 
 if TYPE_CHECKING:
     from ..policy import SessionPolicy
+    from .pg_masking import PgMasking
     from .pg_recording import PgRecordingObserver
 
 
@@ -95,6 +96,7 @@ class PgPolicyGate:
 
     __slots__ = (
         "client_encoding",
+        "masking",
         "observer",
         "policy",
         "privilege_in_flight",
@@ -104,9 +106,16 @@ class PgPolicyGate:
     )
 
     def __init__(
-        self, policy: SessionPolicy, observer: PgRecordingObserver, session_id: str
+        self,
+        policy: SessionPolicy,
+        observer: PgRecordingObserver,
+        session_id: str,
+        masking: PgMasking | None = None,
     ) -> None:
         self.policy = policy
+        # Masking refuses some statements the policy allows (exports, copies of masked
+        # values); it decides after the policy, on the same text.
+        self.masking = masking
         self.observer = observer
         self.session_id = session_id
         self.client_encoding = "UTF8"
@@ -124,6 +133,8 @@ class PgPolicyGate:
         name, value = parse_parameter_status(body)
         if name == "client_encoding":
             self.client_encoding = value.upper()
+            if self.masking is not None:
+                self.masking.client_encoding(value)
         elif name == "standard_conforming_strings":
             self.standard_strings = value.lower()
         return self.unchecked_reason()
@@ -157,6 +168,10 @@ class PgPolicyGate:
             decision = _SETTINGS_IN_FLIGHT
         else:
             decision = self.policy.check_query(_text(raw))
+        if decision.action == "allow" and self.masking is not None:
+            refusal = self.masking.check_statement(None if raw is None else _text(raw), decision)
+            if refusal is not None:
+                return self._refuse(mtype, name, raw, refusal)
         if decision.action == "allow":
             privileged = "privilege" in decision.classes
             if name is not None:  # a Parse: the statement runs at its Bind/Execute

@@ -8,6 +8,7 @@ client received, up to ``record_rows`` per execution; the rest is only counted.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from struct import Struct
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from protocols.postgres.messages import parse_command_complete
 from protocols.postgres.rows import parse_row_description
 from protocols.postgres.tracker import Execution
 
+from ..masking.plan import ResultPlan
 from ..recording import ColumnInfo
 from ..recording.session import HOLD_BYTES, Statement
 
@@ -70,6 +72,7 @@ class PgRecordingObserver:
         "_tags",
         "denied",
         "next_rule",
+        "planner",
         "record_rows",
         "recording",
         "rule",
@@ -94,6 +97,9 @@ class PgRecordingObserver:
         # parsed statement's (by name): recorded with their executions.
         self.next_rule = rule
         self._statement_rules: dict[bytes, str | None] = {}
+        # Masking's planner (set by the driver when masks apply): result metadata is
+        # recorded with the masked columns marked.
+        self.planner: Callable[[Execution], ResultPlan | None] | None = None
 
     def allowed(self, mtype: int, name: bytes | None, rule: str | None) -> None:
         """The policy allowed a Query / FunctionCall (``name`` None) or a Parse."""
@@ -151,8 +157,24 @@ class PgRecordingObserver:
         st = rec.statement(label[0], ex.path, label[1], params, "allow", rule)
         ex.context = st
         if ex.row_description is not None:
-            rec.result_metadata(st, self._columns_of(ex.row_description, ex.result_formats))
+            rec.result_metadata(st, self._result_columns(ex))
             st.described = True
+
+    def _result_columns(self, ex: Execution) -> list[ColumnInfo]:
+        assert ex.row_description is not None
+        columns = self._columns_of(ex.row_description, ex.result_formats)
+        planner = self.planner
+        if planner is None:
+            return columns
+        plan = ex.mask_plan
+        if plan is None:
+            plan = planner(ex)
+        if not isinstance(plan, ResultPlan) or not plan.columns:
+            return columns
+        if plan.recorded is None:
+            plan.recorded = _masked_columns(columns, plan)
+        assert isinstance(plan.recorded, list)
+        return plan.recorded
 
     def _columns_of(self, row_description: bytes, formats: tuple[int, ...]) -> list[ColumnInfo]:
         key = (row_description, formats)
@@ -169,7 +191,7 @@ class PgRecordingObserver:
         st = ex.context
         if rec is None or not isinstance(st, Statement) or ex.row_description is None:
             return
-        rec.result_metadata(st, self._columns_of(ex.row_description, ex.result_formats))
+        rec.result_metadata(st, self._result_columns(ex))
         st.described = True
 
     def rows(self, ex: Execution, buf: bytes, start: int, stop: int, count: int) -> None:
@@ -225,6 +247,33 @@ class PgRecordingObserver:
     def session_ended(self, reason: str) -> None:
         if self.recording is not None:
             self.recording.end(reason)
+
+
+def _masked_columns(columns: list[ColumnInfo], plan: ResultPlan) -> list[ColumnInfo]:
+    """The columns with masking marked: the style, or "detectors", and the source column."""
+    out = []
+    for info, col in zip(columns, plan.columns, strict=False):
+        masked = col.mask.style.name if col.mask is not None else None
+        if masked is None and col.detectors:
+            masked = "detectors"
+        table = column = None
+        if col.source is not None:
+            schema_table, _, column = col.source.rpartition(".")
+            table = schema_table
+        out.append(
+            ColumnInfo(
+                name=info.name,
+                type_oid=info.type_oid,
+                type_name=info.type_name,
+                format=info.format,
+                table_oid=info.table_oid,
+                attnum=info.attnum,
+                table=table,
+                column=column,
+                masked=masked,
+            )
+        )
+    return out
 
 
 def _label(ex: Execution) -> tuple[str, str | None]:

@@ -38,12 +38,15 @@ from protocols.postgres.messages import (
     first_packet_length,
     parse_first_packet,
 )
-from protocols.postgres.tracker import QueryTracker
+from protocols.postgres.rows import rewrite_data_rows
+from protocols.postgres.tracker import Execution, QueryTracker
 
+from ..masking.plan import ResultPlan
 from ..net.leg import Leg, LegClosed
 from .errors import LoginRefused
 from .leg_pair import LegPair
-from .pg_policy import CHECKED_TYPES, PgPolicyGate, statement_text
+from .pg_masking import NO_MASK, PgMasking
+from .pg_policy import CHECKED_TYPES, INSUFFICIENT_PRIVILEGE, PgPolicyGate, statement_text
 from .pg_recording import PgRecordingObserver
 from .pg_upstream import UpstreamConnection, UpstreamError, connect_upstream, send_cancel
 
@@ -61,6 +64,8 @@ _PARAMETER_STATUS = ord("S")
 _READY_FOR_QUERY = ord("Z")
 _BIND = ord("B")
 _ERROR = ord("E")
+_NOTICE = ord("N")
+_NOTIFICATION = ord("A")
 # Backend messages the tracker needs to see (everything else is only forwarded).
 _TRACKED = frozenset(b"TCZEIsn123G")
 # Startup parameters never forwarded upstream: the gateway picks user/database,
@@ -82,6 +87,9 @@ class PgSession(LegPair):
         self.tracker: QueryTracker | None = None
         self.observer: PgRecordingObserver | None = None
         self.policy_gate: PgPolicyGate | None = None
+        self.masking: PgMasking | None = None
+        # A result was refused (masking): drop server messages up to the next ReadyForQuery.
+        self._swallow = False
         self.cancel_key: tuple[int, bytes] | None = None
         self.identity_subject: str | None = None
         self.started = time.time()
@@ -196,6 +204,16 @@ class PgSession(LegPair):
                 f"no policy allows groups {list(identity.groups)} on target {self.target.name}",
             )
 
+        mask_policy = runtime.mask_policy(self.target, identity)
+        if mask_policy is not None:
+            # Before the upstream login: a session with masks cannot start without the
+            # catalog its masks are resolved against (raises LoginRefused).
+            self.masking = PgMasking(
+                mask_policy,
+                await runtime.masking_catalog(self.target),
+                runtime.lineage_cache(self.target),
+            )
+
         # Upstream login before the client hears AuthenticationOk: if the target
         # is down the client gets one clear error, not a half-open session.
         forwarded = {
@@ -244,8 +262,13 @@ class PgSession(LegPair):
         )
         self.tracker = QueryTracker(self.observer)
         self.policy_gate = PgPolicyGate(
-            runtime.session_policy(self.target, identity), self.observer, self.session_id
+            runtime.session_policy(self.target, identity),
+            self.observer,
+            self.session_id,
+            self.masking,
         )
+        if self.masking is not None:
+            self.observer.planner = self.masking.plan
         for message in upstream.startup_messages:
             if message[0] == _PARAMETER_STATUS:
                 self.policy_gate.parameter_status(message[5:])
@@ -394,17 +417,36 @@ class PgSession(LegPair):
         observer = self.observer
         assert tracker is not None and observer is not None
         recording = observer.recording is not None
+        masking = self.masking
+        swallow = self._swallow
         # Result bytes per execution are its DataRow and CopyData bytes; CopyData (one
         # message per row in COPY TO STDOUT) is summed here and credited once.
         copy_bytes = 0
-        # The server's errors for refused messages, swapped for the gateway's own.
+        # Messages replaced in the forwarded stream: the server's errors for refused
+        # messages, masked rows, scrubbed errors; b"" drops a message.
         edits: list[tuple[int, int, bytes]] | None = None
         for mtype, start, stop, count in entries:
+            replacement: bytes | None = None
             if mtype == _DATA_ROW:
                 ex = tracker.head_execution()
                 if ex is not None:
                     ex.rows += count
-                    if recording:
+                    if masking is not None and not swallow:
+                        plan = ex.mask_plan
+                        if plan is None:
+                            plan = masking.plan(ex) or NO_MASK
+                        if isinstance(plan, ResultPlan):
+                            if plan.refusal is not None:
+                                replacement = self._refuse_result(ex, plan.refusal)
+                                swallow = True
+                            else:
+                                masked = bytes(rewrite_data_rows(buf, start, stop, plan.rewriters))
+                                replacement = masked
+                                if recording:
+                                    observer.rows(ex, masked, 0, len(masked), count)
+                        elif recording:
+                            observer.rows(ex, buf, start, stop, count)
+                    elif recording and not swallow:
                         observer.rows(ex, buf, start, stop, count)
             elif mtype in _TRACKED:
                 if copy_bytes:
@@ -414,14 +456,20 @@ class PgSession(LegPair):
                     error = tracker.head_denial()
                     if error is not None:
                         assert isinstance(error, bytes)
-                        if edits is None:
-                            edits = []
-                        edits.append((start, stop, error))
+                        replacement = error
+                    elif masking is not None and not swallow:
+                        replacement = masking.scrub_error(
+                            mtype, buf[start + 5 : stop], tracker.head_execution()
+                        )
                 tracker.backend(mtype, buf[start + 5 : stop])
-                if mtype == _READY_FOR_QUERY and not tracker.busy():
-                    gate = self.policy_gate
-                    if gate is not None:
-                        gate.privilege_in_flight = False
+                if mtype == _READY_FOR_QUERY:
+                    swallow = False
+                    if not tracker.busy():
+                        gate = self.policy_gate
+                        if gate is not None:
+                            gate.privilege_in_flight = False
+                        if masking is not None:
+                            masking.ready_for_query(tracker.status)
             elif mtype == _COPY_DATA:
                 if recording:
                     copy_bytes += stop - start
@@ -434,12 +482,37 @@ class PgSession(LegPair):
                         # policy's reading of SQL depends on: end the session.
                         self.terminate(SqlState.FEATURE_NOT_SUPPORTED, unchecked, unchecked)
                         return
+            elif masking is not None and not swallow:
+                if mtype == _NOTICE:
+                    replacement = masking.scrub_error(
+                        mtype, buf[start + 5 : stop], tracker.head_execution()
+                    )
+                elif mtype == _NOTIFICATION:
+                    replacement = masking.scrub_notification(buf[start + 5 : stop])
+            if swallow and replacement is None and mtype != _READY_FOR_QUERY:
+                replacement = b""
+            if replacement is not None:
+                if edits is None:
+                    edits = []
+                edits.append((start, stop, replacement))
+        self._swallow = swallow
         if copy_bytes:
             self._credit_copy_bytes(copy_bytes)
         if edits is not None:
             self.client.write(splice(buf, end, edits))
         else:
             self.client.write(buf if end == len(buf) else memoryview(buf)[:end])
+
+    def _refuse_result(self, ex: Execution, message: str) -> bytes:
+        """A result masking cannot send: its error replaces the rows, and the driver drops
+        the server's messages up to ReadyForQuery (the client expects nothing else after
+        an ErrorResponse)."""
+        ex.error = (INSUFFICIENT_PRIVILEGE, message)
+        log.info(
+            "result refused by masking",
+            extra={"session_id": self.session_id, "target": self.target.name},
+        )
+        return build_error_response(INSUFFICIENT_PRIVILEGE, message)
 
     def _credit_copy_bytes(self, n: int) -> None:
         ex = self.tracker.head_execution() if self.tracker is not None else None

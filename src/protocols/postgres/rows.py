@@ -15,7 +15,7 @@ tests use these.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from struct import Struct
 from typing import NamedTuple
 
@@ -25,6 +25,7 @@ from .framing import build_message
 
 _I16 = Struct("!h")
 _I32 = Struct("!i")
+_U32 = Struct("!I")
 # Per-field tail of RowDescription: table OID (u32), attnum (i16), type OID (u32),
 # type size (i16), type modifier (i32), format code (i16) = 18 bytes.
 _FIELD = Struct("!IhIhih")
@@ -156,3 +157,74 @@ def iter_data_rows(data: bytes | memoryview) -> Iterator[list[bytes | None]]:
             raise _violation("DataRow length exceeds the data")
         yield _parse_data_row_at(buf, pos + _HEADER.size, stop)
         pos = stop
+
+
+ValueRewriter = Callable[[bytes], "bytes | None"]
+_NULL_LENGTH = b"\xff\xff\xff\xff"
+
+
+def rewrite_data_rows(
+    buf: bytes | bytearray,
+    start: int,
+    stop: int,
+    columns: Sequence[tuple[int, ValueRewriter]],
+) -> bytearray:
+    """Framed DataRows ``buf[start:stop]`` with some column values replaced.
+
+    ``columns`` lists ``(index, rewrite)`` in increasing index order; ``rewrite`` gets the
+    value's bytes (never called for NULL, which stays NULL) and returns the new value or
+    None for NULL. A row is parsed only up to the last rewritten column; the spans in
+    between and after are copied unchanged, and each row's length is recomputed (a value
+    may grow). Rows with fewer columns than a rewritten index, or lengths that overrun
+    the message, are a ``PeerViolation``: the server described more columns than it sent.
+    """
+    out = bytearray()
+    view = memoryview(buf)
+    unpack_i32 = _I32.unpack_from
+    pack_u32 = _U32.pack_into
+    i32 = _I32.pack
+    last = columns[-1][0]
+    pos = start
+    while pos < stop:
+        (length,) = unpack_i32(buf, pos + 1)
+        end = pos + 1 + length
+        if end > stop or length < 6:
+            raise _violation("DataRow truncated")
+        (count,) = _I16.unpack_from(buf, pos + 5)
+        if count <= last:
+            raise _violation(f"DataRow has {count} columns; the RowDescription promised more")
+        row_at = len(out)
+        out += view[pos : pos + 7]
+        copied = p = pos + 7
+        col = 0
+        for index, rewrite in columns:
+            while col < index:
+                (n,) = unpack_i32(buf, p)
+                p += 4 + n if n > 0 else 4
+                col += 1
+            if p + 4 > end:
+                raise _violation("DataRow column lengths exceed the message")
+            (n,) = unpack_i32(buf, p)
+            col += 1
+            if n < 0:
+                p += 4
+                continue
+            value_at = p + 4
+            value_end = value_at + n
+            if value_end > end:
+                raise _violation(f"DataRow column length {n} exceeds the message")
+            new = rewrite(bytes(view[value_at:value_end]))
+            if p > copied:
+                out += view[copied:p]
+            if new is None:
+                out += _NULL_LENGTH
+            else:
+                out += i32(len(new))
+                out += new
+            copied = p = value_end
+        if p > end:
+            raise _violation("DataRow column lengths exceed the message")
+        out += view[copied:end]
+        pack_u32(out, row_at + 1, len(out) - row_at - 1)
+        pos = end
+    return out

@@ -77,6 +77,7 @@ class Execution:
         "bind",
         "context",
         "error",
+        "mask_plan",
         "path",
         "portal",
         "row_description",
@@ -107,6 +108,9 @@ class Execution:
         self.skipped = False
         self.suspended = False
         self.context: object = None  # owned by the driver (recording handles, timers)
+        # Owned by the driver: the masking plan of the current result (None: not planned).
+        # Reset when a new RowDescription arrives (the next statement of a simple Query).
+        self.mask_plan: object = None
         self._tag_bodies: list[bytes] | None = None
 
     @property
@@ -119,6 +123,13 @@ class Execution:
     def tags(self) -> list[str]:
         """CommandComplete tags received for this execution, in order."""
         return [parse_command_complete(b) for b in self._tag_bodies or ()]
+
+    @property
+    def tag_count(self) -> int:
+        """CommandCompletes received so far: in a multi-statement Query, the index of the
+        statement whose results arrive now."""
+        bodies = self._tag_bodies
+        return len(bodies) if bodies else 0
 
     @property
     def last_tag(self) -> str | None:
@@ -360,6 +371,7 @@ class QueryTracker:
         elif kind in (_QUERY, _EXECUTE):
             assert isinstance(obj, Execution)
             obj.row_description = body
+            obj.mask_plan = None
             self.observer.result_described(obj)
 
     def _error(self, body: bytes) -> None:

@@ -1,0 +1,214 @@
+"""Row plans: which columns of one result are masked, and how (decided once per result).
+
+Rules this module enforces (issue 6, PROTOCOLS.md 2.8):
+
+* A column is masked when its **source** is a masked column (PostgreSQL: RowDescription table
+  OID + attnum through the catalog; MySQL: ColumnDefinition schema/org_table/org_name), or
+  when the statement's **lineage** says its value derives from one (masked as a whole), or,
+  when lineage cannot be established for a statement that may read a masked column, always
+  (``WHOLE_VALUE_REDACT``). A source table the catalog does not know is masked too.
+* Columns left unmasked that carry text go through the **content detectors**, if any.
+* Every replacement is valid for the column's type and format (``pg_values``/``my_values``);
+  a type that cannot carry a masked value becomes NULL, or the result is refused when the
+  policy says ``on_unmaskable = "deny"``.
+* No mask applies: the plan is None and rows take the pass-through path untouched.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final
+
+from ..policy.lineage import SourceColumn, StatementLineage
+from .catalog import UNKNOWN
+from .rules import WHOLE_VALUE_REDACT, Mask, MaskPolicy
+from .styles import REDACTED, Style, text_masker
+
+__all__ = [
+    "JSON_OIDS",
+    "TEXT_LIKE_OIDS",
+    "ColumnPlan",
+    "ResultPlan",
+    "column_masks",
+    "detector_rewriter",
+    "python_codec",
+]
+
+ValueRewriter = Callable[[bytes], "bytes | None"]
+
+# PostgreSQL types whose text and binary forms are the same character data (pg_type.dat).
+TEXT_LIKE_OIDS: Final = frozenset({25, 1043, 1042, 19, 705})
+JSON_OIDS: Final = frozenset({114, 3802})
+_JSONB: Final = 3802
+_JSON_REDACTED: Final = json.dumps(REDACTED).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnPlan:
+    """What one output column gets: a mask (by source, lineage or unknown lineage) or the
+    detectors; ``source`` is ``schema.table.column`` when known (for the recording)."""
+
+    mask: Mask | None
+    detectors: bool
+    source: str | None
+    derived: bool  # masked as a whole because of lineage (or unknown lineage)
+
+
+@dataclass(slots=True)
+class ResultPlan:
+    rewriters: tuple[tuple[int, ValueRewriter], ...]
+    columns: tuple[ColumnPlan, ...]
+    refusal: str | None = None  # the result must not be sent (why, for the client)
+    unknown_sources: bool = False  # a source table the catalog does not know: reload it
+    recorded: object = None  # the recording's column metadata, built once by the driver
+
+
+def _lineage_outputs(
+    lineage: StatementLineage | None, count: int
+) -> tuple[frozenset[SourceColumn], ...] | None:
+    """Per-column lineage, or None when it is unknown and may hide a masked column."""
+    if lineage is None:
+        return None
+    outputs = lineage.outputs
+    if outputs is not None and not lineage.unresolved:
+        if len(outputs) == count:
+            return outputs
+        if not lineage.reads and not lineage.tables:
+            return (frozenset(),) * count  # SHOW and the like: reads no table data
+        return None
+    # Outputs unknown (EXPLAIN, FETCH, a user function...): fail closed.
+    return None
+
+
+def column_masks(
+    sources: Sequence[SourceColumn | object | None],
+    lineage: StatementLineage | None,
+    policy: MaskPolicy,
+    text_columns: Sequence[bool],
+) -> tuple[ColumnPlan, ...] | None:
+    """The mask of every output column, or None when nothing is masked or detected.
+
+    ``sources``: per column, its source column, None (computed), or ``catalog.UNKNOWN``.
+    ``text_columns``: per column, whether the detectors can read it.
+    """
+    count = len(sources)
+    outputs = _lineage_outputs(lineage, count) if policy.has_column_rules else None
+    detectors = policy.detectors is not None
+    plans: list[ColumnPlan] = []
+    any_mask = False
+    for i, src in enumerate(sources):
+        mask: Mask | None = None
+        derived = False
+        name: str | None = None
+        if src is UNKNOWN:
+            if policy.has_column_rules:
+                mask, derived = WHOLE_VALUE_REDACT, True
+        elif isinstance(src, tuple):
+            schema, table, column = src
+            name = f"{schema}.{table}.{column}"
+            mask = policy.column_mask(schema, table, column)
+        if mask is None and policy.has_column_rules:
+            if outputs is None:
+                mask, derived = WHOLE_VALUE_REDACT, True
+            else:
+                found = policy.any_masked(outputs[i])
+                if found is not None:
+                    mask, derived = found.whole(), True
+        use_detectors = mask is None and detectors and text_columns[i]
+        any_mask = any_mask or mask is not None or use_detectors
+        plans.append(ColumnPlan(mask, use_detectors, name, derived))
+    return tuple(plans) if any_mask else None
+
+
+# ---------------------------------------------------------------------------- detectors
+
+
+@lru_cache(maxsize=64)
+def _masker(style: Style) -> Callable[[str], str | None]:
+    return text_masker(style)
+
+
+def detector_rewriter(
+    policy: MaskPolicy, codec: str, *, json_value: bool, jsonb_binary: bool
+) -> ValueRewriter:
+    """Content detectors over one text column's values (``codec``: the client encoding).
+
+    A found span is replaced by its detector's style; a ``null`` style makes the whole value
+    NULL. In a JSON column the result must still be JSON: if replacing spans broke it (a
+    card number written as a JSON number), the whole value becomes the string "****".
+    """
+    detectors = policy.detectors
+    assert detectors is not None
+    masks = {name: _masker(mask.style) for name, mask in policy.detector_masks.items()}
+    nulls = {name for name, mask in policy.detector_masks.items() if mask.style.name == "null"}
+    redact = detectors.redact
+
+    class _Null(Exception):
+        pass
+
+    def replace(span: str, name: str) -> str:
+        if name in nulls:
+            raise _Null
+        out = masks[name](span)
+        return REDACTED if out is None else out
+
+    def rewrite(value: bytes) -> bytes | None:
+        prefix = b""
+        if jsonb_binary:
+            prefix, value = value[:1], value[1:]
+        text = value.decode(codec, "surrogateescape")
+        try:
+            new = redact(text, replace)
+        except _Null:
+            return None
+        if new is None:
+            return prefix + value if prefix else value
+        if json_value:
+            try:
+                json.loads(new)
+            except ValueError:
+                return prefix + _JSON_REDACTED
+        return prefix + new.encode(codec, "surrogateescape")
+
+    return rewrite
+
+
+_PG_CODECS: Final = {
+    "UTF8": "utf-8",
+    "UNICODE": "utf-8",
+    "SQL_ASCII": "latin-1",  # bytes as they are: round-trips whatever the data is
+    "LATIN1": "iso8859-1",
+    "LATIN2": "iso8859-2",
+    "LATIN3": "iso8859-3",
+    "LATIN4": "iso8859-4",
+    "LATIN5": "iso8859-9",
+    "LATIN6": "iso8859-10",
+    "LATIN7": "iso8859-13",
+    "LATIN8": "iso8859-14",
+    "LATIN9": "iso8859-15",
+    "LATIN10": "iso8859-16",
+    "EUC_JP": "euc_jp",
+    "EUC_KR": "euc_kr",
+    "EUC_CN": "gb2312",
+    "KOI8R": "koi8_r",
+    "KOI8U": "koi8_u",
+}
+
+
+def python_codec(pg_encoding: str) -> str:
+    """The Python codec for a PostgreSQL client_encoding (latin-1 when unknown: it maps
+    every byte to one character and back, so values survive even if misread)."""
+    name = pg_encoding.upper()
+    codec = _PG_CODECS.get(name)
+    if codec is not None:
+        return codec
+    if name.startswith("WIN"):
+        name = "cp" + name[3:]
+    try:
+        return codecs.lookup(name.lower()).name
+    except LookupError:
+        return "latin-1"

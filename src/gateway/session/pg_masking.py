@@ -1,0 +1,303 @@
+"""Masking on the PostgreSQL wire: plan each result once, rewrite its DataRows, scrub what
+else can carry a value (ErrorResponse / NoticeResponse fields, NotificationResponse
+payloads), refuse what cannot be masked.
+
+Where each decision happens:
+
+* Statement time (Query / Parse, after the statement policy allowed it): COPY ... TO and
+  other exports are refused while masks apply (COPY output has no RowDescription to plan
+  with, PROTOCOLS.md 2.10); statements that copy masked values into another table are
+  refused (or ``SELECT`` from that table later would show them unmasked); with
+  ``on_unknown_lineage = "deny"``, statements whose lineage is unknown and may read a masked
+  column are refused. A fast-path FunctionCall is refused: its result has no description.
+* Result time (the first DataRow of a result, or its RowDescription): ``plan`` builds the
+  row plan from the RowDescription (statement's, combined with the Bind result formats, or
+  the portal's), the catalog and the statement's lineage. Plans are cached per
+  (text, description, formats, statement index). A result whose columns the gateway never
+  saw described cannot be masked type-correctly: it is refused.
+* Refusing a result (``ResultPlan.refusal``): the driver replaces the rows with an
+  ErrorResponse and drops every other server message up to ReadyForQuery, which it
+  forwards: the client sees the error its protocol state expects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Final
+
+from protocols.postgres.framing import build_message
+from protocols.postgres.messages import parse_error_fields
+from protocols.postgres.rows import parse_row_description
+from protocols.postgres.tracker import Execution
+
+from ..masking.catalog import UNKNOWN, Catalog
+from ..masking.pg_values import pg_column_mask
+from ..masking.plan import (
+    JSON_OIDS,
+    TEXT_LIKE_OIDS,
+    ResultPlan,
+    column_masks,
+    detector_rewriter,
+    python_codec,
+)
+from ..masking.styles import REDACTED
+from ..policy import Decision
+
+if TYPE_CHECKING:
+    from ..masking.lineage_cache import LineageCache
+    from ..masking.rules import MaskPolicy
+    from ..policy.lineage import StatementLineage
+    from .catalog_loader import TargetCatalog
+
+__all__ = ["NO_MASK", "PgMasking"]
+
+_JSONB: Final = 3802
+_PLAN_CACHE: Final = 512
+
+
+class _NoMask:
+    __slots__ = ()
+
+
+NO_MASK: Final = _NoMask()  # Execution.mask_plan when the result is passed through
+
+_EXPORT_REFUSED: Final = (
+    "statement refused by the gateway: masking applies to this session, and COPY ... TO "
+    "(or another export) would send column values that cannot be masked"
+)
+_FUNCTION_CALL_REFUSED: Final = (
+    "fast-path function calls are refused by the gateway while masking applies to this "
+    "session: their results carry no column description to mask by"
+)
+_NOT_DESCRIBED: Final = (
+    "result refused by the gateway: masking applies to this session and this result's "
+    "columns were never described; Describe the statement or portal before Execute"
+)
+_DETAIL_HIDDEN: Final = "detail hidden by the gateway: the statement reads masked columns"
+# Values the server quotes in messages ("invalid input syntax for type integer: "123"",
+# Key (email)=(x@y) ...): blanked in errors of statements that read masked columns.
+_QUOTED: Final = re.compile(r'"[^"]*"|\([^()]*\)')
+# Fields that can quote values: message, detail, hint, context, internal query.
+_SCRUBBED_FIELDS: Final = frozenset("MDHWq")
+
+
+def _deny(rule: str, message: str, classes: frozenset[str]) -> Decision:
+    return Decision("deny", rule, message, classes)
+
+
+class PgMasking:
+    """One session's masking state."""
+
+    __slots__ = (
+        "_lineage",
+        "_plans",
+        "catalog",
+        "codec",
+        "ddl_seen",
+        "policy",
+    )
+
+    def __init__(self, policy: MaskPolicy, catalog: TargetCatalog, lineage: LineageCache) -> None:
+        self.policy = policy
+        self.catalog = catalog
+        self._lineage = lineage
+        self.codec = "utf-8"
+        self.ddl_seen = False
+        self._plans: OrderedDict[object, ResultPlan | None] = OrderedDict()
+
+    def client_encoding(self, value: str) -> None:
+        self.codec = python_codec(value)
+        self._plans.clear()
+
+    def _snapshot(self) -> Catalog:
+        snapshot = self.catalog.current()
+        assert snapshot is not None, "sessions with masks start only after the catalog loaded"
+        return snapshot
+
+    def _statements(self, text: str) -> tuple[StatementLineage, ...]:
+        return self._lineage.lineage(text, self._snapshot().lineage)
+
+    # ------------------------------------------------------------------ statement time
+
+    def check_statement(self, text: str | None, decision: Decision) -> Decision | None:
+        """A refusal for an allowed Query / Parse / FunctionCall (``text`` None), or None."""
+        if "ddl" in decision.classes:
+            self.ddl_seen = True
+        if text is None:
+            return _deny("masking:function_call", _FUNCTION_CALL_REFUSED, decision.classes)
+        if "export" in decision.classes:
+            return _deny("masking:export", _EXPORT_REFUSED, decision.classes)
+        policy = self.policy
+        if not policy.has_column_rules:
+            return None
+        for lineage in self._statements(text):
+            for (schema, table), sources in lineage.writes:
+                mask = policy.any_masked(sources)
+                if mask is not None:
+                    return _deny(
+                        "masking:copies_masked",
+                        "statement refused by the gateway: it writes values of masked "
+                        f"columns into {schema}.{table}, where they would not be masked",
+                        decision.classes,
+                    )
+            if policy.on_unknown_lineage == "deny" and (
+                lineage.outputs is None or lineage.unresolved
+            ):
+                return _deny(
+                    "masking:unknown_lineage",
+                    "statement refused by the gateway: masking applies to this session and "
+                    "the columns this statement returns cannot be traced to their sources",
+                    decision.classes,
+                )
+        return None
+
+    def ready_for_query(self, status: int) -> None:
+        """ReadyForQuery with nothing pending: DDL that is now visible (committed) makes
+        the catalog reload."""
+        if self.ddl_seen and status == 0x49:  # 'I': outside a transaction block
+            self.ddl_seen = False
+            self.catalog.invalidate()
+
+    # --------------------------------------------------------------------- result time
+
+    def plan(self, ex: Execution) -> ResultPlan | None:
+        """The row plan of ``ex``'s current result (None: pass through); stored on ``ex``."""
+        rd = ex.row_description
+        if rd is None:
+            plan: ResultPlan | None = ResultPlan((), (), refusal=_NOT_DESCRIBED)
+            ex.mask_plan = plan
+            return plan
+        snapshot = self._snapshot()
+        index = ex.tag_count if ex.path == "simple" else 0
+        key = (ex.text, rd, ex.result_formats, index, snapshot.version)
+        plans = self._plans
+        if key in plans:
+            plan = plans[key]
+        else:
+            plan = self._build(ex, rd, index, snapshot)
+            if plan is not None and plan.unknown_sources:
+                self.catalog.invalidate()
+            else:  # unknown sources are not cached: the reload will know them
+                plans[key] = plan
+                if len(plans) > _PLAN_CACHE:
+                    plans.popitem(last=False)
+        ex.mask_plan = NO_MASK if plan is None else plan
+        return plan
+
+    def _build(self, ex: Execution, rd: bytes, index: int, snapshot: Catalog) -> ResultPlan | None:
+        fields = parse_row_description(rd)
+        formats = ex.result_formats
+        sources = [snapshot.source(f.table_oid, f.attnum) for f in fields]
+        lineage = None
+        if ex.text is not None and self.policy.has_column_rules:
+            statements = self._statements(ex.text.decode(self.codec, "replace"))
+            if index < len(statements):
+                lineage = statements[index]
+        text_columns = [f.type_oid in TEXT_LIKE_OIDS or f.type_oid in JSON_OIDS for f in fields]
+        columns = column_masks(sources, lineage, self.policy, text_columns)
+        if columns is None:
+            return None
+        rewriters = []
+        refusal = None
+        policy = self.policy
+        for i, (field, column) in enumerate(zip(fields, columns, strict=True)):
+            fmt = field.format
+            if formats:
+                fmt = formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0
+            if column.mask is not None:
+                masker = pg_column_mask(field.type_oid, fmt, column.mask.style, self.codec)
+                if not masker.exact and policy.on_unmaskable == "deny":
+                    refusal = (
+                        f'result refused by the gateway: column "{field.name}" is masked and '
+                        f"its type (OID {field.type_oid}) cannot carry a masked value"
+                    )
+                rewriters.append((i, masker.apply))
+            elif column.detectors:
+                rewriters.append(
+                    (
+                        i,
+                        detector_rewriter(
+                            policy,
+                            self.codec,
+                            json_value=field.type_oid in JSON_OIDS,
+                            jsonb_binary=field.type_oid == _JSONB and fmt == 1,
+                        ),
+                    )
+                )
+        return ResultPlan(tuple(rewriters), columns, refusal, unknown_sources=UNKNOWN in sources)
+
+    # ----------------------------------------------------------- errors, notifications
+
+    def scrub_error(self, mtype: int, body: bytes, ex: Execution | None) -> bytes | None:
+        """An ErrorResponse / NoticeResponse with values hidden, or None if unchanged."""
+        fields = parse_error_fields(body)
+        policy = self.policy
+        changed = False
+        if policy.has_column_rules and self._reads_masked(fields, ex):
+            for code in _SCRUBBED_FIELDS & fields.keys():
+                if code == "D":
+                    fields[code] = _DETAIL_HIDDEN
+                elif code == "M":
+                    fields[code] = _QUOTED.sub(_blank, fields[code])
+                else:
+                    fields[code] = REDACTED
+            changed = True
+        detectors = policy.detectors
+        if detectors is not None:
+            for code in _SCRUBBED_FIELDS & fields.keys():
+                new = detectors.redact(fields[code], _redact_span)
+                if new is not None:
+                    fields[code] = new
+                    changed = True
+        if not changed:
+            return None
+        out = b"".join(code.encode() + value.encode() + b"\x00" for code, value in fields.items())
+        return build_message(mtype, out + b"\x00")
+
+    def _reads_masked(self, fields: dict[str, str], ex: Execution | None) -> bool:
+        policy = self.policy
+        table = fields.get("t")
+        if table is not None:
+            columns = self._snapshot().columns.get((fields.get("s", ""), table), ())
+            if any(policy.column_mask(fields.get("s", ""), table, c) for c in columns):
+                return True
+        if ex is None or ex.text is None:
+            return True  # cannot tell what the statement read: assume the worst
+        for lineage in self._statements(ex.text.decode(self.codec, "replace")):
+            if lineage.unresolved or lineage.outputs is None:
+                return True
+            if policy.any_masked(lineage.reads) is not None:
+                return True
+        return False
+
+    def scrub_notification(self, body: bytes) -> bytes | None:
+        """A NotificationResponse with its payload masked, or None if unchanged. Payloads
+        have no lineage (any session can NOTIFY anything): with column rules they are
+        redacted whole; with detectors only, detected values are."""
+        pid = body[:4]
+        channel_end = body.index(b"\x00", 4)
+        channel = body[4 : channel_end + 1]
+        payload = body[channel_end + 1 : -1]
+        if not payload:
+            return None
+        if self.policy.has_column_rules:
+            new = REDACTED
+        else:
+            detectors = self.policy.detectors
+            if detectors is None:
+                return None
+            found = detectors.redact(payload.decode(self.codec, "surrogateescape"), _redact_span)
+            if found is None:
+                return None
+            new = found
+        return build_message(0x41, pid + channel + new.encode(self.codec, "replace") + b"\x00")
+
+
+def _blank(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return f"{text[0]}{REDACTED}{text[-1]}"
+
+
+def _redact_span(span: str, name: str) -> str:
+    return REDACTED
