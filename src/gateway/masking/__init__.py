@@ -1,0 +1,1 @@
+"""Result masking: styles, type-correct masked values for PostgreSQL and MySQL."""
