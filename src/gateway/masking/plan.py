@@ -65,6 +65,9 @@ class ResultPlan:
     refusal: str | None = None  # the result must not be sent (why, for the client)
     unknown_sources: bool = False  # a source table the catalog does not know: reload it
     recorded: object = None  # the recording's column metadata, built once by the driver
+    # MySQL: the result's column count, and its column types for binary-protocol rows.
+    column_count: int = 0
+    types: tuple[int, ...] | None = None
 
 
 def _lineage_outputs(

@@ -64,7 +64,7 @@ from protocols.mysql.handshake import (
     parse_ssl_request,
 )
 from protocols.mysql.packets import ErrPacket, build_err_packet
-from protocols.mysql.resultset import parse_stmt_execute_header
+from protocols.mysql.resultset import parse_stmt_execute_header, rewrite_row_packets
 from protocols.mysql.tracker import (
     NOT_ALLOWED,
     AuthExchange,
@@ -80,9 +80,11 @@ from protocols.mysql.tracker import (
     StatementPrepared,
 )
 
+from ..masking.plan import ResultPlan
 from ..net.leg import Leg, LegClosed
 from .errors import LoginRefused
 from .leg_pair import LegPair
+from .my_masking import MyMasking
 from .mysql_caps import END_TO_END, REQUIRED_FROM_CLIENT, advertised_capabilities
 from .mysql_policy import (
     ACCESS_DENIED_SQLSTATE,
@@ -113,6 +115,7 @@ log = logging.getLogger("gateway.session")
 
 _MAX_LOGIN_PACKET = 64 * 1024
 _STATUS_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
+_IN_TRANSACTION = int(ServerStatus.IN_TRANS)
 # Plain ints on the hot path: IntFlag arithmetic runs Python-level enum code.
 _LOCAL_FILES = int(Capability.CLIENT_LOCAL_FILES)
 _PROTOCOL_41 = int(Capability.CLIENT_PROTOCOL_41)
@@ -188,6 +191,7 @@ class MySqlSession(LegPair):
         self.tracker: ResponseTracker | None = None
         self.observer: MyRecordingObserver | None = None
         self.policy_gate: MyPolicyGate | None = None
+        self.masking: MyMasking | None = None
         self.statements = StatementRegistry()
         self.identity_subject: str | None = None
         self.identity: Identity | None = None
@@ -300,6 +304,23 @@ class MySqlSession(LegPair):
         identity = await self._authorize(token)
         del token
 
+        mask_policy = runtime.mask_policy(target, identity)
+        if mask_policy is not None:
+            # A session with masks cannot start without the catalog they resolve against.
+            try:
+                catalog = await runtime.masking_catalog(target)
+            except LoginRefused as exc:
+                raise _Refused(
+                    int(ErrorCode.ER_UNKNOWN_ERROR), "HY000", exc.message, exc.log_detail
+                ) from None
+            database = response.database or target.upstream.database.encode()
+            self.masking = MyMasking(
+                mask_policy,
+                catalog,
+                runtime.lineage_cache(target),
+                database.decode("utf-8", "surrogateescape"),
+            )
+
         upstream = await self._connect_upstream(response, identity)
         self.upstream = upstream
         try:
@@ -318,6 +339,7 @@ class MySqlSession(LegPair):
             self.observer,
             self.session_id,
             response.charset,
+            self.masking,
         )
         self.tracker = ResponseTracker(self.capabilities)
         if recording is not None:
@@ -596,6 +618,9 @@ class MySqlSession(LegPair):
             local = bool(self.capabilities & _LOCAL_FILES) and is_load_data_local(sql)
             ex = Exchange(cmd)
             ex.rule = decision.rule
+            if self.masking is not None:
+                ex.mask_sql = bytes(sql)
+                self.masking.statement_sent(ex.mask_sql)
             if big:
                 ex.first_seq = count_physical_packets(memoryview(buf)[start:stop]) & 0xFF
             tracker.start(_COM_QUERY, local_infile=local)
@@ -606,6 +631,9 @@ class MySqlSession(LegPair):
             payload = join_payload(buf, start, stop) if big else buf[start + 4 : stop]
             stmt_id, flags, _ = parse_stmt_execute_header(payload)
             ex = Exchange(cmd)
+            if self.masking is not None:
+                prepared = self.statements.get(stmt_id)
+                ex.mask_sql = prepared.sql if prepared is not None else None
             self._exchanges.append(ex)
             tracker.start(
                 _COM_STMT_EXECUTE,
@@ -626,6 +654,8 @@ class MySqlSession(LegPair):
                 gate.reset()
                 observer.control("reset_connection", {})
             elif cmd == _COM_INIT_DB:
+                if self.masking is not None:
+                    self.masking.init_db(bytes(buf[start + 5 : stop]))
                 schema = buf[start + 5 : stop].decode("utf-8", "replace")
                 observer.control("init_db", {"schema": schema})
             return None
@@ -666,7 +696,17 @@ class MySqlSession(LegPair):
             if cmd == _COM_STMT_RESET:
                 self.statements.reset(stmt_id)
             else:
-                observer.fetch_started(ex, self.statements.get(stmt_id))
+                prepared = self.statements.get(stmt_id)
+                observer.fetch_started(ex, prepared)
+                if self.masking is not None:
+                    # Fetched rows come without column definitions: the statement's own
+                    # (from its prepare) describe them, in the binary protocol.
+                    ex.mask_plan = self.masking.plan(
+                        prepared.sql if prepared is not None else None,
+                        0,
+                        prepared.columns if prepared is not None and prepared.columns else None,
+                        True,
+                    )
             return None
         if cmd == _COM_STMT_SEND_LONG_DATA:
             if stop - start < 11:
@@ -884,6 +924,18 @@ class MySqlSession(LegPair):
                         ex.rows += count
                         if ex.swallow:
                             continue
+                        plan = ex.mask_plan
+                        if isinstance(plan, ResultPlan):
+                            masked = self._mask_rows(ex, plan, buf, start, stop)
+                            if seg_start >= 0:
+                                pieces.append(memoryview(buf)[seg_start:seg_end])
+                            seg_start = seg_end = -1
+                            if masked is not None:
+                                pieces.append(masked)
+                                ex.bytes += len(masked)
+                                if recording:
+                                    observer.rows(ex, masked, 0, len(masked), count)
+                            continue
                         ex.bytes += stop - start
                         if recording:
                             observer.rows(ex, buf, start, stop, count)
@@ -943,8 +995,10 @@ class MySqlSession(LegPair):
                                 _err(
                                     int(ErrorCode.ER_NOT_ALLOWED_COMMAND),
                                     "42000",
-                                    "LOAD DATA LOCAL INFILE request refused by the gateway: "
-                                    "the statement did not ask for a local file",
+                                    ex.swallow
+                                    if isinstance(ex.swallow, str)
+                                    else "LOAD DATA LOCAL INFILE request refused by the "
+                                    "gateway: the statement did not ask for a local file",
                                     ex.sent_seq,
                                 )
                             )
@@ -984,13 +1038,23 @@ class MySqlSession(LegPair):
             self.statements.add(ex.text, ev.ok, ev.params, ev.columns)
             observer.prepared(ev.ok.statement_id, ex.rule)
             return False
-        if isinstance(ev, (OkReceived, ResultSetEnded)) and ev.ok.session_state_changes:
-            gate = self.policy_gate
-            assert gate is not None
-            gate.server_ok(ev.ok)
+        if isinstance(ev, (OkReceived, ResultSetEnded)):
+            if ev.ok.session_state_changes:
+                gate = self.policy_gate
+                assert gate is not None
+                gate.server_ok(ev.ok)
+            ex.mask_results += 1
+            ex.mask_plan = None
+            masking = self.masking
+            if masking is not None and not ev.ok.more_results:
+                masking.statement_done(in_transaction=bool(ev.ok.status_flags & _IN_TRANSACTION))
         if ex.swallow:
             return False
         if isinstance(ev, ResultSetStarted):
+            if self.masking is not None:
+                ex.mask_plan = self.masking.plan(
+                    ex.mask_sql, ex.mask_results, ev.columns, ev.binary
+                )
             observer.result_described(ex, ev.columns, ev.binary)
         elif isinstance(ev, ResultSetEnded):
             observer.result_finished(ex, ok=ev.ok, more=ev.ok.more_results and not ev.cursor_open)
@@ -1011,6 +1075,29 @@ class MySqlSession(LegPair):
         elif isinstance(ev, AuthExchange):
             raise PeerViolation("authentication exchange outside COM_CHANGE_USER")
         return False
+
+    def _mask_rows(
+        self, ex: Exchange, plan: ResultPlan, buf: bytes, start: int, stop: int
+    ) -> bytes | None:
+        """A run of row packets, masked; None when the result is refused instead (its ERR
+        follows once the server completes the result, with this first row's sequence id)."""
+        refusal = plan.refusal
+        if refusal is None:
+            try:
+                return bytes(
+                    rewrite_row_packets(
+                        buf, start, stop, plan.column_count, plan.rewriters, plan.types
+                    )
+                )
+            except PeerViolation as exc:
+                refusal = f"result refused by the gateway: it cannot be masked ({exc.message})"
+        ex.swallow = refusal
+        ex.sent_seq = buf[start + 3]
+        log.info(
+            "result refused by masking",
+            extra={"session_id": self.session_id, "target": self.target.name},
+        )
+        return None
 
     def _refuse_local_infile(self, ex: Exchange, fb_seq: int) -> None:
         """The server asked for a client file the client's statement did not name

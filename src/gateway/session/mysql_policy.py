@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from protocols.mysql.packets import OkPacket
 
     from ..policy import SessionPolicy
+    from .my_masking import MyMasking
     from .mysql_recording import MyRecordingObserver
 
 
@@ -160,12 +161,20 @@ def _charset_name(toks: list[Token], i: int) -> str | None:
 class MyPolicyGate:
     """Decides one MySQL session's statements and follows its client character set."""
 
-    __slots__ = ("observer", "policy", "session_id", "unsafe_charset")
+    __slots__ = ("masking", "observer", "policy", "session_id", "unsafe_charset")
 
     def __init__(
-        self, policy: SessionPolicy, observer: MyRecordingObserver, session_id: str, collation: int
+        self,
+        policy: SessionPolicy,
+        observer: MyRecordingObserver,
+        session_id: str,
+        collation: int,
+        masking: MyMasking | None = None,
     ) -> None:
         self.policy = policy
+        # Masking refuses some statements the policy allows (exports, copies of masked
+        # values); it decides after the policy, on the same text.
+        self.masking = masking
         self.observer = observer
         self.session_id = session_id
         self.unsafe_charset = unsafe_collation(collation)
@@ -204,6 +213,8 @@ class MyPolicyGate:
                 decision = self._charset_change(sql, decision)
             if decision.action == "allow" and "privilege" in decision.classes:
                 decision = self._sql_mode_change(sql, decision)
+            if decision.action == "allow" and self.masking is not None:
+                decision = self.masking.check_statement(_text(sql), decision) or decision
         if decision.action != "allow":
             self._refused(sql, path, decision)
         return decision

@@ -116,6 +116,9 @@ class Exchange:
         "described",
         "first_seq",
         "local_reply",
+        "mask_plan",
+        "mask_results",
+        "mask_sql",
         "name",
         "params",
         "path",
@@ -140,6 +143,11 @@ class Exchange:
         self.name: str | None = None
         self.params: list[str | bytes | None] | None = None
         self.result_index = 0
+        # Masking (owned by the driver): the statement text, results completed so far (the
+        # index of the statement a result belongs to), and the current result's row plan.
+        self.mask_sql: bytes | None = None
+        self.mask_results = 0
+        self.mask_plan: object = None
         self.started = time.monotonic()
         self.rows = 0  # rows of the current result
         self.recorded = 0
@@ -151,7 +159,8 @@ class Exchange:
         self.local_reply: bytes | None = None
         # Server packets of this response are dropped (an unsolicited LOCAL INFILE
         # request was refused); a gateway ERR replaces them.
-        self.swallow = False
+        # True, or the refusal message sent once the response completes (masking).
+        self.swallow: bool | str = False
         self.first_seq = 1  # sequence id of the first response packet
         self.sent_seq = 0
         # The policy rule that allowed the statement (recorded with each result).

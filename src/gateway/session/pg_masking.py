@@ -42,12 +42,11 @@ from ..masking.plan import (
     python_codec,
 )
 from ..masking.styles import REDACTED
-from ..policy import Decision
+from .masking_common import MaskingSession
 
 if TYPE_CHECKING:
     from ..masking.lineage_cache import LineageCache
     from ..masking.rules import MaskPolicy
-    from ..policy.lineage import StatementLineage
     from .catalog_loader import TargetCatalog
 
 __all__ = ["NO_MASK", "PgMasking"]
@@ -62,14 +61,6 @@ class _NoMask:
 
 NO_MASK: Final = _NoMask()  # Execution.mask_plan when the result is passed through
 
-_EXPORT_REFUSED: Final = (
-    "statement refused by the gateway: masking applies to this session, and COPY ... TO "
-    "(or another export) would send column values that cannot be masked"
-)
-_FUNCTION_CALL_REFUSED: Final = (
-    "fast-path function calls are refused by the gateway while masking applies to this "
-    "session: their results carry no column description to mask by"
-)
 _NOT_DESCRIBED: Final = (
     "result refused by the gateway: masking applies to this session and this result's "
     "columns were never described; Describe the statement or portal before Execute"
@@ -82,82 +73,23 @@ _QUOTED: Final = re.compile(r'"[^"]*"|\([^()]*\)')
 _SCRUBBED_FIELDS: Final = frozenset("MDHWq")
 
 
-def _deny(rule: str, message: str, classes: frozenset[str]) -> Decision:
-    return Decision("deny", rule, message, classes)
+class PgMasking(MaskingSession):
+    """One PostgreSQL session's masking state."""
 
-
-class PgMasking:
-    """One session's masking state."""
-
-    __slots__ = (
-        "_lineage",
-        "_plans",
-        "catalog",
-        "codec",
-        "ddl_seen",
-        "policy",
-    )
+    __slots__ = ("_plans", "codec")
 
     def __init__(self, policy: MaskPolicy, catalog: TargetCatalog, lineage: LineageCache) -> None:
-        self.policy = policy
-        self.catalog = catalog
-        self._lineage = lineage
+        super().__init__(policy, catalog, lineage)
         self.codec = "utf-8"
-        self.ddl_seen = False
         self._plans: OrderedDict[object, ResultPlan | None] = OrderedDict()
 
     def client_encoding(self, value: str) -> None:
         self.codec = python_codec(value)
         self._plans.clear()
 
-    def _snapshot(self) -> Catalog:
-        snapshot = self.catalog.current()
-        assert snapshot is not None, "sessions with masks start only after the catalog loaded"
-        return snapshot
-
-    def _statements(self, text: str) -> tuple[StatementLineage, ...]:
-        return self._lineage.lineage(text, self._snapshot().lineage)
-
-    # ------------------------------------------------------------------ statement time
-
-    def check_statement(self, text: str | None, decision: Decision) -> Decision | None:
-        """A refusal for an allowed Query / Parse / FunctionCall (``text`` None), or None."""
-        if "ddl" in decision.classes:
-            self.ddl_seen = True
-        if text is None:
-            return _deny("masking:function_call", _FUNCTION_CALL_REFUSED, decision.classes)
-        if "export" in decision.classes:
-            return _deny("masking:export", _EXPORT_REFUSED, decision.classes)
-        policy = self.policy
-        if not policy.has_column_rules:
-            return None
-        for lineage in self._statements(text):
-            for (schema, table), sources in lineage.writes:
-                mask = policy.any_masked(sources)
-                if mask is not None:
-                    return _deny(
-                        "masking:copies_masked",
-                        "statement refused by the gateway: it writes values of masked "
-                        f"columns into {schema}.{table}, where they would not be masked",
-                        decision.classes,
-                    )
-            if policy.on_unknown_lineage == "deny" and (
-                lineage.outputs is None or lineage.unresolved
-            ):
-                return _deny(
-                    "masking:unknown_lineage",
-                    "statement refused by the gateway: masking applies to this session and "
-                    "the columns this statement returns cannot be traced to their sources",
-                    decision.classes,
-                )
-        return None
-
     def ready_for_query(self, status: int) -> None:
-        """ReadyForQuery with nothing pending: DDL that is now visible (committed) makes
-        the catalog reload."""
-        if self.ddl_seen and status == 0x49:  # 'I': outside a transaction block
-            self.ddl_seen = False
-            self.catalog.invalidate()
+        """ReadyForQuery with nothing pending; 'I': outside a transaction block."""
+        self.statement_done(in_transaction=status != 0x49)
 
     # --------------------------------------------------------------------- result time
 
@@ -264,12 +196,7 @@ class PgMasking:
                 return True
         if ex is None or ex.text is None:
             return True  # cannot tell what the statement read: assume the worst
-        for lineage in self._statements(ex.text.decode(self.codec, "replace")):
-            if lineage.unresolved or lineage.outputs is None:
-                return True
-            if policy.any_masked(lineage.reads) is not None:
-                return True
-        return False
+        return self.reads_masked(ex.text.decode(self.codec, "replace"))
 
     def scrub_notification(self, body: bytes) -> bytes | None:
         """A NotificationResponse with its payload masked, or None if unchanged. Payloads

@@ -16,7 +16,7 @@ fixed bytes. ``*_spans`` functions give the byte range of each encoded value
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from struct import Struct
 
@@ -596,3 +596,97 @@ def build_com_stmt_execute(ex: StmtExecute) -> bytes:
             if value is not None and i not in ex.long_data:
                 parts.append(_encode_raw(t, value))
     return b"".join(parts)
+
+
+# -- rewriting rows (masking) -------------------------------------------------------------------
+
+ValueRewriter = Callable[[bytes], "bytes | None"]
+_TEXT_NULL = b"\xfb"
+_MAX_ROW_PAYLOAD = 0xFFFFFF
+
+
+def rewrite_row_packets(
+    buf: Buffer,
+    start: int,
+    stop: int,
+    column_count: int,
+    columns: Sequence[tuple[int, ValueRewriter]],
+    types: Sequence[int] | None = None,
+) -> bytearray:
+    """Row packets ``buf[start:stop]`` (framed, each under 16 MiB) with values replaced.
+
+    ``columns``: ``(index, rewrite)`` in increasing index order; ``rewrite`` gets a value's
+    content and returns the new content or None for NULL (NULL values stay NULL). ``types``
+    given: binary-protocol rows (NULL bitmap, fixed-width and length-prefixed values; a new
+    value must keep a fixed-width type's width); else text rows. Each packet keeps its
+    sequence id; its length is recomputed. A row of 16 MiB or more (split across packets)
+    cannot be rewritten here: ``PeerViolation``, and the caller fails closed.
+    """
+    out = bytearray()
+    view = memoryview(buf)
+    upto = columns[-1][0] + 1
+    if upto > column_count:
+        raise malformed("masked column index beyond the column count")
+    pos = start
+    while pos < stop:
+        length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+        if length >= _MAX_ROW_PAYLOAD:
+            raise malformed("a row of 16 MiB or more cannot be masked")
+        seq = buf[pos + 3]
+        payload = view[pos + 4 : pos + 4 + length]
+        if types is None:
+            new = _rewrite_text_row(payload, column_count, upto, columns)
+        else:
+            new = _rewrite_binary_row(payload, types, upto, columns)
+        if len(new) >= _MAX_ROW_PAYLOAD:
+            raise malformed("a masked row would need 16 MiB or more")
+        out += len(new).to_bytes(3, "little")
+        out.append(seq)
+        out += new
+        pos += 4 + length
+    return out
+
+
+def _rewrite_text_row(
+    payload: memoryview, count: int, upto: int, columns: Sequence[tuple[int, ValueRewriter]]
+) -> bytearray:
+    spans = text_row_spans(payload, count, upto)
+    new = bytearray()
+    copied = 0
+    for index, rewrite in columns:
+        span = spans[index]
+        if span is None:
+            continue
+        value_start, value_stop = span[1], span[2]
+        value = rewrite(bytes(payload[value_start:value_stop]))
+        new += payload[copied : span[0]]
+        new += _TEXT_NULL if value is None else build_lenenc_string(value)
+        copied = value_stop
+    new += payload[copied:]
+    return new
+
+
+def _rewrite_binary_row(
+    payload: memoryview,
+    types: Sequence[int],
+    upto: int,
+    columns: Sequence[tuple[int, ValueRewriter]],
+) -> bytearray:
+    spans = binary_row_spans(payload, types, upto)
+    bitmap_end = 1 + null_bitmap_size(len(types), 2)
+    new = bytearray(payload[:bitmap_end])
+    copied = bitmap_end
+    for index, rewrite in columns:
+        span = spans[index]
+        if span is None:
+            continue
+        value = rewrite(bytes(payload[span[1] : span[2]]))
+        new += payload[copied : span[0]]
+        if value is None:
+            bit = index + 2
+            new[1 + (bit >> 3)] |= 1 << (bit & 7)
+        else:
+            new += _encode_raw(types[index], value)
+        copied = span[2]
+    new += payload[copied:]
+    return new

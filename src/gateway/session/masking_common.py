@@ -1,0 +1,120 @@
+"""Masking decisions both drivers make the same way, at statement time.
+
+After the statement policy allowed a statement, masking may still refuse it:
+
+* exports (PostgreSQL ``COPY ... TO``, MySQL ``SELECT ... INTO OUTFILE``): their output has no
+  column description to plan masks with (PROTOCOLS.md 2.10), so they are refused while any
+  mask applies to the session;
+* statements that write values of masked columns into a table (``CREATE TABLE AS``,
+  ``INSERT ... SELECT``, ``UPDATE ... SET``): reading that table later would show them
+  unmasked;
+* with ``on_unknown_lineage = "deny"``: statements whose output columns cannot be traced to
+  their sources.
+
+DDL makes the target's catalog reload once it is visible to other connections (after the
+statement, outside a transaction block).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from ..policy import Decision
+
+if TYPE_CHECKING:
+    from ..masking.catalog import Catalog
+    from ..masking.lineage_cache import LineageCache
+    from ..masking.rules import MaskPolicy
+    from ..policy.lineage import StatementLineage
+    from .catalog_loader import TargetCatalog
+
+__all__ = ["MaskingSession"]
+
+_EXPORT_REFUSED: Final = (
+    "statement refused by the gateway: masking applies to this session, and an export "
+    "(COPY ... TO, SELECT ... INTO OUTFILE) would send values that cannot be masked"
+)
+_FUNCTION_CALL_REFUSED: Final = (
+    "fast-path function calls are refused by the gateway while masking applies to this "
+    "session: their results carry no column description to mask by"
+)
+
+
+def _deny(rule: str, message: str, classes: frozenset[str]) -> Decision:
+    return Decision("deny", rule, message, classes)
+
+
+class MaskingSession:
+    """One session's masking state shared by the protocol drivers' subclasses."""
+
+    __slots__ = ("_lineage", "catalog", "ddl_seen", "policy")
+
+    def __init__(self, policy: MaskPolicy, catalog: TargetCatalog, lineage: LineageCache) -> None:
+        self.policy = policy
+        self.catalog = catalog
+        self._lineage = lineage
+        self.ddl_seen = False
+
+    @property
+    def search_path(self) -> tuple[str, ...] | None:
+        """Schemas unqualified names resolve to (None: the catalog's)."""
+        return None
+
+    def _snapshot(self) -> Catalog:
+        snapshot = self.catalog.current()
+        assert snapshot is not None, "sessions with masks start only after the catalog loaded"
+        return snapshot
+
+    def _statements(self, text: str) -> tuple[StatementLineage, ...]:
+        return self._lineage.lineage(text, self._snapshot().lineage, self.search_path)
+
+    def check_statement(self, text: str | None, decision: Decision) -> Decision | None:
+        """A refusal for a statement the policy allowed (``text`` None: a PostgreSQL
+        fast-path FunctionCall), or None."""
+        if "ddl" in decision.classes:
+            self.ddl_seen = True
+        if text is None:
+            return _deny("masking:function_call", _FUNCTION_CALL_REFUSED, decision.classes)
+        if "export" in decision.classes:
+            return _deny("masking:export", _EXPORT_REFUSED, decision.classes)
+        policy = self.policy
+        if not policy.has_column_rules:
+            return None
+        for lineage in self._statements(text):
+            for (schema, table), sources in lineage.writes:
+                if policy.any_masked(sources) is not None:
+                    return _deny(
+                        "masking:copies_masked",
+                        "statement refused by the gateway: it writes values of masked "
+                        f"columns into {schema}.{table}, where they would not be masked",
+                        decision.classes,
+                    )
+            if policy.on_unknown_lineage == "deny" and (
+                lineage.outputs is None or lineage.unresolved
+            ):
+                return _deny(
+                    "masking:unknown_lineage",
+                    "statement refused by the gateway: masking applies to this session and "
+                    "the columns this statement returns cannot be traced to their sources",
+                    decision.classes,
+                )
+        return None
+
+    def statement_done(self, *, in_transaction: bool) -> None:
+        """The server answered everything sent: DDL that is now visible (committed)
+        makes the catalog reload."""
+        if self.ddl_seen and not in_transaction:
+            self.ddl_seen = False
+            self.catalog.invalidate()
+
+    def reads_masked(self, text: str | None) -> bool:
+        """Whether a statement may read a masked column (unknown: yes)."""
+        if text is None:
+            return True
+        policy = self.policy
+        for lineage in self._statements(text):
+            if lineage.unresolved or lineage.outputs is None:
+                return True
+            if policy.any_masked(lineage.reads) is not None:
+                return True
+        return False

@@ -1,0 +1,211 @@
+"""Masking through the MySQL gateway with real clients and the real MariaDB (issue 6).
+
+Same question as the PostgreSQL tests: does any raw seeded value reach the restricted
+client, through PyMySQL (text protocol) or mysql-connector (text, and prepared statements
+in the binary protocol), or its recording? Admins see raw values.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+
+from gateway.embedded.seed import customer_rows
+
+from .conftest import MyGateway, StartMyGateway
+
+pytestmark = pytest.mark.integration
+
+CONTRACTOR = "casey@contractor.example"
+
+POLICIES = """
+[[policies]]
+name = "admins"
+groups = ["dba"]
+targets = ["app-my"]
+allow = ["*"]
+
+[[policies]]
+name = "contractors"
+groups = ["contractors"]
+targets = ["app-my"]
+allow = ["read", "session", "transaction"]
+record_rows = 1000
+
+[[policies.masks]]
+columns = ["customers.ssn", "customers.card_number"]
+style = "last4"
+
+[[policies.masks]]
+columns = ["customers.email"]
+style = "email"
+
+[[policies.masks]]
+columns = ["customers.phone"]
+style = "redact"
+
+[[policies.masks]]
+columns = ["mask_types.*"]
+style = "redact"
+
+[[policies.masks]]
+detectors = ["credit_card", "ssn", "email", "phone"]
+style = "redact"
+"""
+
+CUSTOMERS = customer_rows()
+RAW_VALUES = sorted(
+    {v for row in CUSTOMERS for v in (row[2], row[3], row[4], row[5])}
+    | {re.sub(r"\D", "", row[4]) for row in CUSTOMERS},
+    key=len,
+    reverse=True,
+)
+SSN_RE = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
+
+QUERIES = [
+    "SELECT * FROM customers ORDER BY id",
+    "SELECT id, ssn, card_number, email, phone FROM customers",
+    "SELECT ssn AS x, card_number AS y FROM customers",
+    "SELECT CONCAT('x', ssn), UPPER(email), SUBSTRING(card_number, 1, 16) FROM customers",
+    "SELECT CAST(ssn AS CHAR), LOWER(email) FROM customers",
+    "SELECT CASE WHEN ssn LIKE '9%' THEN email ELSE phone END FROM customers",
+    "SELECT s FROM (SELECT ssn AS s FROM customers) AS sub",
+    "WITH t AS (SELECT email, card_number FROM customers) SELECT * FROM t",
+    "SELECT ssn FROM customers UNION ALL SELECT name FROM customers",
+    "SELECT JSON_OBJECT('s', ssn, 'e', email) FROM customers",
+    "SELECT GROUP_CONCAT(ssn) FROM customers",
+    "SELECT MAX(ssn), MIN(card_number) FROM customers",
+    "SELECT payload FROM events ORDER BY id LIMIT 500",
+    "SELECT c.ssn, o.amount FROM customers c JOIN orders o ON o.customer_id = c.id LIMIT 100",
+]
+
+
+def leaked(values: Iterable[Any]) -> list[str]:
+    text = "\n".join(
+        v.decode("utf-8", "replace") if isinstance(v, bytes | bytearray) else repr(v)
+        for v in values
+    )
+    found = [raw for raw in RAW_VALUES if raw in text]
+    return found + SSN_RE.findall(text)
+
+
+def flat(rows: Iterable[Iterable[Any]]) -> list[Any]:
+    return [v for row in rows for v in row]
+
+
+@pytest.fixture(scope="module")
+def gw(start_mysql_gateway: StartMyGateway) -> MyGateway:
+    return start_mysql_gateway(policies=POLICIES)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mask_types(gw: MyGateway) -> None:
+    admin = gw.pymysql_kwargs(gw.token("root@example.com", groups=("dba",)))
+    with pymysql.connect(**admin, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS mask_types")
+        cur.execute(
+            "CREATE TABLE mask_types (id INT, t VARCHAR(20), i BIGINT, d DECIMAL(10,2), "
+            "f DOUBLE, dt DATE, ts DATETIME(6), tm TIME, j JSON, b BLOB, y YEAR)"
+        )
+        cur.execute(
+            "INSERT INTO mask_types VALUES (1, '111-22-3333', 4242, 12.50, 1.5, "
+            "'2024-05-01', '2024-05-01 10:00:00.5', '10:00:00', '{\"a\": 1}', 'blob!', 2024)"
+        )
+
+
+def contractor(gw: MyGateway, subject: str = CONTRACTOR) -> dict[str, Any]:
+    return gw.pymysql_kwargs(gw.token(subject, groups=("contractors",)), user=subject)
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+def test_pymysql_sees_no_raw_value(gw: MyGateway, sql: str) -> None:
+    with pymysql.connect(**contractor(gw)) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        rows = cur.fetchall()
+    assert rows, sql
+    assert leaked(flat(rows)) == [], sql
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+@pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
+def test_connector_sees_no_raw_value(gw: MyGateway, sql: str, prepared: bool) -> None:
+    kwargs = gw.connector_kwargs(gw.token(CONTRACTOR, groups=("contractors",)), user=CONTRACTOR)
+    conn = mysql.connector.connect(**kwargs)
+    try:
+        cur = conn.cursor(prepared=prepared)
+        cur.execute(sql)
+        rows = cur.fetchall()
+    finally:
+        conn.close()
+    assert rows, sql
+    assert leaked(flat(rows)) == [], sql
+
+
+def test_admin_sees_raw_values(gw: MyGateway) -> None:
+    admin = gw.pymysql_kwargs(gw.token("root@example.com", groups=("dba",)))
+    with pymysql.connect(**admin) as conn, conn.cursor() as cur:
+        cur.execute("SELECT email, ssn, card_number, phone FROM customers ORDER BY id")
+        rows = cur.fetchall()
+    assert [tuple(r) for r in rows] == [(r[2], r[3], r[4], r[5]) for r in CUSTOMERS]
+    assert len(leaked(flat(rows))) >= len(CUSTOMERS)
+
+
+def test_styles_and_types(gw: MyGateway) -> None:
+    with pymysql.connect(**contractor(gw)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, name, email, ssn, card_number FROM customers ORDER BY id")
+        rows = cur.fetchall()
+        cur.execute("SELECT * FROM mask_types")
+        typed = cur.fetchone()
+    for (cid, name, email, ssn, card), raw in zip(rows, CUSTOMERS, strict=True):
+        assert (cid, name) == (raw[0], raw[1])
+        assert email.endswith("@" + raw[2].split("@")[1]) and email != raw[2]
+        assert ssn.endswith(raw[3][-4:]) and ssn != raw[3]
+        assert card.endswith(raw[4][-4:]) and card != raw[4]
+    assert typed is not None
+    assert "111-22-3333" not in repr(typed) and 4242 not in typed
+
+
+def test_binary_protocol_types_decode(gw: MyGateway) -> None:
+    kwargs = gw.connector_kwargs(gw.token(CONTRACTOR, groups=("contractors",)), user=CONTRACTOR)
+    conn = mysql.connector.connect(**kwargs)
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT * FROM mask_types WHERE id = ?", (1,))
+        row = cur.fetchone()
+    finally:
+        conn.close()
+    assert row is not None
+    assert "111-22-3333" not in repr(row) and 4242 not in row
+
+
+def test_exports_and_copies_refused(gw: MyGateway) -> None:
+    with pymysql.connect(**contractor(gw)) as conn, conn.cursor() as cur:
+        with pytest.raises(pymysql.err.MySQLError):
+            cur.execute("SELECT ssn FROM customers INTO OUTFILE '/tmp/mask-test-out.txt'")
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+
+
+def test_recording_holds_only_masked_rows(gw: MyGateway) -> None:
+    subject = "rec-check@contractor.example"
+    with pymysql.connect(**contractor(gw, subject)) as conn, conn.cursor() as cur:
+        for sql in QUERIES:
+            cur.execute(sql)
+            cur.fetchall()
+    deadline = time.monotonic() + 15
+    data = b""
+    while time.monotonic() < deadline:
+        files = [p for p in Path(gw.process.session_dir).glob("*.gwrec")]
+        data = b"".join(p.read_bytes() for p in files if subject.encode() in p.read_bytes())
+        if data and b"****" in data:
+            break
+        time.sleep(0.2)
+    assert b"****" in data
+    assert [raw for raw in RAW_VALUES if raw.encode() in data] == []
