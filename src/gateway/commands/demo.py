@@ -99,6 +99,24 @@ targets = {json.dumps(targets)}
 allow = ["read", "session", "transaction"]
 record_rows = 100
 
+# Contractors never see raw PII (docs/masking.md): by source column, by lineage (derived
+# columns), and by content anywhere else (events.payload holds cards, emails and phones).
+[[policies.masks]]
+columns = ["customers.ssn", "customers.card_number"]
+style = "last4"
+
+[[policies.masks]]
+columns = ["customers.email"]
+style = "email"
+
+[[policies.masks]]
+columns = ["customers.phone"]
+style = "redact"
+
+[[policies.masks]]
+detectors = ["credit_card", "ssn", "email", "phone"]
+style = "redact"
+
 [[policies]]
 name = "dba"
 groups = ["dba"]
@@ -239,7 +257,8 @@ seeded with fake customers (name, email, ssn, card_number, phone), orders
 and a 200,000-row events table. Sessions are recorded to {work / "sessions"}.
 
 Restricted user bob@example.com (group contractors: may read, not change anything;
-try  DELETE FROM orders;  and see it refused with the rule that fired):
+try  DELETE FROM orders;  and see it refused with the rule that fired; PII is masked:
+try  SELECT name, email, ssn, card_number FROM customers LIMIT 5;):
   PGPASSWORD="$(cat {work / "token-contractor.jwt"})" psql "{conn} user=bob@example.com"
 
 Admin alice@example.com (group dba: everything but DROP DATABASE):
