@@ -555,6 +555,24 @@ def test_values_stored_in_session_state_are_untracked_writes(dialect: str, sql: 
     assert lineage.writes == ((UNTRACKED, S("customers.ssn")),)
 
 
+@pytest.mark.parametrize(
+    ("dialect", "sql"),
+    [
+        ("postgres", "ALTER TABLE customers ALTER COLUMN name TYPE text USING ssn"),
+        ("postgres", "ALTER TABLE customers ADD COLUMN c text GENERATED ALWAYS AS (ssn) STORED"),
+        ("mysql", "ALTER TABLE customers ADD COLUMN c VARCHAR(20) AS (ssn)"),
+    ],
+)
+def test_ddl_that_copies_values_between_columns_is_unresolved(dialect: str, sql: str) -> None:
+    lineage = one(sql, dialect)
+    assert lineage.outputs == () and lineage.unresolved
+
+
+def test_select_into_temp_table() -> None:
+    lineage = one("SELECT ssn INTO TEMP stolen FROM customers", "postgres")
+    assert lineage.writes == ((("pg_temp", "stolen"), S("customers.ssn")),)
+
+
 def test_create_table_as_reports_reads_and_no_rows() -> None:
     lineage = one("CREATE TABLE stolen AS SELECT ssn FROM customers", "postgres")
     assert lineage.outputs == ()

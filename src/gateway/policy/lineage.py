@@ -23,9 +23,15 @@ Rules this module enforces:
   no user data, so their unlisted columns resolve to no source (but a name not found there is
   still looked up in outer queries, where it may be a masked column).
 * Failing closed: a statement the module cannot follow gets ``outputs=None`` and
-  ``unresolved=True``; a reference it cannot resolve (unknown table, unknown column, function
-  that is not a known built-in, view it cannot expand) sets ``unresolved=True``; an output
-  whose source set is unknown is never reported as empty. ``statement_lineage`` never raises.
+  ``unresolved=True`` (so does a ``*`` whose width it cannot know, a view it cannot expand,
+  a system table that holds copies of user values: ``VALUE_BEARING``). A reference it
+  cannot resolve (unknown table or column, a function that is not a known built-in of the
+  dialect) sets ``unresolved=True`` and contributes no source: the caller must then treat
+  outputs, reads and writes as incomplete, that is as "lineage not established".
+  ``statement_lineage`` never raises.
+* Views expand recursively from ``catalog.views`` (depth ``MAX_VIEW_DEPTH``; a cycle is
+  unknown). A view column carries its own (schema, view, column) as well as the base columns
+  under it, so a mask set on either applies.
 * Values written somewhere (INSERT .. SELECT, UPDATE SET, CREATE TABLE AS, SELECT INTO,
   MERGE, data-modifying CTEs) are reported in ``writes``; values stored where the catalog has
   no table (MySQL user variables via ``INTO @x`` / ``:=`` / ``SET @x = (...)``, settings via
@@ -33,10 +39,20 @@ Rules this module enforces:
   ``COPY ... TO`` a file or program) are written to the pseudo-table ``UNTRACKED``: a caller
   that refuses masked values flowing into unmasked tables refuses those as well.
 
-Known gaps (documented, not handled): values inferred through filters (``WHERE ssn LIKE
-'1%'`` changes which rows or counts come back; ``reads`` has the column, ``outputs`` do not);
-values quoted in server error messages (a failed cast echoes its input); notices raised by
-DO blocks and functions; triggers, rules and user-defined casts or operators run by the server.
+Known gaps (documented, not handled):
+
+* Values inferred through filters and counts (``WHERE ssn LIKE '1%'``, ``GROUP BY ssn``,
+  ``ORDER BY ssn LIMIT 1``): ``reads`` has the column, ``outputs`` do not.
+* Values the server echoes in error messages (a failed cast quotes its input) or notices
+  (DO blocks, functions); triggers, rules, user-defined casts and operators.
+* A user function that overloads a built-in name (``lower(customers)`` in a schema on the
+  search path) is taken for the built-in.
+* ``writes`` name target tables, not columns: ``UPDATE customers SET name = ssn`` is a write
+  of ssn into customers. DDL that moves values between columns (``ALTER ... USING``,
+  generated columns) only sets ``unresolved``; ``RENAME COLUMN`` is not seen at all.
+* A view listed in ``catalog.tables`` without its text in ``catalog.views`` is taken for a
+  table (materialized views belong in ``views`` too, so their columns lead to their bases).
+  Rows of inheritance children and partitions count as the parent's columns.
 """
 
 from __future__ import annotations
@@ -130,7 +146,10 @@ class LineageCatalog:
 @dataclass(frozen=True, slots=True)
 class StatementLineage:
     # Per output column, the source columns whose values can flow into it; None = unknown.
-    # () for statements that return no rows or no data (DDL, SET, SHOW, DESCRIBE, ...).
+    # () for statements that return no rows, or rows that carry no table data (DDL, SET,
+    # SHOW, DESCRIBE, PREPARE, DECLARE, CREATE TABLE AS). None with unresolved False: the
+    # column count is unknown (EXPLAIN, a * over a harmless system table) but every source
+    # that can reach an output is in ``reads``.
     outputs: tuple[frozenset[SourceColumn], ...] | None
     # Every source column read anywhere (select list, WHERE, JOIN, subqueries, view bodies).
     reads: frozenset[SourceColumn]
@@ -267,6 +286,8 @@ def _statement(stmt: Stmt, index: _Index, depth: int) -> StatementLineage:
         return _explain(stmt, index, depth)
     if first == "CREATE":
         return _create(stmt, index, depth)
+    if first == "ALTER" and _alter_moves_values(stmt):
+        return StatementLineage((), frozenset(), frozenset(), True)
     if pg:
         if first == "DECLARE":
             return _declare(stmt, index, depth)
@@ -290,6 +311,16 @@ def _statement(stmt: Stmt, index: _Index, depth: int) -> StatementLineage:
     if first in _NO_DATA_WORDS or first in _MYSQL_NO_DATA_WORDS:
         return _NO_DATA
     return _UNKNOWN
+
+
+def _alter_moves_values(stmt: Stmt) -> bool:
+    """ALTER ... TYPE ... USING expr, or a generated column (GENERATED ... / MySQL AS (...)):
+    the server copies values from other columns, which this module does not trace."""
+    for i in range(len(stmt)):
+        word = stmt.kw(i)
+        if word in ("USING", "GENERATED") or (word == "AS" and stmt.kind(i + 1) == LPAREN):
+            return True
+    return False
 
 
 def _with_head(stmt: Stmt, word: str) -> Stmt:
@@ -694,7 +725,7 @@ def _functions_known(stmt: Stmt, root: exp.Expr) -> bool:
                 return False  # a quoted name is a stored function, not a built-in
             name = text
         else:
-            name = text.lower()
+            name = text.translate(_ASCII_LOWER)  # builtin names are ASCII: no Unicode folding
             if name in _NOT_FUNCTIONS:
                 continue
         if i >= 2 and toks[i - 1].kind == DOT:
@@ -905,7 +936,10 @@ class _Analyzer:
         targets = [into.this, *into.expressions]
         for target in targets:
             if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier):
-                self.write(self.new_table(target), stored)
+                key = self.new_table(target)
+                if into.args.get("temporary") and target.args.get("db") is None:
+                    key = ("pg_temp", key[1])
+                self.write(key, stored)
             else:
                 self.write(UNTRACKED, stored)  # @variables, OUTFILE, DUMPFILE
         return []  # no rows to the client
