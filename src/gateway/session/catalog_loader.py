@@ -121,8 +121,11 @@ async def load_pg_catalog(target: UpstreamTarget, version: int) -> Catalog:
     leg = conn.leg
     try:
         columns = await _pg_query(leg, _PG_COLUMNS)
-        views = await _pg_query(leg, _PG_VIEWS)
         path = await _pg_query(leg, _PG_SEARCH_PATH)
+        # View texts with every name schema-qualified: lineage reads them with the
+        # session's search path, which may differ from the view owner's.
+        await _pg_query(leg, "SET search_path = ''")
+        views = await _pg_query(leg, _PG_VIEWS)
         leg.write(build_message(ord("X"), b""))
     except (ConnectionError, OSError) as exc:
         raise CatalogUnavailable(f"catalog connection failed: {exc}") from None
