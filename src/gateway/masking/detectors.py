@@ -387,7 +387,11 @@ def _accept_iban(m: re.Match[str]) -> int | None:
 # * PEM private keys (PKCS#1, PKCS#8, encrypted, OpenSSH, EC, PGP armour) from the BEGIN line
 #   through the matching END line. A block cut short (no END: a truncated column) is masked to
 #   the end of its key material rather than left readable.
-_PEM_BODY: Final = r"A-Za-z0-9+/=\s:,.()-"
+# Key material and armour headers ("Proc-Type: 4,ENCRYPTED", "DEK-Info: AES-128-CBC,..."). A
+# run of five hyphens is not body: it is the END line, or the next block's BEGIN line, where a
+# block without its END stops (so that a value of many BEGIN lines is not rescanned to its end
+# once per line).
+_PEM_BODY: Final = r"A-Za-z0-9+/=\s:,.()"
 _SECRET: Final = re.compile(
     r"""
     eyJ (?<![\w-]eyJ) [A-Za-z0-9_-]{13,} \. [A-Za-z0-9_-]{2,} \. [A-Za-z0-9_-]*
@@ -403,8 +407,8 @@ _SECRET: Final = re.compile(
   | sk- (?<![\w-]sk-) (?P<openai> (?:proj|svcacct|admin)- [A-Za-z0-9_-]{20,400}
                                 | [A-Za-z0-9]{20,400} ) (?![\w-])
   | -----BEGIN\ (?P<pem>(?:[A-Z0-9]+\ ){0,3}) PRIVATE\ KEY(?:\ BLOCK)?-----
-        [PEM_BODY]*?
-        (?: -----END\ (?P=pem) PRIVATE\ KEY(?:\ BLOCK)?----- | (?=[^PEM_BODY]) | \Z )
+        (?: [PEM_BODY] | -(?!----) )*?
+        (?: -----END\ (?P=pem) PRIVATE\ KEY(?:\ BLOCK)?----- | (?=[^PEM_BODY-]|-----) | \Z )
     """.replace("PEM_BODY", _PEM_BODY),
     re.VERBOSE,
 )
