@@ -84,10 +84,12 @@ def luhn_valid(digits: str) -> bool:
     """Whether ``digits`` (ASCII digits only, at least two) passes the Luhn check (ISO/IEC 7812)."""
     if len(digits) < 2 or not digits.isascii() or not digits.isdigit():
         return False
-    raw = digits.encode()
-    plain = raw[-1::-2]
-    total = sum(plain) - 48 * len(plain) + sum(raw[-2::-2].translate(_LUHN_DOUBLED))
-    return total % 10 == 0
+    return _luhn_ok(digits.encode())
+
+
+def _luhn_ok(digits: bytes) -> bool:
+    plain = digits[-1::-2]  # ASCII codes: each is its digit + 48
+    return (sum(plain) - 48 * len(plain) + sum(digits[-2::-2].translate(_LUHN_DOUBLED))) % 10 == 0
 
 
 # IBAN length per country, from the SWIFT IBAN registry (ISO 13616). A country code not listed
@@ -174,7 +176,8 @@ _VALIDATOR_FUNCTIONS: Final[dict[str, Callable[[str], bool]]] = {
 # ("[0-9](?<![\w.,+-][0-9])" is "(?<![\w.,+-])[0-9]"), which keeps the fast skip (see above).
 
 # An Accept looks at a match and returns where the finding stops (m.end(), or less for an IBAN
-# followed by a stray group), or None to reject it.
+# followed by a stray group), or None to reject it. A pattern that needs no Accept (every
+# check it makes is in the regex, done in C) has None.
 Accept = Callable[[re.Match[str]], int | None]
 
 
@@ -182,7 +185,7 @@ Accept = Callable[[re.Match[str]], int | None]
 class _Matcher:
     bit: int  # pre-filter bit (see _builtin_hits); 0 for a custom detector: always run
     pattern: re.Pattern[str]
-    accept: Accept
+    accept: Accept | None
     # The shortest text the pattern can match: no search is started on a shorter remainder,
     # which saves the second, failing search after a value that is all one finding.
     min_length: int
@@ -223,60 +226,50 @@ def _has_issuer_prefix(digits: str) -> bool:
 
 def _accept_card(m: re.Match[str]) -> int | None:
     text = m.group()
-    digits = text.replace(" ", "").replace("-", "")
-    if not 13 <= len(digits) <= 19:
+    digits = text.encode().translate(None, b" -")  # the match is ASCII digits and separators
+    length = len(digits)
+    if not 13 <= length <= 19:
         return None
     # 0000000000000 and the like pass Luhn but are placeholders, not cards.
-    if digits.count(digits[0]) == len(digits):
+    if not digits.strip(digits[:1]):
         return None
     # A bare run of digits is the ambiguous case (ids, epoch milliseconds, the digits of a
     # float): it must also carry an issuer prefix. A grouped number is laid out like a card.
-    if len(digits) == len(text) and not _has_issuer_prefix(digits):
+    if length == len(text) and not _has_issuer_prefix(text):
         return None
-    return m.end() if luhn_valid(digits) else None
+    return m.end() if _luhn_ok(digits) else None
 
 
 # SSNs need separators (the same one twice): a bare 9-digit run is as likely an order id, a
-# ZIP+4 or a phone, and nearly all 9-digit numbers pass the range checks.
+# ZIP+4 or a phone, and nearly all 9-digit numbers pass the range checks. The ranges of
+# ssn_valid are checked in the pattern itself.
 _SSN: Final = re.compile(
     r"""
-    [0-9] (?<![\w.,+-][0-9]) (?<![0-9][ -][0-9])             # starts a number
-    [0-9]{2} (?P<sep>[ -]) [0-9]{2} (?P=sep) [0-9]{4}
-    (?! \w | [.,][0-9] | (?P=sep)[0-9] )      # not the head of a longer grouped number
+    [0-8] (?<![\w.,+-][0-8]) (?<![0-9][ -][0-8])   # starts a number; no area 900-999
+    [0-9]{2} (?<!000) (?<!666)                     # no area 000 or 666
+    (?P<sep>[ -]) (?!00) [0-9]{2} (?P=sep) (?!0000) [0-9]{4}   # no group 00, no serial 0000
+    (?! \w | [.,][0-9] | (?P=sep)[0-9] )           # not the head of a longer grouped number
     """,
     re.VERBOSE,
 )
-
-
-def _accept_ssn(m: re.Match[str]) -> int | None:
-    text = m.group()  # AAA-GG-SSSS: the ranges of ssn_valid, without matching again
-    area = text[:3]
-    if area in ("000", "666") or area[0] == "9" or text[4:6] == "00" or text[7:] == "0000":
-        return None
-    return m.end()
 
 
 # A practical subset of RFC 5322: an unquoted dot-atom local part and a DNS name whose last
 # label (the TLD) has 2 or more letters; ASCII only (internationalised domains must be in
 # punycode). Repeats are bounded by the RFC's own limits (64 for a local part, 63 per label).
+#
+# "icon@2x.png" and friends are asset names, common in data; no mailbox has such a TLD. The
+# lookahead refuses them in C, at the start of each TLD the engine tries.
 _EMAIL: Final = re.compile(
     r"""
     [A-Za-z0-9._%+-] (?<![\w.%+-][A-Za-z0-9._%+-])   # the start of a local part, not inside one
-    [A-Za-z0-9._%+-]{0,63} @ (?: [A-Za-z0-9-]{1,63} \. ){1,8} [A-Za-z]{2,63}
+    [A-Za-z0-9._%+-]{0,63} @ (?: [A-Za-z0-9-]{1,63} \. ){1,8}
+    (?! (?i: png | jpe?g | gif | svg | webp | bmp | ico | pdf | css | js | html ) (?![\w-]) )
+    [A-Za-z]{2,63}
     (?! [\w-] | \.[A-Za-z0-9] )
     """,
     re.VERBOSE,
 )
-
-# "icon@2x.png" and friends: asset names are common in data, and no mailbox has such a TLD.
-_FILE_SUFFIXES: Final = frozenset(
-    {"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "pdf", "css", "js", "html"}
-)
-
-
-def _accept_email(m: re.Match[str]) -> int | None:
-    text = m.group()
-    return None if text[text.rindex(".") + 1 :].lower() in _FILE_SUFFIXES else m.end()
 
 
 # Phones, three shapes. A plain run of digits is never a phone (ids); dates, times, IPv4
@@ -337,10 +330,6 @@ _UK: Final = re.compile(
     """,
     re.VERBOSE,
 )
-
-
-def _accept_any(m: re.Match[str]) -> int | None:
-    return m.end()
 
 
 # Two capitals, two check digits, then 11-30 capitals or digits (15-34 in all), bare or in
@@ -419,7 +408,7 @@ def _accept_secret(m: re.Match[str]) -> int | None:
     body = m.group("openai")
     if body is not None:
         # "sk-" + 20 characters also fits SKUs and slugs ("sk-winterjacketsblue2024"); a real
-        # key is random base62, so it mixes capitals, small letters and digits.
+        # key is random base62: not all letters, not all digits, and of mixed case.
         if body.isalpha() or body.isdigit() or body.islower() or body.isupper():
             return None
         return m.end()
@@ -445,7 +434,7 @@ def _accept_secret(m: re.Match[str]) -> int | None:
 #   uk:    999-9999-9999, 9-999-9999 or 99999-99999 (one per spacing);
 #   e164:  "+" and a digit followed by a digit pair or a separator;
 #   iban:  AA99.
-#   The first four all contain 99-9999, which gates them.
+#   The first four all contain 99-9999, which gates them; card, nanp and uk contain 999-9999.
 # Token copy (_TOKEN_TABLE): [A-Za-z0-9_-] -> "w", anything else -> " ".
 #   secret: 16 token characters in a row (every token format is at least that long in one
 #           piece), or "-----BEGIN" for a PEM block.
@@ -459,6 +448,7 @@ _UK_BIT: Final = 32
 _IBAN_BIT: Final = 64
 _SECRET_BIT: Final = 128
 _SHAPE_BITS: Final = _CARD_BIT | _SSN_BIT | _E164_BIT | _NANP_BIT | _UK_BIT | _IBAN_BIT
+_ALL_BITS: Final = _SHAPE_BITS | _EMAIL_BIT | _SECRET_BIT
 
 
 def _shape_byte(b: int) -> int:
@@ -479,7 +469,8 @@ def _token_byte(b: int) -> int:
 
 _SHAPE_TABLE: Final = bytes(_shape_byte(b) for b in range(256))
 _TOKEN_TABLE: Final = bytes(_token_byte(b) for b in range(256))
-_TOKEN_RUN: Final = "w" * 16
+_TOKEN_RUN_LENGTH: Final = 16
+_TOKEN_RUN: Final = "w" * _TOKEN_RUN_LENGTH
 # The shortest value any built-in pattern can find: an e-mail address "a@b.co".
 _MIN_LENGTH: Final = 6
 
@@ -495,45 +486,40 @@ def _builtin_hits(text: str, enabled: int) -> int:
         raw = text.encode("utf-8", "surrogatepass")
     if enabled & _SHAPE_BITS:
         shape = raw.translate(_SHAPE_TABLE).decode()
-        if "99" in shape:
-            hits |= _shape_hits(shape)
+        if "99" in shape:  # one test for the usual value: no two digits in a row
+            if "99-9999" in shape:
+                if "999-99-9999" in shape:
+                    hits |= _SSN_BIT
+                if "999-9999" in shape:  # in each of the card, NANP and UK shapes below
+                    if "9999-9999" in shape:
+                        hits |= _CARD_BIT
+                    if "9-999-9999" in shape or "--999-9999" in shape:
+                        hits |= _NANP_BIT | _UK_BIT
+                    elif "999-9999-9999" in shape or "99999-99999" in shape:
+                        hits |= _UK_BIT
+            if "9999999999999" in shape:
+                hits |= _CARD_BIT
+            if "+9" in shape and ("+999" in shape or "+99-" in shape or "+9-" in shape):
+                hits |= _E164_BIT
+            if "AA99" in shape:
+                hits |= _IBAN_BIT
     if (
         enabled & _SECRET_BIT
-        and len(raw) >= len(_TOKEN_RUN)
-        and ("-----BEGIN" in text or _TOKEN_RUN in raw.translate(_TOKEN_TABLE).decode())
+        and len(raw) >= _TOKEN_RUN_LENGTH
+        and (_TOKEN_RUN in raw.translate(_TOKEN_TABLE).decode() or "-----BEGIN" in text)
     ):
         hits |= _SECRET_BIT
     return hits & enabled
 
 
-def _shape_hits(shape: str) -> int:
-    hits = 0
-    if "99-9999" in shape:
-        if "9999-9999" in shape:
-            hits |= _CARD_BIT
-        if "999-99-9999" in shape:
-            hits |= _SSN_BIT
-        if "9-999-9999" in shape or "--999-9999" in shape:
-            hits |= _NANP_BIT | _UK_BIT
-        elif "999-9999-9999" in shape or "99999-99999" in shape:
-            hits |= _UK_BIT
-    if "9999999999999" in shape:
-        hits |= _CARD_BIT
-    if "+9" in shape and ("+999" in shape or "+99-" in shape or "+9-" in shape):
-        hits |= _E164_BIT
-    if "AA99" in shape:
-        hits |= _IBAN_BIT
-    return hits
-
-
 _BUILTINS: Final[dict[str, tuple[_Matcher, ...]]] = {
     "credit_card": (_Matcher(_CARD_BIT, _CARD, _accept_card, 13, retry_inside=False),),
-    "ssn": (_Matcher(_SSN_BIT, _SSN, _accept_ssn, 11, retry_inside=False),),
-    "email": (_Matcher(_EMAIL_BIT, _EMAIL, _accept_email, 6, retry_inside=True),),
+    "ssn": (_Matcher(_SSN_BIT, _SSN, None, 11, retry_inside=False),),
+    "email": (_Matcher(_EMAIL_BIT, _EMAIL, None, 6, retry_inside=True),),
     "phone": (
         _Matcher(_E164_BIT, _E164, _accept_e164, 9, retry_inside=True),
-        _Matcher(_NANP_BIT, _NANP, _accept_any, 12, retry_inside=True),
-        _Matcher(_UK_BIT, _UK, _accept_any, 12, retry_inside=True),
+        _Matcher(_NANP_BIT, _NANP, None, 12, retry_inside=True),
+        _Matcher(_UK_BIT, _UK, None, 12, retry_inside=True),
     ),
     "iban": (_Matcher(_IBAN_BIT, _IBAN, _accept_iban, 15, retry_inside=True),),
     "secret": (_Matcher(_SECRET_BIT, _SECRET, _accept_secret, 16, retry_inside=True),),
@@ -543,26 +529,33 @@ _BUILTINS: Final[dict[str, tuple[_Matcher, ...]]] = {
 # ---------------------------------------------------------------------------- detector set
 
 Finding = tuple[int, int, int]  # start, stop, rank (the detector's index in names)
+# A matcher as the scan loop wants it, unpacked from one tuple rather than read attribute by
+# attribute: (rank, pattern.search, accept, min_length, retry_inside).
+_Step = tuple[int, Callable[[str, int], "re.Match[str] | None"], Accept | None, int, bool]
+_Plan = tuple[_Step, ...]
 
 
-def _scan(matcher: _Matcher, rank: int, text: str, out: list[Finding]) -> None:
-    search = matcher.pattern.search
-    accept = matcher.accept
-    pos = 0
-    last = len(text) - matcher.min_length  # the last offset a match can start at
-    while pos <= last:
-        m = search(text, pos)
-        if m is None:
-            return
-        start = m.start()
-        stop = accept(m)
-        if stop is not None and stop > start:
-            out.append((start, stop, rank))
-            pos = stop
-        elif matcher.retry_inside or m.end() == start:
-            pos = start + 1
-        else:
-            pos = m.end()
+def _run(plan: _Plan, text: str) -> list[Finding]:
+    """Every finding of the plan's matchers, overlaps and all, in no particular order."""
+    found: list[Finding] = []
+    length = len(text)
+    for rank, search, accept, min_length, retry_inside in plan:
+        pos = 0
+        last = length - min_length  # the last offset a match can start at
+        while pos <= last:
+            m = search(text, pos)
+            if m is None:
+                break
+            start = m.start()
+            stop = m.end() if accept is None else accept(m)
+            if stop is not None and stop > start:
+                found.append((start, stop, rank))
+                pos = stop
+            elif retry_inside or m.end() == start:
+                pos = start + 1
+            else:
+                pos = m.end()
+    return found
 
 
 def _resolve_overlaps(found: list[Finding]) -> list[Finding]:
@@ -601,9 +594,11 @@ class DetectorSet:
     """Compiled set of detectors; immutable; safe to share between sessions."""
 
     names: tuple[str, ...]
-    _matchers: tuple[tuple[int, _Matcher], ...]  # (rank, matcher), in rank order
     _enabled: int  # pre-filter bits of the built-in patterns in the set
-    _has_custom: bool
+    # For every value of the pre-filter's bits, the matchers to run, in rank order: those
+    # whose bit is set, and custom ones always. Built once, so a value costs one tuple index
+    # rather than a test per matcher.
+    _plans: tuple[_Plan, ...]
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """Non-overlapping (start, stop, detector_name) spans, sorted by start. Overlaps: keep
@@ -613,15 +608,16 @@ class DetectorSet:
     def redact(self, text: str, replace: Callable[[str, str], str]) -> str | None:
         """None when nothing was found (the hot path: caller keeps the original bytes);
         otherwise text with every found span s replaced by replace(span_text, detector_name)."""
-        hits = _builtin_hits(text, self._enabled)
-        if not hits and not self._has_custom:
+        plan = self._plans[_builtin_hits(text, self._enabled)]
+        if not plan:
             return None
-        spans = self._find(text, hits)
-        if not spans:
+        found = _run(plan, text)
+        if not found:
             return None
-        if len(spans) == 1:  # the usual case: one finding, often the whole value
-            start, stop, name = spans[0]
-            return text[:start] + replace(text[start:stop], name) + text[stop:]
+        if len(found) == 1:  # the usual case: one finding, often the whole value
+            start, stop, rank = found[0]
+            return text[:start] + replace(text[start:stop], self.names[rank]) + text[stop:]
+        spans = self._spans(found)
         parts: list[str] = []
         pos = 0
         for start, stop, name in spans:
@@ -632,18 +628,13 @@ class DetectorSet:
         return "".join(parts)
 
     def _find(self, text: str, hits: int) -> list[tuple[int, int, str]]:
-        if not hits and not self._has_custom:
-            return []
-        found: list[Finding] = []
-        for rank, matcher in self._matchers:
-            if matcher.bit == 0 or hits & matcher.bit:
-                _scan(matcher, rank, text, found)
-        if not found:
-            return []
+        """Findings of the matchers the pre-filter ``hits`` select (tests pass all bits)."""
+        return self._spans(_run(self._plans[hits & self._enabled], text))
+
+    def _spans(self, found: list[Finding]) -> list[tuple[int, int, str]]:
         names = self.names
-        if len(found) == 1:
-            start, stop, rank = found[0]
-            return [(start, stop, names[rank])]
+        if len(found) <= 1:
+            return [(start, stop, names[rank]) for start, stop, rank in found]
         return [(start, stop, names[rank]) for start, stop, rank in _resolve_overlaps(found)]
 
 
@@ -659,7 +650,7 @@ def _compile_custom(detector: CustomDetector) -> _Matcher:
     if pattern.fullmatch("") is not None:
         raise DetectorError(f"custom detector {name!r}: the regex matches the empty string")
     if detector.validator is None:
-        return _Matcher(0, pattern, _accept_any, 1, retry_inside=False)
+        return _Matcher(0, pattern, None, 1, retry_inside=False)
     check = _VALIDATOR_FUNCTIONS.get(detector.validator)
     if check is None:
         raise DetectorError(
@@ -698,7 +689,7 @@ def compile_detectors(names: Sequence[str], custom: Sequence[CustomDetector] = (
         raise DetectorError(f"detector names must be a list of names, not the string {names!r}")
     compiled = {name: _compile_custom(d) for name, d in _custom_by_name(custom).items()}
     unique = tuple(dict.fromkeys(names))
-    matchers: list[tuple[int, _Matcher]] = []
+    matchers: list[tuple[int, _Matcher]] = []  # (rank, matcher)
     for rank, name in enumerate(unique):
         if name in _BUILTINS:
             matchers.extend((rank, matcher) for matcher in _BUILTINS[name])
@@ -712,5 +703,12 @@ def compile_detectors(names: Sequence[str], custom: Sequence[CustomDetector] = (
     enabled = 0
     for _, matcher in matchers:
         enabled |= matcher.bit
-    has_custom = any(matcher.bit == 0 for _, matcher in matchers)
-    return DetectorSet(unique, tuple(matchers), enabled, has_custom)
+    plans = tuple(
+        tuple(
+            (rank, m.pattern.search, m.accept, m.min_length, m.retry_inside)
+            for rank, m in matchers
+            if m.bit == 0 or hits & m.bit
+        )
+        for hits in range(_ALL_BITS + 1)
+    )
+    return DetectorSet(unique, enabled, plans)
