@@ -109,6 +109,12 @@ IBAN_LENGTHS: Final[dict[str, int]] = {
 }  # fmt: skip
 
 _IBAN_SHAPE: Final = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]+")
+# str.translate table: A-Z -> "10".."35", every other ASCII character to itself. A full table
+# (not a dict) because a missing key costs an exception per character.
+_IBAN_LETTER_DIGITS: Final = [
+    str(int(chr(i), 36)) if "A" <= chr(i) <= "Z" else chr(i) for i in range(128)
+]
+_IBAN_COUNTRY_DIGITS: Final = {cc: cc.translate(_IBAN_LETTER_DIGITS) for cc in IBAN_LENGTHS}
 
 
 def iban_valid(text: str) -> bool:
@@ -117,11 +123,16 @@ def iban_valid(text: str) -> bool:
     compact = text.replace(" ", "").upper()
     if not compact.isascii() or _IBAN_SHAPE.fullmatch(compact) is None:
         return False
-    if IBAN_LENGTHS.get(compact[:2]) != len(compact):
-        return False
-    # Move the country code and check digits to the end, then read letters as 10..35.
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+    return IBAN_LENGTHS.get(compact[:2]) == len(compact) and _iban_mod97_ok(compact)
+
+
+def _iban_mod97_ok(compact: str) -> bool:
+    """ISO 7064 mod-97 of a compact, upper-case IBAN of a listed country: move the country code
+    and check digits to the end, read letters as 10..35, and the number mod 97 must be 1."""
+    bban = compact[4:]
+    if not bban.isdigit():  # most BBANs are all digits and need no translation
+        bban = bban.translate(_IBAN_LETTER_DIGITS)
+    return int(bban + _IBAN_COUNTRY_DIGITS[compact[:2]] + compact[2:4]) % 97 == 1
 
 
 _SSN_SHAPE: Final = re.compile(r"([0-9]{3})([ -]?)([0-9]{2})\2([0-9]{4})")
@@ -358,7 +369,8 @@ def _accept_iban(m: re.Match[str]) -> int | None:
             return None
         text = text[: expected + expected // 4 - 1]
         compact = compact[:expected]
-    return m.start() + len(text) if iban_valid(compact) else None
+    # The pattern admits capitals and digits only: no need for iban_valid's normalising.
+    return m.start() + len(text) if _iban_mod97_ok(compact) else None
 
 
 # Secrets. Every format has a literal prefix (so the alternation starts with literals only, and
@@ -550,6 +562,10 @@ def _run(plan: _Plan, text: str) -> list[Finding]:
             stop = m.end() if accept is None else accept(m)
             if stop is not None and stop > start:
                 found.append((start, stop, rank))
+                if start == 0 and stop == length:
+                    # The whole value: any later finding overlaps it and is no longer, and
+                    # later matchers rank no better, so none of them could be kept.
+                    return found
                 pos = stop
             elif retry_inside or m.end() == start:
                 pos = start + 1
