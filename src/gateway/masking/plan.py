@@ -16,7 +16,6 @@ Rules this module enforces (issue 6, PROTOCOLS.md 2.8):
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ __all__ = [
     "ResultPlan",
     "column_masks",
     "detector_rewriter",
-    "python_codec",
 ]
 
 ValueRewriter = Callable[[bytes], "bytes | None"]
@@ -43,7 +41,6 @@ ValueRewriter = Callable[[bytes], "bytes | None"]
 # PostgreSQL types whose text and binary forms are the same character data (pg_type.dat).
 TEXT_LIKE_OIDS: Final = frozenset({25, 1043, 1042, 19, 705})
 JSON_OIDS: Final = frozenset({114, 3802})
-_JSONB: Final = 3802
 _JSON_REDACTED: Final = json.dumps(REDACTED).encode()
 
 
@@ -178,40 +175,3 @@ def detector_rewriter(
         return prefix + new.encode(codec, "surrogateescape")
 
     return rewrite
-
-
-_PG_CODECS: Final = {
-    "UTF8": "utf-8",
-    "UNICODE": "utf-8",
-    "SQL_ASCII": "latin-1",  # bytes as they are: round-trips whatever the data is
-    "LATIN1": "iso8859-1",
-    "LATIN2": "iso8859-2",
-    "LATIN3": "iso8859-3",
-    "LATIN4": "iso8859-4",
-    "LATIN5": "iso8859-9",
-    "LATIN6": "iso8859-10",
-    "LATIN7": "iso8859-13",
-    "LATIN8": "iso8859-14",
-    "LATIN9": "iso8859-15",
-    "LATIN10": "iso8859-16",
-    "EUC_JP": "euc_jp",
-    "EUC_KR": "euc_kr",
-    "EUC_CN": "gb2312",
-    "KOI8R": "koi8_r",
-    "KOI8U": "koi8_u",
-}
-
-
-def python_codec(pg_encoding: str) -> str:
-    """The Python codec for a PostgreSQL client_encoding (latin-1 when unknown: it maps
-    every byte to one character and back, so values survive even if misread)."""
-    name = pg_encoding.upper()
-    codec = _PG_CODECS.get(name)
-    if codec is not None:
-        return codec
-    if name.startswith("WIN"):
-        name = "cp" + name[3:]
-    try:
-        return codecs.lookup(name.lower()).name
-    except LookupError:
-        return "latin-1"

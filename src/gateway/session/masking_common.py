@@ -17,8 +17,10 @@ statement, outside a transaction block).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Final
 
+from ..masking.styles import REDACTED
 from ..policy import Decision
 
 if TYPE_CHECKING:
@@ -28,7 +30,26 @@ if TYPE_CHECKING:
     from ..policy.lineage import StatementLineage
     from .catalog_loader import TargetCatalog
 
-__all__ = ["MaskingSession"]
+__all__ = ["MaskingSession", "blank_quoted"]
+
+# Values servers quote in messages (PostgreSQL: invalid input syntax for type integer:
+# "123", Key (email)=(x@y); MySQL: Truncated incorrect DOUBLE value: '123'): blanked in the
+# errors of statements that read masked columns. Quoted identifiers are blanked too.
+_QUOTED: Final = re.compile(r""""[^"]*"|'[^']*'|\([^()]*\)""")
+
+
+def _blank(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return f"{text[0]}{REDACTED}{text[-1]}"
+
+
+def blank_quoted(message: str) -> str:
+    return _QUOTED.sub(_blank, message)
+
+
+def _redact_span(span: str, name: str) -> str:
+    return REDACTED
+
 
 _EXPORT_REFUSED: Final = (
     "statement refused by the gateway: masking applies to this session, and an export "
@@ -106,6 +127,19 @@ class MaskingSession:
         if self.ddl_seen and not in_transaction:
             self.ddl_seen = False
             self.catalog.invalidate()
+
+    def detect(self, text: str) -> str | None:
+        """``text`` with detected values redacted (messages, payloads), None if none."""
+        detectors = self.policy.detectors
+        return None if detectors is None else detectors.redact(text, _redact_span)
+
+    def scrub_message(self, message: str, sql: str | None) -> str | None:
+        """A server message (error, warning) with values hidden, or None if unchanged:
+        quoted parts blanked when the statement may read a masked column, then detectors."""
+        new = message
+        if self.policy.has_column_rules and self.reads_masked(sql):
+            new = blank_quoted(message)
+        return self.detect(new) or (new if new != message else None)
 
     def reads_masked(self, text: str | None) -> bool:
         """Whether a statement may read a masked column (unknown: yes)."""

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
 from protocols.mysql.constants import ColumnType
+from protocols.mysql.packets import build_err_packet, parse_err_packet
 from protocols.mysql.resultset import ColumnDefinition41
 
 from ..masking.catalog import UNKNOWN
@@ -45,6 +46,12 @@ _STRING_TYPES: Final = frozenset(
     }
 )
 _USE: Final = re.compile(rb"\s*use\s+`?([A-Za-z0-9_$]+)`?\s*;?\s*", re.IGNORECASE)
+# SHOW WARNINGS / SHOW ERRORS return server messages as rows; the messages quote values of
+# earlier statements ("Truncated incorrect DOUBLE value: '123-45-6789'"), so their lineage
+# is unknown: masked whole (or refused) in sessions with column masks.
+_DIAGNOSTICS: Final = re.compile(
+    rb"\s*show\s+(?:count\s*\(\s*\*\s*\)\s+)?(?:warnings|errors)\b", re.I
+)
 _PLAN_CACHE: Final = 512
 
 
@@ -74,6 +81,15 @@ class MyMasking(MaskingSession):
 
     def init_db(self, schema: bytes) -> None:
         self.database = _name(schema)
+
+    def scrub_err(self, payload: bytes, sql: bytes | None) -> bytes | None:
+        """An ERR packet payload with values hidden from its message, or None if unchanged."""
+        err = parse_err_packet(payload)
+        text = None if sql is None else sql.decode("utf-8", "replace")
+        message = self.scrub_message(err.text, text)
+        if message is None:
+            return None
+        return build_err_packet(err.errno, err.sqlstate, message)
 
     def plan(
         self,
@@ -117,7 +133,7 @@ class MyMasking(MaskingSession):
             else:
                 sources.append(UNKNOWN)
         lineage = None
-        if text is not None and self.policy.has_column_rules:
+        if text is not None and self.policy.has_column_rules and not _DIAGNOSTICS.match(text):
             statements = self._statements(text.decode("utf-8", "replace"))
             if index < len(statements):
                 lineage = statements[index]

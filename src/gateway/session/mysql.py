@@ -976,10 +976,15 @@ class MySqlSession(LegPair):
                         pieces.append(memoryview(buf)[seg_start:seg_end])
                     seg_start = seg_end = -1
                     continue
-                if ex.swallow:
+                scrubbed = None
+                if self.masking is not None and not ex.swallow and payload[:1] == b"\xff":
+                    scrubbed = self.masking.scrub_err(payload, ex.mask_sql)
+                if ex.swallow or scrubbed is not None:
                     if seg_start >= 0:
                         pieces.append(memoryview(buf)[seg_start:seg_end])
                     seg_start = seg_end = -1
+                    if scrubbed is not None:  # same sequence id, values hidden
+                        pieces.append(build_packets(scrubbed, buf[start + 3])[0])
                 else:
                     ex.bytes += stop - start
                     if seg_end != start:

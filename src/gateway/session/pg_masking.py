@@ -22,7 +22,6 @@ Where each decision happens:
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
@@ -32,17 +31,16 @@ from protocols.postgres.rows import parse_row_description
 from protocols.postgres.tracker import Execution
 
 from ..masking.catalog import UNKNOWN, Catalog
-from ..masking.pg_values import pg_column_mask
+from ..masking.pg_values import pg_column_mask, python_codec
 from ..masking.plan import (
     JSON_OIDS,
     TEXT_LIKE_OIDS,
     ResultPlan,
     column_masks,
     detector_rewriter,
-    python_codec,
 )
 from ..masking.styles import REDACTED
-from .masking_common import MaskingSession
+from .masking_common import MaskingSession, blank_quoted
 
 if TYPE_CHECKING:
     from ..masking.lineage_cache import LineageCache
@@ -66,9 +64,6 @@ _NOT_DESCRIBED: Final = (
     "columns were never described; Describe the statement or portal before Execute"
 )
 _DETAIL_HIDDEN: Final = "detail hidden by the gateway: the statement reads masked columns"
-# Values the server quotes in messages ("invalid input syntax for type integer: "123"",
-# Key (email)=(x@y) ...): blanked in errors of statements that read masked columns.
-_QUOTED: Final = re.compile(r'"[^"]*"|\([^()]*\)')
 # Fields that can quote values: message, detail, hint, context, internal query.
 _SCRUBBED_FIELDS: Final = frozenset("MDHWq")
 
@@ -171,17 +166,15 @@ class PgMasking(MaskingSession):
                 if code == "D":
                     fields[code] = _DETAIL_HIDDEN
                 elif code == "M":
-                    fields[code] = _QUOTED.sub(_blank, fields[code])
+                    fields[code] = blank_quoted(fields[code])
                 else:
                     fields[code] = REDACTED
             changed = True
-        detectors = policy.detectors
-        if detectors is not None:
-            for code in _SCRUBBED_FIELDS & fields.keys():
-                new = detectors.redact(fields[code], _redact_span)
-                if new is not None:
-                    fields[code] = new
-                    changed = True
+        for code in _SCRUBBED_FIELDS & fields.keys():
+            new = self.detect(fields[code])
+            if new is not None:
+                fields[code] = new
+                changed = True
         if not changed:
             return None
         out = b"".join(code.encode() + value.encode() + b"\x00" for code, value in fields.items())
@@ -211,20 +204,8 @@ class PgMasking(MaskingSession):
         if self.policy.has_column_rules:
             new = REDACTED
         else:
-            detectors = self.policy.detectors
-            if detectors is None:
-                return None
-            found = detectors.redact(payload.decode(self.codec, "surrogateescape"), _redact_span)
+            found = self.detect(payload.decode(self.codec, "surrogateescape"))
             if found is None:
                 return None
             new = found
         return build_message(0x41, pid + channel + new.encode(self.codec, "replace") + b"\x00")
-
-
-def _blank(match: re.Match[str]) -> str:
-    text = match.group(0)
-    return f"{text[0]}{REDACTED}{text[-1]}"
-
-
-def _redact_span(span: str, name: str) -> str:
-    return REDACTED

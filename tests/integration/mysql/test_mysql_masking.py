@@ -209,3 +209,19 @@ def test_recording_holds_only_masked_rows(gw: MyGateway) -> None:
         time.sleep(0.2)
     assert b"****" in data
     assert [raw for raw in RAW_VALUES if raw.encode() in data] == []
+
+
+def test_errors_and_warnings_do_not_echo_values(gw: MyGateway) -> None:
+    with pymysql.connect(**contractor(gw)) as conn, conn.cursor() as cur:
+        # MariaDB quotes values in warnings: "Truncated incorrect DOUBLE value: '9..-..-....'".
+        cur.execute("SELECT CAST(ssn AS DOUBLE) FROM customers LIMIT 5")
+        cur.fetchall()
+        cur.execute("SHOW WARNINGS")
+        warnings = cur.fetchall()
+        assert warnings and leaked(flat(warnings)) == []
+        # An error of a statement whose lineage is unknown: quoted parts are blanked.
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("SELECT ssn FROM no_such_customers")
+        assert "no_such_customers" not in str(info.value) and "****" in str(info.value)
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
