@@ -45,6 +45,8 @@ __all__ = [
     "DEFAULT_ALGORITHMS",
     "SUPPORTED_PROTOCOLS",
     "UNENFORCED_POLICY_KEYS",
+    "AdminSection",
+    "ApprovalsSection",
     "AuthSection",
     "Config",
     "ConfigError",
@@ -59,11 +61,13 @@ __all__ = [
     "TlsSection",
     "load_config",
     "parse_config",
+    "parse_byte_size",
     "parse_duration",
     "parse_listen",
     "policy_digest",
     "read_mask_hash_key",
     "read_target_password",
+    "read_webhook_secret",
     "target_allowed",
     "targets_allowed",
 ]
@@ -100,6 +104,11 @@ class _Duration:
 
 
 @dataclass(frozen=True, slots=True)
+class _ByteSize:
+    """Bytes as an integer, or a string such as "512KB", "10MB", "1GiB"."""
+
+
+@dataclass(frozen=True, slots=True)
 class _FilePath:
     """A path resolved against the config file's directory."""
 
@@ -123,6 +132,9 @@ class _Max:
 Duration = Annotated[float, _Duration(), _Min(0)]
 PositiveDuration = Annotated[float, _Duration(), _Min(0, exclusive=True)]
 FilePath = Annotated[str, _FilePath(), _NonEmpty()]
+# An optional limit: absent means no limit; present, at least 1.
+RowLimit = Annotated[int | None, _Min(1)]
+ByteLimit = Annotated[int | None, _ByteSize(), _Min(1)]
 OptionalFilePath = Annotated[str | None, _FilePath(), _NonEmpty()]
 Name = Annotated[str, _NonEmpty()]
 
@@ -218,6 +230,32 @@ class MaskingSection(_Section, frozen=True, kw_only=True):
     catalog_refresh: PositiveDuration = 300.0
 
 
+class AdminSection(_Section, frozen=True, kw_only=True):
+    """The admin HTTP API (approvals; docs/approvals.md): off unless this section exists."""
+
+    listen: Name
+    # Members of these groups may use every admin endpoint (and decide any approval).
+    groups: Annotated[list[Name], _NonEmpty()] = msgspec.field(
+        default_factory=lambda: ["gateway-admins"]
+    )
+    # TLS for the admin listener; absent => the client-facing certificate of [tls] (or the
+    # generated one). Plain HTTP only on a loopback address with allow_plaintext.
+    allow_plaintext: bool = False
+
+
+class ApprovalsSection(_Section, frozen=True, kw_only=True):
+    """How approvers are told about a request (docs/approvals.md)."""
+
+    # POSTed a JSON body for every new approval request; https (plain http on loopback only).
+    webhook_url: Annotated[str | None, _NonEmpty()] = None
+    # HMAC-SHA-256 key for the X-Gateway-Signature header, from the environment or a file.
+    webhook_secret_env: Annotated[str | None, _NonEmpty()] = None
+    webhook_secret_file: OptionalFilePath = None
+    webhook_timeout: PositiveDuration = 5.0
+    # Decided requests kept in memory for the history endpoint.
+    history: Annotated[int, _Min(1)] = 1000
+
+
 class Target(_Section, frozen=True, kw_only=True):
     name: Name
     protocol: Literal["postgres", "mysql"]
@@ -304,6 +342,22 @@ class Policy(_Section, frozen=True, kw_only=True):
     # A masked column whose type cannot carry a masked value (arrays, records, extension
     # types...): the value becomes NULL ("null"), or the statement is refused ("deny").
     on_unmaskable: Literal["null", "deny"] = "null"
+    # Result limits (docs/limits.md); absent = no limit. Bytes are the row bytes the client
+    # receives (after masking). Per statement result:
+    max_rows: RowLimit = None
+    max_bytes: ByteLimit = None
+    # Cumulative per session (every statement, cursor FETCH and portal counts):
+    session_max_rows: RowLimit = None
+    session_max_bytes: ByteLimit = None
+    # Cumulative per identity over a rolling window, across sessions and reconnects:
+    window_max_rows: RowLimit = None
+    window_max_bytes: ByteLimit = None
+    window: PositiveDuration = 3600.0
+    # What happens at a limit: an error, the result cut short with a notice, or a pause
+    # until an approver (a member of a group in ``approvers``) decides.
+    on_limit: Literal["error", "truncate", "approval"] = "error"
+    approvers: list[Name] = msgspec.field(default_factory=list)
+    approval_timeout: PositiveDuration = 300.0
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -312,35 +366,16 @@ class Config(_Section, frozen=True, kw_only=True):
     auth: AuthSection
     recording: RecordingSection = msgspec.field(default_factory=RecordingSection)
     masking: MaskingSection = msgspec.field(default_factory=MaskingSection)
+    admin: AdminSection | None = None
+    approvals: ApprovalsSection = msgspec.field(default_factory=ApprovalsSection)
     targets: Annotated[list[Target], _NonEmpty()]
     policies: list[Policy] = msgspec.field(default_factory=list)
 
 
-# Documented keys that this version does not enforce. Refusing them is deliberate: see the
-# module docstring. Remove an entry in the same change that implements the feature.
-def _unenforced(feature: str, outcome: str) -> str:
-    verb = "are" if feature.endswith("s") else "is"
-    return (
-        f"{feature} {verb} not enforced by this version of the gateway; "
-        f"refusing to start rather than run {outcome}"
-    )
-
-
-_LIMITS_MSG: Final = _unenforced("result limits", "unlimited")
-_APPROVALS_MSG: Final = _unenforced("approvals", "without approvals")
-UNENFORCED_POLICY_KEYS: Final[Mapping[str, str]] = {
-    "max_rows": _LIMITS_MSG,
-    "max_bytes": _LIMITS_MSG,
-    "session_max_rows": _LIMITS_MSG,
-    "session_max_bytes": _LIMITS_MSG,
-    "on_limit": _LIMITS_MSG,
-    "approvers": _APPROVALS_MSG,
-    "approval_timeout": _APPROVALS_MSG,
-}
-_REJECTED_KEYS: Final[Mapping[type, Mapping[str, str]]] = {
-    Config: {"admin": "the admin API is not implemented yet; remove this section"},
-    Policy: UNENFORCED_POLICY_KEYS,
-}
+# Documented keys that this version does not enforce are refused (see the module docstring):
+# none at present. Add an entry here rather than accept a key that would be ignored.
+UNENFORCED_POLICY_KEYS: Final[Mapping[str, str]] = {}
+_REJECTED_KEYS: Final[Mapping[type, Mapping[str, str]]] = {Policy: UNENFORCED_POLICY_KEYS}
 
 
 # --------------------------------------------------------------------------- small parsers
@@ -372,6 +407,34 @@ def parse_duration(value: str | int | float) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"duration must be a finite number >= 0, got {value!r}")
     return seconds
+
+
+_SIZE_RE: Final = re.compile(r"(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?")
+_SIZE_UNITS: Final = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+}
+
+
+def parse_byte_size(value: str | int) -> int:
+    """Bytes from an integer or a string such as "512KB", "10MB", "1GiB" (SI units are
+    powers of 1000, IEC units powers of 1024). Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a size, got {type(value).__name__}")
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"invalid size {value!r}")
+    return int(match[1]) * _SIZE_UNITS[match[2]]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -447,6 +510,8 @@ def _describe(tp: Any) -> str:
     tp, meta = _split_annotated(tp)
     if any(isinstance(m, _Duration) for m in meta):
         return 'a duration (seconds, or a string like "15s", "2m", "1h", "500ms")'
+    if any(isinstance(m, _ByteSize) for m in meta):
+        return 'a size (bytes, or a string like "512KB", "10MB", "1GiB")'
     if _is_struct(tp):
         return "table"
     if typing.get_origin(tp) is list:
@@ -477,6 +542,13 @@ def _check_value(value: Any, tp: Any, path: str, ctx: _Ctx) -> Any:
             else:
                 shown = msgspec.json.encode(value).decode() if isinstance(value, str) else ""
                 ctx.error(path, f"expected {_describe(tp)}, got {shown or _toml_type(value)}")
+            return _INVALID
+    elif any(isinstance(m, _ByteSize) for m in meta):
+        try:
+            result = parse_byte_size(value)
+        except ValueError:
+            shown = msgspec.json.encode(value).decode() if isinstance(value, str) else ""
+            ctx.error(path, f"expected {_describe(tp)}, got {shown or _toml_type(value)}")
             return _INVALID
     elif _is_struct(base):
         return _check_struct(value, base, path, ctx)
@@ -745,6 +817,35 @@ def _check_config(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx
             if isinstance(name, str) and name != "*" and name not in names:
                 ctx.error(f"policies[{i}].targets[{j}]", f'no target is named "{name}"')
     _check_hash_styles(values, raw, ctx)
+    if values.get("admin") is None:
+        for i, policy in _valid_items(values.get("policies")):
+            if policy.approvers:
+                ctx.error(
+                    f"policies[{i}].approvers",
+                    "approvers decide through the admin API: add an [admin] section",
+                )
+
+
+def _check_approvals(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
+    if _ok(values, "webhook_url") and values["webhook_url"] is not None:
+        _check_url(values["webhook_url"], _join(path, "webhook_url"), ctx, purpose="webhook_url")
+    if (
+        _ok(values, "webhook_secret_env", "webhook_secret_file")
+        and values["webhook_secret_env"] is not None
+        and values["webhook_secret_file"] is not None
+    ):
+        ctx.error(
+            _join(path, "webhook_secret_file"),
+            "set at most one of webhook_secret_env and webhook_secret_file",
+        )
+
+
+def _check_admin(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
+    if _ok(values, "listen"):
+        try:
+            parse_listen(values["listen"])
+        except ValueError as exc:
+            ctx.error(_join(path, "listen"), str(exc))
 
 
 def _check_unique(items: list[tuple[int, dict[str, Any]]], key: str, ctx: _Ctx) -> None:
@@ -765,6 +866,41 @@ def _check_policy(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx
     if _ok(values, "allow", "deny", "review", "rules"):
         for key, message in validate_policy(raw, path):
             ctx.error(key, message)
+    _check_limits(values, path, ctx)
+
+
+_LIMIT_KEYS: Final = (
+    "max_rows",
+    "max_bytes",
+    "session_max_rows",
+    "session_max_bytes",
+    "window_max_rows",
+    "window_max_bytes",
+)
+
+
+def _check_limits(values: dict[str, Any], path: str, ctx: _Ctx) -> None:
+    """Approvals need someone to approve: ``on_limit = "approval"`` and ``review`` entries
+    name approver groups, and approvers are only accepted where something asks them."""
+    if not _ok(values, "on_limit", "approvers", "review"):
+        return
+    limited = any(values.get(k) not in (None, _INVALID) for k in _LIMIT_KEYS)
+    asks = values["on_limit"] == "approval" and limited
+    if values["on_limit"] == "approval" and not values["approvers"]:
+        ctx.error(
+            _join(path, "approvers"),
+            'on_limit = "approval" needs approvers: the groups whose members may approve',
+        )
+    if values["review"] and not values["approvers"]:
+        ctx.error(
+            _join(path, "approvers"),
+            "review entries need approvers: the groups whose members may approve a statement",
+        )
+    if values["approvers"] and not asks and not values["review"]:
+        ctx.error(
+            _join(path, "approvers"),
+            'only used with review entries or with on_limit = "approval" and a limit',
+        )
 
 
 def _check_masks(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
@@ -841,6 +977,8 @@ _STRUCT_CHECKS: Final[Mapping[type, tuple[_Check, ...]]] = {
     Policy: (_check_policy, _check_masks),
     PolicyRule: (_check_name,),
     MaskingSection: (_check_masking,),
+    AdminSection: (_check_admin,),
+    ApprovalsSection: (_check_approvals,),
     Config: (_check_config,),
 }
 
@@ -954,6 +1092,39 @@ def read_mask_hash_key(config: Config) -> bytes | None:
         if len(raw) < 16:
             raise ConfigError(
                 [f"masking.hash_key_file: {masking.hash_key_file} holds fewer than 16 bytes"]
+            )
+        return raw
+    return None
+
+
+def read_webhook_secret(config: Config) -> bytes | None:
+    """The approvals webhook's HMAC key (None: requests are not signed). Errors name the key
+    and the variable or file, never the value."""
+    section = config.approvals
+    if section.webhook_secret_env is not None:
+        value = os.environ.get(section.webhook_secret_env)
+        if not value:
+            state = "is not set" if value is None else "is empty"
+            raise ConfigError(
+                [
+                    f"approvals.webhook_secret_env: environment variable "
+                    f"{section.webhook_secret_env} {state}"
+                ]
+            )
+        return value.encode("utf-8")
+    if section.webhook_secret_file is not None:
+        try:
+            raw = Path(section.webhook_secret_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    f"approvals.webhook_secret_file: cannot read "
+                    f"{section.webhook_secret_file}: {exc.strerror}"
+                ]
+            ) from None
+        if not raw:
+            raise ConfigError(
+                [f"approvals.webhook_secret_file: {section.webhook_secret_file} is empty"]
             )
         return raw
     return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .approvals import ApprovalBroker
 from .auth.jwt import AuthenticationFailed, TokenVerifier
 from .config import (
     Config,
@@ -75,6 +76,9 @@ class Runtime:
         self._catalogs: dict[str, TargetCatalog] = {}
         self._lineage: dict[str, LineageCache] = {}
         self.counters: dict[str, int] = {"sessions": 0, "logins_refused": 0, "cancels": 0}
+        # Approval requests of paused results and held statements (docs/approvals.md); the
+        # composition root attaches the webhook notifier.
+        self.approvals = ApprovalBroker(history=config.approvals.history)
 
     # -- helpers ----------------------------------------------------------------------
 
