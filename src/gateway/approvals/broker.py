@@ -196,14 +196,15 @@ class ApprovalBroker:
             return request
         return next((r for r in self._history if r.id == request_id), None)
 
-    def may_decide(self, request: ApprovalRequest, subject: str, groups: Iterable[str]) -> str | None:
+    def may_decide(
+        self, request: ApprovalRequest, subject: str, groups: Iterable[str]
+    ) -> str | None:
         """Why this identity may not decide the request (None: it may)."""
         if subject == request.subject:
             return "you cannot approve or deny your own request"
         if request.approvers.isdisjoint(groups):
-            return (
-                "only members of the approver groups may decide this request: "
-                + ", ".join(sorted(request.approvers))
+            return "only members of the approver groups may decide this request: " + ", ".join(
+                sorted(request.approvers)
             )
         return None
 
@@ -257,9 +258,7 @@ class ApprovalBroker:
         self._audit("approval_timed_out", request)
         self._call_back(request)
 
-    def _finish(
-        self, request: ApprovalRequest, state: State, by: str | None, reason: str
-    ) -> None:
+    def _finish(self, request: ApprovalRequest, state: State, by: str | None, reason: str) -> None:
         if request._timer is not None:
             request._timer.cancel()
             request._timer = None

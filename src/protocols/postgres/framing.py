@@ -86,6 +86,13 @@ class MessageScanner:
         out, self._pending = self._pending, b""
         return out
 
+    def unread(self, data: bytes | memoryview) -> None:
+        """Put complete messages already returned by ``feed`` back in front of the held
+        bytes: the next ``feed`` (``feed(b"")`` to resume) returns them again. Used to stop
+        in the middle of a read (a paused result) without buffering more than that read."""
+        if data:
+            self._pending = bytes(data) + self._pending
+
     def feed(self, data: bytes) -> tuple[bytes, int, list[tuple[int, int, int, int]]]:
         if self._broken is not None:
             raise self._broken

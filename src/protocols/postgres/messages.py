@@ -198,6 +198,19 @@ def build_error_response(
     )
 
 
+def build_notice_response(
+    code: str, message: str, *, severity: str = "NOTICE", detail: str | None = None
+) -> bytes:
+    """NoticeResponse: legal at any point of the backend stream, between any messages."""
+    return build_message(
+        Backend.NOTICE_RESPONSE, _notice_fields(code, message, severity, detail, None)
+    )
+
+
+def build_command_complete(tag: str) -> bytes:
+    return build_message(Backend.COMMAND_COMPLETE, tag.encode() + b"\x00")
+
+
 def _notice_fields(
     code: str, message: str, severity: str, detail: str | None, hint: str | None
 ) -> bytes:

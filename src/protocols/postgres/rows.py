@@ -228,3 +228,32 @@ def rewrite_data_rows(
         pack_u32(out, row_at + 1, len(out) - row_at - 1)
         pos = end
     return out
+
+
+def split_data_rows(
+    buf: bytes | bytearray, start: int, stop: int, max_rows: int, max_bytes: int
+) -> tuple[int, int]:
+    """Where a run of framed DataRows ``buf[start:stop]`` must be cut so that at most
+    ``max_rows`` rows and ``max_bytes`` bytes (whole messages) come before the cut:
+    ``(position, rows)``. Walks message headers only; the run was framed by the scanner."""
+    unpack_i32 = _I32.unpack_from
+    pos = start
+    rows = 0
+    while pos < stop and rows < max_rows:
+        (length,) = unpack_i32(buf, pos + 1)
+        end = pos + 1 + length
+        if end - start > max_bytes:
+            break
+        pos = end
+        rows += 1
+    return pos, rows
+
+
+def skip_data_rows(buf: bytes | bytearray, start: int, rows: int) -> int:
+    """The position after the first ``rows`` framed DataRows from ``start``."""
+    unpack_i32 = _I32.unpack_from
+    pos = start
+    for _ in range(rows):
+        (length,) = unpack_i32(buf, pos + 1)
+        pos += 1 + length
+    return pos
