@@ -178,6 +178,9 @@ class ApprovalBroker:
         if request is None:
             return
         self._finish(request, "withdrawn", None, reason)
+        # The session is gone: a notifier finishing later must not report to it, and the
+        # history must not keep it alive.
+        request.on_decision = request.on_event = None
         self.counters["withdrawn"] += 1
         self._audit("approval_withdrawn", request)
 
