@@ -1,0 +1,7 @@
+"""The admin HTTP API (docs/approvals.md) and the aiohttp side of the approvals webhook."""
+
+from .api import build_app
+from .listener import AdminServer, start_admin
+from .webhook import AiohttpTransport, webhook_notifier
+
+__all__ = ["AdminServer", "AiohttpTransport", "build_app", "start_admin", "webhook_notifier"]
