@@ -13,12 +13,17 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import Config
+from .config import Config, read_webhook_secret
 from .net.leg import Leg
 from .net.tls import ALPN_POSTGRESQL, ensure_server_certificate, server_context
 from .runtime import Runtime, TargetRuntime
 from .session.postgres import PgSession
+
+if TYPE_CHECKING:
+    from .admin import AdminServer
+    from .approvals.notify import WebhookNotifier
 
 log = logging.getLogger("gateway")
 
@@ -153,11 +158,20 @@ class Gateway:
         self.config = config
         self.listeners: list[Listener] = []
         self.runtime: Runtime | None = None
+        self.admin: AdminServer | None = None
+        self.notifier: WebhookNotifier | None = None
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """Where the admin API listens (None without an [admin] section)."""
+        return self.admin.address if self.admin is not None else None
 
     async def start(self) -> None:
         from .auth.jwt import TokenVerifier
 
         cfg = self.config
+        # Secrets first: a missing one fails startup (ConfigError) before anything runs.
+        webhook_secret = read_webhook_secret(cfg)
         state_dir = Path(cfg.gateway.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         cert, key = ensure_server_certificate(cfg.tls.cert_file, cfg.tls.key_file, state_dir)
@@ -183,6 +197,15 @@ class Gateway:
             listener = Listener(self.runtime, target)
             await listener.start()
             self.listeners.append(listener)
+        if cfg.admin is not None or cfg.approvals.webhook_url is not None:
+            from .admin import start_admin, webhook_notifier
+
+            if cfg.admin is not None:
+                self.admin = await start_admin(self.runtime, cfg)
+            self.notifier = webhook_notifier(
+                cfg, webhook_secret, admin_url=self.admin.url if self.admin else None
+            )
+            self.runtime.approvals.notify = self.notifier
         log.info(
             "gateway ready",
             extra={
@@ -190,6 +213,7 @@ class Gateway:
                 "listeners": {
                     lst.target.name: "{}:{}".format(*lst.address) for lst in self.listeners
                 },
+                "admin": self.admin.url if self.admin is not None else None,
                 "recording": recorder is not None,
             },
         )
@@ -201,6 +225,7 @@ class Gateway:
         runtime = self.runtime
         if runtime is None:
             return
+        # Approvers can still decide while sessions drain; the API closes with them below.
         grace = self.config.gateway.shutdown_grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
@@ -215,6 +240,13 @@ class Gateway:
         deadline = loop.time() + 5.0
         while runtime.registry.sessions and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if self.admin is not None:
+            await self.admin.close()
+            self.admin = None
+        if self.notifier is not None:
+            runtime.approvals.notify = None
+            await self.notifier.close()
+            self.notifier = None
         if runtime.recorder is not None:
             await runtime.recorder.close()
         await runtime.verifier.close()
