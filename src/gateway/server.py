@@ -213,7 +213,8 @@ class Gateway:
                 "listeners": {
                     lst.target.name: "{}:{}".format(*lst.address) for lst in self.listeners
                 },
-                "admin": self.admin.url if self.admin is not None else None,
+                "admin": "{}:{}".format(*self.admin.address) if self.admin else None,
+                "admin_url": self.admin.url if self.admin else None,
                 "recording": recorder is not None,
             },
         )

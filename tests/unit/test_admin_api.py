@@ -750,7 +750,7 @@ async def test_notifier_close_abandons_deliveries_in_flight() -> None:
 
 
 async def test_gateway_starts_admin_and_webhook(
-    keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("GW_TEST_WEBHOOK_SECRET", "shh")
 
@@ -761,11 +761,15 @@ async def test_gateway_starts_admin_and_webhook(
         approvals = f'webhook_url = "{url}"\nwebhook_secret_env = "GW_TEST_WEBHOOK_SECRET"'
         config = parse_config(config_text(keys, tmp_path, approvals=approvals), tmp_path)
         gateway = Gateway(config)
-        await gateway.start()
+        with caplog.at_level(logging.INFO, logger="gateway"):
+            await gateway.start()
         try:
             assert gateway.admin_address is not None
             host, port = gateway.admin_address
             assert host == "127.0.0.1" and port > 0
+            [ready] = [r for r in caplog.records if getattr(r, "event", "") == "ready"]
+            assert ready.admin == f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+            assert ready.admin_url == f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
             assert gateway.runtime is not None
             assert gateway.runtime.approvals.notify is gateway.notifier
             async with (
