@@ -29,6 +29,7 @@ from .config import (
     target_allowed,
 )
 from .identity import Identity
+from .limits import LimitSpec, SessionLimits, UsageWindows, build_limit_spec
 from .masking.detectors import CustomDetector
 from .masking.lineage_cache import LineageCache
 from .masking.rules import MaskPolicy, MaskSpec
@@ -79,6 +80,8 @@ class Runtime:
         # Approval requests of paused results and held statements (docs/approvals.md); the
         # composition root attaches the webhook notifier.
         self.approvals = ApprovalBroker(history=config.approvals.history)
+        self.usage = UsageWindows()
+        self._limit_specs: dict[tuple[str, ...], LimitSpec | None] = {}
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -137,6 +140,32 @@ class Runtime:
             engine = PolicyEngine.build([policy_spec(p) for p in policies], dialect)
             self._engines[key] = engine
         return engine.session()
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def session_limits(self, target: TargetRuntime, identity: Identity) -> SessionLimits | None:
+        """The result limits of a new session (docs/limits.md), None when none apply. The
+        identity's rolling window is shared by all its sessions in this process."""
+        policies = self.applicable_policies(target, identity)
+        key = tuple(p.name for p in policies)
+        if key not in self._limit_specs:
+            self._limit_specs[key] = build_limit_spec(policies)
+        spec = self._limit_specs[key]
+        if spec is None:
+            return None
+        window = self.usage.for_identity(identity.subject, spec.window) if spec.windowed else None
+        return SessionLimits(spec, window)
+
+    def review_approvers(
+        self, target: TargetRuntime, identity: Identity
+    ) -> tuple[frozenset[str], float]:
+        """Who may approve this session's statements under review, and how long one waits:
+        the approvers of every applicable policy with review entries, the shortest timeout."""
+        reviewing = [p for p in self.applicable_policies(target, identity) if p.review]
+        return (
+            frozenset(g for p in reviewing for g in p.approvers),
+            min((p.approval_timeout for p in reviewing), default=300.0),
+        )
 
     # -- masking ----------------------------------------------------------------------------
 

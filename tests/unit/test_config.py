@@ -298,7 +298,7 @@ def test_limit_and_approval_errors_name_their_keys() -> None:
         "loopback hosts)"
     ]
     assert errors(MINIMAL + '[admin]\nlisten = "nowhere"\n') == [
-        'admin.listen: expected "host:port", got \'nowhere\''
+        "admin.listen: expected \"host:port\", got 'nowhere'"
     ]
 
 

@@ -296,8 +296,7 @@ class EffectivePolicy:
             return Decision(
                 "review",
                 rule,
-                f"{subject} requires approval ({reason}); approvals are not available in "
-                f"this version, so it is denied",
+                f"{subject} requires approval ({reason})",
                 classes,
             )
         if not statements:

@@ -101,6 +101,8 @@ class PgPolicyGate:
         "policy",
         "privilege_in_flight",
         "privileged_statements",
+        "reviewable",
+        "reviewed",
         "session_id",
         "standard_strings",
     )
@@ -126,6 +128,10 @@ class PgPolicyGate:
         self.privilege_in_flight = False
         # Parsed statements that are "privilege": a Bind of one runs it later.
         self.privileged_statements: set[bytes] = set()
+        # Statements needing review are held for an approver when the session has some;
+        # the outcome, per statement text, is used once when the held message is read again.
+        self.reviewable = False
+        self.reviewed: dict[bytes, Decision] = {}
 
     def parameter_status(self, body: bytes) -> str | None:
         """Follow the settings the lexer depends on as the server reports them (at login
@@ -154,10 +160,11 @@ class PgPolicyGate:
 
     def check(
         self, mtype: int, name: bytes | None, raw: bytes | None
-    ) -> tuple[bytes, bytes] | None:
+    ) -> tuple[bytes, bytes] | Decision | None:
         """Decide a Query (its text), a Parse (statement name and text) or a
         FunctionCall (neither; see ``statement_text``). None to forward the message;
-        else (the message to send upstream instead, the ErrorResponse to send the
+        a review Decision to hold it for an approver (``reviewed`` then says how it
+        ended); else (the message to send upstream instead, the ErrorResponse to send the
         client instead of the server's)."""
         if raw is None:
             decision = self.policy.check_function_call()
@@ -168,6 +175,12 @@ class PgPolicyGate:
             decision = _SETTINGS_IN_FLIGHT
         else:
             decision = self.policy.check_query(_text(raw))
+        if decision.action == "review" and raw is not None:
+            outcome = self.reviewed.pop(raw, None)
+            if outcome is not None:
+                decision = outcome  # approved (allow) or denied, once
+            elif self.reviewable:
+                return decision
         if decision.action == "allow" and self.masking is not None:
             refusal = self.masking.check_statement(None if raw is None else _text(raw), decision)
             if refusal is not None:

@@ -32,19 +32,25 @@ from protocols.postgres.messages import (
     SSLRequest,
     StartupMessage,
     build_backend_key_data,
+    build_command_complete,
     build_error_response,
     build_negotiate_protocol_version,
+    build_notice_response,
     build_ready_for_query,
     first_packet_length,
     parse_first_packet,
 )
-from protocols.postgres.rows import rewrite_data_rows
+from protocols.postgres.rows import rewrite_data_rows, skip_data_rows, split_data_rows
 from protocols.postgres.tracker import Execution, QueryTracker
 
+from ..approvals import ApprovalRequest
+from ..limits import DRAINING, OPEN, PAUSED, STOPPED, Budget, Cut, SessionLimits
 from ..masking.plan import ResultPlan
 from ..net.leg import Leg, LegClosed
+from ..policy import Decision
 from .errors import LoginRefused
 from .leg_pair import LegPair
+from .limit_control import CANCELED_SQLSTATE, LIMIT_SQLSTATE, LimitControl
 from .pg_masking import NO_MASK, PgMasking
 from .pg_policy import CHECKED_TYPES, INSUFFICIENT_PRIVILEGE, PgPolicyGate, statement_text
 from .pg_recording import PgRecordingObserver
@@ -68,6 +74,9 @@ _NOTICE = ord("N")
 _NOTIFICATION = ord("A")
 # Backend messages the tracker needs to see (everything else is only forwarded).
 _TRACKED = frozenset(b"TCZEIsn123G")
+# Messages that end one statement's result (CommandComplete, PortalSuspended,
+# ErrorResponse, EmptyQueryResponse).
+_RESULT_END = frozenset(b"CsEI")
 # Startup parameters never forwarded upstream: the gateway picks user/database,
 # and _pq_.* protocol options are answered with NegotiateProtocolVersion.
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
@@ -88,6 +97,11 @@ class PgSession(LegPair):
         self.observer: PgRecordingObserver | None = None
         self.policy_gate: PgPolicyGate | None = None
         self.masking: PgMasking | None = None
+        self.limits: SessionLimits | None = None
+        self.control: LimitControl | None = None
+        # A portal executed in batches (Execute with a row limit) is one result: its
+        # budget carries over while the same Bind's portal is executed again.
+        self._portal_budgets: dict[bytes, tuple[object, Budget]] = {}
         # A result was refused (masking): drop server messages up to the next ReadyForQuery.
         self._swallow = False
         self.cancel_key: tuple[int, bytes] | None = None
@@ -269,6 +283,19 @@ class PgSession(LegPair):
         )
         if self.masking is not None:
             self.observer.planner = self.masking.plan
+        self.limits = runtime.session_limits(self.target, identity)
+        review_approvers, review_timeout = runtime.review_approvers(self.target, identity)
+        self.policy_gate.reviewable = bool(review_approvers)
+        self.control = LimitControl(
+            limits=self.limits,
+            broker=runtime.approvals,
+            session_id=self.session_id,
+            identity=identity,
+            target=self.target.name,
+            recording=recording,
+            review_approvers=review_approvers,
+            review_timeout=review_timeout,
+        )
         for message in upstream.startup_messages:
             if message[0] == _PARAMETER_STATUS:
                 self.policy_gate.parameter_status(message[5:])
@@ -350,9 +377,12 @@ class PgSession(LegPair):
         tracker = self.tracker
         gate = self.policy_gate
         assert tracker is not None and gate is not None
+        complete = end
         terminate_at = -1
         # Refused messages are replaced in the forwarded stream: (start, stop, replacement).
         edits: list[tuple[int, int, bytes]] | None = None
+        # A statement held for review: it and everything after it wait for the decision.
+        held: tuple[int, bytes, Decision] | None = None
         try:
             for mtype, start, stop, _ in entries:
                 if mtype == _COPY_DATA:
@@ -366,6 +396,11 @@ class PgSession(LegPair):
                 if mtype in CHECKED_TYPES:
                     name, text = statement_text(mtype, body)
                     refusal = gate.check(mtype, name, text)
+                    if isinstance(refusal, Decision):
+                        assert text is not None
+                        held = (start, text, refusal)
+                        end = start
+                        break
                     if refusal is not None:
                         replacement, error = refusal
                         tracker.deny(mtype, name, text, error)
@@ -389,9 +424,11 @@ class PgSession(LegPair):
         assert upstream is not None
         if terminate_at >= 0:
             end = terminate_at
+        if held is not None:
+            self._hold_for_review(buf, complete, *held)
         if edits is not None:
             upstream.leg.write(splice(buf, end, edits))
-        else:
+        elif end:
             upstream.leg.write(buf if end == len(buf) else memoryview(buf)[:end])
         if terminate_at >= 0:
             self.end_reason = "client terminated"
@@ -418,6 +455,7 @@ class PgSession(LegPair):
         assert tracker is not None and observer is not None
         recording = observer.recording is not None
         masking = self.masking
+        limits = self.limits
         swallow = self._swallow
         # Result bytes per execution are its DataRow and CopyData bytes; CopyData (one
         # message per row in COPY TO STDOUT) is summed here and credited once.
@@ -425,34 +463,72 @@ class PgSession(LegPair):
         # Messages replaced in the forwarded stream: the server's errors for refused
         # messages, masked rows, scrubbed errors; b"" drops a message.
         edits: list[tuple[int, int, bytes]] | None = None
+        # A result paused for approval: what is forwarded ends here, the rest is held.
+        hold_at = -1
+        complete = end
         for mtype, start, stop, count in entries:
             replacement: bytes | None = None
             if mtype == _DATA_ROW:
                 ex = tracker.head_execution()
-                if ex is not None:
-                    ex.rows += count
-                    if masking is not None and not swallow:
+                if ex is not None and not swallow:
+                    rows, rs, re = buf, start, stop  # the rows as the client gets them
+                    budget: Budget | None = None
+                    if limits is not None:
+                        budget = ex.budget  # type: ignore[assignment]
+                        if budget is None or budget.key != ex.tag_count:
+                            budget = ex.budget = self._new_budget(ex)
+                        elif budget.state == DRAINING:
+                            edits = _edit(edits, start, stop, b"")
+                            continue
+                    if masking is not None:
                         plan = ex.mask_plan
                         if plan is None:
                             plan = masking.plan(ex) or NO_MASK
                         if isinstance(plan, ResultPlan):
                             if plan.refusal is not None:
-                                replacement = self._refuse_result(ex, plan.refusal)
+                                ex.rows += count
+                                edits = _edit(
+                                    edits, start, stop, self._refuse_result(ex, plan.refusal)
+                                )
                                 swallow = True
-                            else:
-                                masked = bytes(rewrite_data_rows(buf, start, stop, plan.rewriters))
-                                replacement = masked
-                                if recording:
-                                    observer.rows(ex, masked, 0, len(masked), count)
-                        elif recording:
-                            observer.rows(ex, buf, start, stop, count)
-                    elif recording and not swallow:
-                        observer.rows(ex, buf, start, stop, count)
+                                continue
+                            rows = bytes(rewrite_data_rows(buf, start, stop, plan.rewriters))
+                            rs, re = 0, len(rows)
+                            replacement = rows
+                    if budget is not None and limits is not None:
+                        cut = limits.take(budget, count, re - rs)
+                        if cut is not None:
+                            replacement, hold_at, swallow = self._limit(
+                                ex, budget, cut, buf, start, rows, rs, re
+                            )
+                            edits = _edit(edits, start, stop, replacement)
+                            if hold_at >= 0:
+                                end = stop
+                                break
+                            continue
+                    ex.rows += count
+                    if recording:
+                        observer.rows(ex, rows, rs, re, count)
+                elif ex is not None:
+                    ex.rows += count
             elif mtype in _TRACKED:
                 if copy_bytes:
                     self._credit_copy_bytes(copy_bytes)
                     copy_bytes = 0
-                if mtype == _ERROR:
+                if limits is not None and not swallow and mtype in _RESULT_END:
+                    ex = tracker.head_execution()
+                    budget = ex.budget if ex is not None else None  # type: ignore[assignment]
+                    if (
+                        isinstance(budget, Budget)
+                        and budget.state == DRAINING
+                        and ex is not None
+                        and budget.key == ex.tag_count
+                    ):
+                        # The end of a truncated result: the client already has its
+                        # CommandComplete (or this is the error of our cancel).
+                        replacement = b""
+                        budget.state = STOPPED
+                if mtype == _ERROR and replacement is None:
                     error = tracker.head_denial()
                     if error is not None:
                         assert isinstance(error, bytes)
@@ -492,16 +568,176 @@ class PgSession(LegPair):
             if swallow and replacement is None and mtype != _READY_FOR_QUERY:
                 replacement = b""
             if replacement is not None:
-                if edits is None:
-                    edits = []
-                edits.append((start, stop, replacement))
+                edits = _edit(edits, start, stop, replacement)
         self._swallow = swallow
         if copy_bytes:
             self._credit_copy_bytes(copy_bytes)
+        if hold_at >= 0:
+            # Paused for approval: the rest of this read waits in the scanner, and the
+            # database is not read from (TCP backpressure) until the decision.
+            self._server_scanner.unread(memoryview(buf)[hold_at:complete])
         if edits is not None:
             self.client.write(splice(buf, end, edits))
         else:
             self.client.write(buf if end == len(buf) else memoryview(buf)[:end])
+
+    # =============================================================== limits
+
+    def _hold_for_review(
+        self, buf: bytes, complete: int, start: int, raw: bytes, decision: Decision
+    ) -> None:
+        """A statement needs an approver: it and what the client sent after it wait in the
+        client scanner, the client is not read from, and the approvers are asked."""
+        control = self.control
+        assert control is not None
+        self._client_scanner.unread(memoryview(buf)[start:complete])
+        self.client.pause_reading("review")
+        request = control.request_review(
+            raw.decode("utf-8", errors="replace"),
+            decision.rule or "review",
+            lambda r: self._review_decided(raw, decision, r),
+        )
+        self.client.write(
+            build_notice_response("01000", control.held_message(request), severity="WARNING")
+        )
+
+    def _review_decided(self, raw: bytes, decision: Decision, request: ApprovalRequest) -> None:
+        if self._closing:
+            return
+        gate = self.policy_gate
+        assert gate is not None and self.control is not None
+        if request.approved:
+            gate.reviewed[raw] = Decision(
+                "allow",
+                f"{decision.rule} approved:{request.id}",
+                "statement allowed",
+                decision.classes,
+            )
+        else:
+            gate.reviewed[raw] = Decision(
+                "deny",
+                f"{decision.rule} {request.state}:{request.id}",
+                self.control.outcome_message(request, "statement"),
+                decision.classes,
+            )
+        self._client_data(b"")
+        self.client.resume_reading("review")
+
+    def _new_budget(self, ex: Execution) -> Budget:
+        if ex.bind is None or ex.portal is None:
+            return Budget(ex.tag_count)
+        held = self._portal_budgets.get(ex.portal)
+        if held is not None and held[0] is ex.bind:
+            return held[1]
+        if len(self._portal_budgets) >= 64:
+            self._portal_budgets.clear()
+        budget = Budget(ex.tag_count)
+        self._portal_budgets[ex.portal] = (ex.bind, budget)
+        return budget
+
+    def _limit(
+        self,
+        ex: Execution,
+        budget: Budget,
+        cut: Cut,
+        buf: bytes,
+        start: int,
+        rows: bytes,
+        rs: int,
+        re: int,
+    ) -> tuple[bytes, int, bool]:
+        """A run of rows crosses a limit: (what replaces the run in the forwarded stream,
+        where the held part of the read starts (-1: nothing held), swallow to the next
+        ReadyForQuery). The rows that fit are forwarded and credited in every case."""
+        limits = self.limits
+        control = self.control
+        assert limits is not None and control is not None
+        pos, sent = split_data_rows(rows, rs, re, cut.rows, cut.bytes)
+        limits.credit(budget, sent, pos - rs)
+        ex.rows += sent
+        observer = self.observer
+        if sent and observer is not None and observer.recording is not None:
+            observer.rows(ex, rows, rs, pos, sent)
+        head = bytes(rows[rs:pos])
+        limit = cut.reached(sent)
+        policy = control.policy_name()
+        action = limits.spec.on_limit
+        control.limit_reached(action, limit, budget)
+        if action == "approval":
+            budget.state = PAUSED
+            hold_at = pos if rows is buf else skip_data_rows(buf, start, sent)
+            request = control.request_limit_approval(
+                _statement(ex), limit, budget, lambda r: self._limit_decided(ex, budget, r)
+            )
+            budget.request = request.id
+            assert self.upstream is not None
+            self.upstream.leg.pause_reading("approval")
+            notice = build_notice_response(
+                "01000", control.paused_message(request), severity="WARNING"
+            )
+            return head + notice, hold_at, False
+        if action == "truncate":
+            budget.state = DRAINING
+            tracker = self.tracker
+            assert tracker is not None
+            if tracker.alone(ex):
+                self._cancel_upstream("limit")
+            notice = build_notice_response(
+                "01000", control.truncated_message(limit, budget, policy), severity="WARNING"
+            )
+            return head + notice + build_command_complete(_tag(ex, budget.rows)), -1, False
+        budget.state = STOPPED
+        ex.error = (LIMIT_SQLSTATE, control.exceeded_message(limit, budget, policy))
+        self._cancel_upstream("limit")
+        return head + build_error_response(LIMIT_SQLSTATE, ex.error[1]), -1, True
+
+    def _limit_decided(self, ex: Execution, budget: Budget, request: ApprovalRequest) -> None:
+        """An approver (or the timeout) decided a paused result."""
+        if self._closing or budget.state != PAUSED:
+            return
+        upstream = self.upstream
+        assert upstream is not None and self.limits is not None and self.control is not None
+        if request.approved:
+            budget.state = OPEN
+            if request.scope == "session":
+                self.limits.lifted = True
+            else:
+                budget.lifted = True
+            self.control.event("resumed", approval_id=request.id)
+        else:
+            budget.state = STOPPED
+            message = self.control.outcome_message(request, "result")
+            # A client's own cancel gets the server's cancel code; a refusal, the limit's.
+            code = CANCELED_SQLSTATE if request.state == "withdrawn" else LIMIT_SQLSTATE
+            ex.error = (code, message)
+            self.client.write(build_error_response(code, message))
+            self._swallow = True
+            self._cancel_upstream("approval " + request.state)
+            self.control.event("aborted", approval_id=request.id)
+        # The held part of the read goes through the normal path, then reading resumes.
+        self._server_data(b"")
+        upstream.leg.resume_reading("approval")
+
+    def _cancel_upstream(self, why: str) -> None:
+        """Cancel what the server is running, holding its output back until the cancel
+        is delivered: a CancelRequest still in flight when the next query starts would
+        cancel that one instead."""
+        up = self.upstream
+        if up is None or up.process_id is None or up.secret_key is None:
+            return
+        leg = up.leg
+        leg.pause_reading("cancel")
+        pid, secret = up.process_id, up.secret_key
+
+        async def cancel() -> None:
+            try:
+                await send_cancel(self.target.upstream, pid, secret, up.tls)
+            finally:
+                leg.resume_reading("cancel")
+
+        self.runtime.spawn(cancel())
+        if self.control is not None:
+            self.control.event("upstream_cancel", reason=why)
 
     def _refuse_result(self, ex: Execution, message: str) -> bytes:
         """A result masking cannot send: its error replaces the rows, and the driver drops
@@ -532,6 +768,8 @@ class PgSession(LegPair):
 
     def cancel_query(self) -> None:
         """A client CancelRequest matched this session: forward it upstream now."""
+        if self.control is not None and self.control.cancel("canceled by the client"):
+            return  # a paused result or a held statement: stopped as if denied
         up = self.upstream
         tracker = self.tracker
         if up is None or tracker is None or not tracker.busy():
@@ -590,3 +828,29 @@ class PgSession(LegPair):
 
     def _release_registrations(self) -> None:
         self.runtime.registry.remove(self, self.cancel_key)
+        if self.control is not None:
+            self.control.withdraw("session ended: " + self.end_reason)
+
+
+def _edit(
+    edits: list[tuple[int, int, bytes]] | None, start: int, stop: int, replacement: bytes
+) -> list[tuple[int, int, bytes]]:
+    if edits is None:
+        return [(start, stop, replacement)]
+    edits.append((start, stop, replacement))
+    return edits
+
+
+def _statement(ex: Execution) -> str:
+    """The statement text of an execution, as approvers see it."""
+    if ex.text is not None:
+        return ex.text.decode("utf-8", errors="replace")
+    if ex.path == "cursor":
+        return f"<fetch from portal {ex.portal!r}>"
+    return f"<{ex.path} execution>"
+
+
+def _tag(ex: Execution, rows: int) -> str:
+    """The CommandComplete tag of a truncated result (FETCH for cursors, else SELECT)."""
+    text = (ex.text or b"").lstrip()[:5].upper()
+    return f"FETCH {rows}" if ex.path == "cursor" or text == b"FETCH" else f"SELECT {rows}"

@@ -75,6 +75,7 @@ class Execution:
     __slots__ = (
         "_tag_bodies",
         "bind",
+        "budget",
         "context",
         "error",
         "mask_plan",
@@ -111,6 +112,8 @@ class Execution:
         # Owned by the driver: the masking plan of the current result (None: not planned).
         # Reset when a new RowDescription arrives (the next statement of a simple Query).
         self.mask_plan: object = None
+        # Owned by the driver: the result limits' state of the current result.
+        self.budget: object = None
         self._tag_bodies: list[bytes] | None = None
 
     @property
@@ -161,7 +164,15 @@ class ExecutionObserver(Protocol):
 
 
 class QueryTracker:
-    __slots__ = ("_fifo", "copy_in", "observer", "portals", "statements", "status")
+    __slots__ = (
+        "_done_in_batch",
+        "_fifo",
+        "copy_in",
+        "observer",
+        "portals",
+        "statements",
+        "status",
+    )
 
     def __init__(self, observer: ExecutionObserver) -> None:
         self.observer = observer
@@ -170,11 +181,24 @@ class QueryTracker:
         self._fifo: deque[tuple[int, object]] = deque()
         self.status = ord("I")
         self.copy_in = False
+        # Executions finished since the last ReadyForQuery (same implicit transaction).
+        self._done_in_batch = 0
 
     @property
     def pending(self) -> int:
         """Frontend messages still awaiting their response."""
         return len(self._fifo)
+
+    def alone(self, ex: Execution) -> bool:
+        """True when ``ex`` is the only work the server has before its next ReadyForQuery
+        and it runs outside a transaction block, as the first statement of its Query:
+        cancelling it then undoes nothing the client was told had succeeded."""
+        fifo = self._fifo
+        if self.status != ord("I") or ex.tag_count or self._done_in_batch:
+            return False
+        if len(fifo) == 1:
+            return fifo[0] == (_QUERY, ex)
+        return len(fifo) == 2 and fifo[0][1] is ex and fifo[1][0] == _SYNC
 
     def busy(self) -> bool:
         """True while the server owes us a ReadyForQuery (a cancel is meaningful)."""
@@ -305,6 +329,7 @@ class QueryTracker:
                     obj.skipped = True
                     self._finish(obj)
             self.copy_in = False
+            self._done_in_batch = 0
             if self.status == ord("I"):
                 self._drop_portals()
             return
@@ -403,6 +428,7 @@ class QueryTracker:
         self.copy_in = False
 
     def _finish(self, ex: Execution) -> None:
+        self._done_in_batch += 1
         self.observer.execution_finished(ex)
 
     def _drop_portals(self) -> None:
