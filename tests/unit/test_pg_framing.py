@@ -138,3 +138,21 @@ def test_splice_replaces_whole_messages_in_order() -> None:
     out = splice(buf, len(a) + len(b), [(0, len(a), b"X"), (len(a), len(a) + len(b), b"YY")])
     assert out == b"XYY"
     assert splice(buf, len(buf), [(len(a), len(a) + len(b), b"")]) == a + c
+
+
+def test_unread_puts_messages_back_in_front_of_held_bytes() -> None:
+    from protocols.postgres.framing import MessageScanner, build_message
+
+    scanner = MessageScanner(1 << 20)
+    a, b, c = (
+        build_message(ord("C"), b"a\x00"),
+        build_message(ord("Z"), b"I"),
+        build_message(ord("C"), b"ccc\x00"),
+    )
+    buf, end, entries = scanner.feed(a + b + c[:3])
+    assert end == len(a + b) and len(entries) == 2
+    scanner.unread(buf[len(a) : end])  # stop after the first message
+    buf, end, entries = scanner.feed(b"")
+    assert buf[:end] == b and [e[0] for e in entries] == [ord("Z")]
+    buf, end, entries = scanner.feed(c[3:])
+    assert buf[:end] == c

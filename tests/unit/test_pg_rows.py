@@ -225,3 +225,20 @@ def test_rewrite_data_rows_refuses_lying_lengths() -> None:
     buf = b"D" + struct.pack("!I", len(body) + 4) + body
     with pytest.raises(PeerViolation):
         rewrite_data_rows(buf, 0, len(buf), [(1, lambda v: v)])
+
+
+def test_split_and_skip_data_rows() -> None:
+    from protocols.postgres.rows import build_data_row, skip_data_rows, split_data_rows
+
+    rows = [build_data_row([str(i).encode() * i]) for i in range(1, 6)]
+    buf = b"xx" + b"".join(rows)
+    start, stop = 2, len(buf)
+    assert split_data_rows(buf, start, stop, 3, 1 << 30) == (start + sum(map(len, rows[:3])), 3)
+    # Bytes bind first: only whole rows go before the cut.
+    assert split_data_rows(buf, start, stop, 10, len(rows[0]) + len(rows[1]) + 1) == (
+        start + len(rows[0]) + len(rows[1]),
+        2,
+    )
+    assert split_data_rows(buf, start, stop, 0, 1000) == (start, 0)
+    assert split_data_rows(buf, start, stop, 10, 10**6) == (stop, 5)
+    assert skip_data_rows(buf, start, 2) == start + len(rows[0]) + len(rows[1])

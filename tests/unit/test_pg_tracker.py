@@ -261,3 +261,35 @@ def test_refused_parse_does_not_hide_a_live_statement_of_the_same_name() -> None
     t.backend(ord("2"), b"")
     ex = t.head_execution()
     assert ex is not None and ex.text == b"SELECT 1"
+
+
+def test_alone_says_when_cancelling_undoes_nothing_the_client_saw() -> None:
+    t = QueryTracker(Log())
+    t.frontend(ord("Q"), b"SELECT * FROM big; SELECT 2\0")
+    ex = t.head_execution()
+    assert ex is not None and t.alone(ex)
+    t.backend(ord("C"), b"SELECT 5\0")  # the first statement completed: not any more
+    assert not t.alone(ex)
+    t.backend(ord("Z"), b"I")
+    # Extended: an INSERT completed earlier in the same Sync batch (implicit transaction).
+    t.frontend(ord("P"), parse(b"", b"INSERT INTO t VALUES (1)"))
+    t.frontend(ord("B"), bind(b"", b"", []))
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("P"), parse(b"", b"SELECT * FROM big"))
+    t.frontend(ord("B"), bind(b"", b"", []))
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")
+    for m in (b"1", b"2"):
+        t.backend(ord(m), b"")
+    t.backend(ord("C"), b"INSERT 0 1\0")
+    for m in (b"1", b"2"):
+        t.backend(ord(m), b"")
+    select = t.head_execution()
+    assert select is not None and select.text == b"SELECT * FROM big"
+    assert not t.alone(select)
+    t.backend(ord("C"), b"SELECT 0\0")
+    t.backend(ord("Z"), b"T")
+    # Inside a transaction block: never alone.
+    t.frontend(ord("Q"), b"SELECT * FROM big\0")
+    inside = t.head_execution()
+    assert inside is not None and not t.alone(inside)
