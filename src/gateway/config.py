@@ -234,7 +234,8 @@ class AdminSection(_Section, frozen=True, kw_only=True):
     """The admin HTTP API (approvals; docs/approvals.md): off unless this section exists."""
 
     listen: Name
-    # Members of these groups may use every admin endpoint (and decide any approval).
+    # Members of these groups may use the admin API (list requests and history). Deciding a
+    # request also needs membership of one of its policy's ``approvers`` groups.
     groups: Annotated[list[Name], _NonEmpty()] = msgspec.field(
         default_factory=lambda: ["gateway-admins"]
     )
@@ -843,9 +844,16 @@ def _check_approvals(values: dict[str, Any], raw: Mapping[str, Any], path: str, 
 def _check_admin(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
     if _ok(values, "listen"):
         try:
-            parse_listen(values["listen"])
+            host, _ = parse_listen(values["listen"])
         except ValueError as exc:
             ctx.error(_join(path, "listen"), str(exc))
+            return
+        if values.get("allow_plaintext") is True and host not in _LOOPBACK_NAMES:
+            # Bearer tokens over plain HTTP on a network: refuse at start, not at first use.
+            ctx.error(
+                _join(path, "allow_plaintext"),
+                "plain HTTP is only allowed on a loopback listen address",
+            )
 
 
 def _check_unique(items: list[tuple[int, dict[str, Any]]], key: str, ctx: _Ctx) -> None:
