@@ -355,3 +355,53 @@ def test_large_payload_arriving_in_small_reads_is_accumulated_linearly() -> None
     for i in range(0, len(framed), step):
         got += reader.feed(framed[i : i + step])
     assert got == [Packet(0, payload)]
+
+
+# -- unread (a read stopped in the middle: approval pause, review hold) ------------------------
+
+
+def _rows(n: int, seq: int = 1) -> bytes:
+    out = b""
+    for i in range(n):
+        out += build_packets(build_lenenc_string(b"r%d" % i), seq + i)[0]
+    return out
+
+
+def test_unread_puts_rows_back_in_front_of_the_rest() -> None:
+    rows = _rows(5)
+    eof = build_packets(build_eof_packet(), 6)[0]
+    scanner = PacketScanner(1024)
+    scanner.feed(rows + eof)
+    start, stop, count = scanner.next_row_run()
+    assert count == 5
+    cut = start + len(_rows(2))
+    scanner.unread(memoryview(scanner.buffer)[cut:stop])
+    assert scanner.buffer == rows[cut:] + eof
+    start, stop, count = scanner.next_row_run()
+    assert count == 3
+    entry = scanner.next_packet()
+    assert entry is not None and scanner.buffer[entry[0] : entry[1]] == eof
+
+
+def test_unread_merges_a_partial_tail_and_rewinds_sequence_ids() -> None:
+    rows = _rows(3)
+    eof = build_packets(build_eof_packet(), 4)[0]
+    scanner = PacketScanner(1024, expected_seq=1)
+    scanner.feed(rows + eof[:3])
+    count = scanner.next_row_run()[2]
+    assert count == 3 and scanner.expected_seq == 4
+    assert scanner.next_packet() is None  # the partial EOF is stashed
+    scanner.unread(rows[len(_rows(1)) :])
+    assert scanner.expected_seq == 2
+    scanner.feed(eof[3:])
+    assert scanner.next_row_run()[2] == 2
+    entry = scanner.next_packet()
+    assert entry is not None and scanner.buffer[entry[0] : entry[1]] == eof
+    assert scanner.next_packet() is None
+
+
+def test_unread_nothing_is_a_no_op() -> None:
+    scanner = PacketScanner(1024)
+    scanner.feed(_rows(1))
+    scanner.unread(b"")
+    assert scanner.next_row_run()[2] == 1

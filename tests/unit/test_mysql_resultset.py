@@ -414,3 +414,38 @@ def test_execute_errors() -> None:
     for n in range(10, len(EXECUTE_BOUND)):
         with pytest.raises(PeerViolation):
             parse_com_stmt_execute(EXECUTE_BOUND[:n], 8)
+
+
+# -- splitting a run of rows at a limit ----------------------------------------------------------
+
+
+def _framed_rows(sizes: list[int]) -> bytes:
+    from protocols.mysql.framing import build_packets
+
+    return b"".join(build_packets(b"x" * n, i + 1)[0] for i, n in enumerate(sizes))
+
+
+def test_split_row_packets_by_rows_and_bytes() -> None:
+    from protocols.mysql.resultset import skip_row_packets, split_row_packets
+
+    run = _framed_rows([10, 20, 30, 40])
+    assert split_row_packets(run, 0, len(run), 2, 1 << 30) == (14 + 24, 2)
+    assert split_row_packets(run, 0, len(run), 10, 14 + 24 + 33) == (14 + 24, 2)
+    assert split_row_packets(run, 0, len(run), 10, 1 << 30) == (len(run), 4)
+    assert split_row_packets(run, 0, len(run), 0, 1 << 30) == (0, 0)
+    assert split_row_packets(run, 0, len(run), 5, 13) == (0, 0)
+    prefix = b"junk"
+    assert split_row_packets(prefix + run, 4, 4 + len(run), 1, 100) == (4 + 14, 1)
+    assert skip_row_packets(run, 0, 3) == 14 + 24 + 34
+
+
+def test_split_row_packets_counts_a_continued_row_once() -> None:
+    from protocols.mysql.framing import build_packets
+    from protocols.mysql.resultset import split_row_packets
+
+    big, _ = build_packets(b"y" * 0xFFFFFF, 1)  # one row: a full packet + an empty one
+    run = big + build_packets(b"z", 3)[0]
+    assert split_row_packets(run, 0, len(run), 1, 1 << 30) == (len(big), 1)
+    assert split_row_packets(run, 0, len(run), 5, len(big) - 1) == (0, 0)
+    with pytest.raises(UsageError):
+        split_row_packets(run, 0, len(run) - 1, 5, 1 << 30)

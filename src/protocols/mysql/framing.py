@@ -194,6 +194,24 @@ class PacketScanner:
         self._buf, self._pos, self._acc, self._need = b"", 0, None, 0
         return out
 
+    def unread(self, data: bytes | bytearray | memoryview) -> None:
+        """Put bytes handed out by the last ``next_packet``/``next_row_run`` calls back
+        in front of the unconsumed ones (whole packets, in order): the caller stopped in
+        the middle of a read (a result paused for approval, a command held for review)
+        and will pull them again later. ``expected_seq``, when checked, is rewound by
+        the number of physical packets put back. Offsets handed out before are invalid
+        afterwards (``buffer`` is rebuilt)."""
+        if self._broken is not None:
+            raise self._broken
+        if not data:
+            return
+        if self.expected_seq is not None:
+            self.expected_seq = (self.expected_seq - count_physical_packets(data)) & 0xFF
+        rest = self._buf[self._pos :]
+        if self._acc is not None:
+            rest += bytes(self._acc)
+        self._buf, self._pos, self._acc, self._need = bytes(data) + rest, 0, None, 0
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._broken is not None:
             raise self._broken

@@ -690,3 +690,37 @@ def _rewrite_binary_row(
         copied = span[2]
     new += payload[copied:]
     return new
+
+
+# -- splitting a run of rows (result limits) ----------------------------------------------------
+
+
+def split_row_packets(
+    buf: Buffer, start: int, stop: int, max_rows: int, max_bytes: int
+) -> tuple[int, int]:
+    """Where a run of framed row packets ``buf[start:stop]`` must be cut so that at most
+    ``max_rows`` rows and ``max_bytes`` framed bytes go out: ``(offset, rows)``, the end of
+    the last whole row that fits and how many rows that is. A row split across 16 MiB
+    continuation packets is one row (all its physical packets count toward its bytes)."""
+    pos = start
+    rows = 0
+    while pos < stop and rows < max_rows:
+        end = pos
+        while True:
+            length = buf[end] | (buf[end + 1] << 8) | (buf[end + 2] << 16)
+            end += 4 + length
+            if length < _MAX_ROW_PAYLOAD:
+                break
+        if end > stop:
+            raise UsageError("split_row_packets: range does not end on a packet boundary")
+        if end - start > max_bytes:
+            break
+        pos = end
+        rows += 1
+    return pos, rows
+
+
+def skip_row_packets(buf: Buffer, start: int, rows: int) -> int:
+    """The offset after the first ``rows`` framed row packets from ``start``."""
+    pos, _ = split_row_packets(buf, start, len(buf), rows, 1 << 62)
+    return pos
