@@ -46,14 +46,14 @@ allow = ["*"]
 name = "err"
 groups = ["err"]
 targets = ["app-pg"]
-allow = ["read", "session", "transaction"]
+allow = ["read", "session", "transaction", "export"]
 max_rows = 100
 
 [[policies]]
 name = "trunc"
 groups = ["trunc"]
 targets = ["app-pg"]
-allow = ["read", "session", "transaction"]
+allow = ["read", "session", "transaction", "export"]
 max_rows = 100
 on_limit = "truncate"
 
@@ -564,3 +564,18 @@ def test_review_holds_a_statement_until_approved(gw: GatewayProcess, approver: A
     assert history[request["id"]]["state"] == "denied"
     assert history[request["id"]]["decision_reason"] == "not today"
     assert re.fullmatch(r"apr_[0-9a-f]{16}", request["id"])
+
+
+def test_copy_to_stdout_is_limited_too(gw: GatewayProcess) -> None:
+    for group in ("err", "trunc"):
+        with connect(gw, f"copy-{group}@example.com", group, autocommit=True) as conn:
+            got = 0
+            with (
+                pytest.raises(psycopg.errors.ProgramLimitExceeded) as info,
+                conn.cursor().copy("COPY (SELECT * FROM big) TO STDOUT") as copy,
+            ):
+                for _ in copy.rows():
+                    got += 1
+            assert got <= 100
+            assert "max_rows=100" in str(info.value)
+            still_usable(conn)

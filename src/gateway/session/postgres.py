@@ -547,7 +547,13 @@ class PgSession(LegPair):
                         if masking is not None:
                             masking.ready_for_query(tracker.status)
             elif mtype == _COPY_DATA:
-                if recording:
+                if limits is not None and not swallow:
+                    ex = tracker.head_execution()
+                    if ex is not None:
+                        replacement = self._limit_copy(ex, stop - start)
+                        if replacement is not None:
+                            swallow = True
+                if recording and not swallow:
                     copy_bytes += stop - start
             elif mtype == _PARAMETER_STATUS:
                 gate = self.policy_gate
@@ -690,6 +696,25 @@ class PgSession(LegPair):
         ex.error = (LIMIT_SQLSTATE, control.exceeded_message(limit, budget, policy))
         self._cancel_upstream("limit")
         return head + build_error_response(LIMIT_SQLSTATE, ex.error[1]), -1, True
+
+    def _limit_copy(self, ex: Execution, nbytes: int) -> bytes | None:
+        """One CopyData row of COPY ... TO STDOUT against the limits: None if it fits, else
+        the ErrorResponse that replaces it. A COPY is always stopped with an error at a
+        limit (a truncated or paused COPY has no place in the copy-out sub-protocol)."""
+        limits, control = self.limits, self.control
+        assert limits is not None and control is not None
+        budget = ex.budget
+        if not isinstance(budget, Budget) or budget.key != ex.tag_count:
+            budget = ex.budget = Budget(ex.tag_count)
+        cut = limits.take(budget, 1, nbytes)
+        if cut is None:
+            return None
+        limit = cut.reached(0)
+        budget.state = STOPPED
+        control.limit_reached("error", limit, budget)
+        ex.error = (LIMIT_SQLSTATE, control.exceeded_message(limit, budget, control.policy_name()))
+        self._cancel_upstream("limit")
+        return build_error_response(LIMIT_SQLSTATE, ex.error[1])
 
     def _limit_decided(self, ex: Execution, budget: Budget, request: ApprovalRequest) -> None:
         """An approver (or the timeout) decided a paused result."""
