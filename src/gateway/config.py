@@ -1074,68 +1074,54 @@ def read_target_password(target: Target) -> str | None:
     return None
 
 
-def read_mask_hash_key(config: Config) -> bytes | None:
-    """The key of the "hash" mask style, from ``masking.hash_key_env`` or ``hash_key_file``
-    (None if neither is set). Errors name the key and the variable or file, never the value."""
-    masking = config.masking
-    if masking.hash_key_env is not None:
-        value = os.environ.get(masking.hash_key_env)
+def _read_secret(
+    section: str, env_key: str, env: str | None, file_key: str, file: str | None, min_bytes: int
+) -> bytes | None:
+    """A secret from an environment variable or a file (None if neither is configured).
+    Errors name the key and the variable or file, never the value."""
+    if env is not None:
+        value = os.environ.get(env)
         if not value:
             state = "is not set" if value is None else "is empty"
-            raise ConfigError(
-                [f"masking.hash_key_env: environment variable {masking.hash_key_env} {state}"]
-            )
-        if len(value.encode("utf-8")) < 16:
-            raise ConfigError(
-                [f"masking.hash_key_env: {masking.hash_key_env} holds fewer than 16 bytes"]
-            )
+            raise ConfigError([f"{section}.{env_key}: environment variable {env} {state}"])
+        if len(value.encode("utf-8")) < min_bytes:
+            raise ConfigError([f"{section}.{env_key}: {env} holds fewer than {min_bytes} bytes"])
         return value.encode("utf-8")
-    if masking.hash_key_file is not None:
+    if file is not None:
         try:
-            raw = Path(masking.hash_key_file).read_bytes().rstrip(b"\r\n")
+            raw = Path(file).read_bytes().rstrip(b"\r\n")
         except OSError as exc:
             raise ConfigError(
-                [f"masking.hash_key_file: cannot read {masking.hash_key_file}: {exc.strerror}"]
+                [f"{section}.{file_key}: cannot read {file}: {exc.strerror}"]
             ) from None
-        if len(raw) < 16:
-            raise ConfigError(
-                [f"masking.hash_key_file: {masking.hash_key_file} holds fewer than 16 bytes"]
-            )
+        if not raw:
+            raise ConfigError([f"{section}.{file_key}: {file} is empty"])
+        if len(raw) < min_bytes:
+            raise ConfigError([f"{section}.{file_key}: {file} holds fewer than {min_bytes} bytes"])
         return raw
     return None
+
+
+def read_mask_hash_key(config: Config) -> bytes | None:
+    """The key of the "hash" mask style, from ``masking.hash_key_env`` or ``hash_key_file``
+    (None if neither is set); at least 16 bytes."""
+    m = config.masking
+    return _read_secret(
+        "masking", "hash_key_env", m.hash_key_env, "hash_key_file", m.hash_key_file, 16
+    )
 
 
 def read_webhook_secret(config: Config) -> bytes | None:
-    """The approvals webhook's HMAC key (None: requests are not signed). Errors name the key
-    and the variable or file, never the value."""
-    section = config.approvals
-    if section.webhook_secret_env is not None:
-        value = os.environ.get(section.webhook_secret_env)
-        if not value:
-            state = "is not set" if value is None else "is empty"
-            raise ConfigError(
-                [
-                    f"approvals.webhook_secret_env: environment variable "
-                    f"{section.webhook_secret_env} {state}"
-                ]
-            )
-        return value.encode("utf-8")
-    if section.webhook_secret_file is not None:
-        try:
-            raw = Path(section.webhook_secret_file).read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                [
-                    f"approvals.webhook_secret_file: cannot read "
-                    f"{section.webhook_secret_file}: {exc.strerror}"
-                ]
-            ) from None
-        if not raw:
-            raise ConfigError(
-                [f"approvals.webhook_secret_file: {section.webhook_secret_file} is empty"]
-            )
-        return raw
-    return None
+    """The approvals webhook's HMAC key (None: requests are not signed)."""
+    a = config.approvals
+    return _read_secret(
+        "approvals",
+        "webhook_secret_env",
+        a.webhook_secret_env,
+        "webhook_secret_file",
+        a.webhook_secret_file,
+        1,
+    )
 
 
 def policy_digest(config: Config) -> str:
