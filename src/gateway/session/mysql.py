@@ -40,6 +40,7 @@ from protocols.mysql.auth import ClientPasswordExchange
 from protocols.mysql.commands import StatementRegistry, parse_com_change_user
 from protocols.mysql.constants import (
     CACHING_SHA2_PASSWORD,
+    EOF_HEADER,
     LOCAL_INFILE_HEADER,
     MAX_PACKET_PAYLOAD,
     REFUSED_COMMANDS,
@@ -63,8 +64,13 @@ from protocols.mysql.handshake import (
     parse_handshake_response41,
     parse_ssl_request,
 )
-from protocols.mysql.packets import ErrPacket, build_err_packet
-from protocols.mysql.resultset import parse_stmt_execute_header, rewrite_row_packets
+from protocols.mysql.packets import ErrPacket, OkPacket, build_err_packet, build_terminator
+from protocols.mysql.resultset import (
+    parse_stmt_execute_header,
+    rewrite_row_packets,
+    skip_row_packets,
+    split_row_packets,
+)
 from protocols.mysql.tracker import (
     NOT_ALLOWED,
     AuthExchange,
@@ -80,10 +86,14 @@ from protocols.mysql.tracker import (
     StatementPrepared,
 )
 
+from ..approvals import ApprovalRequest
+from ..limits import DRAINING, OPEN, PAUSED, STOPPED, Budget, Cut, SessionLimits
 from ..masking.plan import ResultPlan
 from ..net.leg import Leg, LegClosed
+from ..policy import Decision
 from .errors import LoginRefused
 from .leg_pair import LegPair
+from .limit_control import LimitControl
 from .my_masking import MyMasking
 from .mysql_caps import END_TO_END, REQUIRED_FROM_CLIENT, advertised_capabilities
 from .mysql_policy import (
@@ -108,7 +118,6 @@ from .mysql_upstream import (
 
 if TYPE_CHECKING:
     from ..identity import Identity
-    from ..policy import Decision
     from ..runtime import Runtime, TargetRuntime
 
 log = logging.getLogger("gateway.session")
@@ -158,6 +167,26 @@ ER_KILL_DENIED = 1095
 ER_CONNECTION_KILLED = 1927
 ER_SERVER_SHUTDOWN = 1053
 CR_CONN_HOST_ERROR = 2003
+# Result limits (docs/approvals.md): a stopped result ends with ER_UNKNOWN_ERROR; a
+# client's own cancel of a paused result with the server's "query interrupted".
+ER_UNKNOWN_ERROR = int(ErrorCode.ER_UNKNOWN_ERROR)
+ER_QUERY_INTERRUPTED = 1317
+_MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
+_LAST_ROW_SENT = int(ServerStatus.LAST_ROW_SENT)
+# MariaDB/MySQL drop a connection whose writes block longer than net_write_timeout
+# (default 60 s): a result paused for approval blocks the server on TCP for as long as
+# the approvers take, so the gateway raises it by this much over approval_timeout.
+_WRITE_TIMEOUT_MARGIN = 60
+
+
+class _HoldForReview(Exception):
+    """A statement needs an approver before it is sent (raised out of ``_command``)."""
+
+    def __init__(self, sql: bytes, decision: Decision) -> None:
+        super().__init__(decision.rule)
+        self.sql = sql
+        self.decision = decision
 
 
 class _Refused(LoginRefused):
@@ -207,6 +236,18 @@ class MySqlSession(LegPair):
         self._change_user: tuple[bytes, int] | None = None  # deferred COM_CHANGE_USER
         self._change_user_task: asyncio.Task[None] | None = None
         self._upstream_ended = False
+        # Result limits and approvals (docs/approvals.md).
+        self.limits: SessionLimits | None = None
+        self.control: LimitControl | None = None
+        self._budget: Budget | None = None  # the result at the head of the response
+        # A cursor's budget (by statement id) carries over its COM_STMT_FETCH batches.
+        self._cursor_budgets: dict[str, Budget] = {}
+        # The exchange a limit stopped: the rest of its response is dropped, then the
+        # ERR (errno, SQLSTATE, message) is sent, or nothing after a truncation.
+        self._limited: Exchange | None = None
+        self._limited_err: tuple[int, str, str] | None = None
+        self._paused = False  # a result waits for approval: server bytes stay queued
+        self._reviewing = False  # a command waits for review: client bytes stay queued
         max_size = runtime.config.gateway.max_message_size
         self._client_scanner = PacketScanner(max_size, expected_seq=0)
         self._server_scanner = PacketScanner(max_size)
@@ -341,6 +382,21 @@ class MySqlSession(LegPair):
             response.charset,
             self.masking,
         )
+        self.limits = runtime.session_limits(target, identity)
+        review_approvers, review_timeout = runtime.review_approvers(target, identity)
+        self.policy_gate.reviewable = bool(review_approvers)
+        self.control = LimitControl(
+            limits=self.limits,
+            broker=runtime.approvals,
+            session_id=self.session_id,
+            identity=identity,
+            target=target.name,
+            recording=recording,
+            review_approvers=review_approvers,
+            review_timeout=review_timeout,
+        )
+        if self.limits is not None and self.limits.spec.on_limit == "approval":
+            await self._raise_write_timeout(upstream, self.limits.spec.approval_timeout)
         self.tracker = ResponseTracker(self.capabilities)
         if recording is not None:
             recording.set_flow_control(
@@ -353,6 +409,21 @@ class MySqlSession(LegPair):
         runtime.session_started(self, identity)
         self._arm_expiry(identity.expires_at)
         self._start_streaming(upstream.leg)
+
+    async def _raise_write_timeout(self, upstream: UpstreamConnection, timeout: float) -> None:
+        """``SET SESSION net_write_timeout`` on the upstream connection before any client
+        traffic, so that the server does not drop it while a result is paused for approval
+        (it blocks writing to us for as long as the approvers take). Not renewed after
+        COM_RESET_CONNECTION / COM_CHANGE_USER (the server resets it to the global value)."""
+        seconds = int(timeout) + _WRITE_TIMEOUT_MARGIN
+        sql = b"SET SESSION net_write_timeout = %d" % seconds
+        upstream.leg.write(build_packets(bytes((_COM_QUERY,)) + sql, 0)[0])
+        _, payload = await read_packet(upstream.leg, 1, _MAX_LOGIN_PACKET)
+        if payload[:1] != b"\x00":
+            log.warning(
+                "could not raise net_write_timeout upstream",
+                extra={"session_id": self.session_id, "target": self.target.name},
+            )
 
     async def _read_password(self, response: HandshakeResponse41, scramble: bytes, seq: int) -> str:
         exchange = ClientPasswordExchange(
@@ -519,6 +590,8 @@ class MySqlSession(LegPair):
         except PeerViolation as exc:
             self._client_violation(exc, "client protocol violation")
             return
+        if self._reviewing:
+            return  # a held command waits for its review; what follows waits behind it
         self._pump_client()
 
     def _client_violation(self, exc: PeerViolation, reason: str) -> None:
@@ -564,7 +637,13 @@ class MySqlSession(LegPair):
                 start, stop = entry
                 if stop - start == 4:
                     raise PeerViolation("empty command packet", int(ErrorCode.ER_MALFORMED_PACKET))
-                replacement = self._command(buf, start, stop)
+                try:
+                    replacement = self._command(buf, start, stop)
+                except _HoldForReview as held:
+                    # The command and everything after it wait in the scanner.
+                    scanner.unread(memoryview(buf)[start:stop])
+                    self._hold_for_review(held.sql, held.decision)
+                    break
                 if replacement is None:  # forward unchanged
                     if seg_end != start:
                         if seg_start >= 0:
@@ -630,6 +709,7 @@ class MySqlSession(LegPair):
         if cmd == _COM_STMT_EXECUTE:
             payload = join_payload(buf, start, stop) if big else buf[start + 4 : stop]
             stmt_id, flags, _ = parse_stmt_execute_header(payload)
+            self._cursor_budgets.pop(str(stmt_id), None)
             ex = Exchange(cmd)
             if self.masking is not None:
                 prepared = self.statements.get(stmt_id)
@@ -685,6 +765,8 @@ class MySqlSession(LegPair):
                     "statement command too short", int(ErrorCode.ER_MALFORMED_PACKET)
                 )
             stmt_id = int.from_bytes(buf[start + 5 : start + 9], "little")
+            if cmd != _COM_STMT_FETCH:
+                self._cursor_budgets.pop(str(stmt_id), None)
             if cmd == _COM_STMT_CLOSE:
                 self.statements.close(stmt_id)
                 observer.statements_closed(stmt_id)
@@ -698,6 +780,8 @@ class MySqlSession(LegPair):
             else:
                 prepared = self.statements.get(stmt_id)
                 observer.fetch_started(ex, prepared)
+                if ex.name is None:
+                    ex.name = str(stmt_id)  # the cursor's budget key
                 if self.masking is not None:
                     # Fetched rows come without column definitions: the statement's own
                     # (from its prepare) describe them, in the binary protocol.
@@ -791,6 +875,8 @@ class MySqlSession(LegPair):
         gate = self.policy_gate
         assert gate is not None
         decision = gate.check(sql, path)
+        if decision.action == "review" and gate.reviewable:
+            raise _HoldForReview(bytes(sql), decision)
         if decision.action != "allow":
             return self._refuse_statement(decision.message, buf, start, stop), decision, None
         try:
@@ -854,6 +940,10 @@ class MySqlSession(LegPair):
                 stop,
             )
         assert victim.upstream is not None
+        if kill.query and victim.control is not None:
+            # A result paused for approval or a statement held for review: the request
+            # is withdrawn and the waiting client gets its "query interrupted".
+            victim.control.cancel("canceled by KILL QUERY")
         thread_id = victim.upstream.thread_id
         if self.observer is not None:
             self.observer.control(
@@ -906,10 +996,13 @@ class MySqlSession(LegPair):
         except PeerViolation as exc:
             self._server_violation(exc)
             return
+        if self._paused:
+            return  # a result waits for approval: this stays queued behind it
         buf = scanner.buffer
         tracker = self.tracker
         observer = self.observer
         exchanges = self._exchanges
+        limits = self.limits
         assert tracker is not None and observer is not None
         recording = observer.recording is not None
         pieces: list[bytes | memoryview] = []
@@ -930,12 +1023,33 @@ class MySqlSession(LegPair):
                             if seg_start >= 0:
                                 pieces.append(memoryview(buf)[seg_start:seg_end])
                             seg_start = seg_end = -1
+                            if masked is not None and limits is not None:
+                                cut = limits.take(
+                                    self._budget or self._new_budget(ex), count, len(masked)
+                                )
+                                if cut is not None:
+                                    if self._limit(
+                                        ex, cut, masked, 0, len(masked), buf, start, stop, pieces
+                                    ):
+                                        break  # paused for approval
+                                    continue
                             if masked is not None:
                                 pieces.append(masked)
                                 ex.bytes += len(masked)
                                 if recording:
                                     observer.rows(ex, masked, 0, len(masked), count)
                             continue
+                        if limits is not None:
+                            cut = limits.take(
+                                self._budget or self._new_budget(ex), count, stop - start
+                            )
+                            if cut is not None:
+                                if seg_start >= 0:
+                                    pieces.append(memoryview(buf)[seg_start:seg_end])
+                                seg_start = seg_end = -1
+                                if self._limit(ex, cut, buf, start, stop, buf, start, stop, pieces):
+                                    break  # paused for approval
+                                continue
                         ex.bytes += stop - start
                         if recording:
                             observer.rows(ex, buf, start, stop, count)
@@ -995,7 +1109,12 @@ class MySqlSession(LegPair):
                 for ev in events:
                     if self._event(ev, ex, buf, start, stop):
                         # The exchange is complete: gateway replies queued behind it follow.
-                        if ex.swallow:
+                        if ex.swallow and ex is self._limited:
+                            error = self._limited_err
+                            self._limited = self._limited_err = None
+                            if error is not None:
+                                pieces.append(_err(*error, ex.sent_seq))
+                        elif ex.swallow:
                             pieces.append(
                                 _err(
                                     int(ErrorCode.ER_NOT_ALLOWED_COMMAND),
@@ -1034,6 +1153,8 @@ class MySqlSession(LegPair):
         """Handle one tracker event; True when the head exchange completed (popped)."""
         observer = self.observer
         assert observer is not None
+        if not isinstance(ev, (ResultSetStarted, RowsReceived)):
+            self._budget = None  # the result ended: the next one has its own budget
         if isinstance(ev, ResponseComplete):
             if ex.stmt is not None:
                 observer.result_finished(ex)
@@ -1103,6 +1224,199 @@ class MySqlSession(LegPair):
             extra={"session_id": self.session_id, "target": self.target.name},
         )
         return None
+
+    # =============================================================== limits
+
+    def _new_budget(self, ex: Exchange) -> Budget:
+        """The budget of the result whose rows arrive now: a fresh one per result, except
+        that the batches of one cursor (COM_STMT_FETCH) share the statement's."""
+        budget: Budget | None = None
+        if ex.command == _COM_STMT_FETCH and ex.name is not None:
+            budget = self._cursor_budgets.get(ex.name)
+            if budget is None:
+                if len(self._cursor_budgets) >= 64:
+                    self._cursor_budgets.clear()
+                budget = self._cursor_budgets[ex.name] = Budget(ex.name)
+        if budget is None:
+            budget = Budget(ex)
+        self._budget = budget
+        return budget
+
+    def _limit(
+        self,
+        ex: Exchange,
+        cut: Cut,
+        rows: bytes,
+        rs: int,
+        re: int,
+        buf: bytes,
+        start: int,
+        stop: int,
+        pieces: list[bytes | memoryview],
+    ) -> bool:
+        """A run of rows (``rows[rs:re]``, masked or ``buf[start:stop]`` itself) crosses a
+        limit: the rows that fit go out (credited), then ``on_limit`` decides. True when
+        the result is paused for approval (the rest of the read is put back)."""
+        limits, control, budget = self.limits, self.control, self._budget
+        observer = self.observer
+        assert limits is not None and control is not None and budget is not None
+        assert observer is not None
+        pos, sent = split_row_packets(rows, rs, re, cut.rows, cut.bytes)
+        limits.credit(budget, sent, pos - rs)
+        count = ex.rows  # ex.rows already counts the whole run: keep only what is sent
+        ex.rows = count - _row_count(buf, start, stop) + sent
+        if sent:
+            pieces.append(memoryview(rows)[rs:pos])
+            ex.bytes += pos - rs
+            if observer.recording is not None:
+                observer.rows(ex, rows, rs, pos, sent)
+        # The first row not sent, in the server's bytes: its sequence id is the one the
+        # client expects next (for the gateway's terminator or ERR).
+        held = pos if rows is buf else skip_row_packets(buf, start, sent)
+        next_seq = buf[held + 3]
+        limit = cut.reached(sent)
+        policy = control.policy_name()
+        action = limits.spec.on_limit
+        control.limit_reached(action, limit, budget)
+        if action == "approval":
+            budget.state = PAUSED
+            request = control.request_limit_approval(
+                _statement(ex),
+                limit,
+                budget,
+                lambda r: self._limit_decided(ex, budget, next_seq, r),
+            )
+            budget.request = request.id
+            # The database is not read from (TCP backpressure) until the decision; MySQL
+            # has no asynchronous notice, so the client just waits for more rows.
+            self._server_scanner.unread(memoryview(buf)[held:stop])
+            self._paused = True
+            assert self.upstream is not None
+            self.upstream.leg.pause_reading("approval")
+            return True
+        if action == "truncate":
+            # The rows so far and the terminator the client expects; MySQL has no notice
+            # channel: a warning count of 1 says so (SHOW WARNINGS does not list it), the
+            # recording and the audit log have the details.
+            budget.state = DRAINING
+            status = self.tracker.last_status if self.tracker is not None else 0
+            status &= ~(_MORE_RESULTS | _CURSOR_EXISTS)
+            if ex.command == _COM_STMT_FETCH:
+                status |= _LAST_ROW_SENT
+            ok = OkPacket(status_flags=status, warnings=1, header=EOF_HEADER)
+            pieces.append(build_packets(build_terminator(ok, self.capabilities), next_seq)[0])
+            control.event("truncated", detail=control.truncated_message(limit, budget, policy))
+            observer.result_finished(ex, ok=ok)
+            self._stop_exchange(ex, None, next_seq, "limit")
+            return False
+        budget.state = STOPPED
+        message = control.exceeded_message(limit, budget, policy)
+        self._stop_exchange(ex, (ER_UNKNOWN_ERROR, "HY000", message), next_seq, "limit")
+        return False
+
+    def _stop_exchange(
+        self, ex: Exchange, error: tuple[int, str, str] | None, seq: int, why: str
+    ) -> None:
+        """Drop the rest of this response (the gateway's ERR, if any, follows it with
+        sequence id ``seq``) and kill the statement upstream."""
+        ex.swallow = True
+        ex.sent_seq = seq
+        self._limited = ex
+        self._limited_err = error
+        if error is not None and self.observer is not None:
+            self.observer.result_finished(
+                ex, err=ErrPacket(error[0], error[1], error[2].encode("utf-8", "replace"))
+            )
+        if ex.command != _COM_STMT_FETCH:  # a fetch reads a materialized cursor
+            self._kill_upstream(why)
+
+    def _kill_upstream(self, why: str) -> None:
+        """KILL QUERY on a side connection. Both legs wait until it is delivered: the
+        client must not get the end of this response (and send its next command) before
+        the kill, or a late kill could interrupt that next command."""
+        up = self.upstream
+        if up is None:
+            return
+        client, leg = self.client, up.leg
+        client.pause_reading("kill")
+        leg.pause_reading("kill")
+
+        async def kill() -> None:
+            try:
+                await kill_query(self.target.upstream, up.thread_id)
+            finally:
+                client.resume_reading("kill")
+                leg.resume_reading("kill")
+
+        self.runtime.spawn(kill())
+        if self.control is not None:
+            self.control.event("upstream_cancel", reason=why)
+
+    def _limit_decided(
+        self, ex: Exchange, budget: Budget, seq: int, request: ApprovalRequest
+    ) -> None:
+        """An approver (or the timeout, or the client's cancel) decided a paused result."""
+        if self._closing or budget.state != PAUSED:
+            return
+        upstream, limits, control = self.upstream, self.limits, self.control
+        assert upstream is not None and limits is not None and control is not None
+        self._paused = False
+        if request.approved:
+            budget.state = OPEN
+            if request.scope == "session":
+                limits.lifted = True
+            else:
+                budget.lifted = True
+            control.event("resumed", approval_id=request.id)
+        else:
+            budget.state = STOPPED
+            message = control.outcome_message(request, "result")
+            if request.state == "withdrawn":
+                error = (ER_QUERY_INTERRUPTED, "70100", message)
+            else:
+                error = (ER_UNKNOWN_ERROR, "HY000", message)
+            self._stop_exchange(ex, error, seq, "approval " + request.state)
+            control.event("aborted", approval_id=request.id)
+        # The held part of the read goes through the normal path, then reading resumes.
+        self._server_data(b"")
+        upstream.leg.resume_reading("approval")
+
+    def _hold_for_review(self, sql: bytes, decision: Decision) -> None:
+        """A statement needs an approver: it and what the client sent after it wait in
+        the client scanner, the client is not read from, the approvers are asked. MySQL
+        has no asynchronous notice: the client just waits for its reply."""
+        control = self.control
+        assert control is not None
+        self._reviewing = True
+        self.client.pause_reading("review")
+        control.request_review(
+            sql.decode("utf-8", errors="replace"),
+            decision.rule or "review",
+            lambda r: self._review_decided(sql, decision, r),
+        )
+
+    def _review_decided(self, sql: bytes, decision: Decision, request: ApprovalRequest) -> None:
+        if self._closing:
+            return
+        gate, control = self.policy_gate, self.control
+        assert gate is not None and control is not None
+        if request.approved:
+            gate.reviewed[sql] = Decision(
+                "allow",
+                f"{decision.rule} approved:{request.id}",
+                "statement allowed",
+                decision.classes,
+            )
+        else:
+            gate.reviewed[sql] = Decision(
+                "deny",
+                f"{decision.rule} {request.state}:{request.id}",
+                control.outcome_message(request, "statement"),
+                decision.classes,
+            )
+        self._reviewing = False
+        self._client_data(b"")
+        self.client.resume_reading("review")
 
     def _refuse_local_infile(self, ex: Exchange, fb_seq: int) -> None:
         """The server asked for a client file the client's statement did not name
@@ -1278,6 +1592,8 @@ class MySqlSession(LegPair):
 
     def cancel_query(self) -> None:
         """Kill the running statement upstream (KILL QUERY on a new connection)."""
+        if self.control is not None and self.control.cancel("canceled by the client"):
+            return  # a paused result or a held statement: stopped as if denied
         up = self.upstream
         if up is None or not self._exchanges:
             return
@@ -1319,3 +1635,20 @@ class MySqlSession(LegPair):
             self._change_user_task.cancel()
         self.runtime.registry.remove(self, None)
         self._release()
+        if self.control is not None:
+            self.control.withdraw("session ended: " + self.end_reason)
+
+
+def _row_count(buf: bytes, start: int, stop: int) -> int:
+    """Rows in a run of framed row packets (16 MiB continuations are one row)."""
+    return split_row_packets(buf, start, stop, 1 << 62, 1 << 62)[1]
+
+
+def _statement(ex: Exchange) -> str:
+    """The statement text of an exchange, as approvers see it."""
+    text = ex.text if ex.text is not None else ex.mask_sql
+    if text is not None:
+        return text.decode("utf-8", errors="replace")
+    if ex.command == _COM_STMT_FETCH:
+        return f"<fetch from prepared statement {ex.name}>"
+    return f"<execution of prepared statement {ex.name}>" if ex.name else "<execution>"

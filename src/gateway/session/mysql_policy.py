@@ -161,7 +161,15 @@ def _charset_name(toks: list[Token], i: int) -> str | None:
 class MyPolicyGate:
     """Decides one MySQL session's statements and follows its client character set."""
 
-    __slots__ = ("masking", "observer", "policy", "session_id", "unsafe_charset")
+    __slots__ = (
+        "masking",
+        "observer",
+        "policy",
+        "reviewable",
+        "reviewed",
+        "session_id",
+        "unsafe_charset",
+    )
 
     def __init__(
         self,
@@ -178,6 +186,11 @@ class MyPolicyGate:
         self.observer = observer
         self.session_id = session_id
         self.unsafe_charset = unsafe_collation(collation)
+        # Statements needing review are held for an approver when the session has some
+        # (else refused); the outcome, per statement text, is used once when the held
+        # command is read again (approved: "allow", then the checks below still apply).
+        self.reviewable = False
+        self.reviewed: dict[bytes, Decision] = {}
 
     def collation(self, collation_id: int) -> None:
         """The client's collation changed (COM_CHANGE_USER)."""
@@ -197,7 +210,8 @@ class MyPolicyGate:
 
     def check(self, sql: bytes, path: str) -> Decision:
         """The decision on one COM_QUERY (path "simple") or COM_STMT_PREPARE ("prepared")
-        text; a refusal is recorded and logged here."""
+        text; a refusal is recorded and logged here. A "review" decision is returned
+        unrecorded when the session has approvers: the driver holds the command."""
         if self.unsafe_charset is not None:
             decision = Decision(
                 "deny",
@@ -209,6 +223,12 @@ class MyPolicyGate:
             )
         else:
             decision = self.policy.check_query(_text(sql))
+            if decision.action == "review":
+                outcome = self.reviewed.pop(bytes(sql), None)
+                if outcome is not None:
+                    decision = outcome  # approved (allow) or denied, once
+                elif self.reviewable:
+                    return decision  # held by the driver; nothing recorded yet
             if decision.action == "allow":
                 decision = self._charset_change(sql, decision)
             if decision.action == "allow" and "privilege" in decision.classes:

@@ -1,0 +1,358 @@
+"""Row and byte limits, and approvals, on the MySQL wire through the real gateway in front
+of the real MariaDB, with PyMySQL and mysql-connector (issue 7).
+
+Each group below has one policy; ``big`` holds 5,000 rows. The approver (bob, group
+dba-leads) decides through the real admin API over HTTP (or the CLI) while the client
+waits in another thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pymysql
+import pytest
+
+from gateway.cli import main as gateway_cli
+from gateway.recording.schema import Ctl
+
+from ..admin_client import AdminClient
+from ..conftest import free_port
+from ..test_recording_e2e import frames, session_file
+from .conftest import MyGateway, StartMyGateway
+
+pytestmark = pytest.mark.integration
+
+APPROVER = "bob@example.com"
+BIG = 5000
+
+POLICIES = """
+[[policies]]
+name = "admins"
+groups = ["dba"]
+targets = ["app-my"]
+allow = ["*", "unknown"]
+
+[[policies]]
+name = "err"
+groups = ["err"]
+targets = ["app-my"]
+allow = ["read", "session", "transaction"]
+max_rows = 100
+
+[[policies]]
+name = "trunc"
+groups = ["trunc"]
+targets = ["app-my"]
+allow = ["read", "session", "transaction"]
+max_rows = 100
+on_limit = "truncate"
+
+[[policies]]
+name = "sess"
+groups = ["sess"]
+targets = ["app-my"]
+allow = ["read", "session", "transaction"]
+session_max_rows = 250
+
+[[policies]]
+name = "window"
+groups = ["window"]
+targets = ["app-my"]
+allow = ["read", "session"]
+window_max_rows = 300
+window = "1h"
+
+[[policies]]
+name = "appr"
+groups = ["appr"]
+targets = ["app-my"]
+allow = ["read", "session", "transaction", "admin"]
+max_rows = 100
+on_limit = "approval"
+approvers = ["dba-leads"]
+approval_timeout = "30s"
+
+[[policies]]
+name = "quick"
+groups = ["quick"]
+targets = ["app-my"]
+allow = ["read", "session"]
+max_rows = 100
+on_limit = "approval"
+approvers = ["dba-leads"]
+approval_timeout = "1500ms"
+
+[[policies]]
+name = "reviewed"
+groups = ["reviewed"]
+targets = ["app-my"]
+allow = ["read", "session", "ddl"]
+review = ["ddl"]
+approvers = ["dba-leads"]
+approval_timeout = "30s"
+"""
+
+
+@pytest.fixture(scope="module")
+def admin_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gw(start_mysql_gateway: StartMyGateway, admin_port: int) -> MyGateway:
+    extra = f"""
+[admin]
+listen = "127.0.0.1:{admin_port}"
+groups = ["gateway-admins"]
+allow_plaintext = true
+"""
+    return start_mysql_gateway(policies=POLICIES, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def approver(gw: MyGateway, admin_port: int) -> AdminClient:
+    return AdminClient(f"http://127.0.0.1:{admin_port}", gw.token(APPROVER, ("dba-leads",)))
+
+
+def connect(gw: MyGateway, user: str, group: str, **kw: Any) -> pymysql.Connection[Any]:
+    return pymysql.connect(
+        **gw.pymysql_kwargs(gw.token(user, (group,)), user=user), autocommit=True, **kw
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def schema(gw: MyGateway) -> None:
+    with connect(gw, "root@example.com", "dba") as c, c.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS big")
+        cur.execute("DROP TABLE IF EXISTS reviewed_t")
+        cur.execute("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(40))")
+        cur.execute("SET SESSION max_recursive_iterations = 100000")
+        cur.execute(
+            "INSERT INTO big WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
+            f"WHERE n < {BIG}) SELECT n, REPEAT('x', 20) FROM s"
+        )
+
+
+def query(conn: pymysql.Connection[Any], sql: str) -> tuple[Any, ...]:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return tuple(cur.fetchall())
+
+
+def still_usable(conn: pymysql.Connection[Any]) -> None:
+    assert query(conn, "SELECT 41 + 1") == ((42,),)
+    assert query(conn, "SELECT id FROM big ORDER BY id LIMIT 3") == ((1,), (2,), (3,))
+
+
+def in_thread(fn: Any) -> Future[Any]:
+    return ThreadPoolExecutor(1).submit(fn)
+
+
+# ------------------------------------------------------------------------------ error
+
+
+def test_error_stops_the_result_and_the_session_goes_on(gw: MyGateway) -> None:
+    with connect(gw, "erin@example.com", "err") as conn:
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            query(conn, "SELECT * FROM big")
+        assert info.value.args[0] == 1105
+        assert "max_rows=100" in info.value.args[1] and "'err'" in info.value.args[1]
+        still_usable(conn)
+        assert len(query(conn, "SELECT * FROM big LIMIT 100")) == 100
+        # Several times in a row: sequence ids and the response FIFO stay right.
+        for _ in range(3):
+            with pytest.raises(pymysql.err.OperationalError):
+                query(conn, "SELECT * FROM big")
+            still_usable(conn)
+
+
+# ------------------------------------------------------------------------------ truncate
+
+
+def test_truncate_returns_max_rows_and_a_warning(gw: MyGateway) -> None:
+    with connect(gw, "tru@example.com", "trunc") as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT * FROM big ORDER BY id")
+            rows = cur.fetchall()
+            assert [r[0] for r in rows] == list(range(1, 101))
+            assert cur.rowcount == 100
+            assert cur.warning_count >= 1
+        still_usable(conn)
+        # Inside a transaction: the transaction goes on (only the statement was killed).
+        conn.begin()
+        assert len(query(conn, "SELECT * FROM big")) == 100
+        assert query(conn, "SELECT @@in_transaction") == ((1,),)
+        assert query(conn, "SELECT count(*) FROM big") == ((BIG,),)
+        conn.commit()
+
+
+def test_truncate_with_a_multi_statement_query(gw: MyGateway) -> None:
+    conn = pymysql.connect(
+        **gw.pymysql_kwargs(gw.token("tru2@example.com", ("trunc",)), user="tru2@example.com"),
+        autocommit=True,
+        client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT * FROM big; SELECT 'second'")
+        assert len(cur.fetchall()) == 100
+        # The rest of the response (the second result too) was dropped: no more results.
+        assert not cur.nextset()
+        still_usable(conn)
+
+
+# ------------------------------------------------------------------------ budgets
+
+
+def test_session_budget_across_offset_pages(gw: MyGateway) -> None:
+    with connect(gw, "sam@example.com", "sess") as conn:
+        for page in range(2):
+            sql = f"SELECT * FROM big ORDER BY id LIMIT 100 OFFSET {page * 100}"
+            assert len(query(conn, sql)) == 100
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            query(conn, "SELECT * FROM big ORDER BY id LIMIT 100 OFFSET 200")
+        assert "session_max_rows=250" in info.value.args[1]
+        # Spent: results with rows fail, the rest works.
+        assert query(conn, "SELECT 1 FROM DUAL WHERE 1 = 0") == ()
+        with pytest.raises(pymysql.err.OperationalError):
+            query(conn, "SELECT 1")
+
+
+def test_window_budget_survives_reconnecting(gw: MyGateway) -> None:
+    user = "wendy@example.com"
+    with connect(gw, user, "window") as conn:
+        assert len(query(conn, "SELECT * FROM big LIMIT 200")) == 200
+    with connect(gw, user, "window") as conn:
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            query(conn, "SELECT * FROM big LIMIT 200")
+        assert "window_max_rows=300" in info.value.args[1]
+    with connect(gw, "walt@example.com", "window") as conn:
+        assert len(query(conn, "SELECT * FROM big LIMIT 200")) == 200
+
+
+# ---------------------------------------------------------------------------- approval
+
+
+def test_approval_resumes_the_stream(gw: MyGateway, approver: AdminClient) -> None:
+    user = "ann@example.com"
+    conn = connect(gw, user, "appr")
+    future = in_thread(lambda: query(conn, "SELECT * FROM big ORDER BY id"))
+    request = approver.wait_pending(user)
+    assert request["kind"] == "limit"
+    assert request["rows_so_far"] == 100
+    assert request["reason"] == "max_rows=100"
+    assert "FROM big" in request["statement"]
+    time.sleep(0.2)
+    assert not future.done()
+    status, body = approver.approve(request["id"])
+    assert status == 200, body
+    rows = future.result(timeout=30)
+    assert [r[0] for r in rows] == list(range(1, BIG + 1))
+    # Statement scope: the next big result pauses again; session scope lifts the rest.
+    future = in_thread(lambda: query(conn, "SELECT * FROM big"))
+    second = approver.wait_pending(user)
+    assert second["id"] != request["id"]
+    assert approver.approve(second["id"], scope="session")[0] == 200
+    assert len(future.result(timeout=30)) == BIG
+    assert len(query(conn, "SELECT * FROM big")) == BIG
+    conn.close()
+    path = session_file(gw.process, user)
+    kinds = [f.kind for f in frames(path) if isinstance(f, Ctl)]
+    for step in ("limit_reached", "approval_requested", "approval_approved", "resumed"):
+        assert step in kinds, kinds
+
+
+def test_denial_via_cli_and_timeout_stop_the_result(gw: MyGateway, approver: AdminClient) -> None:
+    user = "dan@example.com"
+    conn = connect(gw, user, "appr")
+    future = in_thread(lambda: query(conn, "SELECT * FROM big"))
+    request = approver.wait_pending(user)
+    code = gateway_cli(
+        [
+            "approvals",
+            "deny",
+            request["id"],
+            "--reason",
+            "too much data",
+            "--url",
+            approver.base_url,
+            "--token",
+            approver.token,
+        ]
+    )
+    assert code == 0
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        future.result(timeout=30)
+    assert f"denied by {APPROVER}: too much data" in info.value.args[1]
+    still_usable(conn)
+    conn.close()
+
+    user = "quinn@example.com"
+    with connect(gw, user, "quick") as conn:
+        started = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            query(conn, "SELECT * FROM big")
+        assert "timed out" in info.value.args[1]
+        assert 1.2 < time.monotonic() - started < 15
+        still_usable(conn)
+
+
+def test_kill_query_while_paused(gw: MyGateway, approver: AdminClient) -> None:
+    user = "kim@example.com"
+    conn = connect(gw, user, "appr")
+    future = in_thread(lambda: query(conn, "SELECT * FROM big"))
+    request = approver.wait_pending(user)
+    with connect(gw, user, "appr") as other:
+        query(other, f"KILL QUERY {conn.thread_id()}")
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        future.result(timeout=30)
+    assert info.value.args[0] == 1317
+    assert all(r["id"] != request["id"] for r in approver.pending())
+    still_usable(conn)
+    conn.close()
+
+
+def test_client_disconnect_withdraws_the_request(gw: MyGateway, approver: AdminClient) -> None:
+    user = "gone@example.com"
+    conn = connect(gw, user, "appr")
+    in_thread(lambda: query(conn, "SELECT * FROM big"))
+    request = approver.wait_pending(user)
+    conn._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while any(r["id"] == request["id"] for r in approver.pending()):
+        assert time.monotonic() < deadline, "request not withdrawn"
+        time.sleep(0.05)
+    history = {r["id"]: r for r in approver.history()}
+    assert history[request["id"]]["state"] == "withdrawn"
+
+
+# ------------------------------------------------------------------------------- review
+
+
+def test_review_holds_a_statement_until_approved(gw: MyGateway, approver: AdminClient) -> None:
+    user = "rita@example.com"
+    admin = connect(gw, "root@example.com", "dba")
+    exists = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'reviewed_t'"
+    conn = connect(gw, user, "reviewed")
+    future = in_thread(lambda: query(conn, "CREATE TABLE reviewed_t (a int)"))
+    request = approver.wait_pending(user)
+    assert request["kind"] == "review"
+    assert request["statement"] == "CREATE TABLE reviewed_t (a int)"
+    assert query(admin, exists) == ((0,),)  # held: nothing was sent
+    assert approver.approve(request["id"])[0] == 200
+    future.result(timeout=30)
+    assert query(admin, exists) == ((1,),)
+    future = in_thread(lambda: query(conn, "DROP TABLE reviewed_t"))
+    request = approver.wait_pending(user)
+    approver.deny(request["id"], "not today")
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        future.result(timeout=30)
+    assert info.value.args[0] == 1142
+    assert "not today" in info.value.args[1]
+    assert query(admin, exists) == ((1,),)
+    still_usable(conn)
+    conn.close()
+    admin.close()
