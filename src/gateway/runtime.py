@@ -37,6 +37,7 @@ from .masking.styles import Style
 from .policy import PolicyEngine, PolicySpec, RuleSpec, SessionPolicy
 from .session.catalog_loader import CatalogUnavailable, TargetCatalog
 from .session.errors import LoginRefused
+from .session.limit_control import LimitControl
 from .session.registry import SessionRegistry
 from .session.target import UpstreamTarget
 
@@ -156,15 +157,26 @@ class Runtime:
         window = self.usage.for_identity(identity.subject, spec.window) if spec.windowed else None
         return SessionLimits(spec, window)
 
-    def review_approvers(
-        self, target: TargetRuntime, identity: Identity
-    ) -> tuple[frozenset[str], float]:
-        """Who may approve this session's statements under review, and how long one waits:
-        the approvers of every applicable policy with review entries, the shortest timeout."""
+    def limit_control(
+        self,
+        session: GatewaySession,
+        target: TargetRuntime,
+        identity: Identity,
+        recording: SessionRecording | None,
+    ) -> LimitControl:
+        """A new session's limits and approvals: its SessionLimits (None when no limit
+        applies) and who may approve its statements under review (the approvers of every
+        applicable policy with review entries; the shortest timeout)."""
         reviewing = [p for p in self.applicable_policies(target, identity) if p.review]
-        return (
-            frozenset(g for p in reviewing for g in p.approvers),
-            min((p.approval_timeout for p in reviewing), default=300.0),
+        return LimitControl(
+            limits=self.session_limits(target, identity),
+            broker=self.approvals,
+            session_id=session.session_id,
+            identity=identity,
+            target=target.name,
+            recording=recording,
+            review_approvers=frozenset(g for p in reviewing for g in p.approvers),
+            review_timeout=min((p.approval_timeout for p in reviewing), default=300.0),
         )
 
     # -- masking ----------------------------------------------------------------------------

@@ -382,19 +382,9 @@ class MySqlSession(LegPair):
             response.charset,
             self.masking,
         )
-        self.limits = runtime.session_limits(target, identity)
-        review_approvers, review_timeout = runtime.review_approvers(target, identity)
-        self.policy_gate.reviewable = bool(review_approvers)
-        self.control = LimitControl(
-            limits=self.limits,
-            broker=runtime.approvals,
-            session_id=self.session_id,
-            identity=identity,
-            target=target.name,
-            recording=recording,
-            review_approvers=review_approvers,
-            review_timeout=review_timeout,
-        )
+        self.control = runtime.limit_control(self, target, identity, recording)
+        self.limits = self.control.limits
+        self.policy_gate.reviewable = bool(self.control.review_approvers)
         if self.limits is not None and self.limits.spec.on_limit == "approval":
             await self._raise_write_timeout(upstream, self.limits.spec.approval_timeout)
         self.tracker = ResponseTracker(self.capabilities)

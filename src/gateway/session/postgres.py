@@ -283,19 +283,9 @@ class PgSession(LegPair):
         )
         if self.masking is not None:
             self.observer.planner = self.masking.plan
-        self.limits = runtime.session_limits(self.target, identity)
-        review_approvers, review_timeout = runtime.review_approvers(self.target, identity)
-        self.policy_gate.reviewable = bool(review_approvers)
-        self.control = LimitControl(
-            limits=self.limits,
-            broker=runtime.approvals,
-            session_id=self.session_id,
-            identity=identity,
-            target=self.target.name,
-            recording=recording,
-            review_approvers=review_approvers,
-            review_timeout=review_timeout,
-        )
+        self.control = runtime.limit_control(self, self.target, identity, recording)
+        self.limits = self.control.limits
+        self.policy_gate.reviewable = bool(self.control.review_approvers)
         for message in upstream.startup_messages:
             if message[0] == _PARAMETER_STATUS:
                 self.policy_gate.parameter_status(message[5:])
