@@ -234,6 +234,8 @@ class MySqlSession(LegPair):
         self._exchanges: deque[Exchange] = deque()
         self._init_teardown()
         self._change_user: tuple[bytes, int] | None = None  # deferred COM_CHANGE_USER
+        # The SET of net_write_timeout (a COM_QUERY packet) while results may pause.
+        self._write_timeout: bytes | None = None
         self._change_user_task: asyncio.Task[None] | None = None
         self._upstream_ended = False
         # Result limits and approvals (docs/approvals.md).
@@ -345,22 +347,7 @@ class MySqlSession(LegPair):
         identity = await self._authorize(token)
         del token
 
-        mask_policy = runtime.mask_policy(target, identity)
-        if mask_policy is not None:
-            # A session with masks cannot start without the catalog they resolve against.
-            try:
-                catalog = await runtime.masking_catalog(target)
-            except LoginRefused as exc:
-                raise _Refused(
-                    int(ErrorCode.ER_UNKNOWN_ERROR), "HY000", exc.message, exc.log_detail
-                ) from None
-            database = response.database or target.upstream.database.encode()
-            self.masking = MyMasking(
-                mask_policy,
-                catalog,
-                runtime.lineage_cache(target),
-                database.decode("utf-8", "surrogateescape"),
-            )
+        self.masking = await self._session_masking(identity, response.database)
 
         upstream = await self._connect_upstream(response, identity)
         self.upstream = upstream
@@ -385,8 +372,7 @@ class MySqlSession(LegPair):
         self.control = runtime.limit_control(self, target, identity, recording)
         self.limits = self.control.limits
         self.policy_gate.reviewable = bool(self.control.review_approvers)
-        if self.limits is not None and self.limits.spec.on_limit == "approval":
-            await self._raise_write_timeout(upstream, self.limits.spec.approval_timeout)
+        await self._raise_write_timeout(upstream)
         self.tracker = ResponseTracker(self.capabilities)
         if recording is not None:
             recording.set_flow_control(
@@ -400,14 +386,20 @@ class MySqlSession(LegPair):
         self._arm_expiry(identity.expires_at)
         self._start_streaming(upstream.leg)
 
-    async def _raise_write_timeout(self, upstream: UpstreamConnection, timeout: float) -> None:
+    async def _raise_write_timeout(self, upstream: UpstreamConnection) -> None:
         """``SET SESSION net_write_timeout`` on the upstream connection before any client
-        traffic, so that the server does not drop it while a result is paused for approval
-        (it blocks writing to us for as long as the approvers take). Not renewed after
-        COM_RESET_CONNECTION / COM_CHANGE_USER (the server resets it to the global value)."""
-        seconds = int(timeout) + _WRITE_TIMEOUT_MARGIN
+        traffic, when results of this session may pause for approval, so that the server
+        does not drop it while paused (it blocks writing to us for as long as the
+        approvers take). COM_RESET_CONNECTION and COM_CHANGE_USER reset it to the global
+        value: it is raised again after each (``self._write_timeout``)."""
+        limits = self.limits
+        if limits is None or limits.spec.on_limit != "approval":
+            self._write_timeout = None
+            return
+        seconds = int(limits.spec.approval_timeout) + _WRITE_TIMEOUT_MARGIN
         sql = b"SET SESSION net_write_timeout = %d" % seconds
-        upstream.leg.write(build_packets(bytes((_COM_QUERY,)) + sql, 0)[0])
+        self._write_timeout = build_packets(bytes((_COM_QUERY,)) + sql, 0)[0]
+        upstream.leg.write(self._write_timeout)
         _, payload = await read_packet(upstream.leg, 1, _MAX_LOGIN_PACKET)
         if payload[:1] != b"\x00":
             log.warning(
@@ -458,6 +450,28 @@ class MySqlSession(LegPair):
             )
         self.identity = identity
         return identity
+
+    async def _session_masking(
+        self, identity: Identity, database: bytes | None
+    ) -> MyMasking | None:
+        """The masks of this identity's session (None without masks), resolved against
+        the target's catalog; a session with masks cannot start without it."""
+        runtime, target = self.runtime, self.target
+        mask_policy = runtime.mask_policy(target, identity)
+        if mask_policy is None:
+            return None
+        try:
+            catalog = await runtime.masking_catalog(target)
+        except LoginRefused as exc:
+            raise _Refused(
+                int(ErrorCode.ER_UNKNOWN_ERROR), "HY000", exc.message, exc.log_detail
+            ) from None
+        return MyMasking(
+            mask_policy,
+            catalog,
+            runtime.lineage_cache(target),
+            (database or target.upstream.database.encode()).decode("utf-8", "surrogateescape"),
+        )
 
     async def _connect_upstream(
         self, response: HandshakeResponse41, identity: Identity
@@ -723,6 +737,15 @@ class MySqlSession(LegPair):
                 observer.statements_closed()
                 gate.reset()
                 observer.control("reset_connection", {})
+                if self._write_timeout is not None:
+                    # The reset puts net_write_timeout back to the global value: raise
+                    # it again, pipelined right behind the reset, before any command of
+                    # the client's.
+                    tracker.start(_COM_QUERY)
+                    internal = Exchange(_COM_QUERY)
+                    internal.swallow = internal.internal = True
+                    self._exchanges.append(internal)
+                    return bytes(buf[start:stop]) + self._write_timeout
             elif cmd == _COM_INIT_DB:
                 if self.masking is not None:
                     self.masking.init_db(bytes(buf[start + 5 : stop]))
@@ -1099,7 +1122,9 @@ class MySqlSession(LegPair):
                 for ev in events:
                     if self._event(ev, ex, buf, start, stop):
                         # The exchange is complete: gateway replies queued behind it follow.
-                        if ex.swallow and ex is self._limited:
+                        if ex.internal:
+                            pass
+                        elif ex.swallow and ex is self._limited:
                             error = self._limited_err
                             self._limited = self._limited_err = None
                             if error is not None:
@@ -1492,6 +1517,9 @@ class MySqlSession(LegPair):
                 )
                 identity = await self._authorize(token)
                 del token
+                # The new identity's masks (never the previous identity's: they may be
+                # laxer), resolved before the upstream session changes.
+                masking = await self._session_masking(identity, request.database)
             except (LoginRefused, PeerViolation, TimeoutError) as exc:
                 refused = (
                     exc
@@ -1538,11 +1566,21 @@ class MySqlSession(LegPair):
             self.statements.clear()
             if request.charset:
                 self.charset = request.charset
+            # A new identity: its own masks, limits and review approvers.
+            self.masking = masking
+            recording = self.observer.recording if self.observer is not None else None
+            self.control = runtime.limit_control(self, self.target, identity, recording)
+            self.limits = self.control.limits
+            self._budget = None
+            self._cursor_budgets.clear()
+            await self._raise_write_timeout(upstream)
             if self.policy_gate is not None:
-                # A new identity: its own policy (a fresh engine session, so no SQL-level
-                # state survives, as on the server); the client charset is the one
-                # this command named (or stays).
+                # Its own policy (a fresh engine session, so no SQL-level state
+                # survives, as on the server); the client charset is the one this
+                # command named (or stays).
                 self.policy_gate.policy = runtime.session_policy(self.target, identity)
+                self.policy_gate.masking = masking
+                self.policy_gate.reviewable = bool(self.control.review_approvers)
                 self.policy_gate.collation(self.charset)
             if self.observer is not None:
                 self.observer.statements_closed()

@@ -115,6 +115,7 @@ class Exchange:
         "command",
         "described",
         "first_seq",
+        "internal",
         "local_reply",
         "mask_plan",
         "mask_results",
@@ -161,6 +162,9 @@ class Exchange:
         # request was refused); a gateway ERR replaces them.
         # True, or the refusal message sent once the response completes (masking).
         self.swallow: bool | str = False
+        # A command the gateway sent on its own (re-raising net_write_timeout after
+        # COM_RESET_CONNECTION): its response is dropped and nothing replaces it.
+        self.internal = False
         self.first_seq = 1  # sequence id of the first response packet
         self.sent_seq = 0
         # The policy rule that allowed the statement (recorded with each result).

@@ -9,6 +9,7 @@ waits in another thread.
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -18,11 +19,13 @@ import pytest
 
 from gateway.cli import main as gateway_cli
 from gateway.recording.schema import Ctl
+from protocols.mysql.constants import Command
 
 from ..admin_client import AdminClient
 from ..conftest import free_port
 from ..test_recording_e2e import frames, session_file
 from .conftest import MyGateway, StartMyGateway
+from .mywire import Wire
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +88,26 @@ max_rows = 100
 on_limit = "approval"
 approvers = ["dba-leads"]
 approval_timeout = "1500ms"
+
+[[policies]]
+name = "bytes"
+groups = ["bytes"]
+targets = ["app-my"]
+allow = ["read", "session"]
+max_bytes = "2KB"
+on_limit = "truncate"
+
+[[policies]]
+name = "masked"
+groups = ["masked"]
+targets = ["app-my"]
+allow = ["read", "session"]
+max_rows = 100
+on_limit = "truncate"
+
+[[policies.masks]]
+columns = ["big.pad"]
+style = "redact"
 
 [[policies]]
 name = "reviewed"
@@ -356,3 +379,168 @@ def test_review_holds_a_statement_until_approved(gw: MyGateway, approver: AdminC
     still_usable(conn)
     conn.close()
     admin.close()
+
+
+# --------------------------------------------------- bytes, masking, binary protocol
+
+
+def test_max_bytes_truncates_on_row_bytes(gw: MyGateway) -> None:
+    with connect(gw, "bea@example.com", "bytes") as conn:
+        rows = query(conn, "SELECT * FROM big ORDER BY id")
+        # Each row packet is 4 + 1 + len(id) + 1 + 20 bytes: about 30; 2 KB holds 60-70.
+        assert 50 < len(rows) < 80
+        assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+        still_usable(conn)
+
+
+def test_limits_count_the_masked_rows(gw: MyGateway) -> None:
+    with connect(gw, "mae@example.com", "masked") as conn:
+        rows = query(conn, "SELECT id, pad FROM big ORDER BY id")
+        assert len(rows) == 100
+        assert all(r[1] != "x" * 20 for r in rows), rows[:3]  # masked, not the stored value
+        still_usable(conn)
+
+
+def connector(gw: MyGateway, user: str, group: str, *, pure: bool) -> Any:
+    import mysql.connector
+
+    kw = gw.connector_kwargs(gw.token(user, (group,)), user=user)
+    kw.update(use_pure=pure, autocommit=True)
+    return mysql.connector.connect(**kw)
+
+
+def test_prepared_statement_error(gw: MyGateway) -> None:
+    """Binary-protocol results stop with the same ERR. The C extension is used: the pure
+    Python mysql-connector cannot read an ERR that follows binary rows (it re-appends the
+    previous row and waits for more), whoever sends it -- a server KILL does the same."""
+    import mysql.connector.errors
+
+    conn = connector(gw, "pete@example.com", "err", pure=False)
+    try:
+        cur = conn.cursor(prepared=True)
+        with pytest.raises(mysql.connector.errors.DatabaseError) as info:
+            cur.execute("SELECT id, pad FROM big WHERE id > %s", (0,))
+            cur.fetchall()
+        assert info.value.errno == 1105
+        assert "max_rows=100" in str(info.value)
+        # The C extension frees the statement's result on an ERR but leaves its own
+        # "unread result" flag set (connection_cext.get_rows); the wire is in step.
+        conn._unread_result = False
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT id FROM big WHERE id <= %s ORDER BY id", (3,))
+        assert cur.fetchall() == [(1,), (2,), (3,)]
+    finally:
+        conn.close()
+
+
+def test_prepared_statement_truncate(gw: MyGateway) -> None:
+    conn = connector(gw, "tina@example.com", "trunc", pure=True)
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT id, pad FROM big WHERE id > %s ORDER BY id", (0,))
+        assert [r[0] for r in cur.fetchall()] == list(range(1, 101))
+        cur.execute("SELECT id FROM big WHERE id <= %s ORDER BY id", (2,))
+        assert cur.fetchall() == [(1,), (2,)]
+    finally:
+        conn.close()
+
+
+def test_cursor_fetch_batches_share_one_budget(gw: MyGateway) -> None:
+    """COM_STMT_EXECUTE with a read-only cursor, rows by COM_STMT_FETCH: every batch of
+    the cursor draws on the statement's one max_rows budget."""
+    w = Wire(gw.host, gw.port)
+    w.login(gw.token("fay@example.com", ("err",)))
+    w.command(bytes((Command.COM_STMT_PREPARE,)) + b"SELECT id FROM big ORDER BY id")
+    _, ok = w.packet()
+    assert ok[:1] == b"\x00", ok
+    stmt_id = ok[1:5]
+    w.packet()  # column definition
+    w.packet()  # EOF
+    w.command(bytes((Command.COM_STMT_EXECUTE,)) + stmt_id + b"\x01" + b"\x01\x00\x00\x00")
+    assert w.packet()[1] == b"\x01"
+    w.packet()
+    _, eof = w.packet()
+    assert eof[:1] == b"\xfe" and struct.unpack("<H", eof[3:5])[0] & 0x40  # CURSOR_EXISTS
+
+    def fetch(n: int) -> tuple[list[int], bytes]:
+        w.command(bytes((Command.COM_STMT_FETCH,)) + stmt_id + struct.pack("<I", n))
+        ids = []
+        while True:
+            _, row = w.packet()
+            if row[:1] in (b"\xfe", b"\xff"):
+                return ids, row
+            ids.append(struct.unpack("<i", row[2:6])[0])
+
+    ids, end = fetch(60)
+    assert ids == list(range(1, 61)) and end[:1] == b"\xfe"
+    ids, end = fetch(60)
+    assert ids == list(range(61, 101))
+    assert end[:1] == b"\xff" and b"max_rows=100" in end, end
+    w.command(bytes((Command.COM_STMT_CLOSE,)) + stmt_id)  # no reply
+    w.query("SELECT 'after cursor'")
+    assert w.response_packets()[3][1] == b"\x0cafter cursor"
+    w.close()
+
+
+# ------------------------------------------------- net_write_timeout, identity changes
+
+
+def write_timeout(conn: Any) -> int:
+    cur = conn.cursor()
+    cur.execute("SELECT @@session.net_write_timeout")
+    (value,) = cur.fetchone()
+    cur.close()
+    return int(value)
+
+
+def test_write_timeout_raised_again_after_reset_and_change_user(gw: MyGateway) -> None:
+    """Results of the "appr" policy may pause for up to 30 s: the upstream session's
+    net_write_timeout is 30 + 60 s, also after the server reset it to the global value."""
+    conn = connector(gw, "rae@example.com", "appr", pure=True)
+    try:
+        assert write_timeout(conn) == 90
+        conn.cmd_reset_connection()
+        assert write_timeout(conn) == 90
+        token = gw.token("ray@example.com", ("appr",))
+        conn.cmd_change_user(username="ray@example.com", password=token, database="app")
+        assert write_timeout(conn) == 90
+    finally:
+        conn.close()
+
+
+def test_change_user_takes_the_new_identitys_masks_and_limits(gw: MyGateway) -> None:
+    conn = connector(gw, "root2@example.com", "dba", pure=True)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT pad FROM big ORDER BY id")
+        assert len(cur.fetchall()) == BIG  # no masks, no limits
+        token = gw.token("mia@example.com", ("masked",))
+        conn.cmd_change_user(username="mia@example.com", password=token, database="app")
+        cur = conn.cursor()
+        cur.execute("SELECT id, pad FROM big ORDER BY id")
+        rows = cur.fetchall()
+        assert len(rows) == 100  # the new identity's max_rows (truncate)
+        assert all(r[1] != "x" * 20 for r in rows)  # and its masks
+    finally:
+        conn.close()
+
+
+def test_pause_longer_than_the_servers_write_timeout(
+    gw: MyGateway, approver: AdminClient, mariadb_server: Any
+) -> None:
+    """With the server's global net_write_timeout at 2 s, a result paused for 4 s still
+    resumes: the gateway raised the session's value at login."""
+    mariadb_server.sql("SET GLOBAL net_write_timeout = 2")
+    try:
+        user = "pat@example.com"
+        conn = connect(gw, user, "appr")
+    finally:
+        mariadb_server.sql("SET GLOBAL net_write_timeout = 60")
+    future = in_thread(lambda: query(conn, "SELECT * FROM big ORDER BY id"))
+    request = approver.wait_pending(user)
+    time.sleep(4)
+    assert approver.approve(request["id"])[0] == 200
+    rows = future.result(timeout=30)
+    assert [r[0] for r in rows] == list(range(1, BIG + 1))
+    still_usable(conn)
+    conn.close()
