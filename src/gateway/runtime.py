@@ -128,6 +128,16 @@ class Runtime:
             ) from None
         revocation = self.revocations.match(identity)
         if revocation is not None:
+            log.info(
+                "login refused: access revoked",
+                extra={
+                    "event": "login_refused",
+                    "subject": identity.subject,
+                    "client_user": client_user,
+                    "revocation_id": revocation.id,
+                    "revoked_by": revocation.kind,
+                },
+            )
             raise AccessRevoked(f"access revoked ({revocation.id}, by {revocation.kind})")
         return identity
 

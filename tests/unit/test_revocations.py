@@ -20,7 +20,9 @@ class Clock:
         return self.now
 
 
-def ident(subject: str = "alice", groups: tuple[str, ...] = ("dev",), jti: str | None = "j1"):
+def ident(
+    subject: str = "alice", groups: tuple[str, ...] = ("dev",), jti: str | None = "j1"
+) -> Identity:
     return Identity(subject=subject, groups=groups, token_id=jti, issuer="https://idp.test/")
 
 
