@@ -231,6 +231,7 @@ def test_a_revocation_with_an_expiry_stops_applying(gw: GatewayProcess, admin: A
     with connect(gw, user) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     status, body = admin.call("GET", "/api/revocations")
+    assert status == 200
     assert answer["id"] not in [r["id"] for r in body["revocations"]]
 
 
