@@ -43,6 +43,8 @@ class Lifecycle:
     def live_sessions(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
         for session in list(self.registry.sessions.values()):
+            if session.closing:
+                continue
             identity = session.identity
             out.append(
                 {
@@ -82,7 +84,7 @@ class Lifecycle:
         ended = []
         for session in list(self.registry.sessions.values()):
             identity = session.identity
-            if identity is not None and revocation.matches(identity):
+            if identity is not None and not session.closing and revocation.matches(identity):
                 ended.append(session.session_id)
                 self._end(
                     session,

@@ -25,6 +25,9 @@ class GatewaySession(Protocol):
     end_reason: str
     identity: Identity | None  # set once the token is verified
 
+    @property
+    def closing(self) -> bool: ...
+
     def cancel_query(self) -> None: ...
 
     def shutdown(self, reason: str) -> None: ...
