@@ -330,6 +330,7 @@ def test_token_expiry_ends_a_running_query(gw: GatewayProcess, pool: ThreadPoolE
     assert "session ended: token expired" in str(exc)
     assert exp - 0.5 <= time.time() < exp + 2  # ended at exp (grace 0), not later
     conn.close()
+    backend_gone(gw, "SELECT pg_sleep(30)")
     assert end_frame(gw, user).reason == "token expired"
 
 

@@ -564,7 +564,7 @@ class MySqlSession(LegPair):
         delay = max(0.0, expires_at + self.runtime.expiry_grace - time.time())
         self._expiry_timer = loop.call_at(
             loop.time() + delay,
-            self.terminate,
+            self._end_now,
             ER_CONNECTION_KILLED,
             "70100",
             "session ended: token expired",
@@ -1600,11 +1600,15 @@ class MySqlSession(LegPair):
         }
 
     def kill(self, message: str, end_reason: str) -> None:
-        """An administrator ended the session: ERR 1927 (70100) where the client can read
-        one (between commands; before the first packet of its response; in place of the
-        next row of a result paused for approval), else the connection just closes (a
-        packet cannot be cut into mid-response); KILL QUERY upstream for a running
-        statement, COM_QUIT, both connections closed."""
+        """An administrator ended the session: ERR 1927 (70100)."""
+        self._end_now(ER_CONNECTION_KILLED, "70100", message, end_reason)
+
+    def _end_now(self, errno: int, sqlstate: str, message: str, end_reason: str) -> None:
+        """End the session whatever it is doing (kill switch, revocation, token expiry):
+        an ERR where the client can read one (between commands; before the first packet
+        of its response; in place of the next row of a result paused for approval), else
+        the connection just closes (a response cannot be cut into mid-packet-stream);
+        KILL QUERY upstream for a running statement, COM_QUIT, both connections closed."""
         if self._closing:
             return
         seq: int | None = None
@@ -1623,7 +1627,7 @@ class MySqlSession(LegPair):
                 up.leg.write(build_packets(bytes((Command.COM_QUIT,)), 0)[0])
         self.end_reason = end_reason
         if seq is not None and not self.client.closed:
-            self.client.write(_err(ER_CONNECTION_KILLED, "70100", message, seq))
+            self.client.write(_err(errno, sqlstate, message, seq))
         self._close_both()
 
     def cancel_query(self) -> None:

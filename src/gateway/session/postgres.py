@@ -346,7 +346,7 @@ class PgSession(LegPair):
         delay = max(0.0, expires_at + self.runtime.expiry_grace - time.time())
         self._expiry_timer = loop.call_at(
             loop.time() + delay,
-            self.terminate,
+            self._end_now,
             SqlState.INVALID_AUTHORIZATION,
             "session ended: token expired",
             "token expired",
@@ -800,11 +800,16 @@ class PgSession(LegPair):
         }
 
     def kill(self, message: str, end_reason: str) -> None:
-        """An administrator ended the session: FATAL 57P01 to the client (between
-        messages: only whole messages are ever forwarded), the running statement
-        cancelled (a closed socket does not stop a backend mid-query), Terminate sent
-        upstream, both connections closed. A result paused for approval or a statement
-        held for review ends the same way (its request is withdrawn on release)."""
+        """An administrator ended the session: FATAL 57P01 to the client."""
+        self._end_now(SqlState.ADMIN_SHUTDOWN, "terminating connection: " + message, end_reason)
+
+    def _end_now(self, sqlstate: str, message: str, end_reason: str) -> None:
+        """End the session whatever it is doing (kill switch, revocation, token expiry):
+        FATAL to the client (between messages: only whole messages are ever forwarded),
+        the running statement cancelled (a closed socket does not stop a backend
+        mid-query), Terminate sent upstream, both connections closed. A result paused for
+        approval or a statement held for review ends the same way (its request is
+        withdrawn on release)."""
         if self._closing:
             return
         up, tracker = self.upstream, self.tracker
@@ -820,7 +825,7 @@ class PgSession(LegPair):
                 )
             if not up.leg.closed:
                 up.leg.write(_TERMINATE_MESSAGE)
-        self.terminate(SqlState.ADMIN_SHUTDOWN, "terminating connection: " + message, end_reason)
+        self.terminate(sqlstate, message, end_reason)
 
     def cancel_query(self) -> None:
         """A client CancelRequest matched this session: forward it upstream now."""

@@ -201,3 +201,26 @@ def test_kill_a_result_paused_for_approval(
     while any(r["id"] == request["id"] for r in approver.pending()):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_token_expiry_ends_a_running_statement(
+    gw: MyGateway, pool: ThreadPoolExecutor, direct_kwargs: dict[str, Any]
+) -> None:
+    user = "my-short-lived@example.com"
+    sleep = "SELECT SLEEP(29)"
+    token = gw.token(user, ("dba",), ttl=3)
+    conn = pymysql.connect(**gw.pymysql_kwargs(token, user=user), autocommit=True)
+    started = time.monotonic()
+    future = pool.submit(query, conn, sleep)
+    exc = future.exception(timeout=15)
+    assert time.monotonic() - started < 5
+    assert isinstance(exc, pymysql.err.OperationalError), exc
+    assert exc.args == (ER_CONNECTION_KILLED, "session ended: token expired")
+    conn.close()
+    with pymysql.connect(**direct_kwargs) as direct:
+        deadline = time.monotonic() + 5
+        while query(
+            direct, f"SELECT id FROM information_schema.PROCESSLIST WHERE INFO = '{sleep}'"
+        ):
+            assert time.monotonic() < deadline, "the upstream statement is still running"
+            time.sleep(0.1)
