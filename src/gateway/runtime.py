@@ -31,7 +31,7 @@ from .config import (
     target_allowed,
 )
 from .identity import Identity
-from .lifecycle import RevocationStore
+from .lifecycle import Revocation, RevocationStore
 from .lifecycle.control import Lifecycle
 from .limits import LimitSpec, SessionLimits, UsageWindows, build_limit_spec
 from .masking.detectors import CustomDetector
@@ -135,7 +135,7 @@ class Runtime:
                     "subject": identity.subject,
                     "client_user": client_user,
                     "revocation_id": revocation.id,
-                    "revoked_by": revocation.kind,
+                    "revocation_kind": revocation.kind,
                 },
             )
             raise AccessRevoked(f"access revoked ({revocation.id}, by {revocation.kind})")
@@ -304,6 +304,10 @@ class Runtime:
     def kill_session(self, session_id: str, reason: str, by: str) -> bool:
         """End one live session as an administrator; False if there is no such session."""
         return self.lifecycle.kill_session(session_id, reason, by)
+
+    def end_sessions_matching(self, revocation: Revocation) -> list[str]:
+        """End every live session a revocation matches; the ids of those ended."""
+        return self.lifecycle.end_matching(revocation)
 
     def reload_revocations(self) -> list[str]:
         """Re-read revocations.json (hot reload) and end the live sessions it now matches;
