@@ -59,6 +59,7 @@ __all__ = [
     "RecordingSection",
     "Target",
     "TlsSection",
+    "expiry_grace",
     "load_config",
     "parse_byte_size",
     "parse_config",
@@ -171,7 +172,7 @@ class GatewaySection(_Section, frozen=True, kw_only=True):
     max_message_size: Annotated[int, _Min(1024)] = 64 * MiB
     login_timeout: PositiveDuration = 15.0
     shutdown_grace: Duration = 30.0
-    # A session is ended this long after its token's ``exp``.
+    # A session is ended this long after its token's ``exp`` (superseded by auth.expiry_grace).
     token_expiry_grace: Duration = 0.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
@@ -198,6 +199,9 @@ class AuthSection(_Section, frozen=True, kw_only=True):
     jwks_cache_ttl: Duration = 600.0
     jwks_min_refetch_interval: Duration = 30.0
     max_token_size: Annotated[int, _Min(1)] = 16384
+    # A session ends this long after its token's ``exp`` (docs/operations.md, "Revocation
+    # and the kill switch"); unset: ``gateway.token_expiry_grace``, the older spelling.
+    expiry_grace: Annotated[float | None, _Duration(), _Min(0)] = None
 
     @property
     def audiences(self) -> list[str]:
@@ -1145,3 +1149,10 @@ def targets_allowed(config: Config, groups: Iterable[str]) -> set[str]:
 
 def target_allowed(config: Config, target_name: str, groups: Iterable[str]) -> bool:
     return target_name in targets_allowed(config, groups)
+
+
+def expiry_grace(config: Config) -> float:
+    """Seconds a session outlives its token's ``exp``: ``auth.expiry_grace`` when set,
+    else the older ``gateway.token_expiry_grace``."""
+    grace = config.auth.expiry_grace
+    return grace if grace is not None else config.gateway.token_expiry_grace

@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -23,12 +24,15 @@ from .config import (
     Config,
     Policy,
     Target,
+    expiry_grace,
     policy_digest,
     read_mask_hash_key,
     read_target_password,
     target_allowed,
 )
 from .identity import Identity
+from .lifecycle import Revocation, RevocationStore
+from .lifecycle.control import Lifecycle
 from .limits import LimitSpec, SessionLimits, UsageWindows, build_limit_spec
 from .masking.detectors import CustomDetector
 from .masking.lineage_cache import LineageCache
@@ -36,7 +40,7 @@ from .masking.rules import MaskPolicy, MaskSpec
 from .masking.styles import Style
 from .policy import PolicyEngine, PolicySpec, RuleSpec, SessionPolicy
 from .session.catalog_loader import CatalogUnavailable, TargetCatalog
-from .session.errors import LoginRefused
+from .session.errors import AccessRevoked, LoginRefused
 from .session.limit_control import LimitControl
 from .session.registry import SessionRegistry
 from .session.target import UpstreamTarget
@@ -83,6 +87,12 @@ class Runtime:
         self.approvals = ApprovalBroker(history=config.approvals.history)
         self.usage = UsageWindows()
         self._limit_specs: dict[tuple[str, ...], LimitSpec | None] = {}
+        # Revocations and the kill switch (docs/operations.md). The list is read here, so
+        # an unreadable file stops the gateway from starting (RevocationError).
+        self.revocations = RevocationStore(Path(config.gateway.state_dir) / "revocations.json")
+        self.revocations.load()
+        self.lifecycle = Lifecycle(self.registry, self.revocations)
+        self.expiry_grace = expiry_grace(config)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -107,7 +117,7 @@ class Runtime:
 
     async def authenticate(self, token: str, client_user: str) -> Identity:
         try:
-            return await self.verifier.verify(token)
+            identity = await self.verifier.verify(token)
         except AuthenticationFailed as exc:
             # The reason goes to our log, never to the client.
             log.info("token rejected", extra={"client_user": client_user, "reason": str(exc)})
@@ -116,6 +126,20 @@ class Runtime:
                 f'password authentication failed for user "{client_user}"',
                 f"token rejected: {exc}",
             ) from None
+        revocation = self.revocations.match(identity)
+        if revocation is not None:
+            log.info(
+                "login refused: access revoked",
+                extra={
+                    "event": "login_refused",
+                    "subject": identity.subject,
+                    "client_user": client_user,
+                    "revocation_id": revocation.id,
+                    "revocation_kind": revocation.kind,
+                },
+            )
+            raise AccessRevoked(f"access revoked ({revocation.id}, by {revocation.kind})")
+        return identity
 
     def target_allowed(self, target: TargetRuntime, identity: Identity) -> bool:
         return target_allowed(self.config, target.name, identity.groups)
@@ -270,6 +294,26 @@ class Runtime:
         self.counters["cancels"] += 1
         session.cancel_query()
 
+    # -- live sessions and the kill switch (docs/operations.md) --------------------------
+
+    def live_sessions(self) -> list[dict[str, object]]:
+        """One dict per live session: session_id, subject, groups, target, protocol,
+        client, since, statements, rows, bytes (to the client), current_statement."""
+        return self.lifecycle.live_sessions()
+
+    def kill_session(self, session_id: str, reason: str, by: str) -> bool:
+        """End one live session as an administrator; False if there is no such session."""
+        return self.lifecycle.kill_session(session_id, reason, by)
+
+    def end_sessions_matching(self, revocation: Revocation) -> list[str]:
+        """End every live session a revocation matches; the ids of those ended."""
+        return self.lifecycle.end_matching(revocation)
+
+    def reload_revocations(self) -> list[str]:
+        """Re-read revocations.json (hot reload) and end the live sessions it now matches;
+        RevocationError, keeping the old list, if the file is unusable."""
+        return self.lifecycle.reload()
+
     # -- session events (structured log lines) ---------------------------------------------
 
     def session_started(self, session: GatewaySession, identity: Identity) -> None:
@@ -287,6 +331,12 @@ class Runtime:
                 **session.summary(),
             },
         )
+        if self.revocations.match(identity) is not None:
+            # Revoked while it was logging in (after its token was checked): ended as
+            # soon as the driver has finished starting it.
+            asyncio.get_running_loop().call_soon(
+                self.lifecycle.check_new_session, session, identity
+            )
 
     def session_ended(self, session: GatewaySession) -> None:
         log.info(

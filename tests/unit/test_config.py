@@ -12,6 +12,7 @@ from gateway.config import (
     Config,
     ConfigError,
     ConfigFileError,
+    expiry_grace,
     load_config,
     parse_byte_size,
     parse_config,
@@ -647,6 +648,17 @@ def test_example_in_docs_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     config = parse(example)
     assert config.targets and config.policies
     assert os.path.isabs(config.auth.jwks_file or "")
+    assert expiry_grace(config) == 60.0
+
+
+def test_expiry_grace_prefers_auth_and_falls_back_to_the_older_key() -> None:
+    assert expiry_grace(parse(MINIMAL)) == 0.0
+    older = MINIMAL.replace("[auth]", '[gateway]\ntoken_expiry_grace = "30s"\n\n[auth]', 1)
+    assert expiry_grace(parse(older)) == 30.0
+    both = older.replace("[auth]\n", '[auth]\nexpiry_grace = "2m"\n', 1)
+    assert expiry_grace(parse(both)) == 120.0
+    bad = MINIMAL.replace("[auth]\n", '[auth]\nexpiry_grace = "-1s"\n', 1)
+    assert errors(bad) and "auth.expiry_grace" in errors(bad)[0]
 
 
 # ------------------------------------------------------------------ statement policy keys

@@ -64,6 +64,9 @@ def build_app(runtime: Runtime, config: Config) -> web.Application:
     app.router.add_get("/api/approvals/{id}", show_approval)
     app.router.add_post("/api/approvals/{id}/approve", approve)
     app.router.add_post("/api/approvals/{id}/deny", deny)
+    from .lifecycle_api import add_routes  # imports this module's helpers
+
+    add_routes(app, runtime, config)
     return app
 
 

@@ -1,9 +1,9 @@
 """`gateway approvals list|show|approve|deny`: the approvers' client of the admin API.
 
 Talks to the admin API (docs/approvals.md) with the standard library only. The token comes
-from ``--token`` or ``GATEWAY_TOKEN`` and is never printed; redirects are not followed (they
-would carry it elsewhere). Exit statuses: 0 ok, 1 the API refused (its message is printed),
-2 usage or connection error.
+from ``--token``, ``--token-file`` or ``GATEWAY_TOKEN`` and is never printed; redirects are
+not followed (they would carry it elsewhere). Exit statuses: 0 ok, 1 the API refused (its
+message is printed), 2 usage or connection error.
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--token",
         default=None,
         help=f"bearer token (default: ${TOKEN_ENV}; prefer the variable, argv is visible)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=None,
+        help="read the bearer token from this file (instead of --token)",
     )
     parser.add_argument(
         "--cafile",
@@ -140,9 +146,13 @@ class AdminClient:
         url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
         if not url.startswith(("https://", "http://")):
             raise CommandError(USAGE_ERROR, f"--url must start with https:// or http://: {url}")
-        token = args.token or os.environ.get(TOKEN_ENV, "")
+        if args.token and args.token_file:
+            raise CommandError(USAGE_ERROR, "--token and --token-file exclude each other")
+        token = args.token or _read_token_file(args.token_file) or os.environ.get(TOKEN_ENV, "")
         if not token.strip():
-            raise CommandError(USAGE_ERROR, f"no token: pass --token or set {TOKEN_ENV}")
+            raise CommandError(
+                USAGE_ERROR, f"no token: pass --token or --token-file, or set {TOKEN_ENV}"
+            )
         if args.cafile and args.insecure:
             raise CommandError(USAGE_ERROR, "--cafile and --insecure exclude each other")
         return cls(url, token.strip(), args.cafile, args.insecure)
@@ -188,6 +198,16 @@ class AdminClient:
             return ssl.create_default_context(cafile=self._cafile)
         except (OSError, ssl.SSLError) as exc:
             raise CommandError(USAGE_ERROR, f"cannot load --cafile {self._cafile}: {exc}") from None
+
+
+def _read_token_file(path: str | None) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(USAGE_ERROR, f"cannot read --token-file {path}: {exc}") from None
 
 
 def _opener(context: Any) -> Any:

@@ -1,4 +1,6 @@
-"""`gateway sessions list|show|replay|export|verify`: the auditors' tools.
+"""`gateway sessions list|show|replay|export|verify`: the auditors' tools; and
+`gateway sessions live|kill`, the administrators' view of live sessions (admin API,
+gateway.commands.lifecycle).
 
 Only argument parsing lives here; the work (and every heavy import: msgspec,
 cryptography) happens in ``gateway.recording.cli`` when a command actually runs.
@@ -31,7 +33,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "sessions",
-        help="list, show, replay, export and verify session recordings",
+        help="list, show, replay, export and verify session recordings; live sessions",
         description="Auditors' tools for session recordings (docs/auditing.md).",
     )
     commands = parser.add_subparsers(dest="sessions_command", required=True, metavar="COMMAND")
@@ -93,3 +95,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--progress-every", type=int, default=64 << 20, help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
+
+    from .lifecycle import register_sessions
+
+    register_sessions(commands)

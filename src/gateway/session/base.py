@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ..identity import Identity
     from ..net.leg import Leg
     from ..runtime import TargetRuntime
 
@@ -22,10 +23,24 @@ class GatewaySession(Protocol):
     started: float
     identity_subject: str | None
     end_reason: str
+    identity: Identity | None  # set once the token is verified
+
+    @property
+    def closing(self) -> bool: ...
 
     def cancel_query(self) -> None: ...
 
     def shutdown(self, reason: str) -> None: ...
+
+    def kill(self, message: str, end_reason: str) -> None:
+        """An administrator ended the session (kill switch, revocation): the client is
+        told ``message`` with the protocol's error, the running statement is stopped
+        upstream, both connections close and the recording ends with ``end_reason``."""
+        ...
+
+    def live_info(self) -> dict[str, object]:
+        """statements, rows, bytes (to the client) and current_statement, for the admin API."""
+        ...
 
     def summary(self) -> dict[str, object]:
         """Protocol-specific numbers for the session start/end log lines."""

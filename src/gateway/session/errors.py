@@ -13,3 +13,10 @@ class LoginRefused(Exception):
         self.sqlstate = sqlstate
         self.message = message
         self.log_detail = log_detail
+
+
+class AccessRevoked(LoginRefused):
+    """The identity is revoked (docs/operations.md): refused with a clear message."""
+
+    def __init__(self, log_detail: str) -> None:
+        super().__init__("28000", "access revoked by an administrator", log_detail)

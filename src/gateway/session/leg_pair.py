@@ -41,6 +41,11 @@ class LegPair:
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    @property
+    def closing(self) -> bool:
+        """Ending: no longer a live session, though its connections may still be flushing."""
+        return self._closing
+
     def _release_registrations(self) -> None:
         """Protocol-specific cleanup (registry entries, background tasks)."""
         raise NotImplementedError

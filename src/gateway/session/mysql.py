@@ -91,7 +91,7 @@ from ..limits import DRAINING, OPEN, PAUSED, STOPPED, Budget, Cut, SessionLimits
 from ..masking.plan import ResultPlan
 from ..net.leg import Leg, LegClosed
 from ..policy import Decision
-from .errors import LoginRefused
+from .errors import AccessRevoked, LoginRefused
 from .leg_pair import LegPair
 from .limit_control import LimitControl
 from .my_masking import MyMasking
@@ -249,6 +249,7 @@ class MySqlSession(LegPair):
         self._limited: Exchange | None = None
         self._limited_err: tuple[int, str, str] | None = None
         self._paused = False  # a result waits for approval: server bytes stay queued
+        self._paused_seq = 0  # ... and the sequence id the client expects next
         self._reviewing = False  # a command waits for review: client bytes stay queued
         max_size = runtime.config.gateway.max_message_size
         self._client_scanner = PacketScanner(max_size, expected_seq=0)
@@ -441,6 +442,8 @@ class MySqlSession(LegPair):
             raise self._access_denied("empty password (no token)")
         try:
             identity = await runtime.authenticate(token, self.client_user)
+        except AccessRevoked as exc:
+            raise _Refused(1045, exc.sqlstate, exc.message, exc.log_detail) from None
         except LoginRefused as exc:
             raise self._access_denied(exc.log_detail) from None
         self.identity_subject = identity.subject
@@ -570,14 +573,15 @@ class MySqlSession(LegPair):
             self._expiry_timer = None
         if expires_at is None:
             return
-        grace = self.runtime.config.gateway.token_expiry_grace
-        delay = max(0.0, expires_at + grace - time.time())
-        self._expiry_timer = asyncio.get_running_loop().call_later(
-            delay,
-            self.terminate,
+        # One timer per session, on the loop's clock (no polling).
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, expires_at + self.runtime.expiry_grace - time.time())
+        self._expiry_timer = loop.call_at(
+            loop.time() + delay,
+            self._end_now,
             ER_CONNECTION_KILLED,
             "70100",
-            "session ended: the access token expired",
+            "session ended: token expired",
             "token expired",
         )
 
@@ -1306,6 +1310,7 @@ class MySqlSession(LegPair):
             # has no asynchronous notice, so the client just waits for more rows.
             self._server_scanner.unread(memoryview(buf)[held:stop])
             self._paused = True
+            self._paused_seq = next_seq
             assert self.upstream is not None
             self.upstream.leg.pause_reading("approval")
             return True
@@ -1334,14 +1339,15 @@ class MySqlSession(LegPair):
     ) -> None:
         """Drop the rest of this response (the gateway's ERR, if any, follows it with
         sequence id ``seq``) and kill the statement upstream."""
+        if error is not None and self.observer is not None:
+            # Before ``swallow`` is set: the rows sent so far count as sent.
+            self.observer.result_finished(
+                ex, err=ErrPacket(error[0], error[1], error[2].encode("utf-8", "replace"))
+            )
         ex.swallow = True
         ex.sent_seq = seq
         self._limited = ex
         self._limited_err = error
-        if error is not None and self.observer is not None:
-            self.observer.result_finished(
-                ex, err=ErrPacket(error[0], error[1], error[2].encode("utf-8", "replace"))
-            )
         if ex.command != _COM_STMT_FETCH:  # a fetch reads a materialized cursor
             self._kill_upstream(why)
 
@@ -1617,6 +1623,50 @@ class MySqlSession(LegPair):
             "statements": self.observer.statements if self.observer else 0,
             "bytes_to_client": self.client.bytes_out,
         }
+
+    def live_info(self) -> dict[str, object]:
+        observer = self.observer
+        rows = observer.rows_total if observer is not None else 0
+        ex = self._exchanges[0] if self._exchanges else None
+        if ex is not None:
+            rows += ex.rows  # the running statement's rows so far
+        return {
+            "statements": observer.statements if observer is not None else 0,
+            "rows": rows,
+            "bytes": self.client.bytes_out,
+            "current_statement": _statement(ex) if ex is not None else None,
+        }
+
+    def kill(self, message: str, end_reason: str) -> None:
+        """An administrator ended the session: ERR 1927 (70100)."""
+        self._end_now(ER_CONNECTION_KILLED, "70100", message, end_reason)
+
+    def _end_now(self, errno: int, sqlstate: str, message: str, end_reason: str) -> None:
+        """End the session whatever it is doing (kill switch, revocation, token expiry):
+        an ERR where the client can read one (between commands; before the first packet
+        of its response; in place of the next row of a result paused for approval), else
+        the connection just closes (a response cannot be cut into mid-packet-stream);
+        KILL QUERY upstream for a running statement, COM_QUIT, both connections closed."""
+        if self._closing:
+            return
+        seq: int | None = None
+        ex = self._exchanges[0] if self._exchanges else None
+        if ex is None:
+            seq = 1  # read as the answer to the client's next command
+        elif self._paused:
+            seq = self._paused_seq
+        elif not ex.result_index and not ex.bytes and not ex.rows and not ex.swallow:
+            seq = ex.first_seq
+        up = self.upstream
+        if up is not None:
+            if ex is not None:
+                self.runtime.spawn(kill_query(self.target.upstream, up.thread_id))
+            if not up.leg.closed:
+                up.leg.write(build_packets(bytes((Command.COM_QUIT,)), 0)[0])
+        self.end_reason = end_reason
+        if seq is not None and not self.client.closed:
+            self.client.write(_err(errno, sqlstate, message, seq))
+        self._close_both()
 
     def cancel_query(self) -> None:
         """Kill the running statement upstream (KILL QUERY on a new connection)."""

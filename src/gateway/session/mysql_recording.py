@@ -174,12 +174,21 @@ class Exchange:
 class MyRecordingObserver:
     """Records MySQL commands; a no-op shell when the session is not recorded."""
 
-    __slots__ = ("_columns", "_statement_rules", "denied", "record_rows", "recording", "statements")
+    __slots__ = (
+        "_columns",
+        "_statement_rules",
+        "denied",
+        "record_rows",
+        "recording",
+        "rows_total",
+        "statements",
+    )
 
     def __init__(self, recording: SessionRecording | None, record_rows: int) -> None:
         self.recording = recording
         self.record_rows = record_rows
         self.statements = 0
+        self.rows_total = 0  # rows of finished results (the admin API's live sessions)
         self.denied = 0
         self._columns: dict[tuple[tuple[ColumnDefinition41, ...], bool], list[ColumnInfo]] = {}
         # The policy rule that allowed each prepared statement (by statement id),
@@ -346,6 +355,8 @@ class MyRecordingObserver:
     ) -> None:
         """One result of the exchange ended (OK, terminator or ERR); with ``more`` the
         next result of the same command opens a new recorded statement."""
+        if not ex.swallow:  # a stopped result's swallowed tail was never sent
+            self.rows_total += ex.rows
         rec = self.recording
         if rec is not None and ex.stmt is not None:
             tag: str | None = None

@@ -75,6 +75,7 @@ class PgRecordingObserver:
         "planner",
         "record_rows",
         "recording",
+        "rows_total",
         "rule",
         "statements",
     )
@@ -87,6 +88,7 @@ class PgRecordingObserver:
         self.rule = rule
         self.statements = 0
         self.denied = 0
+        self.rows_total = 0  # rows of finished executions (the admin API's live sessions)
         # Parsed column metadata per (RowDescription, result formats).
         self._columns: dict[tuple[bytes, tuple[int, ...]], list[ColumnInfo]] = {}
         # (text, statement name) as recorded, per (raw text, raw name).
@@ -224,6 +226,7 @@ class PgRecordingObserver:
             st.bytes += n
 
     def execution_finished(self, ex: Execution) -> None:
+        self.rows_total += ex.rows
         rec = self.recording
         st = ex.context
         if rec is None or not isinstance(st, Statement):

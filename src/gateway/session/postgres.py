@@ -57,6 +57,7 @@ from .pg_recording import PgRecordingObserver
 from .pg_upstream import UpstreamConnection, UpstreamError, connect_upstream, send_cancel
 
 if TYPE_CHECKING:
+    from ..identity import Identity
     from ..runtime import Runtime, TargetRuntime
 
 log = logging.getLogger("gateway.session")
@@ -81,6 +82,7 @@ _RESULT_END = frozenset(b"CsEI")
 # and _pq_.* protocol options are answered with NegotiateProtocolVersion.
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 _MAX_PASSWORD_MESSAGE = 16 * 1024
+_TERMINATE_MESSAGE = b"X\x00\x00\x00\x04"
 
 
 class PgSession(LegPair):
@@ -106,6 +108,7 @@ class PgSession(LegPair):
         self._swallow = False
         self.cancel_key: tuple[int, bytes] | None = None
         self.identity_subject: str | None = None
+        self.identity: Identity | None = None
         self.started = time.time()
         self.end_reason = "client closed"
         self.tls_active = False
@@ -211,6 +214,7 @@ class PgSession(LegPair):
         identity = await runtime.authenticate(token, params["user"])
         del token
         self.identity_subject = identity.subject
+        self.identity = identity
         if not runtime.target_allowed(self.target, identity):
             raise LoginRefused(
                 SqlState.INVALID_AUTHORIZATION,
@@ -337,13 +341,14 @@ class PgSession(LegPair):
     def _arm_expiry(self, expires_at: float | None) -> None:
         if expires_at is None:
             return
-        grace = self.runtime.config.gateway.token_expiry_grace
-        delay = max(0.0, expires_at + grace - time.time())
-        self._expiry_timer = asyncio.get_running_loop().call_later(
-            delay,
-            self.terminate,
+        # One timer per session, on the loop's clock (no polling).
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, expires_at + self.runtime.expiry_grace - time.time())
+        self._expiry_timer = loop.call_at(
+            loop.time() + delay,
+            self._end_now,
             SqlState.INVALID_AUTHORIZATION,
-            "session ended: the access token expired",
+            "session ended: token expired",
             "token expired",
         )
 
@@ -780,6 +785,47 @@ class PgSession(LegPair):
             "statements": self.observer.statements if self.observer else 0,
             "bytes_to_client": self.client.bytes_out,
         }
+
+    def live_info(self) -> dict[str, object]:
+        observer, tracker = self.observer, self.tracker
+        rows = observer.rows_total if observer is not None else 0
+        ex = tracker.head_execution() if tracker is not None else None
+        if ex is not None:
+            rows += ex.rows  # the running statement's rows so far
+        return {
+            "statements": observer.statements if observer is not None else 0,
+            "rows": rows,
+            "bytes": self.client.bytes_out,
+            "current_statement": _statement(ex) if ex is not None else None,
+        }
+
+    def kill(self, message: str, end_reason: str) -> None:
+        """An administrator ended the session: FATAL 57P01 to the client."""
+        self._end_now(SqlState.ADMIN_SHUTDOWN, "terminating connection: " + message, end_reason)
+
+    def _end_now(self, sqlstate: str, message: str, end_reason: str) -> None:
+        """End the session whatever it is doing (kill switch, revocation, token expiry):
+        FATAL to the client (between messages: only whole messages are ever forwarded),
+        the running statement cancelled (a closed socket does not stop a backend
+        mid-query), Terminate sent upstream, both connections closed. A result paused for
+        approval or a statement held for review ends the same way (its request is
+        withdrawn on release)."""
+        if self._closing:
+            return
+        up, tracker = self.upstream, self.tracker
+        if up is not None:
+            if (
+                tracker is not None
+                and tracker.busy()
+                and up.process_id is not None
+                and up.secret_key is not None
+            ):
+                self.runtime.spawn(
+                    send_cancel(self.target.upstream, up.process_id, up.secret_key, up.tls)
+                )
+            if not up.leg.closed:
+                up.leg.write(_TERMINATE_MESSAGE)
+        self.terminate(sqlstate, message, end_reason)
 
     def cancel_query(self) -> None:
         """A client CancelRequest matched this session: forward it upstream now."""

@@ -1,0 +1,226 @@
+"""Revocations and the kill switch through the real gateway with PyMySQL against real
+MariaDB (issue 8): a revocation ends a running statement at once with ERR 1927, a revoked
+identity cannot log in (ERR 1045), an administrator kills idle and paused sessions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pymysql
+import pytest
+
+from gateway.recording.schema import End
+
+from ..admin_client import AdminClient
+from ..conftest import free_port
+from ..test_recording_e2e import frames, session_file
+from .conftest import MyGateway, StartMyGateway
+
+pytestmark = pytest.mark.integration
+
+ADMIN = ("root@example.com", ("gateway-admins",))
+ER_CONNECTION_KILLED = 1927
+
+POLICIES = """
+[[policies]]
+name = "admins"
+groups = ["dba"]
+targets = ["app-my"]
+allow = ["*", "unknown"]
+
+[[policies]]
+name = "appr"
+groups = ["appr"]
+targets = ["app-my"]
+allow = ["read", "session", "transaction"]
+max_rows = 100
+on_limit = "approval"
+approvers = ["dba-leads"]
+approval_timeout = "60s"
+"""
+
+
+@pytest.fixture(scope="module")
+def admin_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gw(start_mysql_gateway: StartMyGateway, admin_port: int) -> MyGateway:
+    extra = f"""
+[admin]
+listen = "127.0.0.1:{admin_port}"
+groups = ["gateway-admins"]
+allow_plaintext = true
+"""
+    return start_mysql_gateway(policies=POLICIES, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def admin(gw: MyGateway, admin_port: int) -> AdminClient:
+    client = AdminClient(f"http://127.0.0.1:{admin_port}", gw.token(*ADMIN))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.call("GET", "/healthz")
+            return client
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(4) as executor:
+        yield executor
+
+
+def connect(gw: MyGateway, user: str, group: str = "dba") -> pymysql.Connection[Any]:
+    return pymysql.connect(
+        **gw.pymysql_kwargs(gw.token(user, (group,)), user=user), autocommit=True
+    )
+
+
+def query(conn: pymysql.Connection[Any], sql: str) -> list[Any]:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+def live(admin: AdminClient, subject: str) -> list[dict[str, Any]]:
+    status, body = admin.call("GET", "/api/sessions")
+    assert status == 200, body
+    return [s for s in body["sessions"] if s["subject"] == subject]
+
+
+def wait_running(admin: AdminClient, subject: str, needle: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for session in live(admin, subject):
+            if needle in (session["current_statement"] or ""):
+                return session
+        time.sleep(0.05)
+    raise AssertionError(f"{subject} is not running {needle!r}")
+
+
+def ended_within(future: Future[Any], started: float, limit: float = 1.0) -> BaseException:
+    exc = future.exception(timeout=15)
+    assert exc is not None
+    assert time.monotonic() - started < limit, f"took {time.monotonic() - started:.2f}s"
+    return exc
+
+
+def test_revoking_a_subject_ends_its_running_statement(
+    gw: MyGateway,
+    admin: AdminClient,
+    pool: ThreadPoolExecutor,
+    direct_kwargs: dict[str, Any],
+) -> None:
+    user = "my-contractor@example.com"
+    sleep = "SELECT SLEEP(30)"
+    conn = connect(gw, user)
+    bystander = connect(gw, "my-colleague@example.com")
+    future = pool.submit(query, conn, sleep)
+    session = wait_running(admin, user, "SLEEP")
+    assert session["protocol"] == "mysql" and session["target"] == "app-my"
+
+    started = time.monotonic()
+    status, answer = admin.call(
+        "POST", "/api/revocations", {"subject": user, "reason": "offboarded"}
+    )
+    assert status == 201 and answer["sessions_ended"] == [session["session_id"]]
+    exc = ended_within(future, started)
+    assert isinstance(exc, pymysql.err.OperationalError), exc
+    assert exc.args[0] == ER_CONNECTION_KILLED
+    assert "session ended by an administrator: offboarded" in exc.args[1]
+    conn.close()
+    # The statement does not go on running on the server (KILL QUERY upstream).
+    with pymysql.connect(**direct_kwargs) as direct:
+        deadline = time.monotonic() + 5
+        while query(
+            direct, f"SELECT id FROM information_schema.PROCESSLIST WHERE INFO = '{sleep}'"
+        ):
+            assert time.monotonic() < deadline, "the upstream statement is still running"
+            time.sleep(0.1)
+    last = frames(session_file(gw, user))[-1]  # type: ignore[arg-type]
+    assert isinstance(last, End) and "offboarded" in last.reason
+    assert query(bystander, "SELECT 1") == [(1,)]
+    bystander.close()
+
+    # A revoked identity cannot log in: ERR 1045 (28000) with a clear message.
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        connect(gw, user)
+    assert info.value.args[0] == 1045
+    assert "access revoked by an administrator" in info.value.args[1]
+
+
+def test_kill_an_idle_session(gw: MyGateway, admin: AdminClient) -> None:
+    user = "my-idle@example.com"
+    conn = connect(gw, user)
+    assert query(conn, "SELECT 1") == [(1,)]
+    [session] = live(admin, user)
+    # PyMySQL's own SET AUTOCOMMIT at connect, then SELECT 1 (one row).
+    assert session["statements"] == 2 and session["rows"] == 1 and session["bytes"] > 0
+    assert session["current_statement"] is None
+    status, body = admin.call(
+        "POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "maintenance"}
+    )
+    assert status == 200 and body["killed"] is True
+    # The ERR is read as the answer to the client's next command.
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        query(conn, "SELECT 2")
+    assert info.value.args[0] == ER_CONNECTION_KILLED
+    assert "maintenance" in info.value.args[1]
+    conn.close()
+    assert live(admin, user) == []
+    connect(gw, user).close()  # killed, not revoked
+
+
+def test_kill_a_result_paused_for_approval(
+    gw: MyGateway, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    user = "my-paused@example.com"
+    approver = AdminClient(admin.base_url, gw.token("bob@example.com", ("dba-leads",)))
+    conn = connect(gw, user, "appr")
+    future = pool.submit(query, conn, "SELECT seq FROM seq_1_to_5000")
+    request = approver.wait_pending(user)
+    [session] = live(admin, user)
+    assert session["rows"] >= 100
+    started = time.monotonic()
+    status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "no"})
+    assert status == 200
+    exc = ended_within(future, started)
+    # The ERR takes the place of the next row, with the sequence id the client expects.
+    assert isinstance(exc, pymysql.err.OperationalError), exc
+    assert exc.args[0] == ER_CONNECTION_KILLED
+    conn.close()
+    deadline = time.monotonic() + 5
+    while any(r["id"] == request["id"] for r in approver.pending()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_token_expiry_ends_a_running_statement(
+    gw: MyGateway, pool: ThreadPoolExecutor, direct_kwargs: dict[str, Any]
+) -> None:
+    user = "my-short-lived@example.com"
+    sleep = "SELECT SLEEP(29)"
+    token = gw.token(user, ("dba",), ttl=3)
+    conn = pymysql.connect(**gw.pymysql_kwargs(token, user=user), autocommit=True)
+    started = time.monotonic()
+    future = pool.submit(query, conn, sleep)
+    exc = future.exception(timeout=15)
+    assert time.monotonic() - started < 5
+    assert isinstance(exc, pymysql.err.OperationalError), exc
+    assert exc.args == (ER_CONNECTION_KILLED, "session ended: token expired")
+    conn.close()
+    with pymysql.connect(**direct_kwargs) as direct:
+        deadline = time.monotonic() + 5
+        while query(
+            direct, f"SELECT id FROM information_schema.PROCESSLIST WHERE INFO = '{sleep}'"
+        ):
+            assert time.monotonic() < deadline, "the upstream statement is still running"
+            time.sleep(0.1)

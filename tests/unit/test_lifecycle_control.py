@@ -1,0 +1,117 @@
+"""The kill switch's bookkeeping (which live sessions a revocation or a reload ends, what the
+audit log says), with stand-in sessions; the drivers' side is tested against real
+databases in tests/integration/test_pg_lifecycle.py and mysql/test_mysql_lifecycle.py."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.identity import Identity
+from gateway.lifecycle import RevocationStore
+from gateway.lifecycle.control import Lifecycle
+from gateway.session.registry import SessionRegistry
+
+
+@dataclass
+class Target:
+    name: str = "app-pg"
+    config: Any = field(default_factory=lambda: type("C", (), {"protocol": "postgres"})())
+
+
+@dataclass
+class StandIn:
+    session_id: str
+    identity: Identity | None
+    target: Target = field(default_factory=Target)
+    peer: str = "127.0.0.1:5000"
+    started: float = 1.0
+    closing: bool = False
+    killed: list[tuple[str, str]] = field(default_factory=list)
+
+    def kill(self, message: str, end_reason: str) -> None:
+        self.killed.append((message, end_reason))
+        self.closing = True
+
+    def live_info(self) -> dict[str, object]:
+        return {"statements": 3, "rows": 7, "bytes": 99, "current_statement": None}
+
+
+def ident(subject: str, *groups: str, jti: str | None = None) -> Identity:
+    return Identity(subject=subject, groups=groups, token_id=jti, issuer="https://idp.test/")
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Lifecycle, SessionRegistry, list[StandIn]]:
+    registry = SessionRegistry()
+    store = RevocationStore(tmp_path / "revocations.json")
+    store.load()
+    sessions = [
+        StandIn("s1", ident("alice", "dev", jti="a1")),
+        StandIn("s2", ident("alice", "dev", jti="a2")),
+        StandIn("s3", ident("bob", "contractors")),
+        StandIn("s4", None),  # still logging in: no identity yet
+    ]
+    for s in sessions:
+        registry.add(s)  # type: ignore[arg-type]
+    return Lifecycle(registry, store), registry, sessions
+
+
+def test_revoke_ends_only_matching_sessions(
+    setup: tuple[Lifecycle, SessionRegistry, list[StandIn]], caplog: pytest.LogCaptureFixture
+) -> None:
+    lifecycle, _, (s1, s2, s3, s4) = setup
+    with caplog.at_level(logging.INFO, logger="gateway.audit"):
+        revocation, ended = lifecycle.revoke(
+            "token_id", "a1", reason="leaked", by="root", expires_in=None
+        )
+    assert ended == ["s1"]
+    assert s1.killed == [
+        (
+            "session ended by an administrator: leaked",
+            f"access revoked by root ({revocation.id}): leaked",
+        )
+    ]
+    assert not s2.killed and not s3.killed and not s4.killed
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert events == ["revocation_added", "revocation_enforced"]
+    # An ending session is neither listed nor ended twice.
+    assert [s["session_id"] for s in lifecycle.live_sessions()] == ["s2", "s3", "s4"]
+    assert lifecycle.revoke("subject", "alice", reason="", by="root", expires_in=None)[1] == ["s2"]
+    assert s2.killed[0][0] == "session ended by an administrator"
+
+
+def test_kill_and_live_list(setup: tuple[Lifecycle, SessionRegistry, list[StandIn]]) -> None:
+    lifecycle, _, (_, _, s3, _) = setup
+    [entry] = [s for s in lifecycle.live_sessions() if s["session_id"] == "s3"]
+    assert entry == {
+        "session_id": "s3",
+        "subject": "bob",
+        "groups": ["contractors"],
+        "target": "app-pg",
+        "protocol": "postgres",
+        "client": "127.0.0.1:5000",
+        "since": 1.0,
+        "statements": 3,
+        "rows": 7,
+        "bytes": 99,
+        "current_statement": None,
+    }
+    assert lifecycle.kill_session("nope", "x", "root") is False
+    assert lifecycle.kill_session("s3", "runaway", "root") is True
+    assert s3.killed == [("session ended by an administrator: runaway", "killed by root: runaway")]
+
+
+def test_reload_ends_sessions_the_new_file_matches(
+    setup: tuple[Lifecycle, SessionRegistry, list[StandIn]], tmp_path: Path
+) -> None:
+    lifecycle, _, (s1, s2, s3, _) = setup
+    # Another process (or an operator) wrote the file; hot reload re-reads it.
+    writer = RevocationStore(tmp_path / "revocations.json")
+    writer.add("group", "contractors", reason="contract over", revoked_by="root")
+    assert lifecycle.reload() == ["s3"]
+    assert s3.killed and not s1.killed and not s2.killed
