@@ -307,6 +307,50 @@ class Runtime:
     def login_refused(self, target: TargetRuntime, sqlstate: str) -> None:
         self.counters["logins_refused"] += 1
 
+    # -- live sessions (placeholder until the lifecycle branch lands) --
+    # The lifecycle branch replaces these two methods (same signatures) with real per-session
+    # counters and a kill that records who ended the session; the web console codes only
+    # against the signatures.
+
+    def live_sessions(self) -> list[dict[str, object]]:
+        """The sessions open now, oldest first."""
+        found: list[dict[str, object]] = []
+        for session in self.registry.sessions.values():
+            if session.identity_subject is None:
+                continue  # still logging in
+            control = getattr(session, "control", None)
+            identity = getattr(control, "identity", None)
+            summary = session.summary()
+            found.append(
+                {
+                    "session_id": session.session_id,
+                    "subject": session.identity_subject,
+                    "groups": list(getattr(identity, "groups", ())),
+                    "target": session.target.name,
+                    "protocol": session.target.config.protocol,
+                    "client": session.peer,
+                    "since": session.started,
+                    "statements": summary.get("statements", 0),
+                    "rows": 0,
+                    "bytes": summary.get("bytes_to_client", 0),
+                    "current_statement": None,
+                }
+            )
+        found.sort(key=lambda s: float(s["since"]))  # type: ignore[arg-type]
+        return found
+
+    def kill_session(self, session_id: str, reason: str, by: str) -> bool:
+        """End a live session; False when no such session is open."""
+        session = self.registry.sessions.get(session_id)
+        if session is None:
+            return False
+        log.info(
+            "session killed",
+            extra={"event": "session_killed", "session_id": session_id, "by": by, "reason": reason},
+        )
+        session.shutdown(reason)
+        return True
+
 
 def make_target_runtime(target: Target) -> TargetRuntime:
     return TargetRuntime(

@@ -10,6 +10,9 @@ Rules this module keeps:
   (``ApprovalBroker.may_decide``: an approver group of that request, never the requester).
 * Errors are JSON ``{"error": message}``; handlers stay thin and raise ApprovalError.
 * Request bodies are optional JSON objects of at most 64 KiB with known string fields.
+* ``/console`` paths belong to the web console (gateway.console, docs/console.md): it signs
+  people in with a cookie session and guards its own pages, so both middlewares here pass
+  those requests through untouched.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from aiohttp import web
 from ..approvals import ApprovalBroker, ApprovalError
 from ..auth.jwt import AuthenticationFailed, KeysUnavailable, TokenVerifier
 from ..config import Config
+from ..console import is_console_path, mount_console
 from ..identity import Identity
 
 if TYPE_CHECKING:
@@ -64,6 +68,7 @@ def build_app(runtime: Runtime, config: Config) -> web.Application:
     app.router.add_get("/api/approvals/{id}", show_approval)
     app.router.add_post("/api/approvals/{id}/approve", approve)
     app.router.add_post("/api/approvals/{id}/deny", deny)
+    mount_console(app, runtime)
     return app
 
 
@@ -81,6 +86,8 @@ def _unauthorized(message: str, bearer: str = "Bearer") -> web.Response:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if is_console_path(request.path):
+        return await handler(request)  # HTML pages, with the console's own error pages
     try:
         return await handler(request)
     except ApprovalError as exc:
@@ -97,7 +104,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or is_console_path(request.path):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
