@@ -6,7 +6,7 @@ Rules the guard (``console_guard``) keeps for every request under ``/console/``:
   form-action and base-uri), ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``,
   ``X-Content-Type-Options: nosniff`` and ``Cache-Control: no-store`` -- error pages too.
 * A POST whose ``Origin`` (or, without one, ``Referer``) names another origin is refused
-  with 403 before anything else is looked at.
+  with 403 before anything else is looked at (``Origin: null`` names none).
 * Except the sign-in page and the stylesheet, a request needs a live console session (the
   cookie); without one a GET is sent to the sign-in page and a POST is refused (403).
 * Every POST made within a session carries that session's CSRF token in the ``csrf`` form
@@ -123,7 +123,10 @@ def _same_origin(request: web.Request) -> bool:
     """False when the browser says the POST comes from another origin."""
     own = f"{request.scheme}://{request.host}"
     origin = request.headers.get("Origin")
-    if origin is not None:
+    # "null" says nothing: browsers send it for every POST from a page served with
+    # Referrer-Policy: no-referrer (ours). Such a POST is judged by its CSRF token and by
+    # the SameSite=Strict cookie, which a cross-site form never carries.
+    if origin is not None and origin != "null":
         return origin == own
     referer = request.headers.get("Referer")
     if referer is not None:
