@@ -215,6 +215,7 @@ def test_statement_text_is_escaped_and_the_page_fits_a_phone(
         # A phone-sized screen: no horizontal scroll of the page.
         width = page.evaluate("document.documentElement.scrollWidth")
         inner = page.evaluate("window.innerWidth")
+        assert inner == PHONE["width"]  # the viewport meta tag: no zoomed-out desktop layout
         assert width <= inner, (width, inner)
         expect(request.locator("button.approve")).to_be_visible()
     finally:
@@ -228,7 +229,9 @@ def test_statement_text_is_escaped_and_the_page_fits_a_phone(
 # ------------------------------------------------------------------------ who may sign in
 
 
-def test_non_approver_token_gets_403(gw: GatewayProcess, base: str, context: BrowserContext) -> None:
+def test_non_approver_token_gets_403(
+    gw: GatewayProcess, base: str, context: BrowserContext
+) -> None:
     page = context.new_page()
     page.goto(f"{base}/login")
     page.fill("textarea[name=token]", gw.token("eve@example.com", ("appr",)))
@@ -301,7 +304,7 @@ class Http:
         assert status == 200
         csrf = re.search(r'name="csrf" value="([^"]+)"', text)
         assert csrf is not None
-        status, headers, _ = self.request(
+        status, _, _ = self.request(
             "POST", "/console/login", {"csrf": csrf.group(1), "token": token}
         )
         assert status == 303, status
@@ -332,13 +335,9 @@ def test_post_without_csrf_token_is_refused(
     # The right token from another origin is refused too (Origin, then Referer).
     _, _, page = client.request("GET", "/console/approvals")
     csrf = page_csrf(page)
-    status, _, _ = client.request(
-        "POST", approve, {"csrf": csrf}, Origin="https://evil.example"
-    )
+    status, _, _ = client.request("POST", approve, {"csrf": csrf}, Origin="https://evil.example")
     assert status == 403
-    status, _, _ = client.request(
-        "POST", approve, {"csrf": csrf}, Referer="https://evil.example/x"
-    )
+    status, _, _ = client.request("POST", approve, {"csrf": csrf}, Referer="https://evil.example/x")
     assert status == 403
     # Nothing was decided by any of these.
     assert any(r["id"] == pending["id"] for r in api.pending())
@@ -430,7 +429,9 @@ def test_live_sessions_lists_the_client_and_an_admin_can_kill_it(
 # ---------------------------------------------------------------------------- recordings
 
 
-def test_recordings_list_and_timeline(gw: GatewayProcess, base: str, context: BrowserContext) -> None:
+def test_recordings_list_and_timeline(
+    gw: GatewayProcess, base: str, context: BrowserContext
+) -> None:
     user = "rita@example.com"
     with psycopg.connect(gw.dsn(gw.token(user, ("readers",)), user=user), autocommit=True) as c:
         c.execute("SELECT 'console-marker-42' AS marker, 7 AS n").fetchall()
