@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import ssl
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +20,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from .admin_client import AdminClient
 from .browser import chromium
-from .conftest import GatewayProcess, StartGateway, free_port
+from .conftest import GatewayProcess, StartGateway, free_port, wait_listening
 
 pytestmark = pytest.mark.integration
 
@@ -466,3 +467,57 @@ def test_recordings_list_and_timeline(
     expect(denied.locator(".badge")).to_have_text("deny")
     expect(denied.locator(".outcome")).to_contain_text("ERROR")
     expect(page.locator("#end")).to_contain_text("Ended")
+
+
+def test_over_tls_the_cookies_are_secure(start_gateway: StartGateway) -> None:
+    """Without allow_plaintext the admin listener speaks HTTPS (the gateway's certificate):
+    the console's cookies get the Secure attribute."""
+    port = free_port()
+    gw = start_gateway(
+        policies=POLICIES, extra=f'[admin]\nlisten = "127.0.0.1:{port}"\n', recording=False
+    )
+    wait_listening(gw.proc, port, gw.log_path)  # the admin listener starts after the targets'
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE  # the generated self-signed certificate
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=tls)
+    try:
+        conn.request("GET", "/console/login")
+        response = conn.getresponse()
+        text = response.read().decode()
+        assert response.status == 200
+        login_cookie = response.headers["Set-Cookie"]
+        assert "Secure" in login_cookie and "HttpOnly" in login_cookie
+        pre = login_cookie.split(";", 1)[0]
+        body = urlencode({"csrf": page_csrf(text), "token": gw.token(ADMIN, ("gateway-admins",))})
+        conn.request(
+            "POST",
+            "/console/login",
+            body=body,
+            headers={"Cookie": pre, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 303
+        session_cookie = next(
+            c for c in response.headers.get_all("Set-Cookie") or [] if c.startswith("gw_console=")
+        )
+        assert "Secure" in session_cookie and "SameSite=Strict" in session_cookie
+        # Unknown console paths: to sign in without a session, else an HTML 404 page with
+        # the console's headers.
+        conn.request("GET", "/console/no-such-page")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 303 and response.headers["Location"] == "/console/login"
+        cookie = session_cookie.split(";", 1)[0]
+        conn.request("GET", "/console/no-such-page", headers={"Cookie": cookie})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 404
+        assert response.headers["X-Frame-Options"] == "DENY"
+        conn.request("GET", "/console")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 303 and response.headers["Location"] == "/console/"
+    finally:
+        conn.close()

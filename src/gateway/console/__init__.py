@@ -64,13 +64,8 @@ def console_app(runtime: Runtime) -> web.Application:
     return sub
 
 
-async def _to_console(request: web.Request) -> web.Response:
-    return web.Response(status=308, headers={"Location": PREFIX + "/"})
-
-
 def mount_console(parent: web.Application, runtime: Runtime) -> None:
     parent.add_subapp(PREFIX, console_app(runtime))
-    parent.router.add_get(PREFIX, _to_console)
 
 
 __all__ = ["PREFIX", "console_app", "is_console_path", "mount_console"]

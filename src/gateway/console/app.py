@@ -155,6 +155,8 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == PREFIX:
+        return see_other(PREFIX + "/")
     post = request.method == "POST"
     if post and not _same_origin(request):
         log.info("console: cross-origin POST refused", extra={"path": request.path})
