@@ -431,12 +431,17 @@ def test_live_sessions_lists_the_client_and_an_admin_can_kill_it(
 
 
 def test_recordings_list_and_timeline(
-    gw: GatewayProcess, base: str, context: BrowserContext
+    gw: GatewayProcess, base: str, context: BrowserContext, api: AdminClient
 ) -> None:
     user = "rita@example.com"
-    with psycopg.connect(gw.dsn(gw.token(user, ("readers",)), user=user), autocommit=True) as c:
+    with psycopg.connect(gw.dsn(gw.token(user, ("appr",)), user=user), autocommit=True) as c:
         c.execute("SELECT 'console-marker-42' AS marker, 7 AS n").fetchall()
         c.execute(f"SELECT '{SCRIPT}' AS payload").fetchall()
+        paused = ThreadPoolExecutor(1).submit(
+            lambda: c.execute("SELECT id FROM console_big").fetchall()
+        )
+        assert api.approve(api.wait_pending(user)["id"])[0] == 200
+        assert len(paused.result(timeout=30)) == BIG
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("DELETE FROM console_big")
 
@@ -466,6 +471,9 @@ def test_recordings_list_and_timeline(
     denied = page.locator("li.statement", has_text="DELETE FROM console_big")
     expect(denied.locator(".badge")).to_have_text("deny")
     expect(denied.locator(".outcome")).to_contain_text("ERROR")
+    # The approval is part of the timeline, between the paused result's statement and the end.
+    expect(page.locator('li.event[data-kind="approval_approved"]')).to_contain_text(APPROVER)
+    assert page.locator('li.event[data-kind="limit_reached"]').count() == 1
     expect(page.locator("#end")).to_contain_text("Ended")
 
 
