@@ -472,6 +472,12 @@ def test_recordings_list_and_timeline(
     expect(denied.locator(".badge")).to_have_text("deny")
     expect(denied.locator(".outcome")).to_contain_text("ERROR")
     # The approval is part of the timeline, between the paused result's statement and the end.
+    big = page.locator("li.statement", has_text="SELECT id FROM console_big")
+    # record_rows (1000 by default) caps what was recorded, the page shows 200 of them.
+    expect(big.locator("details > summary")).to_have_text("1000 rows recorded")
+    expect(big).to_contain_text("800 more recorded row(s) not shown")
+    assert big.locator("table.result tbody tr").count() == 200
+    expect(big.locator(".outcome")).to_contain_text(f"{BIG} rows")
     expect(page.locator('li.event[data-kind="approval_approved"]')).to_contain_text(APPROVER)
     assert page.locator('li.event[data-kind="limit_reached"]').count() == 1
     expect(page.locator("#end")).to_contain_text("Ended")

@@ -194,4 +194,5 @@ ol.timeline .when { color:var(--muted); font-size:13px; }
 ol.timeline li.event { background:#fffbe6; }
 ol.timeline li.error .outcome { color:var(--bad); }
 .pager { display:flex; gap:1rem; margin:1rem 0; }
+details > summary { cursor:pointer; color:var(--accent); margin:.3rem 0; }
 """

@@ -25,6 +25,7 @@ from .recordings import (
 )
 
 PAGE: Final = "/console/recordings"
+OPEN_ROWS: Final = 20  # results with more recorded rows start folded
 
 
 def _require(request: web.Request) -> None:
@@ -194,7 +195,16 @@ def _result(e: StatementEntry) -> Markup:
         if e.rows_hidden
         else ""
     )
-    return Markup(note + table(headers, rows, "result") + more)
+    # Long results start folded so the timeline stays readable (no script: <details>).
+    shown = len(r.rows) + e.rows_hidden
+    open_attr = " open" if shown <= OPEN_ROWS else ""
+    return Markup(
+        f"{note}<details{open_attr}><summary>{shown} row"
+        f"{'' if shown == 1 else 's'} recorded</summary>"
+        + table(headers, rows, "result")
+        + more
+        + "</details>"
+    )
 
 
 def _outcome(e: StatementEntry) -> str:
