@@ -246,6 +246,9 @@ class AdminSection(_Section, frozen=True, kw_only=True):
     # TLS for the admin listener; absent => the client-facing certificate of [tls] (or the
     # generated one). Plain HTTP only on a loopback address with allow_plaintext.
     allow_plaintext: bool = False
+    # Members of these groups may sign in to the web console to browse recordings (and see
+    # live sessions), but neither decide approvals nor kill sessions (docs/console.md).
+    auditor_groups: list[Name] = msgspec.field(default_factory=list)
 
 
 class ApprovalsSection(_Section, frozen=True, kw_only=True):

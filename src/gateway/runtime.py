@@ -141,6 +141,12 @@ class Runtime:
             raise AccessRevoked(f"access revoked ({revocation.id}, by {revocation.kind})")
         return identity
 
+    def revoked(self, identity: Identity) -> str | None:
+        """The id of a revocation in force for this identity (the admin API and the
+        console refuse it), None when there is none."""
+        revocation = self.revocations.match(identity)
+        return revocation.id if revocation is not None else None
+
     def target_allowed(self, target: TargetRuntime, identity: Identity) -> bool:
         return target_allowed(self.config, target.name, identity.groups)
 

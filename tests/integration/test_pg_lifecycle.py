@@ -382,3 +382,15 @@ def _wait_admin(admin: AdminClient, timeout: float = 10) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_a_revoked_approver_loses_the_admin_api(gw: GatewayProcess, admin: AdminClient) -> None:
+    """Revocation applies to the control plane too: an offboarded approver's still-valid
+    token no longer lists or decides approval requests."""
+    approver = AdminClient(admin.base_url, gw.token("leaver@example.com", ("dba-leads",)))
+    assert approver.call("GET", "/api/approvals")[0] == 200
+    answer = revoke(admin, subject="leaver@example.com", reason="left the company")
+    status, body = approver.call("GET", "/api/approvals")
+    assert (status, body["error"]) == (401, "access revoked")
+    assert admin.call("DELETE", f"/api/revocations/{answer['id']}")[0] == 200
+    assert approver.call("GET", "/api/approvals")[0] == 200

@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 OWNERS: dict[str, tuple[str, ...]] = {
     "uvloop": ("gateway/server.py",),
     "jwt": ("gateway/auth/", "gateway/keys.py"),
-    "aiohttp": ("gateway/auth/", "gateway/admin/"),
+    "aiohttp": ("gateway/auth/", "gateway/admin/", "gateway/console/"),
     "sqlglot": ("gateway/policy/",),
     "msgspec": (
         "gateway/config.py",

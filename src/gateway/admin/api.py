@@ -10,6 +10,9 @@ Rules this module keeps:
   (``ApprovalBroker.may_decide``: an approver group of that request, never the requester).
 * Errors are JSON ``{"error": message}``; handlers stay thin and raise ApprovalError.
 * Request bodies are optional JSON objects of at most 64 KiB with known string fields.
+* ``/console`` paths belong to the web console (gateway.console, docs/console.md): it signs
+  people in with a cookie session and guards its own pages, so both middlewares here pass
+  those requests through untouched.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from aiohttp import web
 from ..approvals import ApprovalBroker, ApprovalError
 from ..auth.jwt import AuthenticationFailed, KeysUnavailable, TokenVerifier
 from ..config import Config
+from ..console import is_console_path, mount_console
 from ..identity import Identity
 
 if TYPE_CHECKING:
@@ -39,6 +43,9 @@ PUBLIC_PATHS: Final = frozenset({"/healthz"})
 BROKER: Final = web.AppKey("broker", ApprovalBroker)
 VERIFIER: Final = web.AppKey("verifier", TokenVerifier)
 ALLOWED_GROUPS: Final = web.AppKey("allowed_groups", frozenset)
+# identity -> the id of a revocation matching it, or None (the runtime's revocation list).
+RevokedCheck = Callable[[Identity], "str | None"]
+REVOKED: Final = web.AppKey[RevokedCheck]("revoked")
 # The verified caller of the request being handled. The authenticate middleware and the
 # handler run in the request's own task, so a context variable is request-scoped (and, unlike
 # request storage keys, works on every aiohttp this project supports).
@@ -58,6 +65,7 @@ def build_app(runtime: Runtime, config: Config) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors, authenticate])
     app[BROKER] = runtime.approvals
     app[VERIFIER] = runtime.verifier
+    app[REVOKED] = runtime.revoked
     app[ALLOWED_GROUPS] = api_groups(config)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/approvals", list_approvals)
@@ -67,6 +75,7 @@ def build_app(runtime: Runtime, config: Config) -> web.Application:
     from .lifecycle_api import add_routes  # imports this module's helpers
 
     add_routes(app, runtime, config)
+    mount_console(app, runtime)
     return app
 
 
@@ -84,6 +93,8 @@ def _unauthorized(message: str, bearer: str = "Bearer") -> web.Response:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if is_console_path(request.path):
+        return await handler(request)  # HTML pages, with the console's own error pages
     try:
         return await handler(request)
     except ApprovalError as exc:
@@ -100,7 +111,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or is_console_path(request.path):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
@@ -115,6 +126,15 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         # The reason goes to our log, never to the caller (and the token to neither).
         log.info("admin API: token rejected", extra={"reason": str(exc), "path": request.path})
         return _unauthorized("invalid token", 'Bearer error="invalid_token"')
+    revocation = request.app[REVOKED](identity)
+    if revocation is not None:
+        # A revoked identity loses the admin API with its database access (an offboarded
+        # approver must not keep deciding requests).
+        log.info(
+            "admin API: access revoked",
+            extra={"subject": identity.subject, "path": request.path, "revocation_id": revocation},
+        )
+        return _unauthorized("access revoked", 'Bearer error="invalid_token"')
     if request.app[ALLOWED_GROUPS].isdisjoint(identity.groups):
         log.info(
             "admin API: access refused",

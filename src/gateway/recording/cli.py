@@ -23,20 +23,15 @@ import msgspec
 from .keys import PUBLIC_KEY_NAME, KeyFileError, load_public_key, public_key_path
 from .reader import RecordingFormatError, RecordingReader
 from .render import (
-    NUMERIC_OIDS,
-    decode_value,
     format_bytes,
     format_duration,
     format_time,
     one_line,
     render_table,
 )
-from .render_mysql import MYSQL_ENCODINGS
-from .render_mysql import decode_rows as decode_mysql_rows
-from .render_mysql import right_aligned as mysql_right_aligned
+from .results import decode_result
 from .schema import (
     FILE_SUFFIX,
-    PG_DATAROW,
     ColumnInfo,
     Ctl,
     Done,
@@ -450,40 +445,10 @@ def _result_lines(state: _Pending | None, done: Done) -> list[str]:
 
 
 def _table(state: _Pending) -> list[str]:
-    columns = state.columns or []
-    if state.encodings and state.encodings <= MYSQL_ENCODINGS and len(state.encodings) == 1:
-        return _mysql_table(state, columns)
-    if state.encodings - {PG_DATAROW}:
-        return [f"-- rows in encoding {sorted(state.encodings)} are not rendered by this version"]
-    from protocols.errors import PeerViolation
-    from protocols.postgres.rows import iter_data_rows
-
-    rows: list[list[str | None]] = []
-    try:
-        for chunk in state.data:
-            for values in iter_data_rows(chunk):
-                rows.append(
-                    [
-                        decode_value(v, columns[i] if i < len(columns) else None)
-                        for i, v in enumerate(values)
-                    ]
-                )
-    except PeerViolation as exc:
-        return [f"-- recorded rows are malformed: {exc.message}"]
-    headers = [c.name for c in columns]
-    right = [c.type_oid in NUMERIC_OIDS for c in columns]
-    return render_table(headers, rows, right)
-
-
-def _mysql_table(state: _Pending, columns: list[ColumnInfo]) -> list[str]:
-    from protocols.errors import PeerViolation
-
-    (encoding,) = state.encodings
-    try:
-        rows = decode_mysql_rows(state.data, encoding, columns)
-    except PeerViolation as exc:
-        return [f"-- recorded rows are malformed: {exc.message}"]
-    return render_table([c.name for c in columns], rows, mysql_right_aligned(columns))
+    result = decode_result(state.columns or [], state.data, state.encodings)
+    if result.problem is not None:
+        return [f"-- {result.problem}"]
+    return render_table(result.headers, result.rows, result.right)
 
 
 # --------------------------------------------------------------------------- export
