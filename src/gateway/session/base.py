@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ..audit import SessionAudit
     from ..net.leg import Leg
     from ..runtime import TargetRuntime
 
@@ -22,6 +23,7 @@ class GatewaySession(Protocol):
     started: float
     identity_subject: str | None
     end_reason: str
+    audit: SessionAudit | None  # set at login, before the limit control is built
 
     def cancel_query(self) -> None: ...
 
