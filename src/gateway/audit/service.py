@@ -37,6 +37,7 @@ class StatementLine(msgspec.Struct, omit_defaults=True, gc=False):
     """One statement in the audit log (field by field in docs/audit-log.md)."""
 
     time: str
+    event: str  # "statement"
     session_id: str
     subject: str
     groups: list[str]
@@ -50,7 +51,6 @@ class StatementLine(msgspec.Struct, omit_defaults=True, gc=False):
     rows: int
     bytes: int
     duration_ms: float
-    event: str = "statement"
     rule: str | None = None
     class_: str | None = msgspec.field(default=None, name="class")
     masked: list[str] | None = None
@@ -357,6 +357,7 @@ class SessionAudit:
                 _encode(
                     StatementLine(
                         time=timestamp(),
+                        event="statement",
                         session_id=self.session_id,
                         subject=self.subject,
                         groups=self.groups,
