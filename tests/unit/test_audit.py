@@ -207,7 +207,7 @@ def test_refusal_categories_and_hosts() -> None:
     assert line_time({"time": stamp}) == pytest.approx(1_700_000_000.25)
 
 
-# -- the writer -----------------------------------------------------------------------------------
+# -- the writer ----------------------------------------------------------------------------
 
 
 async def test_writer_buffers_and_reopens_after_rotation(tmp_path: Path) -> None:
@@ -238,7 +238,7 @@ async def test_writer_drops_beyond_max_buffer(tmp_path: Path) -> None:
     assert (tmp_path / "a.log").read_bytes().count(b"\n") == 2
 
 
-# -- the summary ------------------------------------------------------------------------------------
+# -- the summary ---------------------------------------------------------------------------
 
 
 def test_summary_orders_identities_and_lists_alerts() -> None:
@@ -263,8 +263,7 @@ def test_summary_orders_identities_and_lists_alerts() -> None:
         b'{"time":"2030-01-01T00:00:01.000Z","event":"alert","rule":"large_results",'
         b'"subject":"big","count":3,"threshold":3}',
         b'{"time":"2030-01-01T00:00:01.000Z","event":"approval_approved","subject":"big"}',
-        b'{"time":"2000-01-01T00:00:00.000Z","event":"statement","subject":"old",'
-        b'"rows":9999999}',
+        b'{"time":"2000-01-01T00:00:00.000Z","event":"statement","subject":"old","rows":9999999}',
         b"{not json",
     ]
     summary = summarize_lines(lines, since=1_000_000_000.0 + 10 * 365 * 86400)
