@@ -195,6 +195,17 @@ masks = [{ columns = ["customers.email"], style = "redact" }]
 # -- small helpers ------------------------------------------------------------------------------
 
 
+def test_unreachable_target_counts_as_an_upstream_error(tmp_path: Path) -> None:
+    from gateway.audit import AuditService
+
+    svc = AuditService(config(f'[gateway]\nstate_dir = "{tmp_path}"\n[audit]\nenabled = false\n'))
+    svc.login_refused("t", "08006", "10.0.0.1:5", "connection refused", None)
+    svc.login_refused("t", "28P01", "10.0.0.1:5", "token rejected: token expired", None)
+    text = svc.metrics.render().decode()
+    assert 'gateway_upstream_errors_total{target="t"} 1.0' in text
+    assert 'reason="upstream_unavailable"' in text and 'reason="token_expired"' in text
+
+
 def test_refusal_categories_and_hosts() -> None:
     assert refusal_category("token rejected: token expired") == "token_expired"
     assert refusal_category("token rejected: malformed token") == "token_invalid"

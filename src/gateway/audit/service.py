@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.audit")
 
 AUDIT_FILE: Final = "audit.log"
+# What the drivers answer when the target cannot be reached at login (PostgreSQL
+# connection_failure, MySQL CR_CONN_HOST_ERROR's 08S01).
+UPSTREAM_SQLSTATES: Final = frozenset({"08006", "08001", "08S01"})
 
 
 class StatementLine(msgspec.Struct, omit_defaults=True, gc=False):
@@ -206,10 +209,13 @@ class AuditService:
     def login_refused(
         self, target: str, sqlstate: str, client: str | None, detail: str, subject: str | None
     ) -> None:
-        reason = refusal_category(detail)
-        self.metrics.auth_failures.labels(target, reason).inc()
-        if "could not connect" in detail or detail.startswith("upstream"):
+        if sqlstate in UPSTREAM_SQLSTATES:
+            # "could not connect to target": the detail is the upstream's own error.
+            reason = "upstream_unavailable"
             self.metrics.upstream_errors.labels(target).inc()
+        else:
+            reason = refusal_category(detail)
+        self.metrics.auth_failures.labels(target, reason).inc()
         self.event(
             "login_refused",
             target=target,
