@@ -190,6 +190,11 @@ def main() -> int:
         choices=["scram-sha-256", "plain"],
         help="pgbouncer client auth_type",
     )
+    ap.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="gateways with the audit log off ([audit] enabled = false), to measure its cost",
+    )
     ap.add_argument("--json", type=Path, help="write every raw result here")
     ap.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (logs) for inspection"
@@ -207,7 +212,7 @@ def main() -> int:
         wide_file = bench.base / "wide.sql"
         wide_file.write_text(WIDE_SQL)
         wide_file.chmod(0o644)
-        targets = setup(bench, scale, args.forwarder, args.pgbouncer_auth)
+        targets = setup(bench, scale, args.forwarder, args.pgbouncer_auth, args.no_audit)
         names = [t.name for t in targets]
         plan = configs(args.quick, wide_file)
         log(
@@ -261,7 +266,9 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def setup(bench: Bench, scale: int, forwarder: bool, pgbouncer_auth: str) -> list[Endpoint]:
+def setup(
+    bench: Bench, scale: int, forwarder: bool, pgbouncer_auth: str, no_audit: bool = False
+) -> list[Endpoint]:
     log("starting PostgreSQL")
     bench.start_postgres()
     direct = bench.direct()
@@ -273,8 +280,9 @@ def setup(bench: Bench, scale: int, forwarder: bool, pgbouncer_auth: str) -> lis
     targets = [direct, bench.start_pgbouncer(pgbouncer_auth)]
     if forwarder:
         targets.append(bench.start_forwarder())
-    targets.append(bench.start_gateway("gateway", recording=False))
-    targets.append(bench.start_gateway("gateway+rec", recording=True))
+    extra = "[audit]\nenabled = false\n" if no_audit else ""
+    targets.append(bench.start_gateway("gateway", recording=False, config_extra=extra))
+    targets.append(bench.start_gateway("gateway+rec", recording=True, config_extra=extra))
     # Warm up every path (page cache, imports done lazily on the first session).
     for target in targets:
         run_pgbench(target, ["-S", "-c", "2", "-j", "2", "-T", "1"], timeout=60)

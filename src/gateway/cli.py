@@ -11,7 +11,16 @@ import argparse
 import sys
 
 from gateway import __version__
-from gateway.commands import approvals, check_config, demo, keys, lifecycle, run, sessions
+from gateway.commands import (
+    approvals,
+    audit,
+    check_config,
+    demo,
+    keys,
+    lifecycle,
+    run,
+    sessions,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, check_config, demo, keys, sessions, approvals, lifecycle):
+    for module in (run, check_config, demo, keys, sessions, approvals, lifecycle, audit):
         module.register(sub)
     return parser
 

@@ -249,6 +249,45 @@ class AdminSection(_Section, frozen=True, kw_only=True):
     # Members of these groups may sign in to the web console to browse recordings (and see
     # live sessions), but neither decide approvals nor kill sessions (docs/console.md).
     auditor_groups: list[Name] = msgspec.field(default_factory=list)
+    # GET /metrics without a token (a Prometheus scraper on a trusted network); otherwise it
+    # needs the same bearer JWT as the API (docs/operations.md).
+    metrics_public: bool = False
+
+
+class AuditSection(_Section, frozen=True, kw_only=True):
+    """The audit log: one JSON line per statement and event (docs/audit-log.md)."""
+
+    enabled: bool = True
+    # A file (appended; reopened on SIGHUP for rotation) or "-" for standard output.
+    # Relative to the configuration file; absent => <state_dir>/audit.log.
+    path: Annotated[str | None, _NonEmpty()] = None
+    # Literals in statement texts replaced by "?" (the fingerprint is computed either way).
+    redact_literals: bool = True
+    flush_interval: PositiveDuration = 1.0
+    # Lines held in memory when the file cannot keep up; beyond this they are dropped.
+    max_buffer: Annotated[int, _ByteSize(), _Min(64 * 1024)] = 64 * MiB
+
+
+class AlertsSection(_Section, frozen=True, kw_only=True):
+    """Alert rules over a rolling window per identity (docs/alerts.md). 0 turns a rule off."""
+
+    enabled: bool = True
+    window: PositiveDuration = 600.0
+    # The same alert (rule and identity, or address) fires at most once per cooldown.
+    cooldown: Duration = 900.0
+    large_result_rows: Annotated[int, _Min(1)] = 10000
+    large_results: Annotated[int, _Min(0)] = 5
+    rows: Annotated[int, _Min(0)] = 0
+    denied: Annotated[int, _Min(0)] = 10
+    approval_requests: Annotated[int, _Min(0)] = 5
+    auth_failures: Annotated[int, _Min(0)] = 10
+    sensitive_tables: list[Name] = msgspec.field(default_factory=list)
+    # Tables named in any policy's masks count as sensitive too.
+    sensitive_masked_tables: bool = True
+    webhook_url: Annotated[str | None, _NonEmpty()] = None
+    webhook_secret_env: Annotated[str | None, _NonEmpty()] = None
+    webhook_secret_file: OptionalFilePath = None
+    webhook_timeout: PositiveDuration = 5.0
 
 
 class ApprovalsSection(_Section, frozen=True, kw_only=True):
@@ -376,6 +415,8 @@ class Config(_Section, frozen=True, kw_only=True):
     masking: MaskingSection = msgspec.field(default_factory=MaskingSection)
     admin: AdminSection | None = None
     approvals: ApprovalsSection = msgspec.field(default_factory=ApprovalsSection)
+    audit: AuditSection = msgspec.field(default_factory=AuditSection)
+    alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
     targets: Annotated[list[Target], _NonEmpty()]
     policies: list[Policy] = msgspec.field(default_factory=list)
 
@@ -848,6 +889,17 @@ def _check_approvals(values: dict[str, Any], raw: Mapping[str, Any], path: str, 
         )
 
 
+def _check_audit(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
+    # A file path is relative to the configuration file, like every other path; "-" is stdout.
+    target = values.get("path")
+    if isinstance(target, str) and target != "-":
+        values["path"] = _resolve_path(target, ctx.base_dir)
+
+
+def _check_alerts(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
+    _check_approvals(values, raw, path, ctx)  # the same webhook keys, the same rules
+
+
 def _check_admin(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
     if _ok(values, "listen"):
         try:
@@ -994,6 +1046,8 @@ _STRUCT_CHECKS: Final[Mapping[type, tuple[_Check, ...]]] = {
     MaskingSection: (_check_masking,),
     AdminSection: (_check_admin,),
     ApprovalsSection: (_check_approvals,),
+    AlertsSection: (_check_alerts,),
+    AuditSection: (_check_audit,),
     Config: (_check_config,),
 }
 
@@ -1123,6 +1177,19 @@ def read_webhook_secret(config: Config) -> bytes | None:
     a = config.approvals
     return _read_secret(
         "approvals",
+        "webhook_secret_env",
+        a.webhook_secret_env,
+        "webhook_secret_file",
+        a.webhook_secret_file,
+        1,
+    )
+
+
+def read_alerts_webhook_secret(config: Config) -> bytes | None:
+    """The alerts webhook's HMAC key (None: alerts are not signed)."""
+    a = config.alerts
+    return _read_secret(
+        "alerts",
         "webhook_secret_env",
         a.webhook_secret_env,
         "webhook_secret_file",

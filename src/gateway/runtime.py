@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .approvals import ApprovalBroker
+from .audit import AuditService, SessionAudit
 from .auth.jwt import AuthenticationFailed, TokenVerifier
 from .config import (
     Config,
@@ -93,6 +94,14 @@ class Runtime:
         self.revocations.load()
         self.lifecycle = Lifecycle(self.registry, self.revocations)
         self.expiry_grace = expiry_grace(config)
+        # Audit log, Prometheus metrics and alerts (docs/audit-log.md, docs/alerts.md); the
+        # composition root starts and closes it.
+        self.audit = AuditService(config)
+        self.audit.metrics.watch(
+            self.audit.metrics.approvals_pending, lambda: len(self.approvals.pending())
+        )
+        if recorder is not None:
+            self.audit.watch_recorder(recorder)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -207,6 +216,7 @@ class Runtime:
             recording=recording,
             review_approvers=frozenset(g for p in reviewing for g in p.approvers),
             review_timeout=min((p.approval_timeout for p in reviewing), default=300.0),
+            audit=session.audit,
         )
 
     # -- masking ----------------------------------------------------------------------------
@@ -263,6 +273,22 @@ class Runtime:
         access to the target."""
         names = [p.name for p in self.applicable_policies(target, identity)]
         return "policy:" + ",".join(names) if names else None
+
+    # -- audit log -------------------------------------------------------------------------
+
+    def session_audit(
+        self, session: GatewaySession, target: TargetRuntime, identity: Identity
+    ) -> SessionAudit:
+        """What a session's drivers report each statement to (audit line, metrics, alerts)."""
+        policy = self.session_policy(target, identity)
+        return self.audit.session(
+            session.session_id,
+            identity,
+            target.name,
+            target.config.protocol,
+            session.peer,
+            policy.engine.analyse,
+        )
 
     # -- recording ------------------------------------------------------------------------
 
@@ -324,6 +350,17 @@ class Runtime:
 
     def session_started(self, session: GatewaySession, identity: Identity) -> None:
         self.counters["sessions"] += 1
+        self.audit.session_started(session.target.name)
+        self.audit.event(
+            "session_start",
+            session_id=session.session_id,
+            subject=identity.subject,
+            groups=list(identity.groups),
+            target=session.target.name,
+            protocol=session.target.config.protocol,
+            client=session.peer,
+            tls=session.client.tls_info().get("version", "none"),
+        )
         log.info(
             "session start",
             extra={
@@ -345,6 +382,17 @@ class Runtime:
             )
 
     def session_ended(self, session: GatewaySession) -> None:
+        self.audit.session_ended(session.target.name)
+        self.audit.event(
+            "session_end",
+            session_id=session.session_id,
+            subject=session.identity_subject,
+            target=session.target.name,
+            client=session.peer,
+            reason=session.end_reason,
+            duration_s=round(time.time() - session.started, 3),
+            **session.summary(),
+        )
         log.info(
             "session end",
             extra={
@@ -360,8 +408,18 @@ class Runtime:
             },
         )
 
-    def login_refused(self, target: TargetRuntime, sqlstate: str) -> None:
+    def login_refused(
+        self,
+        target: TargetRuntime,
+        sqlstate: str,
+        *,
+        client: str | None = None,
+        detail: str = "",
+        subject: str | None = None,
+    ) -> None:
         self.counters["logins_refused"] += 1
+        # The detail is only categorised: it never reaches the audit log or a metric.
+        self.audit.login_refused(target.name, sqlstate, client, detail, subject)
 
 
 def make_target_runtime(target: Target) -> TargetRuntime:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, read_webhook_secret
+from .config import Config, read_alerts_webhook_secret, read_webhook_secret
 from .net.leg import Leg
 from .net.tls import ALPN_POSTGRESQL, ensure_server_certificate, server_context
 from .runtime import Runtime, TargetRuntime
@@ -160,6 +160,7 @@ class Gateway:
         self.runtime: Runtime | None = None
         self.admin: AdminServer | None = None
         self.notifier: WebhookNotifier | None = None
+        self.alert_notifier: WebhookNotifier | None = None
 
     @property
     def admin_address(self) -> tuple[str, int] | None:
@@ -172,6 +173,7 @@ class Gateway:
         cfg = self.config
         # Secrets first: a missing one fails startup (ConfigError) before anything runs.
         webhook_secret = read_webhook_secret(cfg)
+        alerts_secret = read_alerts_webhook_secret(cfg)
         state_dir = Path(cfg.gateway.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         cert, key = ensure_server_certificate(cfg.tls.cert_file, cfg.tls.key_file, state_dir)
@@ -193,6 +195,7 @@ class Gateway:
             )
             await recorder.start()
         self.runtime = Runtime(cfg, verifier=verifier, recorder=recorder, server_tls=server_tls)
+        await self.runtime.audit.start()
         for target in self.runtime.targets.values():
             listener = Listener(self.runtime, target)
             await listener.start()
@@ -206,6 +209,11 @@ class Gateway:
                 cfg, webhook_secret, admin_url=self.admin.url if self.admin else None
             )
             self.runtime.approvals.notify = self.notifier
+        if cfg.alerts.webhook_url is not None:
+            from .admin import alerts_notifier
+
+            self.alert_notifier = alerts_notifier(cfg, alerts_secret)
+            self.runtime.audit.notify = self.alert_notifier.send
         log.info(
             "gateway ready",
             extra={
@@ -248,6 +256,11 @@ class Gateway:
             runtime.approvals.notify = None
             await self.notifier.close()
             self.notifier = None
+        if self.alert_notifier is not None:
+            runtime.audit.notify = None
+            await self.alert_notifier.close()
+            self.alert_notifier = None
+        await runtime.audit.close()
         if runtime.recorder is not None:
             await runtime.recorder.close()
         await runtime.verifier.close()
@@ -263,13 +276,16 @@ async def serve(config: Config, *, on_ready: Callable[[Gateway], None] | None = 
     gateway = Gateway(config)
     try:
         await gateway.start()
+        # SIGHUP reopens the audit log (rotation: mv the file, then send SIGHUP).
+        if gateway.runtime is not None:
+            loop.add_signal_handler(signal.SIGHUP, gateway.runtime.audit.reopen)
         tune_gc()
         if on_ready is not None:
             on_ready(gateway)
         await stop.wait()
         log.info("shutdown requested", extra={"event": "shutdown"})
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await gateway.stop()
 

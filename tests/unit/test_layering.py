@@ -26,7 +26,9 @@ OWNERS: dict[str, tuple[str, ...]] = {
         "gateway/identity.py",
         "gateway/recording/",
         "gateway/policy/",
+        "gateway/audit/",
     ),
+    "prometheus_client": ("gateway/audit/metrics.py",),
     "cryptography": (
         "protocols/mysql/auth",
         "gateway/keys.py",

@@ -2,6 +2,13 @@
 
 from .api import build_app
 from .listener import AdminServer, start_admin
-from .webhook import AiohttpTransport, webhook_notifier
+from .webhook import AiohttpTransport, alerts_notifier, webhook_notifier
 
-__all__ = ["AdminServer", "AiohttpTransport", "build_app", "start_admin", "webhook_notifier"]
+__all__ = [
+    "AdminServer",
+    "AiohttpTransport",
+    "alerts_notifier",
+    "build_app",
+    "start_admin",
+    "webhook_notifier",
+]

@@ -3,8 +3,10 @@
 Rules this module keeps:
 
 * Every path except ``/healthz`` needs ``Authorization: Bearer <JWT>``, verified like a
-  database login. A missing or bad token is 401 with ``WWW-Authenticate: Bearer``; the
-  reason goes to the log, the caller only learns "invalid token".
+  database login; ``/metrics`` (Prometheus) too, unless ``[admin] metrics_public`` is set
+  for a scraper on a trusted network. A missing or bad token is 401 with
+  ``WWW-Authenticate: Bearer``; the reason goes to the log, the caller only learns
+  "invalid token".
 * The API is open to members of ``[admin] groups`` and of any policy's ``approvers``
   (403 otherwise). Whether one may decide a given request is the broker's rule
   (``ApprovalBroker.may_decide``: an approver group of that request, never the requester).
@@ -46,6 +48,8 @@ ALLOWED_GROUPS: Final = web.AppKey("allowed_groups", frozenset)
 # identity -> the id of a revocation matching it, or None (the runtime's revocation list).
 RevokedCheck = Callable[[Identity], "str | None"]
 REVOKED: Final = web.AppKey[RevokedCheck]("revoked")
+PUBLIC: Final = web.AppKey("public", frozenset)
+METRICS: Final = web.AppKey("metrics", object)
 # The verified caller of the request being handled. The authenticate middleware and the
 # handler run in the request's own task, so a context variable is request-scoped (and, unlike
 # request storage keys, works on every aiohttp this project supports).
@@ -67,7 +71,11 @@ def build_app(runtime: Runtime, config: Config) -> web.Application:
     app[VERIFIER] = runtime.verifier
     app[REVOKED] = runtime.revoked
     app[ALLOWED_GROUPS] = api_groups(config)
+    metrics_public = config.admin is not None and config.admin.metrics_public
+    app[PUBLIC] = PUBLIC_PATHS | ({"/metrics"} if metrics_public else set())
+    app[METRICS] = runtime.audit.metrics
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/approvals", list_approvals)
     app.router.add_get("/api/approvals/{id}", show_approval)
     app.router.add_post("/api/approvals/{id}/approve", approve)
@@ -111,7 +119,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS or is_console_path(request.path):
+    if request.path in request.app[PUBLIC] or is_console_path(request.path):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
@@ -146,6 +154,18 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     finally:
         CALLER.reset(reset)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this gateway's registry (docs/operations.md)."""
+    from ..audit.metrics import CONTENT_TYPE, GatewayMetrics
+
+    registry = request.app[METRICS]
+    assert isinstance(registry, GatewayMetrics)
+    return web.Response(
+        body=registry.render(),
+        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},
+    )
 
 
 async def read_body(request: web.Request, fields: Collection[str]) -> dict[str, str]:

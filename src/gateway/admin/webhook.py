@@ -74,3 +74,16 @@ def webhook_notifier(
         timeout=section.webhook_timeout,
         admin_url=admin_url,
     )
+
+
+def alerts_notifier(config: Config, secret: bytes | None) -> WebhookNotifier:
+    """The notifier for ``[alerts] webhook_url`` (same transport, signature and retries as
+    the approvals webhook; events are sent with ``WebhookNotifier.send``)."""
+    section = config.alerts
+    assert section.webhook_url is not None
+    return WebhookNotifier(
+        section.webhook_url,
+        transport=AiohttpTransport(),
+        secret=secret,
+        timeout=section.webhook_timeout,
+    )

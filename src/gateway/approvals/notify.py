@@ -119,7 +119,7 @@ class WebhookNotifier:
     def __call__(self, request: ApprovalRequest) -> None:
         if self._closed:
             return
-        task = asyncio.get_running_loop().create_task(self.deliver(request))
+        task: asyncio.Task[bool] = asyncio.get_running_loop().create_task(self.deliver(request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -142,22 +142,46 @@ class WebhookNotifier:
         await self._transport.close()
 
     def headers(self, request: ApprovalRequest, body: bytes) -> dict[str, str]:
+        return self._headers(EVENT_REQUESTED, request.id, body)
+
+    def _headers(self, event: str, delivery: str, body: bytes) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"db-gateway/{__version__}",
-            EVENT_HEADER: EVENT_REQUESTED,
-            DELIVERY_HEADER: request.id,
+            EVENT_HEADER: event,
+            DELIVERY_HEADER: delivery,
         }
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign(self._secret, body)
         return headers
 
-    async def deliver(self, request: ApprovalRequest) -> bool:
-        """Send the request to the webhook; True when it answered 2xx."""
-        body = json.dumps(
-            webhook_payload(request, self.admin_url), separators=(",", ":"), sort_keys=True
-        ).encode("utf-8")
-        headers = self.headers(request, body)
+    def send(self, event: str, delivery: str, payload: Mapping[str, Any]) -> None:
+        """Deliver another kind of event (alerts) with the same body encoding, signature
+        and retry rules; in a background task, like approval requests."""
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(event, delivery, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, event: str, delivery: str, payload: Mapping[str, Any]) -> bool:
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        ok, detail, attempts = await self._post(body, self._headers(event, delivery, body))
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "webhook delivered" if ok else "webhook failed",
+            extra={
+                "event": event + ("_notified" if ok else "_notify_failed"),
+                "delivery": delivery,
+                "webhook": self._host,
+                "status" if ok else "error": detail,
+                "attempts": attempts,
+            },
+        )
+        return ok
+
+    async def _post(self, body: bytes, headers: Mapping[str, str]) -> tuple[bool, str, int]:
+        """Up to ``attempts`` tries: (delivered, HTTP status or error, attempts made)."""
         error = ""
         attempt = 0
         while attempt < self._attempts:
@@ -170,32 +194,42 @@ class WebhookNotifier:
                 error = str(exc)
                 continue
             if 200 <= status < 300:
-                log.info(
-                    "approval webhook delivered",
-                    extra={
-                        "event": "approval_notified",
-                        "approval_id": request.id,
-                        "webhook": self._host,
-                        "status": status,
-                        "attempts": attempt,
-                    },
-                )
-                _report(request, "notified", {"status": str(status)})
-                return True
+                return True, str(status), attempt
             error = f"HTTP {status}"
             if status < 500:
                 break
+        return False, error, attempt
+
+    async def deliver(self, request: ApprovalRequest) -> bool:
+        """Send the request to the webhook; True when it answered 2xx."""
+        body = json.dumps(
+            webhook_payload(request, self.admin_url), separators=(",", ":"), sort_keys=True
+        ).encode("utf-8")
+        ok, detail, attempt = await self._post(body, self.headers(request, body))
+        if ok:
+            log.info(
+                "approval webhook delivered",
+                extra={
+                    "event": "approval_notified",
+                    "approval_id": request.id,
+                    "webhook": self._host,
+                    "status": int(detail),
+                    "attempts": attempt,
+                },
+            )
+            _report(request, "notified", {"status": detail})
+            return True
         log.warning(
             "approval webhook failed",
             extra={
                 "event": "approval_notify_failed",
                 "approval_id": request.id,
                 "webhook": self._host,
-                "error": error,
+                "error": detail,
                 "attempts": attempt,
             },
         )
-        _report(request, "notify_failed", {"error": f"{error} after {attempt} attempt(s)"})
+        _report(request, "notify_failed", {"error": f"{detail} after {attempt} attempt(s)"})
         return False
 
 

@@ -74,6 +74,9 @@ class Recorder:
         self._last_error: str | None = None
         self._closing = False
         self._flush_waiters: list[asyncio.Future[None]] = []
+        # For the metrics (docs/operations.md): bytes handed to the disk, last pass's time.
+        self.written_bytes = 0
+        self.last_pass_seconds = 0.0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -134,6 +137,11 @@ class Recorder:
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    @property
+    def backlog(self) -> int:
+        """Bytes recorded by all sessions and not yet on disk (the recording's lag)."""
+        return sum(rec.backlog for rec in self._sessions.values())
 
     def sign(self, message: bytes) -> bytes:
         """Ed25519 signature with the recording key (checkpoint and end frames)."""
@@ -233,9 +241,13 @@ class Recorder:
             if tick and not self._healthy:
                 await self._reprobe()
             return True
+        started = time.monotonic()
+        handed = sum(rec._outstanding for rec in members)  # includes earlier failed writes
         results = await asyncio.get_running_loop().run_in_executor(
             self._executor, _write_batch, batch, tick, self.session_dir
         )
+        self.last_pass_seconds = time.monotonic() - started
+        self.written_bytes += handed - sum(r.outstanding for r in results)
         ok = True
         for rec, result in zip(members, results, strict=True):
             rec._written(result.outstanding)

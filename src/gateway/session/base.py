@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ..audit import SessionAudit
     from ..identity import Identity
     from ..net.leg import Leg
     from ..runtime import TargetRuntime
@@ -27,6 +28,8 @@ class GatewaySession(Protocol):
 
     @property
     def closing(self) -> bool: ...
+
+    audit: SessionAudit | None  # set at login, before the limit control is built
 
     def cancel_query(self) -> None: ...
 

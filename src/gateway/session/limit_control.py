@@ -3,8 +3,9 @@
 The drivers decide *where* in their wire protocol a result is cut, paused or held; this
 module decides nothing about bytes. It owns the session's limits, the one approval
 request the session may wait on at a time, the wording of what the client is told, and
-the record of every step: a ``ctl`` frame in the session recording and a line in the
-``gateway.audit`` log (steps on the approver's side are logged by the broker).
+the record of every step: a ``ctl`` frame in the session recording, a line in the
+``gateway.audit`` log and one in the audit log file (steps on the approver's side are
+logged by the broker).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..limits import Budget, SessionLimits
 
 if TYPE_CHECKING:
     from ..approvals import ApprovalBroker
+    from ..audit import SessionAudit
     from ..identity import Identity
     from ..recording import SessionRecording
 
@@ -35,6 +37,7 @@ def _duration(seconds: float) -> str:
 
 class LimitControl:
     __slots__ = (
+        "audit",
         "broker",
         "identity",
         "limits",
@@ -58,7 +61,9 @@ class LimitControl:
         recording: SessionRecording | None,
         review_approvers: frozenset[str],
         review_timeout: float,
+        audit: SessionAudit | None = None,
     ) -> None:
+        self.audit = audit
         self.limits = limits
         self.broker = broker
         self.session_id = session_id
@@ -78,6 +83,8 @@ class LimitControl:
         text = {k: str(v) for k, v in detail.items() if v is not None}
         if self.recording is not None:
             self.recording.control(kind, text)
+        if self.audit is not None:
+            self.audit.event(kind, **text)
         audit.info(
             kind.replace("_", " "),
             extra={
@@ -180,6 +187,8 @@ class LimitControl:
         )
         self.pending = request
         self.pending_callback = on_decision
+        if self.audit is not None:
+            self.audit.approval_id = request.id  # written with the statement's audit line
         self.event(
             "approval_requested",
             approval_id=request.id,

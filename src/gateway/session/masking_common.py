@@ -26,6 +26,7 @@ from ..policy import Decision
 if TYPE_CHECKING:
     from ..masking.catalog import Catalog
     from ..masking.lineage_cache import LineageCache
+    from ..masking.plan import ResultPlan
     from ..masking.rules import MaskPolicy
     from ..policy.lineage import StatementLineage
     from .catalog_loader import TargetCatalog
@@ -152,3 +153,12 @@ class MaskingSession:
             if policy.any_masked(lineage.reads) is not None:
                 return True
         return False
+
+
+def masked_names(plan: ResultPlan) -> list[str]:
+    """The masked output columns of a result (audit log), by source column when known."""
+    return [
+        col.source or f"column {i + 1}"
+        for i, col in enumerate(plan.columns)
+        if col.mask is not None or col.detectors
+    ]

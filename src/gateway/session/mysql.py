@@ -117,6 +117,7 @@ from .mysql_upstream import (
 )
 
 if TYPE_CHECKING:
+    from ..audit import SessionAudit
     from ..identity import Identity
     from ..runtime import Runtime, TargetRuntime
 
@@ -219,6 +220,7 @@ class MySqlSession(LegPair):
         self.upstream: UpstreamConnection | None = None
         self.tracker: ResponseTracker | None = None
         self.observer: MyRecordingObserver | None = None
+        self.audit: SessionAudit | None = None
         self.policy_gate: MyPolicyGate | None = None
         self.masking: MyMasking | None = None
         self.statements = StatementRegistry()
@@ -362,7 +364,10 @@ class MySqlSession(LegPair):
                 "session recording is unavailable; the gateway refuses new sessions",
                 f"recording unavailable: {exc}",
             ) from None
-        self.observer = MyRecordingObserver(recording, runtime.record_rows(target, identity))
+        self.audit = runtime.session_audit(self, target, identity)
+        self.observer = MyRecordingObserver(
+            recording, runtime.record_rows(target, identity), self.audit
+        )
         self.policy_gate = MyPolicyGate(
             runtime.session_policy(target, identity),
             self.observer,
@@ -553,7 +558,13 @@ class MySqlSession(LegPair):
                 "subject": self.identity_subject,
             },
         )
-        self.runtime.login_refused(self.target, exc.sqlstate)
+        self.runtime.login_refused(
+            self.target,
+            exc.sqlstate,
+            client=self.peer,
+            detail=exc.log_detail,
+            subject=self.identity_subject,
+        )
         if not self.client.closed:
             if self._login_seq == 0:
                 # Instead of a greeting: no SQLSTATE before capabilities are known.
@@ -705,6 +716,7 @@ class MySqlSession(LegPair):
             local = bool(self.capabilities & _LOCAL_FILES) and is_load_data_local(sql)
             ex = Exchange(cmd)
             ex.rule = decision.rule
+            ex.classes = decision.classes
             if self.masking is not None:
                 ex.mask_sql = bytes(sql)
                 self.masking.statement_sent(ex.mask_sql)
@@ -773,6 +785,7 @@ class MySqlSession(LegPair):
             ex = Exchange(cmd)
             ex.text = sql
             ex.rule = decision.rule
+            ex.classes = decision.classes
             tracker.start(cmd)
             self._exchanges.append(ex)
             return None
@@ -1181,7 +1194,7 @@ class MySqlSession(LegPair):
             return True
         if isinstance(ev, StatementPrepared):
             self.statements.add(ex.text, ev.ok, ev.params, ev.columns)
-            observer.prepared(ev.ok.statement_id, ex.rule)
+            observer.prepared(ev.ok.statement_id, ex.rule, ex.classes)
             return False
         if isinstance(ev, (OkReceived, ResultSetEnded)):
             if ev.ok.session_state_changes:

@@ -27,13 +27,16 @@ from typing import TYPE_CHECKING
 from protocols.mysql.constants import MAX_PACKET_PAYLOAD, Charset, ColumnFlag, ColumnType
 from protocols.mysql.resultset import ColumnDefinition41, StmtExecute, decode_binary_value
 
+from ..masking.plan import ResultPlan
 from ..recording import ColumnInfo
+from .masking_common import masked_names
 from .mysql_sql import statement_texts
 
 if TYPE_CHECKING:
     from protocols.mysql.commands import PreparedStatement
     from protocols.mysql.packets import ErrPacket, OkPacket
 
+    from ..audit import SessionAudit
     from ..policy import Decision
     from ..recording import SessionRecording
     from ..recording.session import Statement
@@ -42,6 +45,7 @@ TEXT_ROWS = "mysql.text"
 BINARY_ROWS = "mysql.binary"
 _COLUMN_CACHE = 256
 _STATEMENT_RULES = 4096
+_NO_CLASSES: frozenset[str] = frozenset()
 
 _STRING_TYPES = frozenset(
     {
@@ -109,8 +113,10 @@ class Exchange:
     """One client command that expects a response, from send to completion."""
 
     __slots__ = (
+        "audited",
         "binary",
         "bytes",
+        "classes",
         "columns",
         "command",
         "described",
@@ -167,16 +173,21 @@ class Exchange:
         self.internal = False
         self.first_seq = 1  # sequence id of the first response packet
         self.sent_seq = 0
-        # The policy rule that allowed the statement (recorded with each result).
+        # The policy rule that allowed the statement (recorded with each result), and the
+        # statement's classes (audit log).
         self.rule: str | None = None
+        self.classes: frozenset[str] = _NO_CLASSES
+        self.audited = False  # a result is open that the audit log will report
 
 
 class MyRecordingObserver:
-    """Records MySQL commands; a no-op shell when the session is not recorded."""
+    """Records MySQL commands and reports each result to the audit; a no-op shell when the
+    session is neither recorded nor audited."""
 
     __slots__ = (
         "_columns",
         "_statement_rules",
+        "audit",
         "denied",
         "record_rows",
         "recording",
@@ -184,8 +195,14 @@ class MyRecordingObserver:
         "statements",
     )
 
-    def __init__(self, recording: SessionRecording | None, record_rows: int) -> None:
+    def __init__(
+        self,
+        recording: SessionRecording | None,
+        record_rows: int,
+        audit: SessionAudit | None = None,
+    ) -> None:
         self.recording = recording
+        self.audit = audit
         self.record_rows = record_rows
         self.statements = 0
         self.rows_total = 0  # rows of finished results (the admin API's live sessions)
@@ -193,7 +210,7 @@ class MyRecordingObserver:
         self._columns: dict[tuple[tuple[ColumnDefinition41, ...], bool], list[ColumnInfo]] = {}
         # The policy rule that allowed each prepared statement (by statement id),
         # recorded with its executions.
-        self._statement_rules: dict[int, str | None] = {}
+        self._statement_rules: dict[int, tuple[str | None, frozenset[str]]] = {}
 
     # -- policy -----------------------------------------------------------------------------
 
@@ -201,19 +218,25 @@ class MyRecordingObserver:
         """A statement the policy refused: recorded whole (it never reaches the server)."""
         self.statements += 1
         self.denied += 1
+        if self.audit is not None:
+            self.audit.statement(
+                text, path, "deny", decision.rule, decision.classes, 0, 0, 0.0, "1142/42000"
+            )
         rec = self.recording
         if rec is None:
             return
         rec.refused(text, path, None, decision.rule, ("1142", "42000: " + decision.message))
 
-    def prepared(self, statement_id: int, rule: str | None) -> None:
+    def prepared(
+        self, statement_id: int, rule: str | None, classes: frozenset[str] = _NO_CLASSES
+    ) -> None:
         """The server created a statement the policy allowed with ``rule``."""
-        if self.recording is None:
+        if self.recording is None and self.audit is None:
             return
         rules = self._statement_rules
         if len(rules) >= _STATEMENT_RULES:
             rules.clear()  # bounded: an evicted id is recorded without a rule
-        rules[statement_id] = rule
+        rules[statement_id] = (rule, classes)
 
     def statements_closed(self, statement_id: int | None = None) -> None:
         """COM_STMT_CLOSE of one statement, or every statement (reset, change user)."""
@@ -241,7 +264,7 @@ class MyRecordingObserver:
         ex.text = stmt.sql if stmt is not None else None
         if stmt is not None:
             ex.name = str(stmt.statement_id)
-            ex.rule = self._statement_rules.get(stmt.statement_id)
+            ex.rule, ex.classes = self._statement_rules.get(stmt.statement_id, (None, _NO_CLASSES))
         if execute is not None:
             params = [
                 parameter_text(t, unsigned, v)
@@ -258,7 +281,7 @@ class MyRecordingObserver:
         ex.text = stmt.sql if stmt is not None else None
         ex.name = str(stmt.statement_id) if stmt is not None else None
         if stmt is not None:
-            ex.rule = self._statement_rules.get(stmt.statement_id)
+            ex.rule, ex.classes = self._statement_rules.get(stmt.statement_id, (None, _NO_CLASSES))
         if stmt is not None and stmt.columns:
             ex.columns = self._column_infos(stmt.columns, True)
             ex.binary = True
@@ -266,6 +289,8 @@ class MyRecordingObserver:
 
     def _open(self, ex: Exchange) -> None:
         self.statements += 1
+        ex.started = time.monotonic()
+        ex.audited = self.audit is not None
         rec = self.recording
         if rec is None:
             return
@@ -357,6 +382,21 @@ class MyRecordingObserver:
         next result of the same command opens a new recorded statement."""
         if not ex.swallow:  # a stopped result's swallowed tail was never sent
             self.rows_total += ex.rows
+        if ex.audited and self.audit is not None:
+            ex.audited = False
+            plan = ex.mask_plan
+            self.audit.statement(
+                self._text(ex),
+                ex.path,
+                "allow",
+                ex.rule,
+                ex.classes,
+                ex.rows,
+                ex.bytes,
+                time.monotonic() - ex.started,
+                f"{err.errno}/{err.sqlstate}" if err is not None else None,
+                masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None,
+            )
         rec = self.recording
         if rec is not None and ex.stmt is not None:
             tag: str | None = None

@@ -194,7 +194,7 @@ class PgPolicyGate:
                     self.privileged_statements.discard(name)
             elif privileged:
                 self.privilege_in_flight = True
-            self.observer.allowed(mtype, name, decision.rule)
+            self.observer.allowed(mtype, name, decision.rule, decision.classes)
             return None
         return self._refuse(mtype, name, raw, decision)
 

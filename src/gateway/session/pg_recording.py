@@ -19,8 +19,10 @@ from protocols.postgres.tracker import Execution
 from ..masking.plan import ResultPlan
 from ..recording import ColumnInfo
 from ..recording.session import HOLD_BYTES, Statement
+from .masking_common import masked_names
 
 if TYPE_CHECKING:
+    from ..audit import SessionAudit
     from ..policy import Decision
     from ..recording import SessionRecording
 
@@ -29,6 +31,7 @@ ROW_ENCODING = "pg.DataRow"
 _COLUMN_CACHE = 256
 _TEXT_CACHE = 256
 _STATEMENT_RULES = 4096
+_NO_CLASSES: frozenset[str] = frozenset()
 
 
 def _columns(row_description: bytes, formats: tuple[int, ...]) -> list[ColumnInfo]:
@@ -58,7 +61,10 @@ def _param_value(value: bytes | None, fmt: int) -> str | bytes | None:
 
 
 class PgRecordingObserver:
-    """ExecutionObserver; a no-op shell when the session is not recorded.
+    """ExecutionObserver; a no-op shell when the session is neither recorded nor audited.
+
+    With an audit (``SessionAudit``), each completed or refused statement is also
+    reported there once, with its rows, bytes and duration.
 
     Runs once per execution on the hot path, so what a prepared statement repeats
     (its decoded text and name, its parsed columns, its command tag) is decoded once
@@ -70,7 +76,10 @@ class PgRecordingObserver:
         "_labels",
         "_statement_rules",
         "_tags",
+        "audit",
+        "counting",
         "denied",
+        "next_classes",
         "next_rule",
         "planner",
         "record_rows",
@@ -81,9 +90,16 @@ class PgRecordingObserver:
     )
 
     def __init__(
-        self, recording: SessionRecording | None, record_rows: int, rule: str | None = None
+        self,
+        recording: SessionRecording | None,
+        record_rows: int,
+        rule: str | None = None,
+        audit: SessionAudit | None = None,
     ) -> None:
         self.recording = recording
+        self.audit = audit
+        # Whether the driver reports forwarded row runs (their bytes count for both).
+        self.counting = recording is not None or audit is not None
         self.record_rows = record_rows
         self.rule = rule
         self.statements = 0
@@ -98,22 +114,30 @@ class PgRecordingObserver:
         # The policy rule that allowed the next simple Query / FunctionCall, and each
         # parsed statement's (by name): recorded with their executions.
         self.next_rule = rule
-        self._statement_rules: dict[bytes, str | None] = {}
+        self.next_classes = _NO_CLASSES
+        self._statement_rules: dict[bytes, tuple[str | None, frozenset[str]]] = {}
         # Masking's planner (set by the driver when masks apply): result metadata is
         # recorded with the masked columns marked.
         self.planner: Callable[[Execution], ResultPlan | None] | None = None
 
-    def allowed(self, mtype: int, name: bytes | None, rule: str | None) -> None:
+    def allowed(
+        self,
+        mtype: int,
+        name: bytes | None,
+        rule: str | None,
+        classes: frozenset[str] = _NO_CLASSES,
+    ) -> None:
         """The policy allowed a Query / FunctionCall (``name`` None) or a Parse."""
-        if self.recording is None:
+        if not self.counting:
             return
         if name is None:
             self.next_rule = rule
+            self.next_classes = classes
         else:
             rules = self._statement_rules
             if len(rules) >= _STATEMENT_RULES:
                 rules.clear()  # bounded: an evicted name is recorded with the session rule
-            rules[name] = rule
+            rules[name] = (rule, classes)
 
     def refused(
         self, text: str, path: str, name: bytes | None, decision: Decision, sqlstate: str
@@ -121,6 +145,10 @@ class PgRecordingObserver:
         """A statement the policy refused: recorded whole (it never reaches the server)."""
         self.statements += 1
         self.denied += 1
+        if self.audit is not None:
+            self.audit.statement(
+                text, path, "deny", decision.rule, decision.classes, 0, 0, 0.0, sqlstate
+            )
         rec = self.recording
         if rec is None:
             return
@@ -129,6 +157,18 @@ class PgRecordingObserver:
 
     def execution_started(self, ex: Execution) -> None:
         self.statements += 1
+        if not self.counting:
+            return
+        ex.started = time.monotonic()
+        name = ex.statement_name
+        if name is None:
+            if ex.path != "cursor":
+                decided = (self.next_rule, self.next_classes)
+            else:
+                decided = (self.rule, _NO_CLASSES)
+        else:
+            decided = self._statement_rules.get(name) or (self.rule, _NO_CLASSES)
+        ex.decided = decided
         rec = self.recording
         if rec is None:
             return
@@ -144,6 +184,14 @@ class PgRecordingObserver:
                 params = [
                     _param_value(v, bind.parameter_format(i)) for i, v in enumerate(bind.parameters)
                 ]
+        label = self._label(ex)
+        st = rec.statement(label[0], ex.path, label[1], params, "allow", decided[0])
+        ex.context = st
+        if ex.row_description is not None:
+            rec.result_metadata(st, self._result_columns(ex))
+            st.described = True
+
+    def _label(self, ex: Execution) -> tuple[str, str | None]:
         key = (ex.text, ex.statement_name)
         label = self._labels.get(key)
         if label is None:
@@ -151,16 +199,7 @@ class PgRecordingObserver:
             if len(self._labels) >= _TEXT_CACHE:
                 self._labels.clear()
             self._labels[key] = label
-        name = ex.statement_name
-        if name is None:
-            rule = self.next_rule if ex.path != "cursor" else self.rule
-        else:
-            rule = self._statement_rules.get(name, self.rule)
-        st = rec.statement(label[0], ex.path, label[1], params, "allow", rule)
-        ex.context = st
-        if ex.row_description is not None:
-            rec.result_metadata(st, self._result_columns(ex))
-            st.described = True
+        return label
 
     def _result_columns(self, ex: Execution) -> list[ColumnInfo]:
         assert ex.row_description is not None
@@ -197,6 +236,7 @@ class PgRecordingObserver:
         st.described = True
 
     def rows(self, ex: Execution, buf: bytes, start: int, stop: int, count: int) -> None:
+        ex.bytes += stop - start
         st = ex.context
         rec = self.recording
         if rec is None or not isinstance(st, Statement):
@@ -221,12 +261,16 @@ class PgRecordingObserver:
         st.recorded += count
 
     def add_bytes(self, ex: Execution, n: int) -> None:
+        ex.bytes += n
         st = ex.context
         if isinstance(st, Statement):
             st.bytes += n
 
     def execution_finished(self, ex: Execution) -> None:
         self.rows_total += ex.rows
+        audit = self.audit
+        if audit is not None and ex.decided is not None:
+            self._audit(audit, ex)
         rec = self.recording
         st = ex.context
         if rec is None or not isinstance(st, Statement):
@@ -246,6 +290,29 @@ class PgRecordingObserver:
                     self._tags.clear()
                 self._tags[body] = tag
         rec.complete(st, tag, ex.rows, st.recorded, st.bytes, time.monotonic() - st.started, error)
+
+    def _audit(self, audit: SessionAudit, ex: Execution) -> None:
+        decided: tuple[str | None, frozenset[str]] = ex.decided  # type: ignore[assignment]
+        rule, classes = decided
+        error = ex.error
+        if error is not None:
+            code: str | None = error[0] or "error"
+        else:
+            code = "skipped" if ex.skipped else None
+        plan = ex.mask_plan
+        masked = masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None
+        audit.statement(
+            self._label(ex)[0],
+            ex.path,
+            "allow",
+            rule,
+            classes,
+            ex.rows,
+            ex.bytes,
+            time.monotonic() - ex.started,
+            code,
+            masked,
+        )
 
     def session_ended(self, reason: str) -> None:
         if self.recording is not None:

@@ -57,6 +57,7 @@ from .pg_recording import PgRecordingObserver
 from .pg_upstream import UpstreamConnection, UpstreamError, connect_upstream, send_cancel
 
 if TYPE_CHECKING:
+    from ..audit import SessionAudit
     from ..identity import Identity
     from ..runtime import Runtime, TargetRuntime
 
@@ -101,6 +102,7 @@ class PgSession(LegPair):
         self.masking: PgMasking | None = None
         self.limits: SessionLimits | None = None
         self.control: LimitControl | None = None
+        self.audit: SessionAudit | None = None
         # A portal executed in batches (Execute with a row limit) is one result: its
         # budget carries over while the same Bind's portal is executed again.
         self._portal_budgets: dict[bytes, tuple[object, Budget]] = {}
@@ -273,10 +275,12 @@ class PgSession(LegPair):
                 f"recording unavailable: {exc}",
             ) from None
 
+        self.audit = runtime.session_audit(self, self.target, identity)
         self.observer = PgRecordingObserver(
             recording,
             runtime.record_rows(self.target, identity),
             runtime.allow_rule(self.target, identity),
+            self.audit,
         )
         self.tracker = QueryTracker(self.observer)
         self.policy_gate = PgPolicyGate(
@@ -333,7 +337,13 @@ class PgSession(LegPair):
                 "subject": self.identity_subject,
             },
         )
-        self.runtime.login_refused(self.target, exc.sqlstate)
+        self.runtime.login_refused(
+            self.target,
+            exc.sqlstate,
+            client=self.peer,
+            detail=exc.log_detail,
+            subject=self.identity_subject,
+        )
         if not self.client.closed:
             self.client.write(build_error_response(exc.sqlstate, exc.message, severity="FATAL"))
             self.client.close()
@@ -448,7 +458,7 @@ class PgSession(LegPair):
         tracker = self.tracker
         observer = self.observer
         assert tracker is not None and observer is not None
-        recording = observer.recording is not None
+        recording = observer.counting  # rows are reported to the recording and the audit
         masking = self.masking
         limits = self.limits
         swallow = self._swallow
@@ -657,7 +667,7 @@ class PgSession(LegPair):
         limits.credit(budget, sent, pos - rs)
         ex.rows += sent
         observer = self.observer
-        if sent and observer is not None and observer.recording is not None:
+        if sent and observer is not None and observer.counting:
             observer.rows(ex, rows, rs, pos, sent)
         head = bytes(rows[rs:pos])
         limit = cut.reached(sent)

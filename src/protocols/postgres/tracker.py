@@ -76,7 +76,9 @@ class Execution:
         "_tag_bodies",
         "bind",
         "budget",
+        "bytes",
         "context",
+        "decided",
         "error",
         "mask_plan",
         "path",
@@ -84,6 +86,7 @@ class Execution:
         "row_description",
         "rows",
         "skipped",
+        "started",
         "statement_name",
         "suspended",
         "text",
@@ -114,6 +117,11 @@ class Execution:
         self.mask_plan: object = None
         # Owned by the driver: the result limits' state of the current result.
         self.budget: object = None
+        # Owned by the driver (audit log): result bytes forwarded, start time, and what the
+        # policy decided for the statement.
+        self.bytes = 0
+        self.started = 0.0
+        self.decided: object = None
         self._tag_bodies: list[bytes] | None = None
 
     @property

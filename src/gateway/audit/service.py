@@ -1,0 +1,416 @@
+"""One object the drivers feed per statement: audit line, metrics, alert windows.
+
+``AuditService`` is process-wide (one per Runtime); ``SessionAudit`` is per session and
+is what the drivers' recording observers call, once when a statement completes (or is
+refused) -- the same places the recording learns a statement's outcome -- so both
+protocols share every line of this. Per statement the cost is: one cached
+fingerprint lookup, one msgspec encode into a list (the writer thread does the I/O), a
+few cached metric children, and the alert windows' deque appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from .alerts import Alert, AlertEngine
+from .fingerprint import normalize
+from .metrics import GatewayMetrics
+from .writer import AuditWriter
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..identity import Identity
+
+log = logging.getLogger("gateway.audit")
+
+AUDIT_FILE: Final = "audit.log"
+# What the drivers answer when the target cannot be reached at login (PostgreSQL
+# connection_failure, MySQL CR_CONN_HOST_ERROR's 08S01).
+UPSTREAM_SQLSTATES: Final = frozenset({"08006", "08001", "08S01"})
+
+
+class StatementLine(msgspec.Struct, omit_defaults=True, gc=False):
+    """One statement in the audit log (field by field in docs/audit-log.md)."""
+
+    time: str
+    event: str  # "statement"
+    session_id: str
+    subject: str
+    groups: list[str]
+    target: str
+    protocol: str
+    client: str
+    fingerprint: str
+    text: str
+    path: str
+    decision: str
+    rows: int
+    bytes: int
+    duration_ms: float
+    rule: str | None = None
+    class_: str | None = msgspec.field(default=None, name="class")
+    masked: list[str] | None = None
+    approval_id: str | None = None
+    error: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+_second = -1
+_second_text = ""
+
+
+def timestamp(now: float | None = None) -> str:
+    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
+    global _second, _second_text
+    now = time.time() if now is None else now
+    sec = int(now)
+    if sec != _second:
+        _second, _second_text = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second_text}.{int((now - sec) * 1000):03d}Z"
+
+
+def refusal_category(detail: str) -> str:
+    """A low-cardinality reason for a refused login (metric label, alert key); the
+    detail itself may name a subject or a key id, so only its category is exported."""
+    d = detail.lower()
+    if d.startswith("token rejected"):
+        if "expired" in d:
+            return "token_expired"
+        if "signature" in d or "no signing key" in d:
+            return "token_signature"
+        return "token_invalid"
+    if d.startswith("no policy allows") or "not allowed" in d:
+        return "not_allowed"
+    if "timeout" in d or "timed out" in d:
+        return "timeout"
+    if d.startswith("protocol violation") or "startup" in d:
+        return "protocol"
+    if d.startswith("recording unavailable"):
+        return "recording_unavailable"
+    if d.startswith("masking catalog"):
+        return "catalog_unavailable"
+    if "tls" in d or "ssl" in d or "plaintext" in d:
+        return "tls_required"
+    if "revoked" in d:
+        return "revoked"
+    return "other"
+
+
+def client_host(peer: str) -> str:
+    """The address part of ``host:port`` (``[v6]:port`` too)."""
+    host, sep, port = peer.rpartition(":")
+    if not sep or not port.isdigit():
+        return peer
+    return host.strip("[]")
+
+
+class AuditService:
+    def __init__(self, config: Config) -> None:
+        self.metrics = GatewayMetrics()
+        self.writer: AuditWriter | None = None
+        self.redact = config.audit.redact_literals
+        self._started = False
+        if config.audit.enabled:
+            path = config.audit.path or str(Path(config.gateway.state_dir) / AUDIT_FILE)
+            self.writer = AuditWriter(
+                path,
+                flush_interval=config.audit.flush_interval,
+                max_buffer=config.audit.max_buffer,
+            )
+            self.metrics.watch(self.metrics.audit_dropped, lambda: self.writer_dropped)
+        self.notify: Callable[[str, str, dict[str, Any]], None] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.alerts = AlertEngine(
+            config,
+            self._fire,
+            state_dir=Path(config.gateway.state_dir),
+            save=self._save_in_thread,
+        )
+
+    def watch_recorder(self, recorder: Any) -> None:
+        """Export the recorder's lag and throughput (read at scrape time)."""
+        m = self.metrics
+        m.watch(m.recording_backlog, lambda: recorder.backlog)
+        m.watch(m.recording_written, lambda: recorder.written_bytes)
+        m.watch(m.recording_healthy, lambda: 1 if recorder.healthy else 0)
+        m.watch(m.recording_pass, lambda: recorder.last_pass_seconds)
+
+    @property
+    def writer_dropped(self) -> int:
+        return self.writer.dropped if self.writer is not None else 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.writer is not None:
+            await self.writer.start()
+        self._started = True
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.writer is not None:
+            await self.writer.close()
+
+    async def flush(self) -> None:
+        if self.writer is not None:
+            await self.writer.flush()
+
+    def reopen(self) -> None:
+        """Reopen the audit log file (SIGHUP after rotation)."""
+        if self.writer is not None:
+            self.writer.reopen()
+
+    def reconfigure(self, config: Config) -> None:
+        """Hot reload: new alert thresholds and redaction; the file path needs a restart."""
+        self.redact = config.audit.redact_literals
+        self.alerts.reconfigure(config)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def line(self, data: Any) -> None:
+        writer = self.writer
+        if writer is not None:
+            writer.write(_encode(data) + b"\n")
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """A non-statement line: session start/end, refused login, approvals, alerts."""
+        if self.writer is not None:
+            fields = {k: v for k, v in fields.items() if v is not None}
+            self.line({"time": timestamp(), "event": kind, **fields})
+
+    # -- sessions and logins ---------------------------------------------------------------------
+
+    def session(
+        self,
+        session_id: str,
+        identity: Identity,
+        target: str,
+        protocol: str,
+        client: str,
+        analyse: Callable[[str], Any] | None = None,
+    ) -> SessionAudit:
+        return SessionAudit(self, session_id, identity, target, protocol, client, analyse)
+
+    def session_started(self, target: str) -> None:
+        self.metrics.sessions.labels(target).inc()
+        self.metrics.sessions_active.labels(target).inc()
+
+    def session_ended(self, target: str) -> None:
+        self.metrics.sessions_active.labels(target).dec()
+
+    def login_refused(
+        self, target: str, sqlstate: str, client: str | None, detail: str, subject: str | None
+    ) -> None:
+        if sqlstate in UPSTREAM_SQLSTATES:
+            # "could not connect to target": the detail is the upstream's own error.
+            reason = "upstream_unavailable"
+            self.metrics.upstream_errors.labels(target).inc()
+        else:
+            reason = refusal_category(detail)
+        self.metrics.auth_failures.labels(target, reason).inc()
+        self.event(
+            "login_refused",
+            target=target,
+            client=client,
+            subject=subject,
+            reason=reason,
+            sqlstate=sqlstate,
+        )
+        # Refusals that say something about the caller (a bad or unwelcome token, a broken
+        # handshake) count towards the address's failures; our own outages do not.
+        if client is not None and reason.startswith(("token", "not_allowed", "protocol")):
+            self.alerts.auth_failure(client_host(client), target, reason)
+
+    def upstream_failed(self, target: str) -> None:
+        self.metrics.upstream_errors.labels(target).inc()
+
+    # -- alerts ------------------------------------------------------------------------------------
+
+    def _fire(self, alert: Alert) -> None:
+        payload = alert.to_json()
+        self.metrics.alerts.labels(alert.rule).inc()
+        self.event("alert", **payload)
+        log.warning("alert", extra={"event": "alert", **payload})
+        notify = self.notify
+        if notify is not None:
+            notify(
+                "alert",
+                f"alert-{alert.rule}-{int(alert.at * 1000)}",
+                {
+                    "event": "alert",
+                    "sent_at": time.time(),
+                    "alert": payload,
+                },
+            )
+
+    def _save_in_thread(self, save: Callable[[], None]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            save()
+            return
+        future = loop.run_in_executor(None, save)
+        self._tasks.add(future)
+        future.add_done_callback(self._saved)
+
+    def _saved(self, future: asyncio.Future[Any]) -> None:
+        self._tasks.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("alerts state not saved", extra={"error": str(future.exception())})
+
+
+class SessionAudit:
+    """What one session's drivers report; see the module docstring."""
+
+    __slots__ = (
+        "_bytes",
+        "_classes",
+        "_latency",
+        "_rows",
+        "_statements",
+        "analyse",
+        "approval_id",
+        "client",
+        "dialect",
+        "errors",
+        "groups",
+        "protocol",
+        "service",
+        "session_id",
+        "subject",
+        "target",
+    )
+
+    def __init__(
+        self,
+        service: AuditService,
+        session_id: str,
+        identity: Identity,
+        target: str,
+        protocol: str,
+        client: str,
+        analyse: Callable[[str], Any] | None,
+    ) -> None:
+        self.service = service
+        self.session_id = session_id
+        self.subject = identity.subject
+        self.groups = list(identity.groups)
+        self.target = target
+        self.protocol = protocol
+        self.dialect = "mysql" if protocol == "mysql" else "postgres"
+        self.client = client
+        self.analyse = analyse
+        # Set by LimitControl when a statement waits on an approval; written with the
+        # statement's line and cleared.
+        self.approval_id: str | None = None
+        m = service.metrics
+        self._rows = m.rows.labels(target)
+        self._bytes = m.bytes.labels(target)
+        self._latency = m.latency.labels(target)
+        self.errors = m.statement_errors.labels(target)
+        self._statements: dict[tuple[str, str], Any] = {}
+        self._classes: dict[frozenset[str], str] = {}
+
+    def _class(self, classes: frozenset[str]) -> str:
+        name = self._classes.get(classes)
+        if name is None:
+            name = self._classes[classes] = ",".join(sorted(classes)) or "unknown"
+        return name
+
+    def statement(
+        self,
+        text: str,
+        path: str,
+        action: str,
+        rule: str | None,
+        classes: frozenset[str],
+        rows: int,
+        nbytes: int,
+        duration: float,
+        error: str | None = None,
+        masked: list[str] | None = None,
+    ) -> None:
+        """One statement completed (or was refused: ``action`` deny)."""
+        service = self.service
+        cls = self._class(classes)
+        key = (action, cls)
+        counter = self._statements.get(key)
+        if counter is None:
+            counter = self._statements[key] = service.metrics.statements.labels(
+                self.target, action, cls
+            )
+        counter.inc()
+        if action == "allow":
+            if rows:
+                self._rows.inc(rows)
+            if nbytes:
+                self._bytes.inc(nbytes)
+            self._latency.observe(duration)
+            if error is not None:
+                self.errors.inc()
+        approval, self.approval_id = self.approval_id, None
+        if service.writer is not None:
+            fingerprint, redacted = normalize(text, self.dialect)
+            service.writer.write(
+                _encode(
+                    StatementLine(
+                        time=timestamp(),
+                        event="statement",
+                        session_id=self.session_id,
+                        subject=self.subject,
+                        groups=self.groups,
+                        target=self.target,
+                        protocol=self.protocol,
+                        client=self.client,
+                        fingerprint=fingerprint,
+                        text=redacted if service.redact else text,
+                        path=path,
+                        decision=action,
+                        rule=rule,
+                        class_=cls,
+                        rows=rows,
+                        bytes=nbytes,
+                        duration_ms=round(duration * 1000, 3),
+                        masked=masked or None,
+                        approval_id=approval,
+                        error=error,
+                    )
+                )
+                + b"\n"
+            )
+        alerts = service.alerts
+        if alerts.enabled:
+            analyse = self.analyse
+            tables = None
+            if alerts.sensitive and analyse is not None and action == "allow":
+                tables = lambda: tables_read(analyse(text))  # noqa: E731
+            alerts.statement(self.subject, self.target, action, rows, tables)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """A session-scoped event (approval steps, limits)."""
+        service = self.service
+        if kind == "approval_requested":
+            service.alerts.approval_requested(self.subject, self.target)
+        elif kind in ("approval_approved", "approval_denied", "approval_timed_out"):
+            service.metrics.approvals_decided.labels(kind.removeprefix("approval_")).inc()
+        service.event(
+            kind, session_id=self.session_id, subject=self.subject, target=self.target, **fields
+        )
+
+
+def tables_read(analysis: Any) -> Iterable[str]:
+    """Table names of a policy Analysis, lower-cased, as ``table`` and ``schema.table``."""
+    for facts in analysis.statements:
+        for schema, table in facts.tables:
+            name = table[0].lower()
+            yield name
+            if schema is not None:
+                yield f"{schema[0].lower()}.{name}"

@@ -1,0 +1,69 @@
+"""The audit log for MySQL sessions: one line per statement through PyMySQL (allowed,
+refused by the policy, failed at the server), with the same fields as PostgreSQL's."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pymysql
+import pytest
+
+from .conftest import MyGateway, StartMyGateway
+
+pytestmark = pytest.mark.integration
+
+WHO = "audit-my@example.com"
+
+
+@pytest.fixture(scope="module")
+def gw(start_mysql_gateway: StartMyGateway) -> MyGateway:
+    return start_mysql_gateway(extra='[audit]\nflush_interval = "50ms"\n')
+
+
+def _lines(gw: MyGateway) -> list[dict[str, Any]]:
+    path = gw.process.state_dir / "audit.log"
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_one_line_per_statement(gw: MyGateway) -> None:
+    with pymysql.connect(**gw.pymysql_kwargs(gw.token(WHO, ("dba",)), user=WHO)) as conn:
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS audit_my")
+            cur.execute("CREATE TABLE audit_my (id INT PRIMARY KEY, v VARCHAR(20))")
+            cur.execute("INSERT INTO audit_my VALUES (1, 'secret-one'), (2, 'two')")
+        conn.commit()
+    reader = "reader-my@example.com"
+    kwargs = gw.pymysql_kwargs(gw.token(reader, ("contractors",)), user=reader)
+    with pymysql.connect(**kwargs) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, v FROM audit_my WHERE v = 'secret-one' OR id = 2")
+        assert len(cur.fetchall()) == 2
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            cur.execute("DELETE FROM audit_my WHERE id = 1")
+        assert refused.value.args[0] == 1142
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT * FROM audit_no_such_table")
+    deadline = time.monotonic() + 10
+    while not any(x.get("event") == "session_end" and x["subject"] == reader for x in _lines(gw)):
+        assert time.monotonic() < deadline, _lines(gw)[-5:]
+        time.sleep(0.05)
+    lines = _lines(gw)
+    mine = [x for x in lines if x.get("event") == "statement" and x["subject"] == reader]
+    # PyMySQL's own SET NAMES / SET AUTOCOMMIT come first: one line each too.
+    assert [x["class"] for x in mine[:-3]] == ["session"] * (len(mine) - 3)
+    mine = mine[-3:]
+    assert [x["decision"] for x in mine] == ["allow", "deny", "allow"], mine
+    ok, denied, failed = mine
+    for line in mine:
+        assert line["protocol"] == "mysql" and line["target"] == "app-my"
+        assert line["groups"] == ["contractors"] and len(line["fingerprint"]) == 16
+    assert ok["rows"] == 2 and ok["bytes"] > 0 and ok["class"] == "read" and ok["rule"]
+    assert ok["text"] == "SELECT id, v FROM audit_my WHERE v = ? OR id = ?"
+    assert "error" not in ok
+    assert denied["class"] == "write" and denied["error"] == "1142/42000" and denied["rule"]
+    assert denied["text"] == "DELETE FROM audit_my WHERE id = ?"
+    assert failed["error"] == "1146/42S02"
+    assert "secret-one" not in json.dumps([x for x in lines if x["subject"] == reader])

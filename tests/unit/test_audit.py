@@ -1,0 +1,288 @@
+"""Unit tests of the audit pieces: fingerprints, window counters, alert rules, the
+buffered writer (reopen after rotation) and the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.audit.alerts import Alert, AlertEngine, WindowCounter
+from gateway.audit.fingerprint import normalize
+from gateway.audit.service import client_host, refusal_category, timestamp
+from gateway.audit.summary import line_time, render, summarize_lines
+from gateway.audit.writer import AuditWriter
+from gateway.config import parse_config
+
+BASE = """
+[auth]
+issuer = "https://idp.example.com"
+audience = "gw"
+jwks_file = "jwks.json"
+
+[[targets]]
+name = "t"
+protocol = "postgres"
+listen = "127.0.0.1:0"
+host = "db"
+port = 5432
+database = "app"
+user = "gw"
+"""
+
+
+def config(extra: str = "", tmp: Path | None = None) -> Any:
+    return parse_config(BASE + extra, tmp or Path("/tmp"))
+
+
+# -- fingerprints ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (
+            "SELECT * FROM t WHERE id = 1",
+            "SELECT * FROM t WHERE id = 22",
+        ),
+        ("SELECT * FROM t WHERE a IN (1, 2, 3)", "SELECT * FROM t WHERE a IN (7)"),
+        ("INSERT INTO t VALUES (1, 'a'), (2, 'b')", "INSERT INTO t VALUES (3, 'c')"),
+        ("SELECT  'x'\n FROM t", "SELECT 'yy' FROM t;"),
+    ],
+)
+def test_same_shape_same_fingerprint(a: str, b: str) -> None:
+    assert normalize(a, "postgres")[0] == normalize(b, "postgres")[0]
+
+
+def test_different_shapes_differ_and_literals_are_redacted() -> None:
+    fp1, text1 = normalize("SELECT * FROM t1 WHERE x = 'secret'", "postgres")
+    fp2, _ = normalize("SELECT * FROM t2 WHERE x = 'secret'", "postgres")
+    assert fp1 != fp2
+    assert text1 == "SELECT * FROM t1 WHERE x = ?"
+    assert len(fp1) == 16 and int(fp1, 16) >= 0
+
+
+@pytest.mark.parametrize(
+    ("text", "dialect", "expected"),
+    [
+        ("SELECT E'a\\'b', $$x$$, B'101', 1.5e3", "postgres", "SELECT ?, ?, ?, ?"),
+        ("SELECT \"col\" FROM t WHERE v = '1'", "postgres", 'SELECT "col" FROM t WHERE v = ?'),
+        (
+            'SELECT `col` FROM t WHERE v = "str" AND w = 0x1F',
+            "mysql",
+            "SELECT `col` FROM t WHERE v = ? AND w = ?",
+        ),
+        ("SELECT 'it\\'s'", "mysql", "SELECT ?"),
+        ("SELECT $1, $2", "postgres", "SELECT $1, $2"),
+    ],
+)
+def test_redaction(text: str, dialect: str, expected: str) -> None:
+    assert normalize(text, dialect)[1] == expected
+
+
+def test_unlexable_text_is_not_shown() -> None:
+    _, text = normalize("SELECT 'unterminated secret", "postgres")
+    assert "secret" not in text and text.startswith("<unparsed statement")
+
+
+# -- windows and alerts ------------------------------------------------------------------------
+
+
+def test_window_counter_slides() -> None:
+    w = WindowCounter(10)
+    assert w.add("a", 1, now=0) == 1
+    assert w.add("a", 2, now=5) == 3
+    assert w.add("b", 1, now=5) == 1
+    assert w.add("a", 1, now=10.5) == 3  # the event at 0 left the window
+    assert w.total("a", now=15.5) == 1
+    assert w.total("a", now=100) == 0
+    assert w.total("zzz") == 0
+
+
+def engine(extra: str, tmp_path: Path) -> tuple[AlertEngine, list[Alert]]:
+    fired: list[Alert] = []
+    return AlertEngine(config(extra), fired.append, state_dir=tmp_path), fired
+
+
+def test_large_results_fire_once_per_cooldown(tmp_path: Path) -> None:
+    eng, fired = engine("[alerts]\nlarge_result_rows = 100\nlarge_results = 3\n", tmp_path)
+    for _ in range(10):
+        eng.statement("thief", "t", "allow", 500)
+    eng.statement("normal", "t", "allow", 5)
+    assert [(a.rule, a.key, a.count) for a in fired] == [("large_results", "thief", 3)]
+    eng.section = config(
+        "[alerts]\ncooldown = 0\nlarge_result_rows = 100\nlarge_results = 3\n"
+    ).alerts
+    eng.statement("thief", "t", "allow", 500)
+    assert len(fired) == 2
+
+
+def test_small_results_and_other_identities_do_not_fire(tmp_path: Path) -> None:
+    eng, fired = engine("[alerts]\nlarge_result_rows = 100\nlarge_results = 2\n", tmp_path)
+    for who in ("a", "b", "c"):
+        eng.statement(who, "t", "allow", 150)
+    for _ in range(50):
+        eng.statement("a", "t", "allow", 10)
+    assert fired == []
+
+
+def test_denied_rows_approvals_auth_rules(tmp_path: Path) -> None:
+    eng, fired = engine(
+        "[alerts]\ndenied = 2\nrows = 1000\napproval_requests = 2\nauth_failures = 2\n", tmp_path
+    )
+    eng.statement("x", "t", "deny", 0)
+    eng.statement("x", "t", "deny", 0)
+    eng.statement("y", "t", "allow", 600)
+    eng.statement("y", "t", "allow", 600)
+    eng.approval_requested("z", "t")
+    eng.approval_requested("z", "t")
+    eng.auth_failure("10.0.0.9", "t", "token_invalid")
+    eng.auth_failure("10.0.0.8", "t", "token_invalid")
+    eng.auth_failure("10.0.0.9", "t", "token_invalid")
+    assert [(a.rule, a.key) for a in fired] == [
+        ("denied", "x"),
+        ("rows", "y"),
+        ("approval_requests", "z"),
+        ("auth_failures", "10.0.0.9"),
+    ]
+    assert fired[-1].to_json()["client_host"] == "10.0.0.9"
+
+
+def test_zero_turns_a_rule_off_and_reconfigure_swaps_thresholds(tmp_path: Path) -> None:
+    eng, fired = engine("[alerts]\ndenied = 0\n", tmp_path)
+    for _ in range(100):
+        eng.statement("x", "t", "deny", 0)
+    assert fired == []
+    eng.reconfigure(config("[alerts]\ndenied = 1\n"))
+    eng.statement("x", "t", "deny", 0)
+    assert [a.rule for a in fired] == ["denied"]
+
+
+def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:
+    extra = """
+[alerts]
+sensitive_tables = ["public.cards"]
+
+[[policies]]
+name = "p"
+groups = ["g"]
+targets = ["t"]
+allow = ["read"]
+masks = [{ columns = ["customers.email"], style = "redact" }]
+"""
+    fired: list[Alert] = []
+    eng = AlertEngine(config(extra), fired.append, state_dir=tmp_path)
+    assert eng.sensitive == {"public.cards", "customers"}
+    eng.statement("ann", "t", "allow", 1, lambda: ["cards", "public.cards"])
+    eng.statement("ann", "t", "allow", 1, lambda: ["cards", "public.cards"])
+    eng.statement("ann", "t", "allow", 1, lambda: ["orders"])
+    eng.statement("bob", "t", "allow", 1, lambda: ["customers"])
+    assert [(a.key, a.detail["table"]) for a in fired] == [
+        ("ann", "public.cards"),
+        ("bob", "customers"),
+    ]
+    again: list[Alert] = []
+    eng2 = AlertEngine(config(extra), again.append, state_dir=tmp_path)
+    eng2.statement("ann", "t", "allow", 1, lambda: ["public.cards"])
+    assert again == []
+    assert json.loads((tmp_path / "alerts_first_access.json").read_text())["ann"] == [
+        "public.cards"
+    ]
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def test_unreachable_target_counts_as_an_upstream_error(tmp_path: Path) -> None:
+    from gateway.audit import AuditService
+
+    svc = AuditService(config(f'[gateway]\nstate_dir = "{tmp_path}"\n[audit]\nenabled = false\n'))
+    svc.login_refused("t", "08006", "10.0.0.1:5", "connection refused", None)
+    svc.login_refused("t", "28P01", "10.0.0.1:5", "token rejected: token expired", None)
+    text = svc.metrics.render().decode()
+    assert 'gateway_upstream_errors_total{target="t"} 1.0' in text
+    assert 'reason="upstream_unavailable"' in text and 'reason="token_expired"' in text
+
+
+def test_refusal_categories_and_hosts() -> None:
+    assert refusal_category("token rejected: token expired") == "token_expired"
+    assert refusal_category("token rejected: malformed token") == "token_invalid"
+    assert refusal_category("no policy allows groups ['x'] on target t") == "not_allowed"
+    assert refusal_category("recording unavailable: disk full") == "recording_unavailable"
+    assert client_host("127.0.0.1:5432") == "127.0.0.1"
+    assert client_host("[::1]:5432") == "::1"
+    stamp = timestamp(1_700_000_000.25)
+    assert stamp == "2023-11-14T22:13:20.250Z"
+    assert line_time({"time": stamp}) == pytest.approx(1_700_000_000.25)
+
+
+# -- the writer ----------------------------------------------------------------------------
+
+
+async def test_writer_buffers_and_reopens_after_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    writer = AuditWriter(str(path), flush_interval=60)
+    await writer.start()
+    writer.write(b'{"n":1}\n')
+    assert path.read_bytes() == b""  # nothing written on the caller's path
+    await writer.flush()
+    assert path.read_bytes() == b'{"n":1}\n'
+    path.rename(tmp_path / "audit.log.1")
+    writer.write(b'{"n":2}\n')
+    writer.reopen()
+    await writer.flush()
+    writer.write(b'{"n":3}\n')
+    await writer.close()
+    assert (tmp_path / "audit.log.1").read_bytes() == b'{"n":1}\n'
+    assert path.read_bytes() == b'{"n":2}\n{"n":3}\n'
+
+
+async def test_writer_drops_beyond_max_buffer(tmp_path: Path) -> None:
+    writer = AuditWriter(str(tmp_path / "a.log"), flush_interval=60, max_buffer=10)
+    await writer.start()
+    for _ in range(5):
+        writer.write(b"12345678\n")
+    assert writer.dropped == 3
+    await writer.close()
+    assert (tmp_path / "a.log").read_bytes().count(b"\n") == 2
+
+
+# -- the summary ---------------------------------------------------------------------------
+
+
+def test_summary_orders_identities_and_lists_alerts() -> None:
+    def stmt(subject: str, rows: int, decision: str = "allow") -> bytes:
+        return json.dumps(
+            {
+                "time": "2030-01-01T00:00:00.000Z",
+                "event": "statement",
+                "subject": subject,
+                "rows": rows,
+                "bytes": rows * 10,
+                "decision": decision,
+                "rule": "class:write not allowed" if decision == "deny" else "allow:read",
+            }
+        ).encode()
+
+    lines = [
+        stmt("small", 5),
+        stmt("big", 5000),
+        stmt("big", 10),
+        stmt("small", 0, "deny"),
+        b'{"time":"2030-01-01T00:00:01.000Z","event":"alert","rule":"large_results",'
+        b'"subject":"big","count":3,"threshold":3}',
+        b'{"time":"2030-01-01T00:00:01.000Z","event":"approval_approved","subject":"big"}',
+        b'{"time":"2000-01-01T00:00:00.000Z","event":"statement","subject":"old","rows":9999999}',
+        b"{not json",
+    ]
+    summary = summarize_lines(lines, since=1_000_000_000.0 + 10 * 365 * 86400)
+    assert [t.subject for t in summary.top("rows")] == ["big", "small"]
+    assert summary.identities["big"].bytes == 50100
+    assert summary.identities["small"].denied == 1
+    assert summary.approvals["approved"] == 1 and summary.unreadable == 1
+    text = render(summary)
+    assert text.splitlines()[2].endswith("big")
+    assert "large_results  big  count=3/3" in text
+    assert "old" not in text
