@@ -23,16 +23,18 @@ from .audit import AuditService, SessionAudit
 from .auth.jwt import AuthenticationFailed, TokenVerifier
 from .config import (
     Config,
+    ConfigError,
     Policy,
     Target,
     expiry_grace,
+    load_config,
     policy_digest,
     read_mask_hash_key,
     read_target_password,
     target_allowed,
 )
 from .identity import Identity
-from .lifecycle import Revocation, RevocationStore
+from .lifecycle import Revocation, RevocationError, RevocationStore
 from .lifecycle.control import Lifecycle
 from .limits import LimitSpec, SessionLimits, UsageWindows, build_limit_spec
 from .masking.detectors import CustomDetector
@@ -40,6 +42,7 @@ from .masking.lineage_cache import LineageCache
 from .masking.rules import MaskPolicy, MaskSpec
 from .masking.styles import Style
 from .policy import PolicyEngine, PolicySpec, RuleSpec, SessionPolicy
+from .reload import plan_reload
 from .session.catalog_loader import CatalogUnavailable, TargetCatalog
 from .session.errors import AccessRevoked, LoginRefused
 from .session.limit_control import LimitControl
@@ -70,6 +73,10 @@ class Runtime:
         server_tls: ssl.SSLContext,
     ) -> None:
         self.config = config
+        # The file hot reload re-reads (the composition root sets it).
+        self.config_path: Path | None = None
+        # Listeners are up and no shutdown has begun (readiness; the composition root sets it).
+        self.accepting = False
         self.verifier = verifier
         self.recorder = recorder
         self.server_tls = server_tls
@@ -121,6 +128,83 @@ class Runtime:
     def new_session_id() -> str:
         # Sortable by start time, unguessable, safe as a file name.
         return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(6)
+
+    # -- readiness (docs/operations.md) ---------------------------------------------------
+
+    def not_ready(self) -> list[str]:
+        """Why the gateway should not get new sessions now; empty when it is ready."""
+        reasons = []
+        if not self.accepting:
+            reasons.append("not accepting sessions (starting or shutting down)")
+        if not self.verifier.jwks.loaded:
+            reasons.append("no token signing keys (the issuer's JWKS could not be fetched)")
+        if self.recorder is not None and not self.recorder.healthy:
+            reasons.append("session recording is failing")
+        return reasons
+
+    # -- hot reload (docs/operations.md) ---------------------------------------------------
+
+    def reload_config(self) -> dict[str, object]:
+        """Re-read the configuration file (SIGHUP, ``POST /api/reload``) and apply what can
+        change while sessions run. Raises ConfigError, with the old configuration still in
+        force, when the file does not load or its policies do not build."""
+        if self.config_path is None:
+            raise ConfigError(["the gateway was not started from a configuration file"])
+        return self.apply_config(load_config(self.config_path))
+
+    def apply_config(self, new: Config) -> dict[str, object]:
+        """Apply a new configuration (see gateway.reload): policies, masks, limits,
+        approvers, alert thresholds, admin groups, and the revocation list, re-read.
+        New sessions get the new policies; live sessions keep the policies they started
+        with, except that a session whose identity may no longer use its target at all is
+        ended. Everything is built before anything is swapped, so a failure changes
+        nothing."""
+        plan = plan_reload(self.config, new)
+        config = plan.config
+        hash_key = read_mask_hash_key(config)
+        errors: list[str] = []
+        for i, policy in enumerate(config.policies):
+            try:
+                for dialect in ("postgres", "mysql"):
+                    PolicyEngine.build([policy_spec(policy)], dialect)
+                build_mask_policy([policy], hash_key)
+                build_limit_spec([policy])
+            except Exception as exc:  # a pattern or rule the new file names that cannot build
+                errors.append(f"policies[{i}] ({policy.name}): {exc}")
+        if errors:
+            raise ConfigError(errors)
+        try:
+            self.revocations.load()
+        except RevocationError as exc:
+            raise ConfigError([f"revocations: {exc}"]) from None
+        old_digest = self.policy_digest
+        self.config = config
+        self.policy_digest = policy_digest(config)
+        self.mask_hash_key = hash_key
+        self._engines.clear()
+        self._mask_policies.clear()
+        self._limit_specs.clear()
+        self.audit.reconfigure(config)
+        ended = self.lifecycle.enforce_all()
+        for session in list(self.registry.sessions.values()):
+            identity = session.identity
+            lost = identity is not None and not self.target_allowed(session.target, identity)
+            if lost and self.kill_session(
+                session.session_id,
+                "no policy allows this identity on this target any more",
+                "configuration reload",
+            ):
+                ended.append(session.session_id)
+        report: dict[str, object] = {
+            "changed": plan.changed,
+            "restart_required": plan.restart_required,
+            "policy_digest": self.policy_digest,
+            "previous_policy_digest": old_digest,
+            "sessions_ended": ended,
+        }
+        log.info("configuration reloaded", extra={"event": "config_reloaded", **report})
+        self.audit.event("config_reloaded", **report)
+        return report
 
     # -- identity and authorization ----------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, read_alerts_webhook_secret, read_webhook_secret
+from .config import Config, ConfigError, read_alerts_webhook_secret, read_webhook_secret
 from .net.leg import Leg
 from .net.tls import ALPN_POSTGRESQL, ensure_server_certificate, server_context
 from .runtime import Runtime, TargetRuntime
@@ -154,8 +154,9 @@ class Listener:
 class Gateway:
     """The running gateway: build, start, stop in stages."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # what SIGHUP re-reads
         self.listeners: list[Listener] = []
         self.runtime: Runtime | None = None
         self.admin: AdminServer | None = None
@@ -195,6 +196,7 @@ class Gateway:
             )
             await recorder.start()
         self.runtime = Runtime(cfg, verifier=verifier, recorder=recorder, server_tls=server_tls)
+        self.runtime.config_path = self.config_path
         await self.runtime.audit.start()
         for target in self.runtime.targets.values():
             listener = Listener(self.runtime, target)
@@ -214,6 +216,7 @@ class Gateway:
 
             self.alert_notifier = alerts_notifier(cfg, alerts_secret)
             self.runtime.audit.notify = self.alert_notifier.send
+        self.runtime.accepting = True
         log.info(
             "gateway ready",
             extra={
@@ -227,6 +230,24 @@ class Gateway:
             },
         )
 
+    def sighup(self) -> None:
+        """Reopen the audit log, then hot-reload the configuration file; a rejected file
+        is logged with every error and changes nothing."""
+        runtime = self.runtime
+        if runtime is None or not runtime.accepting:
+            log.warning("SIGHUP ignored: the gateway is starting or stopping")
+            return
+        runtime.audit.reopen()
+        try:
+            runtime.reload_config()
+        except ConfigError as exc:
+            log.error(
+                "configuration reload rejected; the running configuration stays in force",
+                extra={"event": "config_reload_rejected", "errors": exc.errors},
+            )
+        except Exception:
+            log.exception("configuration reload failed; the running configuration stays")
+
     async def stop(self) -> None:
         """Stop accepting, let sessions finish for the grace period, then close them."""
         for listener in self.listeners:
@@ -234,6 +255,7 @@ class Gateway:
         runtime = self.runtime
         if runtime is None:
             return
+        runtime.accepting = False  # readiness fails while sessions drain
         # Approvers can still decide while sessions drain; the API closes with them below.
         grace = self.config.gateway.shutdown_grace
         loop = asyncio.get_running_loop()
@@ -267,18 +289,22 @@ class Gateway:
         log.info("gateway stopped", extra={"event": "stopped"})
 
 
-async def serve(config: Config, *, on_ready: Callable[[Gateway], None] | None = None) -> None:
-    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+async def serve(
+    config: Config,
+    *,
+    on_ready: Callable[[Gateway], None] | None = None,
+    config_path: Path | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully; SIGHUP reloads ``config_path``."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(config)
+    gateway = Gateway(config, config_path=config_path)
+    # Installed before start: SIGHUP's default action would kill the process.
+    loop.add_signal_handler(signal.SIGHUP, gateway.sighup)
     try:
         await gateway.start()
-        # SIGHUP reopens the audit log (rotation: mv the file, then send SIGHUP).
-        if gateway.runtime is not None:
-            loop.add_signal_handler(signal.SIGHUP, gateway.runtime.audit.reopen)
         tune_gc()
         if on_ready is not None:
             on_ready(gateway)

@@ -23,6 +23,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "sqlglot": ("gateway/policy/",),
     "msgspec": (
         "gateway/config.py",
+        "gateway/reload.py",  # compares and merges the configuration's structs
         "gateway/identity.py",
         "gateway/recording/",
         "gateway/policy/",

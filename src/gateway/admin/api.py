@@ -40,11 +40,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.admin")
 
 MAX_BODY: Final = 64 * 1024
-PUBLIC_PATHS: Final = frozenset({"/healthz"})
+PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
 
 BROKER: Final = web.AppKey("broker", ApprovalBroker)
 VERIFIER: Final = web.AppKey("verifier", TokenVerifier)
-ALLOWED_GROUPS: Final = web.AppKey("allowed_groups", frozenset)
+# The groups allowed in now (from the running configuration: a hot reload changes them).
+ALLOWED_GROUPS: Final = web.AppKey[Callable[[], frozenset[str]]]("allowed_groups")
+READY: Final = web.AppKey[Callable[[], list[str]]]("ready")
 # identity -> the id of a revocation matching it, or None (the runtime's revocation list).
 RevokedCheck = Callable[[Identity], "str | None"]
 REVOKED: Final = web.AppKey[RevokedCheck]("revoked")
@@ -70,11 +72,13 @@ def build_app(runtime: Runtime, config: Config) -> web.Application:
     app[BROKER] = runtime.approvals
     app[VERIFIER] = runtime.verifier
     app[REVOKED] = runtime.revoked
-    app[ALLOWED_GROUPS] = api_groups(config)
+    app[ALLOWED_GROUPS] = lambda: api_groups(runtime.config)
+    app[READY] = runtime.not_ready
     metrics_public = config.admin is not None and config.admin.metrics_public
     app[PUBLIC] = PUBLIC_PATHS | ({"/metrics"} if metrics_public else set())
     app[METRICS] = runtime.audit.metrics
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/approvals", list_approvals)
     app.router.add_get("/api/approvals/{id}", show_approval)
@@ -143,7 +147,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             extra={"subject": identity.subject, "path": request.path, "revocation_id": revocation},
         )
         return _unauthorized("access revoked", 'Bearer error="invalid_token"')
-    if request.app[ALLOWED_GROUPS].isdisjoint(identity.groups):
+    if request.app[ALLOWED_GROUPS]().isdisjoint(identity.groups):
         log.info(
             "admin API: access refused",
             extra={"subject": identity.subject, "path": request.path},
@@ -199,7 +203,17 @@ async def read_body(request: web.Request, fields: Collection[str]) -> dict[str, 
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
     return reply({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 with the reasons while the gateway should get no new sessions
+    (starting, draining for shutdown, no signing keys, recording failing)."""
+    reasons = request.app[READY]()
+    if reasons:
+        return reply({"status": "not ready", "reasons": reasons}, 503)
+    return reply({"status": "ready"})
 
 
 async def list_approvals(request: web.Request) -> web.Response:

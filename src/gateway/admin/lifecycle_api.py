@@ -9,13 +9,15 @@ the API; kills and revocation changes are written to the ``gateway.audit`` log b
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
 from ..approvals import ApprovalError as ApiError  # the API's JSON error (status, message)
-from ..config import Config, parse_duration
+from ..config import Config, ConfigError, parse_duration
 from ..lifecycle import KINDS, RevocationError, RevocationWriteError
 from .api import CALLER, read_body, reply
 
@@ -23,24 +25,30 @@ if TYPE_CHECKING:
     from ..lifecycle.control import Lifecycle
     from ..runtime import Runtime
 
+log = logging.getLogger("gateway.admin")
+
 RUNTIME: Final = web.AppKey("lifecycle_runtime", object)
-ADMIN_GROUPS: Final = web.AppKey("admin_groups", frozenset)
+# The running configuration's admin groups (a hot reload changes them).
+ADMIN_GROUPS: Final = web.AppKey[Callable[[], frozenset[str]]]("admin_groups")
 
 
 def add_routes(app: web.Application, runtime: Runtime, config: Config) -> None:
     app[RUNTIME] = runtime
-    app[ADMIN_GROUPS] = frozenset(config.admin.groups if config.admin is not None else ())
+    app[ADMIN_GROUPS] = lambda: frozenset(
+        runtime.config.admin.groups if runtime.config.admin is not None else ()
+    )
     app.router.add_get("/api/sessions", list_sessions)
     app.router.add_post("/api/sessions/{id}/kill", kill_session)
     app.router.add_get("/api/revocations", list_revocations)
     app.router.add_post("/api/revocations", add_revocation)
     app.router.add_delete("/api/revocations/{id}", remove_revocation)
+    app.router.add_post("/api/reload", reload_config)
 
 
 def _admin(request: web.Request) -> str:
     """The calling administrator's subject; 403 for anyone else (approvers included)."""
     identity = CALLER.get()
-    if request.app[ADMIN_GROUPS].isdisjoint(identity.groups):
+    if request.app[ADMIN_GROUPS]().isdisjoint(identity.groups):
         raise ApiError(403, "not a member of an admin group ([admin] groups)")
     return identity.subject
 
@@ -107,3 +115,19 @@ async def remove_revocation(request: web.Request) -> web.Response:
     if removed is None:
         raise ApiError(404, f"no revocation {revocation_id}")
     return reply({**removed.to_json(), "removed": True})
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """Hot reload, as SIGHUP: 200 with what changed, or 400 with every error of the new
+    file (the running configuration stays in force)."""
+    by = _admin(request)
+    runtime = _runtime(request)
+    try:
+        report = runtime.reload_config()
+    except ConfigError as exc:
+        log.warning(
+            "configuration reload rejected",
+            extra={"event": "config_reload_rejected", "by": by, "errors": exc.errors},
+        )
+        return reply({"error": "the new configuration was rejected", "errors": exc.errors}, 400)
+    return reply({"status": "reloaded", "by": by, **report})

@@ -147,6 +147,11 @@ class JwksCache:
         """Remote fetch attempts so far (for metrics and tests)."""
         return self._fetch_count
 
+    @property
+    def loaded(self) -> bool:
+        """Signing keys are at hand (readiness): a local file, or a successful fetch."""
+        return self._auth.jwks_file is not None or self._keys is not None
+
     async def start(self) -> None:
         if self._auth.jwks_file is not None:
             self._load_file()  # a broken local file is a startup error

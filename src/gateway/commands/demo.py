@@ -218,7 +218,7 @@ def main(args: argparse.Namespace) -> int:
         def ready(_gateway: object) -> None:
             print(_banner(work, args.port, contractor, admin, mysql), flush=True)
 
-        run_event_loop(serve(config, on_ready=ready))
+        run_event_loop(serve(config, on_ready=ready, config_path=config_path))
         return 0
     except KeyboardInterrupt:
         return 0

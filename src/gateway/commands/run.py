@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -26,5 +27,5 @@ def main(args: argparse.Namespace) -> int:
             print(f"{args.config}: {line}", file=sys.stderr)
         return 2
     logs.configure(config.gateway.log_level, args.log_format or config.gateway.log_format)
-    run_event_loop(serve(config))
+    run_event_loop(serve(config, config_path=Path(args.config)))
     return 0
