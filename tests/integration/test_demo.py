@@ -12,17 +12,27 @@ from pathlib import Path
 
 import pytest
 
+from .admin_client import AdminClient
 from .conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_demo_starts_serves_and_cleans_up(tmp_path: Path) -> None:
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     err_path = tmp_path / "demo.err"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "demo",
+                "--port",
+                str(port),
+                "--admin-port",
+                str(admin_port),
+            ],
             stdout=subprocess.PIPE,
             stderr=err,
             start_new_session=True,
@@ -64,6 +74,24 @@ def test_demo_starts_serves_and_cleans_up(tmp_path: Path) -> None:
             customers, events = out.stdout.split()
             assert int(customers) >= 1000 and int(events) == 200_000
         assert any((work / "sessions").iterdir())
+        assert f"http://127.0.0.1:{admin_port}/console/" in banner
+        # The headline feature as the banner tells it: bob's big read pauses for a dba.
+        bob_token, bob_conninfo = commands[0]
+        reader = subprocess.Popen(
+            ["psql", "-X", "-A", "-t", bob_conninfo, "-c", "SELECT id FROM events"],
+            env={"PATH": os.environ["PATH"], "PGPASSWORD": Path(bob_token).read_text().strip()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        dba = AdminClient(
+            f"http://127.0.0.1:{admin_port}", (work / "token-admin.jwt").read_text().strip()
+        )
+        request = dba.wait_pending("bob@example.com")
+        assert request["rows_so_far"] == 10_000
+        assert dba.approve(request["id"])[0] == 200
+        out, errs = reader.communicate(timeout=60)
+        assert reader.returncode == 0, errs
+        assert len(out.split()) == 200_000
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         assert proc.wait(30) == 0
         assert not work.exists(), "the demo left its work directory behind"

@@ -38,6 +38,12 @@ def register(sub: Any) -> None:
         help="gateway listen port of the MariaDB target (default 3307)",
     )
     p.add_argument(
+        "--admin-port",
+        type=int,
+        default=8081,
+        help="admin API and web console port, plain HTTP on 127.0.0.1 (default 8081)",
+    )
+    p.add_argument(
         "--no-mysql", action="store_true", help="do not start MariaDB even if it is installed"
     )
     p.add_argument("--dir", help="work directory (default: a new temporary directory)")
@@ -47,7 +53,12 @@ def register(sub: Any) -> None:
 
 
 def _config_text(
-    work: Path, port: int, pg_port: int, ca_file: Path | None, mysql: _MySqlTarget | None = None
+    work: Path,
+    port: int,
+    pg_port: int,
+    ca_file: Path | None,
+    mysql: _MySqlTarget | None = None,
+    admin_port: int = 8081,
 ) -> str:
     ca = f'tls_ca_file = "{ca_file}"\n' if ca_file else ""
     tls = "verify-full" if ca_file else "require"
@@ -81,6 +92,13 @@ jwks_file = "{work / "keys" / "jwks.json"}"
 user_claim = "sub"
 groups_claim = "groups"
 
+# The admin API and the web console (docs/console.md). Plain HTTP is allowed only because
+# it listens on the loopback address.
+[admin]
+listen = "127.0.0.1:{admin_port}"
+groups = ["dba"]
+allow_plaintext = true
+
 [[targets]]
 name = "app-pg"
 protocol = "postgres"
@@ -98,6 +116,11 @@ groups = ["contractors"]
 targets = {json.dumps(targets)}
 allow = ["read", "session", "transaction"]
 record_rows = 100
+# A result past 10,000 rows pauses until a dba approves the rest (docs/limits.md).
+max_rows = 10000
+on_limit = "approval"
+approvers = ["dba"]
+approval_timeout = "5m"
 
 # Contractors never see raw PII (docs/masking.md): by source column, by lineage (derived
 # columns), and by content anywhere else (events.payload holds cards, emails and phones).
@@ -197,7 +220,9 @@ def main(args: argparse.Namespace) -> int:
                 my_server, mysql = started
         key = generate_signing_key(work / "keys", overwrite=True)
         config_path = work / "gateway.toml"
-        config_path.write_text(_config_text(work, args.port, server.port, server.ca_file, mysql))
+        config_path.write_text(
+            _config_text(work, args.port, server.port, server.ca_file, mysql, args.admin_port)
+        )
         os.environ[PASSWORD_ENV] = password
         try:
             config = load_config(config_path)
@@ -216,7 +241,7 @@ def main(args: argparse.Namespace) -> int:
         logs.configure("info", "text")
 
         def ready(_gateway: object) -> None:
-            print(_banner(work, args.port, contractor, admin, mysql), flush=True)
+            print(_banner(work, args.port, contractor, admin, mysql, args.admin_port), flush=True)
 
         run_event_loop(serve(config, on_ready=ready, config_path=config_path))
         return 0
@@ -239,7 +264,12 @@ def say(msg: str) -> None:
 
 
 def _banner(
-    work: Path, port: int, contractor: str, admin: str, mysql: _MySqlTarget | None = None
+    work: Path,
+    port: int,
+    contractor: str,
+    admin: str,
+    mysql: _MySqlTarget | None = None,
+    admin_port: int = 8081,
 ) -> str:
     conn = f"host=127.0.0.1 port={port} dbname=app sslmode=require"
     mysql_part = ""
@@ -261,7 +291,13 @@ try  DELETE FROM orders;  and see it refused with the rule that fired; PII is ma
 try  SELECT name, email, ssn, card_number FROM customers LIMIT 5;):
   PGPASSWORD="$(cat {work / "token-contractor.jwt"})" psql "{conn} user=bob@example.com"
 
-Admin alice@example.com (group dba: everything but DROP DATABASE):
+Results past 10,000 rows wait for a dba's approval: as bob, try  SELECT * FROM events;
+then approve it in the web console http://127.0.0.1:{admin_port}/console/ (sign in with
+alice's token below), or with
+  uv run gateway approvals list --url http://127.0.0.1:{admin_port} \\
+      --token-file {work / "token-admin.jwt"}
+
+Admin alice@example.com (group dba: everything but DROP DATABASE; approves):
   PGPASSWORD="$(cat {work / "token-admin.jwt"})" psql "{conn} user=alice@example.com"
 {mysql_part}
 Tokens (the JWT is the password):
