@@ -461,3 +461,46 @@ async def test_unreachable_idp(started: Started) -> None:
     v = await started(auth(jwks_url="http://127.0.0.1:9/keys"))  # start() does not raise
     with pytest.raises(KeysUnavailable, match="fetching signing keys failed"):
         await v.verify(mint())
+
+
+# ------------------------------------------------------------------ verified-token cache
+
+
+async def test_a_verified_token_is_remembered_until_the_keys_change(
+    jwks_file: Path, started: Started
+) -> None:
+    v = await started(auth(jwks_file=str(jwks_file)))
+    token = mint()
+    first = await v.verify(token)
+    decoded = []
+    original = v._decode
+    v._decode = lambda *a: decoded.append(1) or original(*a)  # type: ignore[method-assign]
+    assert await v.verify(token) is first  # no second signature check
+    assert decoded == []
+    # The key that signed it is removed from the JWKS: the cached result does not survive.
+    jwks_file.write_text(json.dumps({"keys": [jwk(OTHER_RSA_KEY, "rsa-2")]}))
+    os.utime(jwks_file, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with pytest.raises(AuthenticationFailed):
+        await v.verify(token)
+
+
+async def test_a_remembered_token_still_expires(jwks_file: Path, started: Started) -> None:
+    v = await started(auth(jwks_file=str(jwks_file), leeway=0))
+    exp = int(time.time()) + 2
+    token = mint(exp=exp)
+    await v.verify(token)
+    await asyncio.sleep(max(0.0, exp - time.time()) + 0.05)
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        await v.verify(token)
+
+
+async def test_a_tampered_token_is_not_taken_from_the_cache(
+    jwks_file: Path, started: Started
+) -> None:
+    v = await started(auth(jwks_file=str(jwks_file)))
+    token = mint()
+    await v.verify(token)
+    header, _payload, signature = token.split(".")
+    forged = b64(json.dumps({**claims(), "sub": "mallory"}).encode())
+    with pytest.raises(AuthenticationFailed):
+        await v.verify(f"{header}.{forged}.{signature}")

@@ -20,6 +20,9 @@ generic authentication error. Neither the token nor any part of it is logged.
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -27,7 +30,7 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from gateway.auth.jwks import Jwk, JwksCache, JwksError
+from gateway.auth.jwks import Jwk, JwksCache, JwksError, KeySet
 from gateway.config import AuthSection
 from gateway.identity import Identity
 
@@ -39,6 +42,8 @@ _EC_CURVES: Final[Mapping[str, type[ec.EllipticCurve]]] = {
     "ES512": ec.SECP521R1,
 }
 _MISSING: Final = object()
+# Verified tokens remembered (least recently used dropped first): ~1 KB each.
+_VERIFIED_MAX: Final = 4096
 
 
 class AuthenticationFailed(Exception):
@@ -77,6 +82,11 @@ class TokenVerifier:
         self._algorithms = frozenset(a for a in auth.algorithms if _is_allowed_algorithm(a))
         self._audiences = auth.audiences
         self._keys = JwksCache(auth, http_session_factory=http_session_factory)
+        # Verified tokens, by SHA-256 of the token (the token itself is not kept): a client
+        # that opens many connections with one token (pools, CI jobs, pgbench -C) pays the
+        # signature check once. An entry holds only while the token is unexpired and the
+        # key set that verified it is still the current one (a JWKS change re-verifies).
+        self._verified: OrderedDict[bytes, tuple[Identity, KeySet]] = OrderedDict()
 
     @property
     def jwks(self) -> JwksCache:
@@ -96,6 +106,8 @@ class TokenVerifier:
                 f"token of {len(token)} characters exceeds auth.max_token_size "
                 f"({self._auth.max_token_size})"
             )
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        cached = self._verified.get(digest)
         header = self._read_header(token)
         alg = header["alg"]
         kid = header.get("kid")
@@ -103,6 +115,13 @@ class TokenVerifier:
             keyset = await self._keys.get(kid)
         except JwksError as exc:
             raise KeysUnavailable(str(exc)) from None
+        if cached is not None:
+            identity, verified_by = cached
+            assert identity.expires_at is not None  # "exp" is required
+            if verified_by is keyset and time.time() < identity.expires_at + self._auth.leeway:
+                self._verified.move_to_end(digest)
+                return identity
+            del self._verified[digest]  # expired, or the keys changed: verify again
         candidates = [k for k in keyset.lookup(kid) if self._usable(k, alg)]
         if not candidates:
             raise AuthenticationFailed(f"no signing key for kid={_shown(kid)} and alg={alg}")
@@ -116,7 +135,11 @@ class TokenVerifier:
             except (ValueError, TypeError):
                 # Defensive: odd inputs that slip past pyjwt's own error types.
                 raise AuthenticationFailed("malformed token") from None
-            return self._identity(claims)
+            identity = self._identity(claims)
+            self._verified[digest] = (identity, keyset)
+            if len(self._verified) > _VERIFIED_MAX:
+                self._verified.popitem(last=False)
+            return identity
         raise AuthenticationFailed(f"signature verification failed (kid={_shown(kid)}, alg={alg})")
 
     def _read_header(self, token: str) -> dict[str, Any]:
