@@ -225,7 +225,10 @@ async def login_form(request: web.Request, message: str = "", status: int = 200)
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     pre, presented = request.cookies.get(LOGIN_COOKIE), form.get("csrf")
-    if not (pre and isinstance(presented, str) and hmac.compare_digest(pre, presented)):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500).
+    if not (
+        pre and isinstance(presented, str) and hmac.compare_digest(pre.encode(), presented.encode())
+    ):
         raise forbidden("The sign-in form's security token is missing or wrong; reload the page.")
     token = form.get("token")
     token = token.strip() if isinstance(token, str) else ""

@@ -16,11 +16,13 @@ from .app import access, console_of, forbidden, render
 from .html import Markup, h, join, table, when
 from .recordings import (
     MAX_ENTRIES,
+    MAX_TEXT_CHARS,
     PER_PAGE,
     EventEntry,
     Listed,
     StatementEntry,
     Timeline,
+    shorten,
     shown_params,
 )
 
@@ -164,7 +166,7 @@ def _entry(e: StatementEntry | EventEntry) -> Markup:
     decision = Markup(f'<span class="badge {h(s.decision)}">{h(s.decision)}</span>')
     rule = f" [{s.rule}]" if s.rule else ""
     name = f" {s.name}" if s.name else ""
-    params = shown_params(s.params)
+    params = shown_params(e.params)
     shown_params_html = (
         Markup(f"<div>params: <code>{h(', '.join(params))}</code></div>") if params else ""
     )
@@ -173,7 +175,7 @@ def _entry(e: StatementEntry | EventEntry) -> Markup:
         f'<li class="statement{" error" if error else ""}" id="stmt-{s.stmt}">'
         f'<span class="when">+{e.offset:.3f}s · #{s.stmt} · {h(s.path)}{h(name)}</span> '
         f"{decision}{h(rule)}"
-        f'<pre class="statement">{h(s.text)}</pre>{shown_params_html}{_result(e)}'
+        f'<pre class="statement">{h(e.text)}</pre>{shown_params_html}{_result(e)}'
         f'<div class="outcome">{h(_outcome(e))}</div></li>'
     )
 
@@ -214,7 +216,7 @@ def _outcome(e: StatementEntry) -> str:
     parts = []
     if d.error is not None:
         code = f" {d.error.code}" if d.error.code else ""
-        parts.append(f"ERROR{code}: {d.error.message}")
+        parts.append(f"ERROR{code}: {shorten(d.error.message, MAX_TEXT_CHARS)}")
     elif d.command_tag:
         parts.append(d.command_tag)
     rows = f"{d.rows} row{'' if d.rows == 1 else 's'}"
