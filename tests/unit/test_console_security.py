@@ -4,7 +4,9 @@ by the real Recorder; the browser-level checks are in tests/integration/test_con
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -227,3 +229,32 @@ def test_listing_a_large_directory_is_cheap(
         index.page(number)
     # The caches of summaries and verification outcomes stay bounded.
     assert len(index._summaries) <= 60 and len(index._verified) <= 60
+
+
+async def test_slow_recordings_do_not_take_the_default_executor(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading recordings runs in worker threads. Not asyncio's default executor: the audit
+    log writer and name resolution for upstream connections use that one, and a few
+    auditors opening huge recordings must not stall them."""
+    release = threading.Event()
+
+    def slow_timeline(self: RecordingIndex, file_id: str) -> None:
+        release.wait(30)
+
+    monkeypatch.setattr(RecordingIndex, "timeline", slow_timeline)
+    client = await console_client(admin, ROOT)
+    url = admin.url + "/console/recordings/20260101T000000Z-slow"
+
+    async def open_page() -> int:
+        async with client.get(url) as response:
+            return response.status
+
+    async with client:
+        pages = [asyncio.create_task(open_page()) for _ in range(40)]
+        await asyncio.sleep(0.5)  # every request is now waiting in a worker thread
+        try:
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 5) == "free"
+        finally:
+            release.set()
+        assert set(await asyncio.gather(*pages)) == {404}

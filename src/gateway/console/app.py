@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -61,6 +62,10 @@ class Console:
     runtime: Runtime
     store: SessionStore
     recordings: RecordingIndex
+    # Recording files are read here, never in asyncio's default executor: the audit log
+    # writer and upstream name resolution use that one, and a few people opening huge
+    # recordings must not stall them (the console waits for its own threads instead).
+    files: ThreadPoolExecutor
 
 
 CONSOLE: Final = web.AppKey("console", Console)
