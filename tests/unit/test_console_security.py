@@ -182,7 +182,7 @@ async def test_a_huge_result_is_not_held_in_memory_for_the_timeline(tmp_path: Pa
     assert entry.result.rows[0][0] is not None
     assert len(entry.result.rows[0][0]) < console_recordings.MAX_CELL_CHARS + 100
     assert "more characters not shown" in entry.result.rows[0][0]
-    assert len(entry.text) < console_recordings.MAX_TEXT_CHARS + 100
+    assert len(entry.stmt.text) < console_recordings.MAX_TEXT_CHARS + 100
 
 
 async def test_a_huge_recording_makes_a_bounded_page(admin: Admin, tmp_path: Path) -> None:

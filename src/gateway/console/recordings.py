@@ -80,10 +80,8 @@ class Listed:
 
 @dataclass
 class StatementEntry:
-    stmt: Stmt
+    stmt: Stmt  # its text and parameters cut for display (_shown_statement)
     offset: float
-    text: str = ""  # stmt.text, cut at MAX_TEXT_CHARS
-    params: list[Any] | None = None  # stmt.params, each cut, at most MAX_PARAMS_SHOWN
     columns: list[ColumnInfo] | None = None
     result: DecodedResult | None = None
     done: Done | None = None
@@ -227,9 +225,7 @@ def read_timeline(path: Path, file_id: str) -> Timeline:
                     timeline.start = frame
                     t0 = frame.started_at
                 elif isinstance(frame, Stmt):
-                    entry = StatementEntry(
-                        frame, frame.at - t0, *_shown_statement(frame.text, frame.params)
-                    )
+                    entry = StatementEntry(_shown_statement(frame), frame.at - t0)
                     open_stmts[frame.stmt] = entry
                     timeline.entries.append(entry)
                 elif isinstance(frame, Meta) and frame.stmt in open_stmts:
@@ -263,9 +259,17 @@ def shorten(text: str, limit: int) -> str:
     return f"{text[:limit]}... ({len(text) - limit} more characters not shown)"
 
 
-def _shown_statement(text: str, params: list[Any] | None) -> tuple[str, list[Any] | None]:
-    """A statement's text and parameters cut for display (the frame itself is let go of
-    once the next one is read)."""
+def _shown_statement(stmt: Stmt) -> Stmt:
+    """The statement with its text and parameters cut for display: a copy when anything
+    was cut, so that the timeline never holds on to a huge frame."""
+    params = stmt.params
+    long_param = any(isinstance(p, str | bytes) and len(p) > MAX_CELL_CHARS for p in params or ())
+    if (
+        len(stmt.text) <= MAX_TEXT_CHARS
+        and not long_param
+        and len(params or ()) <= MAX_PARAMS_SHOWN
+    ):
+        return stmt
     if params:
         params = [
             shorten(p, MAX_CELL_CHARS)
@@ -275,7 +279,18 @@ def _shown_statement(text: str, params: list[Any] | None) -> tuple[str, list[Any
             else p
             for p in params[:MAX_PARAMS_SHOWN]
         ]
-    return shorten(text, MAX_TEXT_CHARS), params
+    return Stmt(
+        seq=stmt.seq,
+        prev=stmt.prev,
+        stmt=stmt.stmt,
+        at=stmt.at,
+        text=shorten(stmt.text, MAX_TEXT_CHARS),
+        path=stmt.path,
+        name=stmt.name,
+        params=params,
+        decision=stmt.decision,
+        rule=stmt.rule,
+    )
 
 
 def _keep_rows(timeline: Timeline, entry: StatementEntry, frame: Rows) -> None:

@@ -169,7 +169,7 @@ def _entry(e: StatementEntry | EventEntry) -> Markup:
     decision = Markup(f'<span class="badge {h(s.decision)}">{h(s.decision)}</span>')
     rule = f" [{s.rule}]" if s.rule else ""
     name = f" {s.name}" if s.name else ""
-    params = shown_params(e.params)
+    params = shown_params(s.params)
     shown_params_html = (
         Markup(f"<div>params: <code>{h(', '.join(params))}</code></div>") if params else ""
     )
@@ -178,7 +178,7 @@ def _entry(e: StatementEntry | EventEntry) -> Markup:
         f'<li class="statement{" error" if error else ""}" id="stmt-{s.stmt}">'
         f'<span class="when">+{e.offset:.3f}s · #{s.stmt} · {h(s.path)}{h(name)}</span> '
         f"{decision}{h(rule)}"
-        f'<pre class="statement">{h(e.text)}</pre>{shown_params_html}{_result(e)}'
+        f'<pre class="statement">{h(s.text)}</pre>{shown_params_html}{_result(e)}'
         f'<div class="outcome">{h(_outcome(e))}</div></li>'
     )
 
