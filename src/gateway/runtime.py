@@ -92,7 +92,11 @@ class Runtime:
         self.counters: dict[str, int] = {"sessions": 0, "logins_refused": 0, "cancels": 0}
         # Approval requests of paused results and held statements (docs/approvals.md); the
         # composition root attaches the webhook notifier.
-        self.approvals = ApprovalBroker(history=config.approvals.history)
+        self.approvals = ApprovalBroker(
+            history=config.approvals.history,
+            # Judged against the running configuration (hot reload): runtime.config.
+            approver_groups=lambda: frozenset(g for p in self.config.policies for g in p.approvers),
+        )
         self.usage = UsageWindows()
         self._limit_specs: dict[tuple[str, ...], LimitSpec | None] = {}
         # Revocations and the kill switch (docs/operations.md). The list is read here, so

@@ -111,11 +111,16 @@ class ApprovalBroker:
         history: int = 1000,
         notify: Callable[[ApprovalRequest], None] | None = None,
         clock: Callable[[], float] = time.time,
+        approver_groups: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self._pending: OrderedDict[str, ApprovalRequest] = OrderedDict()
         self._history: deque[ApprovalRequest] = deque(maxlen=history)
         self.notify = notify
         self._clock = clock
+        # The approver groups of the running configuration (every policy's approvers).
+        # A request keeps the approvers it was opened with, but a group a reload removed
+        # from every policy no longer decides it: who may decide is judged when deciding.
+        self._approver_groups = approver_groups
         self.counters: dict[str, int] = {
             "opened": 0,
             "approved": 0,
@@ -205,9 +210,14 @@ class ApprovalBroker:
         """Why this identity may not decide the request (None: it may)."""
         if subject == request.subject:
             return "you cannot approve or deny your own request"
-        if request.approvers.isdisjoint(groups):
+        approvers = request.approvers
+        if self._approver_groups is not None:
+            approvers = approvers & self._approver_groups()
+        if approvers.isdisjoint(groups):
+            if not approvers:
+                return "no group may decide this request any more (the configuration changed)"
             return "only members of the approver groups may decide this request: " + ", ".join(
-                sorted(request.approvers)
+                sorted(approvers)
             )
         return None
 

@@ -8,6 +8,7 @@ Server-rendered HTML, no JavaScript. The admin API's bearer-token middleware lea
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
 
 PREFIX = app.PREFIX
+# Threads reading and verifying recording files for the console (Console.files).
+FILE_WORKERS = 2
 
 
 def is_console_path(path: str) -> bool:
@@ -41,13 +44,20 @@ def recording_public_key(runtime: Runtime) -> Path:
 def console_app(runtime: Runtime) -> web.Application:
     """The sub-application to mount at ``/console``."""
     sub = web.Application(middlewares=[app.console_guard])
+    files = ThreadPoolExecutor(max_workers=FILE_WORKERS, thread_name_prefix="console-files")
     sub[app.CONSOLE] = app.Console(
         runtime=runtime,
         store=SessionStore(),
         recordings=RecordingIndex(
             Path(runtime.config.gateway.session_dir), recording_public_key(runtime)
         ),
+        files=files,
     )
+
+    async def stop_files(_: web.Application) -> None:
+        files.shutdown(wait=False, cancel_futures=True)
+
+    sub.on_cleanup.append(stop_files)
     route = sub.router
     route.add_get("/", app.home)
     route.add_get("/login", app.login_form)

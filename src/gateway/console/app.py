@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -61,6 +62,10 @@ class Console:
     runtime: Runtime
     store: SessionStore
     recordings: RecordingIndex
+    # Recording files are read here, never in asyncio's default executor: the audit log
+    # writer and upstream name resolution use that one, and a few people opening huge
+    # recordings must not stall them (the console waits for its own threads instead).
+    files: ThreadPoolExecutor
 
 
 CONSOLE: Final = web.AppKey("console", Console)
@@ -225,7 +230,10 @@ async def login_form(request: web.Request, message: str = "", status: int = 200)
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     pre, presented = request.cookies.get(LOGIN_COOKIE), form.get("csrf")
-    if not (pre and isinstance(presented, str) and hmac.compare_digest(pre, presented)):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500).
+    if not (
+        pre and isinstance(presented, str) and hmac.compare_digest(pre.encode(), presented.encode())
+    ):
         raise forbidden("The sign-in form's security token is missing or wrong; reload the page.")
     token = form.get("token")
     token = token.strip() if isinstance(token, str) else ""

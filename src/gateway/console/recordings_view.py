@@ -1,7 +1,8 @@
 """The recordings pages: a paged list, and one session replayed as a timeline.
 
-File reading and verification (``recordings.py``) run in a worker thread. Recorded values
-are attacker-controlled (statement texts, rows); they are escaped like everything else.
+File reading and verification (``recordings.py``) run in the console's own worker threads
+(``Console.files``). Recorded values are attacker-controlled (statement texts, rows); they
+are escaped like everything else.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from .app import access, console_of, forbidden, render
 from .html import Markup, h, join, table, when
 from .recordings import (
     MAX_ENTRIES,
+    MAX_TEXT_CHARS,
     PER_PAGE,
     EventEntry,
     Listed,
     StatementEntry,
     Timeline,
+    shorten,
     shown_params,
 )
 
@@ -40,7 +43,8 @@ async def recordings_page(request: web.Request) -> web.Response:
     except ValueError:
         number = 1
     index = console_of(request).recordings
-    listed, total = await asyncio.get_running_loop().run_in_executor(None, index.page, number)
+    files = console_of(request).files
+    listed, total = await asyncio.get_running_loop().run_in_executor(files, index.page, number)
     rows = [_row(item) for item in listed]
     pages = max(1, -(-total // PER_PAGE))
     pager = join(
@@ -85,11 +89,12 @@ async def recording_page(request: web.Request) -> web.Response:
     file_id = request.match_info["id"]
     index = console_of(request).recordings
     loop = asyncio.get_running_loop()
-    timeline = await loop.run_in_executor(None, index.timeline, file_id)
+    files = console_of(request).files
+    timeline = await loop.run_in_executor(files, index.timeline, file_id)
     path = index.path_of(file_id)
     if timeline is None or path is None:
         raise web.HTTPNotFound(reason="No such recording")
-    verification = await loop.run_in_executor(None, index.verification, path)
+    verification = await loop.run_in_executor(files, index.verification, path)
     badge = Markup(
         f'<span class="badge {h(verification.tone)}">{h(verification.label)}</span> '
         f"{h(verification.message)}"
@@ -214,7 +219,7 @@ def _outcome(e: StatementEntry) -> str:
     parts = []
     if d.error is not None:
         code = f" {d.error.code}" if d.error.code else ""
-        parts.append(f"ERROR{code}: {d.error.message}")
+        parts.append(f"ERROR{code}: {shorten(d.error.message, MAX_TEXT_CHARS)}")
     elif d.command_tag:
         parts.append(d.command_tag)
     rows = f"{d.rows} row{'' if d.rows == 1 else 's'}"

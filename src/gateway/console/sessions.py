@@ -27,6 +27,9 @@ from ..identity import Identity
 MAX_SESSION: Final = 8 * 3600.0
 # Sign-ins kept at once; beyond it the oldest are dropped (memory stays bounded).
 MAX_SESSIONS: Final = 10_000
+# Sign-ins kept per subject; beyond it that subject's oldest is dropped, so one person
+# signing in in a loop cannot push everyone else's sessions out of MAX_SESSIONS.
+MAX_PER_SUBJECT: Final = 20
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ class SessionStore:
         if token_expires_at is not None:
             expires = min(expires, token_expires_at)
         self._purge(now)
+        mine = [s.id for s in self._sessions.values() if s.subject == subject]
+        for sid in mine[: max(0, len(mine) - MAX_PER_SUBJECT + 1)]:  # oldest first
+            del self._sessions[sid]
         while len(self._sessions) >= MAX_SESSIONS:
             self._sessions.popitem(last=False)
         session = ConsoleSession(
