@@ -162,7 +162,9 @@ pre { white-space:pre-wrap; overflow-wrap:anywhere; background:var(--bg);
 table { border-collapse:collapse; background:var(--card); font-size:14px; }
 th, td { border:1px solid var(--line); padding:.3rem .5rem; text-align:left; vertical-align:top; }
 th { background:#eef1f4; white-space:nowrap; }
-td { overflow-wrap:anywhere; max-width:40rem; }
+/* break-word, not anywhere: a column is at least as wide as its longest word (ids, addresses
+   stay readable) and the table scrolls inside .scroll on a phone instead of squeezing. */
+td { overflow-wrap:break-word; max-width:40rem; }
 form { margin:.4rem 0; }
 form.inline { display:inline; margin:0; }
 .actions { display:flex; flex-wrap:wrap; gap:.6rem; }
