@@ -808,3 +808,7 @@ async def test_gateway_refuses_to_start_without_the_webhook_secret(
 async def test_webhook_notifier_from_config(keys: Keys, tmp_path: Path) -> None:
     config = parse_config(config_text(keys, tmp_path), tmp_path)
     assert webhook_notifier(config, None) is None
+
+
+def test_verify_signature_refuses_a_non_ascii_header_without_raising() -> None:
+    assert not verify_signature(b"k" * 32, b"{}", "sha256=\u00e9\u00e9")

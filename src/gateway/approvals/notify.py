@@ -61,8 +61,9 @@ def sign(secret: bytes, body: bytes) -> str:
 
 
 def verify_signature(secret: bytes, body: bytes, header: str) -> bool:
-    """What a receiver does (docs/approvals.md): constant-time compare over the raw body."""
-    return hmac.compare_digest(sign(secret, body), header)
+    """What a receiver does (docs/approvals.md): constant-time compare over the raw body.
+    Compared as bytes: compare_digest refuses non-ASCII text, and a header is attacker input."""
+    return hmac.compare_digest(sign(secret, body).encode(), header.encode("utf-8", "replace"))
 
 
 def webhook_payload(
