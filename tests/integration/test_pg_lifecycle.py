@@ -394,3 +394,71 @@ def test_a_revoked_approver_loses_the_admin_api(gw: GatewayProcess, admin: Admin
     assert (status, body["error"]) == (401, "access revoked")
     assert admin.call("DELETE", f"/api/revocations/{answer['id']}")[0] == 200
     assert approver.call("GET", "/api/approvals")[0] == 200
+
+
+# ------------------------------------------------------------- audit log of a killed session
+
+
+def audit_lines(gw: GatewayProcess, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
+    """The audit log's lines once one of them matches ``predicate`` (it is flushed every
+    second)."""
+    path = gw.state_dir / "audit.log"
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = (
+            [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            if path.exists()
+            else []
+        )
+        if any(predicate(x) for x in lines):
+            return lines
+        assert time.monotonic() < deadline, f"no matching audit line; last: {lines[-3:]}"
+        time.sleep(0.1)
+
+
+def test_the_statement_a_kill_interrupts_has_its_audit_line(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    user = "audit-killed@example.com"
+    conn = connect(gw, user, "contractors")
+    future = pool.submit(conn.execute, "SELECT pg_sleep(30)")
+    session = wait_running(admin, user, "pg_sleep")
+    status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "x"})
+    assert status == 200
+    assert isinstance(future.exception(timeout=15), psycopg.errors.AdminShutdown)
+    conn.close()
+    lines = audit_lines(
+        gw, lambda x: x.get("event") == "session_end" and x.get("subject") == user
+    )
+    [line] = [
+        x for x in lines if x.get("event") == "statement" and x["subject"] == user
+    ]
+    assert line["text"] == "SELECT pg_sleep(?)" and line["decision"] == "allow"
+    assert line["error"] == "interrupted" and line["session_id"] == session["session_id"]
+
+
+def test_a_killed_paused_result_is_audited_with_its_approval_id(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    user = "audit-paused@example.com"
+    approver = AdminClient(admin.base_url, gw.token("bob@example.com", ("dba-leads",)))
+    conn = connect(gw, user, "appr")
+    future = pool.submit(
+        lambda: conn.execute("SELECT g FROM generate_series(1, 5000) g").fetchall()
+    )
+    request = approver.wait_pending(user)
+    [session] = live(admin, user)
+    status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "no"})
+    assert status == 200
+    assert isinstance(future.exception(timeout=15), psycopg.errors.AdminShutdown)
+    conn.close()
+    lines = audit_lines(
+        gw, lambda x: x.get("event") == "session_end" and x.get("subject") == user
+    )
+    [line] = [
+        x for x in lines if x.get("event") == "statement" and x["subject"] == user
+    ]
+    assert line["approval_id"] == request["id"] and line["error"] == "interrupted"
+    assert line["rows"] == 100
+    withdrawn = [x for x in lines if x.get("event") == "approval_withdrawn"]
+    assert any(x["approval_id"] == request["id"] for x in withdrawn)

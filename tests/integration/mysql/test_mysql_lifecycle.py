@@ -224,3 +224,30 @@ def test_token_expiry_ends_a_running_statement(
         ):
             assert time.monotonic() < deadline, "the upstream statement is still running"
             time.sleep(0.1)
+
+
+def test_the_statement_a_kill_interrupts_has_its_audit_line(
+    gw: MyGateway, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    import json
+
+    user = "my-audit-killed@example.com"
+    conn = connect(gw, user)
+    future = pool.submit(query, conn, "SELECT SLEEP(30)")
+    session = wait_running(admin, user, "SLEEP")
+    status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "x"})
+    assert status == 200
+    assert isinstance(future.exception(timeout=15), pymysql.err.OperationalError)
+    conn.close()
+    path = gw.process.state_dir / "audit.log"
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        if any(x.get("event") == "session_end" and x.get("subject") == user for x in lines):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    mine = [x for x in lines if x.get("event") == "statement" and x["subject"] == user]
+    assert [x["text"] for x in mine][-1] == "SELECT SLEEP(?)"
+    assert mine[-1]["error"] == "interrupted"
+    assert mine[-1]["session_id"] == session["session_id"]
