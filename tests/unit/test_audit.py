@@ -286,3 +286,40 @@ def test_summary_orders_identities_and_lists_alerts() -> None:
     assert text.splitlines()[2].endswith("big")
     assert "large_results  big  count=3/3" in text
     assert "old" not in text
+
+
+async def test_writer_keeps_lines_while_the_disk_is_full_and_never_raises(tmp_path: Path) -> None:
+    """Disk full (/dev/full: every write fails with ENOSPC): sessions are not stopped, so
+    the writer must not raise; the lines wait (up to max_buffer, then new ones are dropped
+    and counted) and go out in order once writing works again."""
+    path = tmp_path / "audit.log"
+    writer = AuditWriter(str(path), flush_interval=60, max_buffer=40)
+    await writer.start()
+    writer.write(b'{"n":1}\n')
+    await writer.flush()
+    writer.path = "/dev/full"
+    writer.reopen()
+    writer.write(b'{"n":2}\n')
+    await writer.flush()  # fails: kept
+    assert not writer.healthy and writer.errors == 1
+    for n in range(3, 9):
+        writer.write(b'{"n":%d}\n' % n)
+    await writer.flush()
+    assert writer.dropped > 0 and not writer.healthy
+    writer.path = str(path)
+    writer.reopen()
+    await writer.flush()
+    assert writer.healthy
+    written = [json.loads(x)["n"] for x in path.read_text().splitlines()]
+    assert written == list(range(1, 1 + len(written))) and len(written) + writer.dropped == 8
+    await writer.close()
+
+
+async def test_writer_close_on_a_full_disk_does_not_raise(tmp_path: Path) -> None:
+    # A graceful stop closes the audit log before the recordings are signed: a failing
+    # audit log must not stop that.
+    writer = AuditWriter("/dev/full", flush_interval=60)
+    await writer.start()
+    writer.write(b'{"n":1}\n')
+    await writer.close()
+    assert writer.errors == 1

@@ -125,6 +125,8 @@ class AuditService:
                 max_buffer=config.audit.max_buffer,
             )
             self.metrics.watch(self.metrics.audit_dropped, lambda: self.writer_dropped)
+            writer = self.writer
+            self.metrics.watch(self.metrics.audit_healthy, lambda: 1 if writer.healthy else 0)
         self.notify: Callable[[str, str, dict[str, Any]], None] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self.alerts = AlertEngine(
