@@ -82,6 +82,18 @@ def test_redaction(text: str, dialect: str, expected: str) -> None:
     assert normalize(text, dialect)[1] == expected
 
 
+def test_the_fingerprint_cache_does_not_keep_large_texts() -> None:
+    """Bulk loads send large, always different texts (multi-row INSERTs): caching them
+    would hold thousands of them (GBs) for nothing. Only short texts repeat."""
+    from gateway.audit import fingerprint
+
+    big = "INSERT INTO t VALUES " + ", ".join(f"({i}, 'v{i}')" for i in range(20_000))
+    fp, redacted = normalize(big, "postgres")
+    assert redacted.startswith("INSERT INTO t VALUES (?, ?), (?, ?)")
+    assert normalize(big.replace("'v1'", "'w1'"), "postgres")[0] == fp
+    assert all(len(text) <= fingerprint.MAX_CACHED_TEXT for text, _ in fingerprint._cache)
+
+
 def test_unlexable_text_is_not_shown() -> None:
     _, text = normalize("SELECT 'unterminated secret", "postgres")
     assert "secret" not in text and text.startswith("<unparsed statement")
