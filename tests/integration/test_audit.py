@@ -391,3 +391,19 @@ def test_audit_summary_names_the_top_identity(gw: GatewayProcess, tmp_path: Path
     top_rows = text.split("Top identities by rows")[1].splitlines()[2]
     assert top_rows.rstrip().endswith(thief), text
     assert "Alerts fired:" in text and "large_results" in text
+
+
+def test_a_multi_statement_simple_query(gw: GatewayProcess) -> None:
+    """PostgreSQL: one line per Query message (its whole text, the rows of all its results);
+    MySQL gives one line per result (mysql/test_mysql_audit.py)."""
+    who = "audit-multi@example.com"
+    with psycopg.connect(gw.dsn(gw.token(who, ("dba",))), autocommit=True) as conn:
+        conn.execute("SELECT id FROM audit_big WHERE id < 3; SELECT 1")
+    lines = wait_for(
+        gw,
+        lambda ls: any(x.get("event") == "session_end" and x["subject"] == who for x in ls),
+    )
+    mine = statements_of(lines, who)
+    assert len(mine) == 1
+    [line] = mine
+    assert line["rows"] == 3 and line["text"] == "SELECT id FROM audit_big WHERE id < ?; SELECT ?"

@@ -462,3 +462,37 @@ def test_a_killed_paused_result_is_audited_with_its_approval_id(
     assert line["rows"] == 100
     withdrawn = [x for x in lines if x.get("event") == "approval_withdrawn"]
     assert any(x["approval_id"] == request["id"] for x in withdrawn)
+
+
+def test_revoking_mid_copy_from_stdin_keeps_nothing_of_it(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    import threading
+
+    user = "copier@example.com"
+    with connect(gw, "dba-setup@example.com") as dba:
+        dba.execute("DROP TABLE IF EXISTS copy_target")
+        dba.execute("CREATE TABLE copy_target (id int)")
+    conn = connect(gw, user)
+    go_on = threading.Event()
+
+    def load() -> None:
+        with conn.cursor() as cur, cur.copy("COPY copy_target FROM STDIN") as copy:
+            for i in range(1000):
+                copy.write_row((i,))
+            conn.pgconn.flush()
+            go_on.wait(15)
+            for i in range(1000, 2000):
+                copy.write_row((i,))
+
+    future = pool.submit(load)
+    session = wait_running(admin, user, "COPY copy_target")
+    time.sleep(0.3)  # the first rows reached the server
+    revoke(admin, subject=user, reason="stop the load")
+    go_on.set()
+    assert isinstance(future.exception(timeout=15), psycopg.Error)
+    conn.close()
+    with connect(gw, "dba-check@example.com") as dba:
+        assert dba.execute("SELECT count(*) FROM copy_target").fetchone() == (0,)
+    assert "stop the load" in end_frame(gw, user).reason
+    assert session["session_id"]
