@@ -310,8 +310,8 @@ class SessionAudit:
         self.dialect = "mysql" if protocol == "mysql" else "postgres"
         self.client = client
         self.analyse = analyse
-        # Set by LimitControl when a statement waits on an approval; written with the
-        # statement's line and cleared.
+        # Set by LimitControl when a result pauses for approval; written with the
+        # statement's line and cleared (reviews: see ``statement``).
         self.approval_id: str | None = None
         m = service.metrics
         self._rows = m.rows.labels(target)
@@ -359,6 +359,9 @@ class SessionAudit:
             if error is not None:
                 self.errors.inc()
         approval, self.approval_id = self.approval_id, None
+        if approval is None and rule is not None and ":apr_" in rule:
+            # A statement held for review: its rule names the request ("... approved:apr_...").
+            approval = rule.rpartition(":")[2]
         if service.writer is not None:
             fingerprint, redacted = normalize(text, self.dialect)
             service.writer.write(
