@@ -49,6 +49,15 @@ max_rows = 100
 on_limit = "approval"
 approvers = ["dba-leads"]
 approval_timeout = "60s"
+
+[[policies]]
+name = "rev"
+groups = ["rev"]
+targets = ["app-pg"]
+allow = ["read", "ddl"]
+review = ["ddl"]
+approvers = ["dba-leads"]
+approval_timeout = "60s"
 """
 
 
@@ -496,3 +505,27 @@ def test_revoking_mid_copy_from_stdin_keeps_nothing_of_it(
         assert dba.execute("SELECT count(*) FROM copy_target").fetchone() == (0,)
     assert "stop the load" in end_frame(gw, user).reason
     assert session["session_id"]
+
+
+def test_revoking_a_session_whose_statement_is_held_for_review(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    user = "held@example.com"
+    approver = AdminClient(admin.base_url, gw.token("bob@example.com", ("dba-leads",)))
+    conn = connect(gw, user, "rev")
+    future = pool.submit(conn.execute, "CREATE TABLE held_for_review (a int)")
+    request = approver.wait_pending(user)
+    started = time.monotonic()
+    revoke(admin, subject=user, reason="revoked while held")
+    exc = ended_within(future, started)
+    assert isinstance(exc, psycopg.errors.AdminShutdown), exc
+    conn.close()
+    deadline = time.monotonic() + 5
+    while any(r["id"] == request["id"] for r in approver.pending()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # An approval arriving now changes nothing: the statement never runs.
+    approver.approve(request["id"])
+    with connect(gw, "dba-check@example.com") as dba:
+        assert dba.execute("SELECT to_regclass('held_for_review')").fetchone() == (None,)
+    assert "revoked while held" in end_frame(gw, user).reason
