@@ -172,6 +172,23 @@ def test_zero_turns_a_rule_off_and_reconfigure_swaps_thresholds(tmp_path: Path) 
     assert [a.rule for a in fired] == ["denied"]
 
 
+def test_first_access_state_is_saved_from_a_snapshot_in_order(tmp_path: Path) -> None:
+    """The file is written in a worker thread while the event loop records more first
+    accesses: the thread must write a copy taken on the loop (iterating the live sets
+    from another thread can fail mid-way), and an older copy must never overwrite a
+    newer one (two saves in flight)."""
+    saves: list[Any] = []
+    extra = '[alerts]\nsensitive_tables = ["cards", "salaries"]\n'
+    eng = AlertEngine(config(extra), lambda a: None, state_dir=tmp_path, save=saves.append)
+    eng.statement("ann", "t", "allow", 1, lambda: ["cards"])
+    eng.statement("ann", "t", "allow", 1, lambda: ["salaries"])
+    eng.first_access.seen["zed"] = {"cards"}  # changed after both saves were queued
+    saves[1]()
+    saves[0]()  # the older save runs last: it must not win
+    state = json.loads((tmp_path / "alerts_first_access.json").read_text())
+    assert state == {"ann": ["cards", "salaries"]}
+
+
 def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:
     extra = """
 [alerts]
