@@ -206,3 +206,25 @@ async def test_a_reload_ends_a_session_once(tmp_path: Path) -> None:
     RevocationStore(tmp_path / "revocations.json").add("subject", "alice", revoked_by="root")
     report = reconfigure(runtime, tmp_path, '"ops"')
     assert report["sessions_ended"] == ["s1"] and len(session.killed) == 1
+
+
+def test_a_damaged_revocation_file_fails_closed_at_start_and_at_reload(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+    from gateway.lifecycle import RevocationError
+
+    runtime = runtime_for(tmp_path, '"dev"')
+    RevocationStore(tmp_path / "revocations.json").add("subject", "alice", revoked_by="root")
+    (tmp_path / "revocations.json").write_text('{"revocations": [{"kind": "subject"')
+    digest = runtime.policy_digest
+    with pytest.raises(ConfigError, match="revocations"):
+        reconfigure(runtime, tmp_path, '"ops"')
+    # Nothing changed: the old policies, and the old (empty) list, never "no revocations"
+    # taken from a file that could not be read.
+    assert runtime.policy_digest == digest
+    assert runtime.target_allowed(runtime.targets["app-pg"], ident("x", "dev"))
+    with pytest.raises(RevocationError):
+        runtime_for(tmp_path, '"dev"')
+    (tmp_path / "revocations.json").unlink()
+    (tmp_path / "revocations.json").mkdir()  # unreadable
+    with pytest.raises(RevocationError):
+        runtime_for(tmp_path, '"dev"')

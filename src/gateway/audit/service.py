@@ -61,6 +61,9 @@ class StatementLine(msgspec.Struct, omit_defaults=True, gc=False):
     error: str | None = None
 
 
+# How a reviewed statement's rule ends (the drivers' _review_decided): "<rule> <state>:<id>".
+_REVIEW_OUTCOMES: Final = (" approved", " denied", " timed_out", " withdrawn")
+
 _encode = msgspec.json.Encoder().encode
 _second = -1
 _second_text = ""
@@ -361,7 +364,9 @@ class SessionAudit:
         approval, self.approval_id = self.approval_id, None
         if approval is None and rule is not None and ":apr_" in rule:
             # A statement held for review: its rule names the request ("... approved:apr_...").
-            approval = rule.rpartition(":")[2]
+            head, _, tail = rule.rpartition(":")
+            if head.endswith(_REVIEW_OUTCOMES):
+                approval = tail
         if service.writer is not None:
             fingerprint, redacted = normalize(text, self.dialect)
             service.writer.write(
