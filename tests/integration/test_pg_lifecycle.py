@@ -436,12 +436,8 @@ def test_the_statement_a_kill_interrupts_has_its_audit_line(
     assert status == 200
     assert isinstance(future.exception(timeout=15), psycopg.errors.AdminShutdown)
     conn.close()
-    lines = audit_lines(
-        gw, lambda x: x.get("event") == "session_end" and x.get("subject") == user
-    )
-    [line] = [
-        x for x in lines if x.get("event") == "statement" and x["subject"] == user
-    ]
+    lines = audit_lines(gw, lambda x: x.get("event") == "session_end" and x.get("subject") == user)
+    [line] = [x for x in lines if x.get("event") == "statement" and x["subject"] == user]
     assert line["text"] == "SELECT pg_sleep(?)" and line["decision"] == "allow"
     assert line["error"] == "interrupted" and line["session_id"] == session["session_id"]
 
@@ -461,12 +457,8 @@ def test_a_killed_paused_result_is_audited_with_its_approval_id(
     assert status == 200
     assert isinstance(future.exception(timeout=15), psycopg.errors.AdminShutdown)
     conn.close()
-    lines = audit_lines(
-        gw, lambda x: x.get("event") == "session_end" and x.get("subject") == user
-    )
-    [line] = [
-        x for x in lines if x.get("event") == "statement" and x["subject"] == user
-    ]
+    lines = audit_lines(gw, lambda x: x.get("event") == "session_end" and x.get("subject") == user)
+    [line] = [x for x in lines if x.get("event") == "statement" and x["subject"] == user]
     assert line["approval_id"] == request["id"] and line["error"] == "interrupted"
     assert line["rows"] == 100
     withdrawn = [x for x in lines if x.get("event") == "approval_withdrawn"]
