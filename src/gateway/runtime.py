@@ -191,13 +191,7 @@ class Runtime:
         self.audit.reconfigure(config)
         ended = self.lifecycle.enforce_all()
         for session in list(self.registry.sessions.values()):
-            identity = session.identity
-            lost = identity is not None and not self.target_allowed(session.target, identity)
-            if lost and self.kill_session(
-                session.session_id,
-                "no policy allows this identity on this target any more",
-                "configuration reload",
-            ):
+            if self._lost_target(session):
                 ended.append(session.session_id)
         report: dict[str, object] = {
             "changed": plan.changed,
@@ -209,6 +203,18 @@ class Runtime:
         log.info("configuration reloaded", extra={"event": "config_reloaded", **report})
         self.audit.event("config_reloaded", **report)
         return report
+
+    def _lost_target(self, session: GatewaySession) -> bool:
+        """End a session whose identity no policy allows on its target any more (after a
+        reload); True if it was ended."""
+        identity = session.identity
+        if identity is None or session.closing or self.target_allowed(session.target, identity):
+            return False
+        return self.kill_session(
+            session.session_id,
+            "no policy allows this identity on this target any more",
+            "configuration reload",
+        )
 
     # -- identity and authorization ----------------------------------------------------
 
@@ -468,6 +474,10 @@ class Runtime:
             asyncio.get_running_loop().call_soon(
                 self.lifecycle.check_new_session, session, identity
             )
+        elif not self.target_allowed(session.target, identity):
+            # A reload while it was logging in (after its target was checked) took the
+            # target away: ended like the live sessions that reload ended.
+            asyncio.get_running_loop().call_soon(self._lost_target, session)
 
     def session_ended(self, session: GatewaySession) -> None:
         self.audit.session_ended(session.target.name)

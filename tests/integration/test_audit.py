@@ -47,6 +47,15 @@ name = "readers"
 groups = ["readers"]
 targets = ["app-pg"]
 allow = ["read", "session", "transaction"]
+
+[[policies]]
+name = "reviewed"
+groups = ["reviewed"]
+targets = ["app-pg"]
+allow = ["read", "ddl"]
+review = ["ddl"]
+approvers = ["dba-leads"]
+approval_timeout = "30s"
 """
 
 
@@ -391,3 +400,60 @@ def test_audit_summary_names_the_top_identity(gw: GatewayProcess, tmp_path: Path
     top_rows = text.split("Top identities by rows")[1].splitlines()[2]
     assert top_rows.rstrip().endswith(thief), text
     assert "Alerts fired:" in text and "large_results" in text
+
+
+def test_a_multi_statement_simple_query(gw: GatewayProcess) -> None:
+    """PostgreSQL: one line per Query message (its whole text, the rows of all its results);
+    MySQL gives one line per result (mysql/test_mysql_audit.py)."""
+    who = "audit-multi@example.com"
+    with psycopg.connect(gw.dsn(gw.token(who, ("dba",))), autocommit=True) as conn:
+        conn.execute("SELECT id FROM audit_big WHERE id < 3; SELECT 1")
+    lines = wait_for(
+        gw,
+        lambda ls: any(x.get("event") == "session_end" and x["subject"] == who for x in ls),
+    )
+    mine = statements_of(lines, who)
+    assert len(mine) == 1
+    [line] = mine
+    assert line["rows"] == 3 and line["text"] == "SELECT id FROM audit_big WHERE id < ?; SELECT ?"
+
+
+def test_a_review_approval_id_goes_with_the_reviewed_statement(
+    gw: GatewayProcess, admin_port: int
+) -> None:
+    """A query sent before the one held for review finishes while the review is pending:
+    the approval id is the held statement's, not that one's."""
+    import struct
+
+    from .admin_client import AdminClient
+    from .pgwire import Wire
+
+    who = "audit-review@example.com"
+    approver = AdminClient(
+        f"http://127.0.0.1:{admin_port}", gw.token("lead@example.com", ("dba-leads",))
+    )
+    wire = Wire(gw.host, gw.port)
+    assert wire.login(gw.token(who, ("reviewed",)), user=who)[0] == "ok"
+
+    def q(sql: str) -> bytes:
+        body = sql.encode() + b"\0"
+        return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+    # Both queries in one write: the first runs, the second waits for its review.
+    wire.send(q("SELECT pg_sleep(0.2)") + q("CREATE TABLE IF NOT EXISTS audit_reviewed (a int)"))
+    request = approver.wait_pending(who)
+    wait_for(gw, lambda ls: len(statements_of(ls, who)) == 1)  # pg_sleep finished
+    status, _ = approver.approve(request["id"])
+    assert status == 200
+    ready = 0
+    while ready < 2:
+        ready += wire.message()[0] == "Z"
+    wire.send(b"X\0\0\0\4")
+    wire.close()
+    lines = wait_for(
+        gw,
+        lambda ls: any(x.get("event") == "session_end" and x["subject"] == who for x in ls),
+    )
+    sleep, create = statements_of(lines, who)
+    assert "pg_sleep" in sleep["text"] and "approval_id" not in sleep
+    assert "audit_reviewed" in create["text"] and create["approval_id"] == request["id"]

@@ -49,6 +49,15 @@ max_rows = 100
 on_limit = "approval"
 approvers = ["dba-leads"]
 approval_timeout = "60s"
+
+[[policies]]
+name = "rev"
+groups = ["rev"]
+targets = ["app-pg"]
+allow = ["read", "ddl"]
+review = ["ddl"]
+approvers = ["dba-leads"]
+approval_timeout = "60s"
 """
 
 
@@ -394,3 +403,121 @@ def test_a_revoked_approver_loses_the_admin_api(gw: GatewayProcess, admin: Admin
     assert (status, body["error"]) == (401, "access revoked")
     assert admin.call("DELETE", f"/api/revocations/{answer['id']}")[0] == 200
     assert approver.call("GET", "/api/approvals")[0] == 200
+
+
+# ------------------------------------------------------------- audit log of a killed session
+
+
+def audit_lines(gw: GatewayProcess, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
+    """The audit log's lines once one of them matches ``predicate`` (it is flushed every
+    second)."""
+    path = gw.state_dir / "audit.log"
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = (
+            [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            if path.exists()
+            else []
+        )
+        if any(predicate(x) for x in lines):
+            return lines
+        assert time.monotonic() < deadline, f"no matching audit line; last: {lines[-3:]}"
+        time.sleep(0.1)
+
+
+def test_the_statement_a_kill_interrupts_has_its_audit_line(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    user = "audit-killed@example.com"
+    conn = connect(gw, user, "contractors")
+    future = pool.submit(conn.execute, "SELECT pg_sleep(30)")
+    session = wait_running(admin, user, "pg_sleep")
+    status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "x"})
+    assert status == 200
+    assert isinstance(future.exception(timeout=15), psycopg.errors.AdminShutdown)
+    conn.close()
+    lines = audit_lines(gw, lambda x: x.get("event") == "session_end" and x.get("subject") == user)
+    [line] = [x for x in lines if x.get("event") == "statement" and x["subject"] == user]
+    assert line["text"] == "SELECT pg_sleep(?)" and line["decision"] == "allow"
+    assert line["error"] == "interrupted" and line["session_id"] == session["session_id"]
+
+
+def test_a_killed_paused_result_is_audited_with_its_approval_id(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    user = "audit-paused@example.com"
+    approver = AdminClient(admin.base_url, gw.token("bob@example.com", ("dba-leads",)))
+    conn = connect(gw, user, "appr")
+    future = pool.submit(
+        lambda: conn.execute("SELECT g FROM generate_series(1, 5000) g").fetchall()
+    )
+    request = approver.wait_pending(user)
+    [session] = live(admin, user)
+    status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "no"})
+    assert status == 200
+    assert isinstance(future.exception(timeout=15), psycopg.errors.AdminShutdown)
+    conn.close()
+    lines = audit_lines(gw, lambda x: x.get("event") == "session_end" and x.get("subject") == user)
+    [line] = [x for x in lines if x.get("event") == "statement" and x["subject"] == user]
+    assert line["approval_id"] == request["id"] and line["error"] == "interrupted"
+    assert line["rows"] == 100
+    withdrawn = [x for x in lines if x.get("event") == "approval_withdrawn"]
+    assert any(x["approval_id"] == request["id"] for x in withdrawn)
+
+
+def test_revoking_mid_copy_from_stdin_keeps_nothing_of_it(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    import threading
+
+    user = "copier@example.com"
+    with connect(gw, "dba-setup@example.com") as dba:
+        dba.execute("DROP TABLE IF EXISTS copy_target")
+        dba.execute("CREATE TABLE copy_target (id int)")
+    conn = connect(gw, user)
+    go_on = threading.Event()
+
+    def load() -> None:
+        with conn.cursor() as cur, cur.copy("COPY copy_target FROM STDIN") as copy:
+            for i in range(1000):
+                copy.write_row((i,))
+            conn.pgconn.flush()
+            go_on.wait(15)
+            for i in range(1000, 2000):
+                copy.write_row((i,))
+
+    future = pool.submit(load)
+    session = wait_running(admin, user, "COPY copy_target")
+    time.sleep(0.3)  # the first rows reached the server
+    revoke(admin, subject=user, reason="stop the load")
+    go_on.set()
+    assert isinstance(future.exception(timeout=15), psycopg.Error)
+    conn.close()
+    with connect(gw, "dba-check@example.com") as dba:
+        assert dba.execute("SELECT count(*) FROM copy_target").fetchone() == (0,)
+    assert "stop the load" in end_frame(gw, user).reason
+    assert session["session_id"]
+
+
+def test_revoking_a_session_whose_statement_is_held_for_review(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    user = "held@example.com"
+    approver = AdminClient(admin.base_url, gw.token("bob@example.com", ("dba-leads",)))
+    conn = connect(gw, user, "rev")
+    future = pool.submit(conn.execute, "CREATE TABLE held_for_review (a int)")
+    request = approver.wait_pending(user)
+    started = time.monotonic()
+    revoke(admin, subject=user, reason="revoked while held")
+    exc = ended_within(future, started)
+    assert isinstance(exc, psycopg.errors.AdminShutdown), exc
+    conn.close()
+    deadline = time.monotonic() + 5
+    while any(r["id"] == request["id"] for r in approver.pending()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # An approval arriving now changes nothing: the statement never runs.
+    approver.approve(request["id"])
+    with connect(gw, "dba-check@example.com") as dba:
+        assert dba.execute("SELECT to_regclass('held_for_review')").fetchone() == (None,)
+    assert "revoked while held" in end_frame(gw, user).reason

@@ -82,6 +82,18 @@ def test_redaction(text: str, dialect: str, expected: str) -> None:
     assert normalize(text, dialect)[1] == expected
 
 
+def test_the_fingerprint_cache_does_not_keep_large_texts() -> None:
+    """Bulk loads send large, always different texts (multi-row INSERTs): caching them
+    would hold thousands of them (GBs) for nothing. Only short texts repeat."""
+    from gateway.audit import fingerprint
+
+    big = "INSERT INTO t VALUES " + ", ".join(f"({i}, 'v{i}')" for i in range(20_000))
+    fp, redacted = normalize(big, "postgres")
+    assert redacted.startswith("INSERT INTO t VALUES (?, ?), (?, ?)")
+    assert normalize(big.replace("'v1'", "'w1'"), "postgres")[0] == fp
+    assert all(len(text) <= fingerprint.MAX_CACHED_TEXT for text, _ in fingerprint._cache)
+
+
 def test_unlexable_text_is_not_shown() -> None:
     _, text = normalize("SELECT 'unterminated secret", "postgres")
     assert "secret" not in text and text.startswith("<unparsed statement")
@@ -158,6 +170,23 @@ def test_zero_turns_a_rule_off_and_reconfigure_swaps_thresholds(tmp_path: Path) 
     eng.reconfigure(config("[alerts]\ndenied = 1\n"))
     eng.statement("x", "t", "deny", 0)
     assert [a.rule for a in fired] == ["denied"]
+
+
+def test_first_access_state_is_saved_from_a_snapshot_in_order(tmp_path: Path) -> None:
+    """The file is written in a worker thread while the event loop records more first
+    accesses: the thread must write a copy taken on the loop (iterating the live sets
+    from another thread can fail mid-way), and an older copy must never overwrite a
+    newer one (two saves in flight)."""
+    saves: list[Any] = []
+    extra = '[alerts]\nsensitive_tables = ["cards", "salaries"]\n'
+    eng = AlertEngine(config(extra), lambda a: None, state_dir=tmp_path, save=saves.append)
+    eng.statement("ann", "t", "allow", 1, lambda: ["cards"])
+    eng.statement("ann", "t", "allow", 1, lambda: ["salaries"])
+    eng.first_access.seen["zed"] = {"cards"}  # changed after both saves were queued
+    saves[1]()
+    saves[0]()  # the older save runs last: it must not win
+    state = json.loads((tmp_path / "alerts_first_access.json").read_text())
+    assert state == {"ann": ["cards", "salaries"]}
 
 
 def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:
@@ -286,3 +315,40 @@ def test_summary_orders_identities_and_lists_alerts() -> None:
     assert text.splitlines()[2].endswith("big")
     assert "large_results  big  count=3/3" in text
     assert "old" not in text
+
+
+async def test_writer_keeps_lines_while_the_disk_is_full_and_never_raises(tmp_path: Path) -> None:
+    """Disk full (/dev/full: every write fails with ENOSPC): sessions are not stopped, so
+    the writer must not raise; the lines wait (up to max_buffer, then new ones are dropped
+    and counted) and go out in order once writing works again."""
+    path = tmp_path / "audit.log"
+    writer = AuditWriter(str(path), flush_interval=60, max_buffer=40)
+    await writer.start()
+    writer.write(b'{"n":1}\n')
+    await writer.flush()
+    writer.path = "/dev/full"
+    writer.reopen()
+    writer.write(b'{"n":2}\n')
+    await writer.flush()  # fails: kept
+    assert not writer.healthy and writer.errors == 1
+    for n in range(3, 9):
+        writer.write(b'{"n":%d}\n' % n)
+    await writer.flush()
+    assert writer.dropped > 0 and not writer.healthy
+    writer.path = str(path)
+    writer.reopen()
+    await writer.flush()
+    assert writer.healthy
+    written = [json.loads(x)["n"] for x in path.read_text().splitlines()]
+    assert written == list(range(1, 1 + len(written))) and len(written) + writer.dropped == 8
+    await writer.close()
+
+
+async def test_writer_close_on_a_full_disk_does_not_raise(tmp_path: Path) -> None:
+    # A graceful stop closes the audit log before the recordings are signed: a failing
+    # audit log must not stop that.
+    writer = AuditWriter("/dev/full", flush_interval=60)
+    await writer.start()
+    writer.write(b'{"n":1}\n')
+    await writer.close()
+    assert writer.errors == 1

@@ -115,3 +115,116 @@ def test_reload_ends_sessions_the_new_file_matches(
     writer.add("group", "contractors", reason="contract over", revoked_by="root")
     assert lifecycle.reload() == ["s3"]
     assert s3.killed and not s1.killed and not s2.killed
+
+
+# -- the runtime: reloads and revocations racing a login ----------------------------------
+
+CONFIG = """
+[gateway]
+state_dir = "{state}"
+
+[auth]
+issuer = "https://idp.test/"
+audience = "gw"
+jwks_file = "jwks.json"
+
+[[targets]]
+name = "app-pg"
+protocol = "postgres"
+listen = "127.0.0.1:0"
+host = "db"
+port = 5432
+database = "app"
+user = "gw"
+
+[[policies]]
+name = "p"
+groups = [{groups}]
+targets = ["app-pg"]
+allow = ["read"]
+"""
+
+
+class Client:
+    def tls_info(self) -> dict[str, object]:
+        return {"version": "TLSv1.3"}
+
+
+@dataclass
+class LoggingIn(StandIn):
+    """A session that passed its login checks and is about to go live."""
+
+    client: Client = field(default_factory=Client)
+
+    def summary(self) -> dict[str, object]:
+        return {}
+
+
+def runtime_for(tmp_path: Path, groups: str) -> Any:
+    import ssl
+
+    from gateway.auth.jwt import TokenVerifier
+    from gateway.config import parse_config
+    from gateway.runtime import Runtime
+
+    config = parse_config(CONFIG.format(state=tmp_path, groups=groups), tmp_path)
+    return Runtime(
+        config,
+        verifier=TokenVerifier(config.auth),
+        recorder=None,
+        server_tls=ssl.create_default_context(),
+    )
+
+
+def reconfigure(runtime: Any, tmp_path: Path, groups: str) -> dict[str, object]:
+    from gateway.config import parse_config
+
+    return runtime.apply_config(
+        parse_config(CONFIG.format(state=tmp_path, groups=groups), tmp_path)
+    )
+
+
+async def test_a_reload_during_a_login_that_removes_its_access_ends_it(tmp_path: Path) -> None:
+    import asyncio
+
+    runtime = runtime_for(tmp_path, '"dev"')
+    session = LoggingIn("s1", ident("alice", "dev"))
+    runtime.target_allowed(runtime.targets["app-pg"], session.identity)  # its login check
+    reconfigure(runtime, tmp_path, '"ops"')  # ... then a reload, before it registers
+    session.target = runtime.targets["app-pg"]
+    runtime.registry.add(session)
+    runtime.session_started(session, session.identity)
+    await asyncio.sleep(0)
+    assert session.killed and "no policy allows" in session.killed[0][0]
+
+
+async def test_a_reload_ends_a_session_once(tmp_path: Path) -> None:
+    runtime = runtime_for(tmp_path, '"dev"')
+    session = LoggingIn("s1", ident("alice", "dev"), target=runtime.targets["app-pg"])
+    runtime.registry.add(session)
+    # Revoked (in the file) and no longer allowed: ended by the revocation, listed once.
+    RevocationStore(tmp_path / "revocations.json").add("subject", "alice", revoked_by="root")
+    report = reconfigure(runtime, tmp_path, '"ops"')
+    assert report["sessions_ended"] == ["s1"] and len(session.killed) == 1
+
+
+def test_a_damaged_revocation_file_fails_closed_at_start_and_at_reload(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+    from gateway.lifecycle import RevocationError
+
+    runtime = runtime_for(tmp_path, '"dev"')
+    RevocationStore(tmp_path / "revocations.json").add("subject", "alice", revoked_by="root")
+    (tmp_path / "revocations.json").write_text('{"revocations": [{"kind": "subject"')
+    digest = runtime.policy_digest
+    with pytest.raises(ConfigError, match="revocations"):
+        reconfigure(runtime, tmp_path, '"ops"')
+    # Nothing changed: the old policies, and the old (empty) list, never "no revocations"
+    # taken from a file that could not be read.
+    assert runtime.policy_digest == digest
+    assert runtime.target_allowed(runtime.targets["app-pg"], ident("x", "dev"))
+    with pytest.raises(RevocationError):
+        runtime_for(tmp_path, '"dev"')
+    (tmp_path / "revocations.json").unlink()
+    (tmp_path / "revocations.json").mkdir()  # unreadable
+    with pytest.raises(RevocationError):
+        runtime_for(tmp_path, '"dev"')

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -130,6 +131,11 @@ class FirstAccess:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.seen: dict[str, set[str]] = {}
+        # Saves run in worker threads: each writes a copy taken on the event loop, and
+        # one numbered older than what is on disk is skipped.
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._written = 0
         if path is not None:
             try:
                 data = json.loads(path.read_text())
@@ -150,14 +156,24 @@ class FirstAccess:
         tables.add(table)
         return True
 
-    def save(self) -> None:
-        """Write the state atomically (rare: only after a first access)."""
+    def saver(self) -> Callable[[], None]:
+        """A copy of the state now (on the event loop), and the function that writes it
+        atomically (in a thread; rare: only after a first access)."""
+        text = json.dumps({k: sorted(v) for k, v in self.seen.items()}, sort_keys=True)
+        self._taken += 1
+        number = self._taken
+        return lambda: self._write(number, text)
+
+    def _write(self, number: int, text: str) -> None:
         if self.path is None:
             return
-        data = {k: sorted(v) for k, v in self.seen.items()}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, self.path)
+        with self._lock:
+            if number < self._written:
+                return  # a newer copy is already on disk
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.path)
+            self._written = number
 
 
 class AlertEngine:
@@ -233,7 +249,7 @@ class AlertEngine:
                 t for t in tables() if t in self.sensitive and self.first_access.first(subject, t)
             ]
             if fresh:
-                self._save(self.first_access.save)
+                self._save(self.first_access.saver())
                 for table in fresh:
                     self._maybe(
                         "first_sensitive_access", subject, 1, 1, target, table=table, cool=False

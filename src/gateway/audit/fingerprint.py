@@ -12,7 +12,8 @@
 
 Fail closed: text the lexer cannot read (an unterminated quote) is shown as
 ``<unparsed statement: N chars>`` -- anything after the broken quote may be a literal.
-Results are cached by text (bounded), so a repeated statement costs one dict lookup.
+Results are cached by text (bounded; short texts only), so a repeated statement costs one
+dict lookup.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Final
 from ..policy.lexer import NUMBER, STRING, XSTRING, LexError, lex
 
 _CACHE_SIZE: Final = 4096
+# Longer texts are not cached: they rarely repeat (bulk INSERTs) and 4096 of them could
+# hold gigabytes (up to gateway.max_message_size each).
+MAX_CACHED_TEXT: Final = 4096
 _cache: dict[tuple[str, str], tuple[str, str]] = {}
 
 _SPACE_RE: Final = re.compile(r"\s+")
@@ -41,6 +45,8 @@ def normalize(text: str, dialect: str) -> tuple[str, str]:
         return hit
     redacted = redact(text, dialect)
     result = (fingerprint_of(redacted), redacted)
+    if len(text) > MAX_CACHED_TEXT:
+        return result
     if len(_cache) >= _CACHE_SIZE:
         _cache.clear()  # bounded; a busy gateway re-fills it with what repeats
     _cache[key] = result

@@ -101,6 +101,9 @@ class GatewayMetrics:
         self.audit_dropped = Gauge(
             "gateway_audit_lines_dropped", "Audit log lines dropped (buffer full)", registry=r
         )
+        self.audit_healthy = Gauge(
+            "gateway_audit_healthy", "1 while the audit log file is written", registry=r
+        )
         self.recording_backlog = Gauge(
             "gateway_recording_backlog_bytes",
             "Recorded bytes not yet on disk (the recording's lag)",

@@ -61,6 +61,9 @@ class StatementLine(msgspec.Struct, omit_defaults=True, gc=False):
     error: str | None = None
 
 
+# How a reviewed statement's rule ends (the drivers' _review_decided): "<rule> <state>:<id>".
+_REVIEW_OUTCOMES: Final = (" approved", " denied", " timed_out", " withdrawn")
+
 _encode = msgspec.json.Encoder().encode
 _second = -1
 _second_text = ""
@@ -125,6 +128,8 @@ class AuditService:
                 max_buffer=config.audit.max_buffer,
             )
             self.metrics.watch(self.metrics.audit_dropped, lambda: self.writer_dropped)
+            writer = self.writer
+            self.metrics.watch(self.metrics.audit_healthy, lambda: 1 if writer.healthy else 0)
         self.notify: Callable[[str, str, dict[str, Any]], None] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self.alerts = AlertEngine(
@@ -308,8 +313,8 @@ class SessionAudit:
         self.dialect = "mysql" if protocol == "mysql" else "postgres"
         self.client = client
         self.analyse = analyse
-        # Set by LimitControl when a statement waits on an approval; written with the
-        # statement's line and cleared.
+        # Set by LimitControl when a result pauses for approval; written with the
+        # statement's line and cleared (reviews: see ``statement``).
         self.approval_id: str | None = None
         m = service.metrics
         self._rows = m.rows.labels(target)
@@ -357,6 +362,11 @@ class SessionAudit:
             if error is not None:
                 self.errors.inc()
         approval, self.approval_id = self.approval_id, None
+        if approval is None and rule is not None and ":apr_" in rule:
+            # A statement held for review: its rule names the request ("... approved:apr_...").
+            head, _, tail = rule.rpartition(":")
+            if head.endswith(_REVIEW_OUTCOMES):
+                approval = tail
         if service.writer is not None:
             fingerprint, redacted = normalize(text, self.dialect)
             service.writer.write(

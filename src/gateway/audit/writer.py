@@ -13,6 +13,11 @@ Rules this module keeps:
   dropped rather than growing memory without bound; the count is logged and exported
   as a metric. The audit log is a convenience copy for SIEM pipelines: the tamper-evident
   record of a session is its recording, which has its own back-pressure.
+* A failing write (disk full, file or directory gone) never reaches a session and never
+  raises: what was not written goes back to the head of the buffer and is retried at the
+  next flush, in order (so ``max_buffer`` bounds it too); ``healthy`` is False and one
+  error is logged until a write succeeds again. Deliberately fail-open (docs/audit-log.md):
+  the recording, which fails closed, is the record of truth.
 * Destination "-" is the process's standard output (containers).
 """
 
@@ -55,8 +60,10 @@ class AuditWriter:
         self._wake: asyncio.Event | None = None
         self._closing = False
         self.dropped = 0
+        self._dropped_logged = 0
         self.written_lines = 0
         self.errors = 0
+        self.healthy = True  # False while writes fail (a metric; see the module docstring)
 
     # -- the caller's side ------------------------------------------------------------------
 
@@ -86,10 +93,27 @@ class AuditWriter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
 
     async def flush(self) -> None:
-        """Write everything queued so far (tests, shutdown)."""
+        """Write everything queued so far (tests, shutdown). Never raises: what could not
+        be written is queued again, first."""
         buf, self._buf, self._size = self._buf, [], 0
-        if buf or self._reopen:
-            await asyncio.to_thread(self._write, buf)
+        if not buf and not self._reopen:
+            return
+        rest, exc = await asyncio.to_thread(self._write, buf)
+        if exc is None:
+            if not self.healthy:
+                self.healthy = True
+                log.warning("audit log writable again", extra={"path": self.path})
+            return
+        self.errors += 1
+        if rest:
+            self._buf.insert(0, rest)
+            self._size += len(rest)
+        if self.healthy:
+            self.healthy = False
+            log.error(
+                "audit log write failed; lines are kept and retried (up to max_buffer)",
+                extra={"path": self.path, "error": str(exc)},
+            )
 
     async def close(self) -> None:
         self._closing = True
@@ -99,6 +123,12 @@ class AuditWriter:
                 await self._task
             self._task = None
         await self.flush()
+        if self._buf:
+            log.error(
+                "audit log lines lost at shutdown: the file cannot be written",
+                extra={"path": self.path, "lines": sum(x.count(b"\n") for x in self._buf)},
+            )
+            self._buf, self._size = [], 0
         with self._lock:
             if self._fd is not None and self.path != "-":
                 os.close(self._fd)
@@ -118,7 +148,8 @@ class AuditWriter:
             except Exception:  # never let the writer die: count and try again next tick
                 self.errors += 1
                 log.exception("audit log write failed")
-            if self.dropped:
+            if self.dropped != self._dropped_logged:  # once per change, not every tick
+                self._dropped_logged = self.dropped
                 log.warning("audit log lines dropped", extra={"dropped": self.dropped})
 
     # -- the worker thread's side ---------------------------------------------------------------
@@ -133,18 +164,23 @@ class AuditWriter:
             return
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
-    def _write(self, buf: list[bytes]) -> None:
+    def _write(self, buf: list[bytes]) -> tuple[bytes, OSError | None]:
+        """Write ``buf``; on failure (what was not written, the error)."""
         with self._lock:
-            if self._reopen:
-                self._reopen = False
-                if self._fd is not None and self.path != "-":
-                    os.close(self._fd)
-                self._fd = None
-            if self._fd is None:
-                self._open_locked()
-            assert self._fd is not None
             data = memoryview(b"".join(buf))
-            while data:
-                n = os.write(self._fd, data)
-                data = data[n:]
+            try:
+                if self._reopen:
+                    self._reopen = False
+                    if self._fd is not None and self.path != "-":
+                        os.close(self._fd)
+                    self._fd = None
+                if self._fd is None:
+                    self._open_locked()
+                assert self._fd is not None
+                while data:
+                    n = os.write(self._fd, data)
+                    data = data[n:]
+            except OSError as exc:
+                return bytes(data), exc
             self.written_lines += len(buf)
+            return b"", None

@@ -187,8 +187,11 @@ class LimitControl:
         )
         self.pending = request
         self.pending_callback = on_decision
-        if self.audit is not None:
-            self.audit.approval_id = request.id  # written with the statement's audit line
+        if self.audit is not None and kind == "limit":
+            # Written with the paused statement's audit line (the running one: the next
+            # to finish). A held statement's request is named by its reviewed rule instead:
+            # statements sent before it may finish while it waits.
+            self.audit.approval_id = request.id
         self.event(
             "approval_requested",
             approval_id=request.id,

@@ -1724,6 +1724,8 @@ class MySqlSession(LegPair):
     def _release_registrations(self) -> None:
         if self._change_user_task is not None:
             self._change_user_task.cancel()
+        if self.observer is not None:
+            self.observer.interrupted(self._exchanges)
         self.runtime.registry.remove(self, None)
         self._release()
         if self.control is not None:

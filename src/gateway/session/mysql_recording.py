@@ -33,6 +33,8 @@ from .masking_common import masked_names
 from .mysql_sql import statement_texts
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from protocols.mysql.commands import PreparedStatement
     from protocols.mysql.packets import ErrPacket, OkPacket
 
@@ -424,6 +426,30 @@ class MyRecordingObserver:
             ex.columns = None
             if ex.text is not None or ex.path != "simple":
                 self._open(ex)
+
+    def interrupted(self, exchanges: Iterable[Exchange]) -> None:
+        """The session ended while these exchanges ran (killed, revoked, expired, client
+        gone): each open result still gets its audit line, with what the client had
+        received."""
+        audit = self.audit
+        if audit is None:
+            return
+        for ex in exchanges:
+            if ex.audited:
+                ex.audited = False
+                plan = ex.mask_plan
+                audit.statement(
+                    self._text(ex),
+                    ex.path,
+                    "allow",
+                    ex.rule,
+                    ex.classes,
+                    ex.rows,
+                    ex.bytes,
+                    time.monotonic() - ex.started,
+                    "interrupted",
+                    masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None,
+                )
 
     def control(self, kind: str, detail: dict[str, str]) -> None:
         if self.recording is not None:

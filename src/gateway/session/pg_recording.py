@@ -291,14 +291,25 @@ class PgRecordingObserver:
                 self._tags[body] = tag
         rec.complete(st, tag, ex.rows, st.recorded, st.bytes, time.monotonic() - st.started, error)
 
-    def _audit(self, audit: SessionAudit, ex: Execution) -> None:
+    def interrupted(self, executions: list[Execution]) -> None:
+        """The session ended while these executions ran (killed, revoked, expired, client
+        gone): each still gets its audit line, with what the client had received."""
+        audit = self.audit
+        if audit is None:
+            return
+        for ex in executions:
+            if ex.decided is not None:
+                self._audit(audit, ex, "interrupted")
+                ex.decided = None  # reported once
+
+    def _audit(self, audit: SessionAudit, ex: Execution, code: str | None = None) -> None:
         decided: tuple[str | None, frozenset[str]] = ex.decided  # type: ignore[assignment]
         rule, classes = decided
         error = ex.error
         if error is not None:
-            code: str | None = error[0] or "error"
-        else:
-            code = "skipped" if ex.skipped else None
+            code = error[0] or "error"
+        elif ex.skipped:
+            code = "skipped"
         plan = ex.mask_plan
         masked = masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None
         audit.statement(

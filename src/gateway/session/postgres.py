@@ -898,6 +898,8 @@ class PgSession(LegPair):
         self._close_both()
 
     def _release_registrations(self) -> None:
+        if self.observer is not None and self.tracker is not None:
+            self.observer.interrupted(self.tracker.unfinished())
         self.runtime.registry.remove(self, self.cancel_key)
         if self.control is not None:
             self.control.withdraw("session ended: " + self.end_reason)

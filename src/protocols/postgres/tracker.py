@@ -309,6 +309,10 @@ class QueryTracker:
 
     # -- backend --------------------------------------------------------------------
 
+    def unfinished(self) -> list[Execution]:
+        """Executions sent but not answered yet, oldest first (the session ends)."""
+        return [obj for kind, obj in self._fifo if isinstance(obj, Execution)]
+
     def head_execution(self) -> Execution | None:
         """The execution the next DataRows belong to, if any."""
         if self._fifo:

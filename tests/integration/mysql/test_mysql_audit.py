@@ -67,3 +67,55 @@ def test_one_line_per_statement(gw: MyGateway) -> None:
     assert denied["text"] == "DELETE FROM audit_my WHERE id = ?"
     assert failed["error"] == "1146/42S02"
     assert "secret-one" not in json.dumps([x for x in lines if x["subject"] == reader])
+
+
+def _statements_once_ended(gw: MyGateway, who: str) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while not any(x.get("event") == "session_end" and x["subject"] == who for x in _lines(gw)):
+        assert time.monotonic() < deadline, _lines(gw)[-5:]
+        time.sleep(0.05)
+    return [x for x in _lines(gw) if x.get("event") == "statement" and x["subject"] == who]
+
+
+def test_prepared_and_multi_statement_paths(gw: MyGateway) -> None:
+    import mysql.connector
+    from pymysql.constants import CLIENT
+
+    who = "audit-my-paths@example.com"
+    kwargs = gw.pymysql_kwargs(gw.token(who, ("dba",)), user=who)
+    with pymysql.connect(**kwargs, client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS audit_paths")
+            cur.execute("CREATE TABLE audit_paths (id INT, v VARCHAR(20))")
+            cur.execute("INSERT INTO audit_paths VALUES (1, 'hidden-one'), (2, 'b'), (3, 'c')")
+            cur.execute("SELECT 1; SELECT id FROM audit_paths WHERE id > 1")
+            while cur.nextset():
+                pass
+        conn.commit()
+    mine = _statements_once_ended(gw, who)
+    at = [x["text"] for x in mine].index("SELECT ?")
+    first, second = mine[at : at + 2]
+    assert (first["text"], first["rows"]) == ("SELECT ?", 1)
+    assert (second["text"], second["rows"]) == ("SELECT id FROM audit_paths WHERE id > ?", 2)
+    assert first["path"] == second["path"] == "simple"
+
+    who = "audit-my-prepared@example.com"
+    connector = {k: v for k, v in gw.pymysql_kwargs(gw.token(who, ("dba",)), user=who).items()}
+    connector.pop("connect_timeout")
+    connector.pop("ssl_verify_identity")
+    conn2 = mysql.connector.connect(**connector, use_pure=True, connection_timeout=10)
+    try:
+        cur2 = conn2.cursor(prepared=True)
+        cur2.execute("SELECT id, v FROM audit_paths WHERE v = %s", ("hidden-one",))
+        assert cur2.fetchall() == [(1, "hidden-one")]
+        cur2.execute("SELECT id, v FROM audit_paths WHERE v = %s", ("b",))
+        assert len(cur2.fetchall()) == 1
+        cur2.close()
+    finally:
+        conn2.close()
+    prepared = [x for x in _statements_once_ended(gw, who) if x["path"] == "prepared"]
+    assert [x["rows"] for x in prepared] == [1, 1]
+    assert prepared[0]["text"] == "SELECT id, v FROM audit_paths WHERE v = ?"
+    assert prepared[0]["fingerprint"] == prepared[1]["fingerprint"]
+    assert prepared[0]["rule"] and prepared[0]["class"] == "read"
+    assert "hidden-one" not in json.dumps(prepared)

@@ -4,6 +4,8 @@ identity cannot log in (ERR 1045), an administrator kills idle and paused sessio
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -224,3 +226,62 @@ def test_token_expiry_ends_a_running_statement(
         ):
             assert time.monotonic() < deadline, "the upstream statement is still running"
             time.sleep(0.1)
+
+
+def test_the_statement_a_kill_interrupts_has_its_audit_line(
+    gw: MyGateway, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    import json
+
+    user = "my-audit-killed@example.com"
+    conn = connect(gw, user)
+    future = pool.submit(query, conn, "SELECT SLEEP(30)")
+    session = wait_running(admin, user, "SLEEP")
+    status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "x"})
+    assert status == 200
+    assert isinstance(future.exception(timeout=15), pymysql.err.OperationalError)
+    conn.close()
+    path = gw.process.state_dir / "audit.log"
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        if any(x.get("event") == "session_end" and x.get("subject") == user for x in lines):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    mine = [x for x in lines if x.get("event") == "statement" and x["subject"] == user]
+    assert [x["text"] for x in mine][-1] == "SELECT SLEEP(?)"
+    assert mine[-1]["error"] == "interrupted"
+    assert mine[-1]["session_id"] == session["session_id"]
+
+
+def test_revoking_mid_load_data_local_keeps_nothing_of_it(
+    gw: MyGateway, admin: AdminClient, pool: ThreadPoolExecutor, tmp_path: Any
+) -> None:
+    """The client streams its file (a FIFO the test feeds): the revocation lands mid-upload;
+    the server must not keep the rows already sent."""
+    user = "my-loader@example.com"
+    with connect(gw, "my-setup@example.com") as setup:
+        query(setup, "DROP TABLE IF EXISTS ld_revoked")
+        query(setup, "CREATE TABLE ld_revoked (id INT) ENGINE=InnoDB")
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    kwargs = gw.pymysql_kwargs(gw.token(user, ("dba",)), user=user)
+    conn = pymysql.connect(**kwargs, autocommit=True, local_infile=True)
+    future = pool.submit(query, conn, f"LOAD DATA LOCAL INFILE '{fifo}' INTO TABLE ld_revoked")
+    with open(fifo, "w") as feed:  # opens once the client reads the file
+        feed.write("".join(f"{i}\n" for i in range(20_000)))
+        feed.flush()
+        session = wait_running(admin, user, "LOAD DATA")
+        time.sleep(0.3)  # those rows reached the server
+        status, _ = admin.call("POST", "/api/revocations", {"subject": user, "reason": "stop"})
+        assert status == 201
+        with contextlib.suppress(BrokenPipeError):  # the client may have stopped reading
+            feed.write("".join(f"{i}\n" for i in range(20_000, 40_000)))
+    assert isinstance(future.exception(timeout=15), pymysql.err.MySQLError)
+    conn.close()
+    with connect(gw, "my-check@example.com") as check:
+        assert query(check, "SELECT COUNT(*) FROM ld_revoked") == [(0,)]
+    last = frames(session_file(gw, user))[-1]  # type: ignore[arg-type]
+    assert isinstance(last, End) and "stop" in last.reason
+    assert session["session_id"]
