@@ -521,3 +521,27 @@ def test_revoking_a_session_whose_statement_is_held_for_review(
     with connect(gw, "dba-check@example.com") as dba:
         assert dba.execute("SELECT to_regclass('held_for_review')").fetchone() == (None,)
     assert "revoked while held" in end_frame(gw, user).reason
+
+
+def test_a_damaged_revocation_list_stops_the_gateway_from_starting(
+    start_gateway: StartGateway, pg_gateway_role: tuple[str, str]
+) -> None:
+    """Fail closed: a revocation list that cannot be read could be hiding a revocation, so
+    the gateway refuses to start, saying why (exit 2, no traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    gw = start_gateway(policies=POLICIES, extra=_extra(free_port()))
+    assert gw.stop() == 0
+    (gw.state_dir / "revocations.json").write_text('{"revocations": [{"kind": "subj')
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(gw.config_path)],
+        env={**os.environ, UPSTREAM_PASSWORD_ENV: pg_gateway_role[1]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "revocations.json" in run.stderr
+    assert "Traceback" not in run.stderr

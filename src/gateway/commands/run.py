@@ -18,6 +18,7 @@ def register(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.config import ConfigError, load_config
+    from gateway.lifecycle import RevocationError
     from gateway.server import run_event_loop, serve
 
     try:
@@ -27,5 +28,12 @@ def main(args: argparse.Namespace) -> int:
             print(f"{args.config}: {line}", file=sys.stderr)
         return 2
     logs.configure(config.gateway.log_level, args.log_format or config.gateway.log_format)
-    run_event_loop(serve(config, config_path=Path(args.config)))
+    try:
+        run_event_loop(serve(config, config_path=Path(args.config)))
+    except (ConfigError, RevocationError) as exc:
+        # Found only when starting: a secret that cannot be read, a damaged revocation list.
+        # The gateway refuses to start (fail closed) with the reason, not a traceback.
+        for line in getattr(exc, "errors", None) or [str(exc)]:
+            print(f"{args.config}: {line}", file=sys.stderr)
+        return 2
     return 0
