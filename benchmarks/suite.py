@@ -157,6 +157,7 @@ class Case:
     run: Callable[[str, int], Sample]  # (target, seconds) -> metrics
     min_seconds: int = 1
     samples: dict[str, list[Sample]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
 
     def median(self, target: str, metric: str) -> float:
         """Median over the rounds; medians, not means: one round can collide with someone
@@ -475,8 +476,32 @@ def measure_memory(world: World, sessions: int) -> Case:
     # Gateway first: pgbouncer keeps its server connections after its clients leave, and
     # PostgreSQL is sized for one set of idle sessions at a time.
     for name in case.targets:
-        case.samples[name] = [asyncio.run(idle_session_kb(world.pg[name], sessions))]
+        wait_for_backends_to_exit(world.bench)
+        try:
+            case.samples[name] = [asyncio.run(idle_session_kb(world.pg[name], sessions))]
+        except Exception as exc:
+            # One failed measurement must not throw away the whole run's numbers.
+            log(f"memory {name}: failed: {exc!r}")
+            case.samples[name] = []
+            case.errors[name] = repr(exc)[:120]
     return case
+
+
+def wait_for_backends_to_exit(bench: Bench, timeout: float = 120.0) -> None:
+    """PostgreSQL is sized for one set of idle sessions: the previous set's backends must be
+    gone before the next proxy opens its own, or logins fail with "too many clients"."""
+    assert bench.pg is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = int(
+            bench.pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend';"
+            ).strip()
+        )
+        if n < 100:
+            return
+        time.sleep(1.0)
+    log(f"still {n} PostgreSQL backends after {timeout:.0f}s")
 
 
 # --- the table -------------------------------------------------------------------------------
@@ -578,7 +603,10 @@ def build_rows(cases: list[Case], memory: Case | None) -> list[Row]:
             Row(
                 memory.label,
                 "KB of RSS per idle session",
-                {"gateway": fmt(gw, 1), "pgbouncer": fmt(pgb, 1)},
+                {
+                    t: fmt(v, 1) if t not in memory.errors else "error"
+                    for t, v in (("gateway", gw), ("pgbouncer", pgb))
+                },
                 _ratio(gw, pgb),
                 "",
                 f"<= {IDLE_KB:.0f} KB",
@@ -773,6 +801,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Failed transactions (pgbench) or ignored errors (sysbench) in: {', '.join(failed)}."
         )
+        print()
+    errors = [
+        f"{c.label}/{t}: {e}"
+        for c in [*cases, *([memory] if memory else [])]
+        for t, e in c.errors.items()
+    ]
+    if errors:
+        print(f"Errors: {'; '.join(errors)}.")
         print()
     verdicts = [r.verdict for r in rows if r.verdict != "info"]
     print(
