@@ -45,5 +45,6 @@ def test_quick_connect_scenario_prints_the_table_with_a_verdict() -> None:
     assert cells[9] == ("**PASS**" if gw_pgb >= 0.5 else "**FAIL**"), row
     assert proc.returncode == (0 if gw_pgb >= 0.5 else 1)
     assert re.search(r"Targets: [01] PASS, [01] FAIL", out), out
-    # Only the scenario asked for ran.
-    assert "wide result" not in out and "sysbench" not in out
+    # Only the scenario asked for ran: its two rows and nothing else.
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["pgbench -S -C -c 4"] * 2, rows
