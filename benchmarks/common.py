@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
 import shutil
 import signal
@@ -28,6 +29,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from gateway.embedded.certs import make_self_signed
 from gateway.embedded.common import running_as_root, service_user
@@ -216,7 +219,11 @@ deny = ["truncate", "delete_without_where", "update_without_where"]
 
     # -- pgbouncer --
 
-    def start_pgbouncer(self, auth_type: str = "scram-sha-256") -> Endpoint:
+    def start_pgbouncer(
+        self, auth_type: str = "scram-sha-256", *, pool_size: int = 150, max_clients: int = 2000
+    ) -> Endpoint:
+        """Session pool mode. `pool_size` server connections at most: in session mode every
+        client holds one, so holding N idle clients needs pool_size >= N."""
         assert self.pg is not None
         work = self.base / "pgbouncer"
         work.mkdir()
@@ -240,9 +247,9 @@ pidfile = {work / "pgbouncer.pid"}
 auth_type = {auth_type}
 auth_file = {work / "userlist.txt"}
 pool_mode = session
-max_client_conn = 2000
-default_pool_size = 150
-max_db_connections = 150
+max_client_conn = {int(max_clients)}
+default_pool_size = {int(pool_size)}
+max_db_connections = {int(pool_size)}
 server_tls_sslmode = require
 client_tls_sslmode = require
 client_tls_cert_file = {cert}
@@ -265,10 +272,15 @@ client_tls_key_file = {key}
 
     # -- the bare forwarder (reference: the cost of one Python hop) --
 
-    def start_forwarder(self) -> Endpoint:
-        assert self.pg is not None
+    def start_forwarder(
+        self, upstream_port: int | None = None, name: str = "forwarder"
+    ) -> Endpoint:
+        """In front of PostgreSQL, or of any TCP server at `upstream_port` (MariaDB)."""
+        if upstream_port is None:
+            assert self.pg is not None
+            upstream_port = self.pg.port
         port = free_port()
-        log = self.base / "forwarder.log"
+        log = self.base / f"{name}.log"
         with open(log, "wb") as fh:
             proc = subprocess.Popen(
                 [
@@ -276,7 +288,7 @@ client_tls_key_file = {key}
                     str(Path(__file__).resolve()),
                     "forward",
                     str(port),
-                    str(self.pg.port),
+                    str(upstream_port),
                 ],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
@@ -284,7 +296,7 @@ client_tls_key_file = {key}
             )
         self.procs.append(proc)
         wait_port(port, proc, log)
-        return Endpoint("forwarder", port, PG_ROLE, self.role_password, proc)
+        return Endpoint(name, port, PG_ROLE, self.role_password, proc)
 
     # -- teardown --
 
@@ -315,6 +327,66 @@ def bench_env(keep: bool = False) -> Iterator[Bench]:
                 bench.pg.stop()
         else:
             bench.close()
+
+
+# --- measuring processes and reporting -----------------------------------------------------------
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def tree_cpu_seconds(proc: subprocess.Popen[bytes] | None) -> float | None:
+    """User+system CPU seconds of a process and its children (pgbouncer runs under runuser
+    as root; py-spy or a launcher may sit above the gateway). None if it is gone."""
+    if proc is None:
+        return None
+    try:
+        total = 0.0
+        for p in _tree(proc.pid):
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
+    except psutil.Error:
+        return None
+
+
+def tree_rss_mb(proc: subprocess.Popen[bytes]) -> float:
+    """Resident set size of a process and its children, in MiB."""
+    return sum(p.memory_info().rss for p in _tree(proc.pid)) / (1024 * 1024)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def fmt(x: float, digits: int = 0) -> str:
+    if x != x:  # NaN
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return "n/a" if not b or a != a or b != b else f"{a / b:.2f}"
+
+
+def versions() -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        try:
+            return subprocess.run(
+                argv, capture_output=True, text=True, check=False
+            ).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+
+    return {
+        "pgbench": first_line(["pgbench", "--version"]),
+        "pgbouncer": first_line(["pgbouncer", "--version"]),
+        "python": platform.python_version(),
+        "cpus": str(os.cpu_count()),
+        "kernel": platform.release(),
+    }
 
 
 # --- pgbench ----------------------------------------------------------------------------------
@@ -437,9 +509,15 @@ def _forward(listen_port: int, upstream_port: int) -> None:
                         client.transport.close()
                     return
                 upstream.peer, client.peer = client, upstream
+                # Either side may have spoken before the two were linked: the client (TLS
+                # request, PostgreSQL) or the server (its greeting, MySQL) -- the upstream's
+                # first bytes can arrive before create_connection() returns here.
                 for chunk in client.pending:
                     upstream.transport.write(chunk)  # type: ignore[union-attr]
                 client.pending.clear()
+                for chunk in upstream.pending:
+                    client.transport.write(chunk)  # type: ignore[union-attr]
+                upstream.pending.clear()
 
             tasks.add(task := loop.create_task(connect()))
             task.add_done_callback(tasks.discard)

@@ -164,8 +164,15 @@ class Endpoint:
 
 
 def start_gateway(
-    work: Path, server: MariaDBServer, ca_file: Path, password: str, *, recording: bool
+    work: Path,
+    server: MariaDBServer,
+    ca_file: Path,
+    password: str,
+    *,
+    recording: bool,
+    policy_extra: str = "",
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """`policy_extra` is appended to the bench policy (limits, masks: benchmarks/suite.py)."""
     port = free_port()
     config = work / "gateway.toml"
     config.write_text(
@@ -204,6 +211,7 @@ targets = ["*"]
 # are refused by class) and check-config rejects rules that can never fire.
 allow = ["read", "write", "transaction", "session"]
 deny = ["truncate", "delete_without_where", "update_without_where"]
+{policy_extra}
 """
     )
     env = dict(os.environ)
@@ -227,6 +235,60 @@ deny = ["truncate", "delete_without_where", "update_without_where"]
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"gateway did not start:\n{log_path.read_text()}")
+
+
+@dataclass
+class Prepared:
+    """A running MariaDB with TLS from our own CA, the sysbench tables, a direct endpoint."""
+
+    server: MariaDBServer
+    password: str
+    pki: Pki
+    ca_file: Path
+    direct: Endpoint
+
+
+def prepare(base: Path, server: MariaDBServer) -> Prepared:
+    password = secrets.token_urlsafe(18)
+    server.create_database("sbtest")
+    server.create_user(DB_USER, password, grant_all_on="sbtest")
+    pki = make_pki()
+    ca_file = install_server_tls(server, pki)
+    direct = Endpoint(
+        "direct",
+        server.port,
+        DB_USER,
+        password,
+        sysbench_dir(base / "sb-direct", pki.ca_pem, pki.client),
+    )
+    log(f"preparing {TABLES} tables of {TABLE_SIZE} rows")
+    sysbench(direct, "oltp_read_only", "prepare")
+    return Prepared(server, password, pki, ca_file, direct)
+
+
+def gateway_endpoint(
+    work: Path,
+    setup: Prepared,
+    token: str,
+    name: str,
+    *,
+    recording: bool,
+    policy_extra: str = "",
+) -> tuple[subprocess.Popen[bytes], Endpoint]:
+    """Start a gateway in `work` (a new directory next to `keys/`, which holds the JWKS) and
+    give sysbench the gateway's certificate to trust."""
+    work.mkdir()
+    proc, port = start_gateway(
+        work,
+        setup.server,
+        setup.ca_file,
+        setup.password,
+        recording=recording,
+        policy_extra=policy_extra,
+    )
+    cert = (work / "state" / "server.crt").read_bytes()
+    sb = sysbench_dir(work / "sb", cert, setup.pki.client)
+    return proc, Endpoint(name, port, BENCH_USER, token, sb, proc.pid)
 
 
 # -- sysbench ---------------------------------------------------------------------------------
@@ -325,42 +387,18 @@ def main() -> int:
     try:
         log(f"work directory {base}")
         server = start_mariadb(base_dir=base / "mariadb", ssl=True)
-        password = secrets.token_urlsafe(18)
-        server.create_database("sbtest")
-        server.create_user(DB_USER, password, grant_all_on="sbtest")
-        pki = make_pki()
-        ca_file = install_server_tls(server, pki)
-        direct = Endpoint(
-            "direct",
-            server.port,
-            DB_USER,
-            password,
-            sysbench_dir(base / "sb-direct", pki.ca_pem, pki.client),
-        )
-        log(f"preparing {TABLES} tables of {TABLE_SIZE} rows")
-        sysbench(direct, "oltp_read_only", "prepare")
+        setup = prepare(base, server)
         key = generate_signing_key(base / "keys")
         token = mint_token(key, BENCH_USER, ["bench"], 86400, audience=AUDIENCE, issuer=ISSUER)
-        endpoints = [direct]
+        endpoints = [setup.direct]
         variants = [("gateway", True)] + (
             [] if args.no_norec else [("gateway, no recording", False)]
         )
         for name, recording in variants:
             work = base / name.replace(", ", "-").replace(" ", "-")
-            work.mkdir()
-            proc, port = start_gateway(work, server, ca_file, password, recording=recording)
+            proc, endpoint = gateway_endpoint(work, setup, token, name, recording=recording)
             gateways.append(proc)
-            cert = (work / "state" / "server.crt").read_bytes()
-            endpoints.append(
-                Endpoint(
-                    name,
-                    port,
-                    BENCH_USER,
-                    token,
-                    sysbench_dir(work / "sb", cert, pki.client),
-                    proc.pid,
-                )
-            )
+            endpoints.append(endpoint)
         results: dict[tuple[str, str, int, str], Result] = {}
         for test in tests:
             for ps_mode in ("auto", "disable"):

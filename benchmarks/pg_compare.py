@@ -17,9 +17,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,8 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import psutil
-from common import Bench, Endpoint, PgbenchResult, bench_env, pgbench_init, run_pgbench
+from common import (
+    Bench,
+    Endpoint,
+    PgbenchResult,
+    bench_env,
+    fmt,
+    log,
+    pgbench_init,
+    ratio,
+    run_pgbench,
+    tree_cpu_seconds,
+    versions,
+)
 
 WIDE_ROWS = 10_000
 WIDE_SQL = f"SELECT * FROM pgbench_accounts LIMIT {WIDE_ROWS};\n"
@@ -125,34 +134,6 @@ def configs(quick: bool, wide_file: Path) -> list[Config]:
         )
     )
     return out
-
-
-def fmt(x: float, digits: int = 0) -> str:
-    if x != x:  # NaN
-        return "n/a"
-    return f"{x:,.{digits}f}"
-
-
-def ratio(a: float, b: float) -> str:
-    return "n/a" if not b or a != a or b != b else f"{a / b:.2f}"
-
-
-def versions() -> dict[str, str]:
-    def first_line(argv: list[str]) -> str:
-        try:
-            return subprocess.run(
-                argv, capture_output=True, text=True, check=False
-            ).stdout.splitlines()[0]
-        except (OSError, IndexError):
-            return "?"
-
-    return {
-        "pgbench": first_line(["pgbench", "--version"]),
-        "pgbouncer": first_line(["pgbouncer", "--version"]),
-        "python": platform.python_version(),
-        "cpus": str(os.cpu_count()),
-        "kernel": platform.release(),
-    }
 
 
 def main() -> int:
@@ -262,10 +243,6 @@ def main() -> int:
     return 0 if passed else 1
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def setup(
     bench: Bench, scale: int, forwarder: bool, pgbouncer_auth: str, no_audit: bool = False
 ) -> list[Endpoint]:
@@ -291,17 +268,7 @@ def setup(
 
 def proxy_cpu(target: Endpoint) -> float | None:
     """User+system CPU seconds of the proxy's process tree (pgbouncer runs under runuser)."""
-    if target.proc is None:
-        return None
-    try:
-        root = psutil.Process(target.proc.pid)
-        total = 0.0
-        for p in [root, *root.children(recursive=True)]:
-            t = p.cpu_times()
-            total += t.user + t.system
-        return total
-    except psutil.Error:
-        return None
+    return tree_cpu_seconds(target.proc)
 
 
 def check_alive(targets: list[Endpoint]) -> None:
