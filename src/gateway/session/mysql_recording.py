@@ -385,20 +385,7 @@ class MyRecordingObserver:
         if not ex.swallow:  # a stopped result's swallowed tail was never sent
             self.rows_total += ex.rows
         if ex.audited and self.audit is not None:
-            ex.audited = False
-            plan = ex.mask_plan
-            self.audit.statement(
-                self._text(ex),
-                ex.path,
-                "allow",
-                ex.rule,
-                ex.classes,
-                ex.rows,
-                ex.bytes,
-                time.monotonic() - ex.started,
-                f"{err.errno}/{err.sqlstate}" if err is not None else None,
-                masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None,
-            )
+            self._audit(ex, self.audit, f"{err.errno}/{err.sqlstate}" if err is not None else None)
         rec = self.recording
         if rec is not None and ex.stmt is not None:
             tag: str | None = None
@@ -436,20 +423,24 @@ class MyRecordingObserver:
             return
         for ex in exchanges:
             if ex.audited:
-                ex.audited = False
-                plan = ex.mask_plan
-                audit.statement(
-                    self._text(ex),
-                    ex.path,
-                    "allow",
-                    ex.rule,
-                    ex.classes,
-                    ex.rows,
-                    ex.bytes,
-                    time.monotonic() - ex.started,
-                    "interrupted",
-                    masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None,
-                )
+                self._audit(ex, audit, "interrupted")
+
+    def _audit(self, ex: Exchange, audit: SessionAudit, error: str | None) -> None:
+        """The audit line of an allowed result that ended (once per result)."""
+        ex.audited = False
+        plan = ex.mask_plan
+        audit.statement(
+            self._text(ex),
+            ex.path,
+            "allow",
+            ex.rule,
+            ex.classes,
+            ex.rows,
+            ex.bytes,
+            time.monotonic() - ex.started,
+            error,
+            masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None,
+        )
 
     def control(self, kind: str, detail: dict[str, str]) -> None:
         if self.recording is not None:
