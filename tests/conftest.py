@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
+from hypothesis import settings
 
 from gateway.embedded.common import ServerUnavailable
 from gateway.embedded.mariadb import MariaDBServer, start_mariadb
@@ -32,6 +33,11 @@ from gateway.embedded.postgres import (
 from gateway.embedded.seed import seed_mariadb, seed_postgres
 
 T = TypeVar("T")
+
+# Property tests check correctness, not speed: on a loaded 2-core CI machine one slow example
+# would otherwise fail a run with DeadlineExceeded (seen once on a masking property).
+settings.register_profile("gateway", deadline=None)
+settings.load_profile("gateway")
 
 PG_GATEWAY_ROLE = "gateway"
 PG_MD5_ROLE = "gw_md5"
