@@ -28,7 +28,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
@@ -176,6 +176,9 @@ class GatewaySection(_Section, frozen=True, kw_only=True):
     token_expiry_grace: Duration = 0.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
+    # On hot reload, live sessions whose applicable policies changed keep the rules they
+    # started with ("keep") or are ended so that they reconnect under the new ones ("end").
+    reload_live_sessions: Literal["keep", "end"] = "keep"
 
 
 class TlsSection(_Section, frozen=True, kw_only=True):
@@ -1200,7 +1203,12 @@ def read_alerts_webhook_secret(config: Config) -> bytes | None:
 
 def policy_digest(config: Config) -> str:
     """SHA-256 (hex) of the canonical JSON of the policies; recorded in every session header."""
-    return hashlib.sha256(msgspec.json.encode(config.policies, order="sorted")).hexdigest()
+    return policies_digest(config.policies)
+
+
+def policies_digest(policies: Sequence[Policy]) -> str:
+    """SHA-256 (hex) of the canonical JSON of some policies (a session's, on reload)."""
+    return hashlib.sha256(msgspec.json.encode(list(policies), order="sorted")).hexdigest()
 
 
 def targets_allowed(config: Config, groups: Iterable[str]) -> set[str]:

@@ -23,6 +23,8 @@ from .config import Config, ConfigError
 # named here need a restart.
 RELOADABLE: Final[dict[str, frozenset[str] | None]] = {
     "policies": None,
+    # What a reload does to live sessions (read from the new file at each reload).
+    "gateway": frozenset({"reload_live_sessions"}),
     # The catalog refresh period is fixed when a target's catalog is first loaded.
     "masking": frozenset({"hash_key_env", "hash_key_file"}),
     # The alert webhook's transport is built at start.

@@ -28,6 +28,7 @@ from .config import (
     Target,
     expiry_grace,
     load_config,
+    policies_digest,
     policy_digest,
     read_mask_hash_key,
     read_target_password,
@@ -99,6 +100,8 @@ class Runtime:
         )
         self.usage = UsageWindows()
         self._limit_specs: dict[tuple[str, ...], LimitSpec | None] = {}
+        # session id -> digest of the policies the session runs under (hot reload).
+        self._session_policies: dict[str, str] = {}
         # Revocations and the kill switch (docs/operations.md). The list is read here, so
         # an unreadable file stops the gateway from starting (RevocationError).
         self.revocations = RevocationStore(Path(config.gateway.state_dir) / "revocations.json")
@@ -148,21 +151,22 @@ class Runtime:
 
     # -- hot reload (docs/operations.md) ---------------------------------------------------
 
-    def reload_config(self) -> dict[str, object]:
+    def reload_config(self, live_sessions: str | None = None) -> dict[str, object]:
         """Re-read the configuration file (SIGHUP, ``POST /api/reload``) and apply what can
         change while sessions run. Raises ConfigError, with the old configuration still in
         force, when the file does not load or its policies do not build."""
         if self.config_path is None:
             raise ConfigError(["the gateway was not started from a configuration file"])
-        return self.apply_config(load_config(self.config_path))
+        return self.apply_config(load_config(self.config_path), live_sessions)
 
-    def apply_config(self, new: Config) -> dict[str, object]:
+    def apply_config(self, new: Config, live_sessions: str | None = None) -> dict[str, object]:
         """Apply a new configuration (see gateway.reload): policies, masks, limits,
         approvers, alert thresholds, admin groups, and the revocation list, re-read.
-        New sessions get the new policies; live sessions keep the policies they started
-        with, except that a session whose identity may no longer use its target at all is
-        ended. Everything is built before anything is swapped, so a failure changes
-        nothing."""
+        New sessions get the new policies. A live session whose identity may no longer use
+        its target at all is ended; one whose applicable policies changed keeps the rules
+        it started with, or is ended too when ``live_sessions`` (else the new file's
+        ``gateway.reload_live_sessions``) is "end". Everything is built before anything is
+        swapped, so a failure changes nothing."""
         plan = plan_reload(self.config, new)
         config = plan.config
         hash_key = read_mask_hash_key(config)
@@ -182,6 +186,7 @@ class Runtime:
         except RevocationError as exc:
             raise ConfigError([f"revocations: {exc}"]) from None
         old_digest = self.policy_digest
+        mode = live_sessions or config.gateway.reload_live_sessions
         self.config = config
         self.policy_digest = policy_digest(config)
         self.mask_hash_key = hash_key
@@ -191,7 +196,9 @@ class Runtime:
         self.audit.reconfigure(config)
         ended = self.lifecycle.enforce_all()
         for session in list(self.registry.sessions.values()):
-            if self._lost_target(session):
+            if session.session_id in ended:
+                continue
+            if self._lost_target(session) or (mode == "end" and self._policies_changed(session)):
                 ended.append(session.session_id)
         report: dict[str, object] = {
             "changed": plan.changed,
@@ -213,6 +220,21 @@ class Runtime:
         return self.kill_session(
             session.session_id,
             "no policy allows this identity on this target any more",
+            "configuration reload",
+        )
+
+    def _policies_changed(self, session: GatewaySession) -> bool:
+        """End a session whose applicable policies differ from those it runs under
+        (``reload_live_sessions = "end"``); True if it was ended."""
+        identity = session.identity
+        if identity is None or session.closing:
+            return False
+        now = policies_digest(self.applicable_policies(session.target, identity))
+        if self._session_policies.get(session.session_id, now) == now:
+            return False
+        return self.kill_session(
+            session.session_id,
+            "the policies of this session changed; reconnect to work under the new ones",
             "configuration reload",
         )
 
@@ -300,7 +322,11 @@ class Runtime:
         """A new session's limits and approvals: its SessionLimits (None when no limit
         applies) and who may approve its statements under review (the approvers of every
         applicable policy with review entries; the shortest timeout)."""
-        reviewing = [p for p in self.applicable_policies(target, identity) if p.review]
+        applicable = self.applicable_policies(target, identity)
+        # What this session runs under (a hot reload with reload_live_sessions = "end"
+        # ends it if that changes); set at login and at a MySQL COM_CHANGE_USER.
+        self._session_policies[session.session_id] = policies_digest(applicable)
+        reviewing = [p for p in applicable if p.review]
         return LimitControl(
             limits=self.session_limits(target, identity),
             broker=self.approvals,
@@ -480,6 +506,7 @@ class Runtime:
             asyncio.get_running_loop().call_soon(self._lost_target, session)
 
     def session_ended(self, session: GatewaySession) -> None:
+        self._session_policies.pop(session.session_id, None)
         self.audit.session_ended(session.target.name)
         self.audit.event(
             "session_end",

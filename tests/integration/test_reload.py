@@ -175,7 +175,7 @@ def test_reload_through_the_api_reports_what_needs_a_restart(
     assert status == 200, body
     assert body["status"] == "reloaded" and body["by"] == ADMIN[0]
     assert "policies" in body["changed"]
-    assert body["restart_required"] == ["gateway"]
+    assert body["restart_required"] == ["gateway.shutdown_grace"]
     assert len(body["sessions_ended"]) == 0
     with connect(gw, "ana@example.com", "analysts") as conn:
         assert not can_read(conn)
@@ -207,3 +207,35 @@ def test_health_and_readiness(gw: GatewayProcess, admin: AdminClient) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     conn.close()
+
+
+def test_reload_can_end_the_sessions_whose_policies_changed(
+    gw: GatewayProcess, admin: AdminClient
+) -> None:
+    """`reload_live_sessions = "end"` (or the API's `live_sessions`): a live session whose
+    policies changed is ended so that it reconnects under the new ones; a session whose
+    policies did not change goes on."""
+    analyst = connect(gw, "ana@example.com", "analysts")
+    dba = connect(gw, "dee@example.com", "dba")
+    rewrite(gw, POLICIES, TIGHTER)
+    status, body = admin.call("POST", "/api/reload", {"live_sessions": "sometimes"})
+    assert status == 400
+    status, body = admin.call("POST", "/api/reload", {"live_sessions": "end"})
+    assert status == 200, body
+    assert len(body["sessions_ended"]) == 1
+    with pytest.raises(psycopg.OperationalError, match="policies of this session changed"):
+        analyst.execute("SELECT 1")
+    assert dba.execute("SELECT 1").fetchone() == (1,)
+    with connect(gw, "ana@example.com", "analysts") as again:
+        assert not can_read(again)  # the new policy
+    # The same through the file, for SIGHUP: a second change ends the reconnected session.
+    fresh = connect(gw, "ana@example.com", "analysts")
+    rewrite(gw, 'shutdown_grace = "3s"', 'shutdown_grace = "3s"\nreload_live_sessions = "end"')
+    rewrite(gw, 'allow = ["session"]', 'allow = ["session", "transaction"]')
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_log(gw, "config_reloaded", count=2)
+    with pytest.raises(psycopg.OperationalError, match="policies of this session changed"):
+        fresh.execute("SELECT 1")
+    assert dba.execute("SELECT 1").fetchone() == (1,)
+    for conn in (analyst, fresh, dba):
+        conn.close()

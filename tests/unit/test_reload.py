@@ -88,7 +88,7 @@ def test_keys_that_need_a_restart_keep_their_running_value() -> None:
     )
     plan = plan_reload(running, new)
     assert plan.restart_required == [
-        "gateway",
+        "gateway.shutdown_grace",
         "admin.listen",
         "alerts.webhook_url",
         "targets",
@@ -125,3 +125,12 @@ password_env = "APP_PG_PASSWORD"
     with pytest.raises(ConfigError) as info:
         plan_reload(parse(BASE), parse(extra_target))
     assert "'new-pg' is not running" in info.value.errors[0]
+
+
+def test_reload_live_sessions_is_taken_from_the_new_file() -> None:
+    new = parse(
+        BASE.replace('shutdown_grace = "3s"', 'shutdown_grace = "3s"\nreload_live_sessions = "end"')
+    )
+    plan = plan_reload(parse(BASE), new)
+    assert plan.changed == ["gateway.reload_live_sessions"] and plan.restart_required == []
+    assert plan.config.gateway.reload_live_sessions == "end"

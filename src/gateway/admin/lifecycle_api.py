@@ -122,8 +122,12 @@ async def reload_config(request: web.Request) -> web.Response:
     file (the running configuration stays in force)."""
     by = _admin(request)
     runtime = _runtime(request)
+    body = await read_body(request, ("live_sessions",))
+    live_sessions = body.get("live_sessions")
+    if live_sessions not in (None, "keep", "end"):
+        raise ApiError(400, 'live_sessions must be "keep" or "end"')
     try:
-        report = runtime.reload_config()
+        report = runtime.reload_config(live_sessions)
     except ConfigError as exc:
         log.warning(
             "configuration reload rejected",
