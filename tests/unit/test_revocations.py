@@ -111,6 +111,7 @@ def test_load_rereads_the_file(store: RevocationStore, clock: Clock) -> None:
         b"[]",
         b'{"revocations": [{"kind": "planet", "value": "x"}]}',
         b'{"revocations": [{"id": "r", "kind": "subject", "value": 3}]}',
+        b'{"version": 2, "revocations": []}',
     ],
 )
 def test_a_damaged_file_fails_closed(store: RevocationStore, content: bytes) -> None:

@@ -128,6 +128,9 @@ class RevocationStore:
             data = json.loads(raw)
             if not isinstance(data, dict) or not isinstance(data.get("revocations"), list):
                 raise ValueError('expected an object with a "revocations" list')
+            if data.get("version", FILE_VERSION) != FILE_VERSION:
+                # A newer format may hold entries this version would misread: fail closed.
+                raise ValueError(f"version {data['version']!r}; this gateway reads {FILE_VERSION}")
             items = [Revocation.from_json(item) for item in data["revocations"]]
         except ValueError as exc:
             raise RevocationError(f"{self.path} is not a valid revocation list: {exc}") from None
