@@ -48,6 +48,7 @@ from common import (
     Endpoint,
     bench_env,
     free_port,
+    log,
     stop_process,
     wait_port,
 )
@@ -55,10 +56,6 @@ from common import (
 TARGET_MB_PER_1000 = 30.0
 MB = 1024 * 1024
 HERE = str(Path(__file__).resolve())
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def client_tls() -> ssl.SSLContext:

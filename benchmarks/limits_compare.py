@@ -20,7 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PG_DB, PG_ROLE, Bench, Endpoint, bench_env, pgbench_init, run_pgbench
+from common import (
+    PG_DB,
+    PG_ROLE,
+    Bench,
+    Endpoint,
+    bench_env,
+    log,
+    pgbench_init,
+    run_pgbench,
+)
 
 LIMITS = """
 max_rows = 100000000
@@ -37,10 +46,6 @@ CREATE TABLE limits_wide AS
 SELECT g AS id, 'row ' || g AS label, repeat('z', 40) AS pad FROM generate_series(1, {rows}) g;
 ANALYZE limits_wide;
 """
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PG_DB, PG_ROLE, Bench, Endpoint, bench_env, run_pgbench
+from common import PG_DB, PG_ROLE, Bench, Endpoint, bench_env, log, run_pgbench
 
 MASKS_3 = """
 [[policies.masks]]
@@ -57,10 +57,6 @@ SELECT g AS id,
 FROM generate_series(1, {rows}) AS g;
 ANALYZE wide;
 """
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def main() -> int:
