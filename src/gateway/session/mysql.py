@@ -1585,9 +1585,13 @@ class MySqlSession(LegPair):
             self.statements.clear()
             if request.charset:
                 self.charset = request.charset
-            # A new identity: its own masks, limits and review approvers.
+            # A new identity: its own audit attribution, masks, limits and review approvers.
             self.masking = masking
-            recording = self.observer.recording if self.observer is not None else None
+            self.audit = runtime.session_audit(self, self.target, identity)
+            recording = None
+            if self.observer is not None:
+                self.observer.audit = self.audit
+                recording = self.observer.recording
             self.control = runtime.limit_control(self, self.target, identity, recording)
             self.limits = self.control.limits
             self._budget = None

@@ -119,3 +119,38 @@ def test_prepared_and_multi_statement_paths(gw: MyGateway) -> None:
     assert prepared[0]["fingerprint"] == prepared[1]["fingerprint"]
     assert prepared[0]["rule"] and prepared[0]["class"] == "read"
     assert "hidden-one" not in json.dumps(prepared)
+
+
+def test_change_user_moves_the_audit_attribution(gw: MyGateway) -> None:
+    """After COM_CHANGE_USER the statements are the new identity's in the audit log."""
+    import mysql.connector
+
+    first, second = "audit-cu-one@example.com", "audit-cu-two@example.com"
+    kw = gw.connector_kwargs(gw.token(first, ("dba",)), user=first)
+    conn = mysql.connector.connect(**kw, use_pure=True)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 'as the first'")
+        cur.fetchall()
+        token = gw.token(second, ("contractors",))
+        conn.cmd_change_user(username=second, password=token, database="app")
+        cur = conn.cursor()
+        cur.execute("SELECT 'as the second'")
+        cur.fetchall()
+    finally:
+        conn.close()
+    # The session ends under the second identity; its statements are attributed to it.
+    deadline = time.monotonic() + 10
+    while not any(
+        x.get("event") == "session_end" for x in _lines(gw) if x.get("subject") == second
+    ):
+        assert time.monotonic() < deadline, _lines(gw)[-5:]
+        time.sleep(0.05)
+    statements = [
+        (x["subject"], x["groups"])
+        for x in _lines(gw)
+        if x.get("event") == "statement"
+        and x["subject"] in (first, second)
+        and x["text"] == "SELECT ?"
+    ]
+    assert statements == [(first, ["dba"]), (second, ["contractors"])], statements
