@@ -216,6 +216,43 @@ def test_graceful_shutdown_drains_then_closes(start_gateway: object) -> None:
     assert '"event": "stopped"' in gw.log_text()
 
 
+def test_shutdown_after_the_grace_cancels_a_running_statement(
+    start_gateway: object, pg_server: PostgresServer
+) -> None:
+    """A statement still running when the drain grace ends is cancelled on the server,
+    not left running behind a closed socket."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gw = start_gateway(recording=False)  # type: ignore[operator]  # shutdown_grace = 3s
+    conn = psycopg.connect(gw.dsn(gw.token()), autocommit=True)
+    needle = "SELECT pg_sleep(60) AS shutdown_probe"
+    running = ThreadPoolExecutor(1).submit(conn.execute, needle)
+    time.sleep(0.5)
+    os.kill(gw.proc.pid, signal.SIGTERM)
+    assert gw.proc.wait(15) == 0
+    with pytest.raises(psycopg.OperationalError, match="shutting down"):
+        running.result(10)
+    direct = psycopg.connect(
+        host=pg_server.host,
+        port=pg_server.port,
+        dbname="app",
+        user="gateway",
+        password=pg_server.roles["gateway"],
+        sslmode="require",
+    )
+    with direct:
+        deadline = time.monotonic() + 5
+        while True:
+            (count,) = direct.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (needle,)
+            ).fetchone()  # type: ignore[misc]
+            if count == 0:
+                break
+            assert time.monotonic() < deadline, "the backend still runs the statement"
+            time.sleep(0.1)
+    conn.close()
+
+
 def test_slow_client_pauses_upstream_memory_stays_bounded(gateway: GatewayProcess) -> None:
     import psutil
 

@@ -1710,7 +1710,9 @@ class MySqlSession(LegPair):
         self._close_both()
 
     def shutdown(self, reason: str) -> None:
-        self.terminate(ER_SERVER_SHUTDOWN, "08S01", "the gateway is shutting down", reason)
+        """Graceful shutdown's last step (the drain grace is over): end it like a kill, so
+        that a statement still running is killed on the server too."""
+        self._end_now(ER_SERVER_SHUTDOWN, "08S01", "the gateway is shutting down", reason)
 
     def _client_lost(self, exc: BaseException | None) -> None:
         self.end_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"

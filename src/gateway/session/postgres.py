@@ -822,20 +822,26 @@ class PgSession(LegPair):
         withdrawn on release)."""
         if self._closing:
             return
-        up, tracker = self.upstream, self.tracker
-        if up is not None:
-            if (
-                tracker is not None
-                and tracker.busy()
-                and up.process_id is not None
-                and up.secret_key is not None
-            ):
-                self.runtime.spawn(
-                    send_cancel(self.target.upstream, up.process_id, up.secret_key, up.tls)
-                )
-            if not up.leg.closed:
-                up.leg.write(_TERMINATE_MESSAGE)
+        self._cancel_running()
+        up = self.upstream
+        if up is not None and not up.leg.closed:
+            up.leg.write(_TERMINATE_MESSAGE)
         self.terminate(sqlstate, message, end_reason)
+
+    def _cancel_running(self) -> None:
+        """The session is ending while the backend may still run a statement: cancel it
+        (closing the socket does not stop a backend mid-query, pgbouncer#79)."""
+        up, tracker = self.upstream, self.tracker
+        if (
+            up is not None
+            and tracker is not None
+            and tracker.busy()
+            and up.process_id is not None
+            and up.secret_key is not None
+        ):
+            self.runtime.spawn(
+                send_cancel(self.target.upstream, up.process_id, up.secret_key, up.tls)
+            )
 
     def cancel_query(self) -> None:
         """A client CancelRequest matched this session: forward it upstream now."""
@@ -861,26 +867,15 @@ class PgSession(LegPair):
         self._close_both()
 
     def shutdown(self, reason: str) -> None:
-        self.terminate(
+        """Graceful shutdown's last step (the drain grace is over): end it like a kill, so
+        that a statement still running is cancelled on the server too."""
+        self._end_now(
             SqlState.ADMIN_SHUTDOWN, "terminating connection: the gateway is shutting down", reason
         )
 
     def _client_lost(self, exc: BaseException | None) -> None:
         self.end_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"
-        tracker = self.tracker
-        up = self.upstream
-        # A client that vanishes mid-query would leave the backend running it to
-        # completion (pgbouncer#79): cancel first, then close.
-        if (
-            tracker is not None
-            and tracker.busy()
-            and up is not None
-            and up.process_id is not None
-            and up.secret_key is not None
-        ):
-            self.runtime.spawn(
-                send_cancel(self.target.upstream, up.process_id, up.secret_key, up.tls)
-            )
+        self._cancel_running()
         self._close_both()
 
     def _upstream_lost(self, exc: BaseException | None) -> None:
