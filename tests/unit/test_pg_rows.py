@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols.errors import PeerViolation
+from protocols.postgres import rows as rows_module
 from protocols.postgres.rows import (
+    ConstantValue,
     FieldDescription,
     build_data_row,
     build_row_description,
     iter_data_rows,
     parse_data_row,
     parse_row_description,
-    rewrite_data_rows,
+    rewrite_data_rows_py,
 )
 
 # What PostgreSQL sends for `SELECT id, name FROM customers LIMIT 1`
@@ -194,37 +199,142 @@ def test_garbage_raises_only_peer_violation(garbage: bytes) -> None:
 
 
 # -- rewrite_data_rows (masking's splice) ----------------------------------------------------
+#
+# Every test runs against both implementations: the pure-Python reference and the compiled
+# one (_rows.c), which the build produces wherever a C compiler exists (as here and in CI).
 
 _values = st.one_of(st.none(), st.binary(max_size=40))
 _rows = st.lists(st.lists(_values, min_size=4, max_size=4), min_size=1, max_size=20)
 
+Rewrite = Callable[..., bytearray]
 
-@given(_rows, st.sets(st.integers(0, 3), min_size=1))
+
+def _compiled(
+    buf: bytes | bytearray, start: int, stop: int, columns: list[tuple[int, Any]]
+) -> bytearray:
+    return rows_module._compiled(  # type: ignore[misc]
+        buf, start, stop, columns, ConstantValue, rows_module._violation
+    )
+
+
+IMPLEMENTATIONS = [
+    pytest.param(rewrite_data_rows_py, id="python"),
+    pytest.param(
+        _compiled,
+        id="compiled",
+        marks=pytest.mark.skipif(not rows_module.COMPILED, reason="extension not built"),
+    ),
+]
+
+
+def test_the_compiled_rewriter_is_built_and_used() -> None:
+    # Wherever a C compiler exists (CI installs one) the build must produce the extension:
+    # a silent fallback would leave masking several times slower. Without a compiler the
+    # pure-Python implementation runs, and is tested above.
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler on this machine: masking runs the pure-Python rewriter")
+    assert rows_module.COMPILED
+    assert rows_module.rewrite_data_rows(b"", 0, 0, [(0, _mask)]) == bytearray()
+
+
+def _mask(value: bytes) -> bytes | None:
+    return None if value == b"" else b"<" + value[::-1] + b">"
+
+
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+@given(rows=_rows, cols=st.sets(st.integers(0, 3), min_size=1))
 def test_rewrite_data_rows_matches_rebuilding(
-    rows: list[list[bytes | None]], cols: set[int]
+    rewrite: Rewrite, rows: list[list[bytes | None]], cols: set[int]
 ) -> None:
-    def mask(value: bytes) -> bytes | None:
-        return None if value == b"" else b"<" + value[::-1] + b">"
-
     buf = b"junk" + b"".join(build_data_row(r) for r in rows) + b"tail"
-    out = rewrite_data_rows(buf, 4, len(buf) - 4, [(c, mask) for c in sorted(cols)])
+    out = rewrite(buf, 4, len(buf) - 4, [(c, _mask) for c in sorted(cols)])
     expected = [
-        [mask(v) if i in cols and v is not None else v for i, v in enumerate(r)] for r in rows
+        [_mask(v) if i in cols and v is not None else v for i, v in enumerate(r)] for r in rows
     ]
     assert list(iter_data_rows(bytes(out))) == expected
 
 
-def test_rewrite_data_rows_refuses_short_rows() -> None:
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+@given(
+    rows=_rows,
+    cols=st.sets(st.integers(0, 3), min_size=1),
+    constant=st.one_of(st.none(), st.binary(max_size=12)),
+)
+def test_constant_masks_write_their_value(
+    rewrite: Rewrite, rows: list[list[bytes | None]], cols: set[int], constant: bytes | None
+) -> None:
+    buf = bytearray(b"".join(build_data_row(r) for r in rows))
+    out = rewrite(buf, 0, len(buf), [(c, ConstantValue(constant)) for c in sorted(cols)])
+    expected = [
+        [constant if i in cols and v is not None else v for i, v in enumerate(r)] for r in rows
+    ]
+    assert list(iter_data_rows(bytes(out))) == expected
+
+
+def _outcome(rewrite: Rewrite, buf: bytes, cols: list[int]) -> tuple[str, object]:
+    try:
+        return "ok", bytes(rewrite(buf, 0, len(buf), [(c, _mask) for c in cols]))
+    except PeerViolation as exc:
+        return "violation", exc.message
+
+
+@pytest.mark.skipif(not rows_module.COMPILED, reason="extension not built")
+@given(
+    rows=_rows,
+    cols=st.sets(st.integers(0, 5), min_size=1),
+    at=st.integers(0, 10_000),
+    junk=st.binary(min_size=1, max_size=6),
+)
+def test_both_implementations_agree_on_damaged_rows(
+    rows: list[list[bytes | None]], cols: set[int], at: int, junk: bytes
+) -> None:
+    # Overwrite a few bytes somewhere (a column length, a row length, a count): both must
+    # give the same rows or the same PeerViolation, never an over-read or another error.
+    buf = bytearray(b"".join(build_data_row(r) for r in rows))
+    at %= len(buf)
+    buf[at : at + len(junk)] = junk
+    data = bytes(buf)
+    ordered = sorted(cols)
+    assert _outcome(rewrite_data_rows_py, data, ordered) == _outcome(_compiled, data, ordered)
+
+
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+def test_rewrite_data_rows_refuses_short_rows(rewrite: Rewrite) -> None:
     buf = build_data_row([b"a", b"b"])
-    with pytest.raises(PeerViolation):
-        rewrite_data_rows(buf, 0, len(buf), [(2, lambda v: v)])
+    with pytest.raises(PeerViolation, match="DataRow has 2 columns"):
+        rewrite(buf, 0, len(buf), [(2, lambda v: v)])
 
 
-def test_rewrite_data_rows_refuses_lying_lengths() -> None:
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+def test_rewrite_data_rows_refuses_lying_lengths(rewrite: Rewrite) -> None:
     body = struct.pack("!hi", 2, 100) + b"abc"
     buf = b"D" + struct.pack("!I", len(body) + 4) + body
-    with pytest.raises(PeerViolation):
-        rewrite_data_rows(buf, 0, len(buf), [(1, lambda v: v)])
+    with pytest.raises(PeerViolation, match="column lengths exceed"):
+        rewrite(buf, 0, len(buf), [(1, lambda v: v)])
+    body = struct.pack("!hi", 2, 1) + b"a" + struct.pack("!i", 50) + b"bc"
+    buf = b"D" + struct.pack("!I", len(body) + 4) + body
+    with pytest.raises(PeerViolation, match="column length 50 exceeds"):
+        rewrite(buf, 0, len(buf), [(1, lambda v: v)])
+
+
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+def test_rewrite_data_rows_refuses_a_truncated_row(rewrite: Rewrite) -> None:
+    buf = build_data_row([b"abc", b"def"])
+    with pytest.raises(PeerViolation, match="DataRow truncated"):
+        rewrite(buf, 0, len(buf) - 1, [(1, lambda v: v)])
+    with pytest.raises(PeerViolation, match="DataRow truncated"):
+        rewrite(buf, 0, 3, [(1, lambda v: v)])
+
+
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+def test_a_failing_mask_propagates(rewrite: Rewrite) -> None:
+    # A mask that raises must fail the result (the driver refuses it), not pass the value.
+    def broken(_value: bytes) -> bytes:
+        raise ValueError("cannot mask")
+
+    buf = build_data_row([b"abc", b"def"])
+    with pytest.raises(ValueError, match="cannot mask"):
+        rewrite(buf, 0, len(buf), [(1, broken)])
 
 
 def test_split_and_skip_data_rows() -> None:

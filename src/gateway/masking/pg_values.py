@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
 
+from protocols.postgres.rows import ConstantValue
+
 from .styles import (
     MASK_CHAR,
     REDACTED,
@@ -183,12 +185,13 @@ def python_codec(encoding: str) -> str:
         return "utf-8"
 
 
-def _null(_value: bytes) -> None:
-    return None
+# Constant masks are marked (ConstantValue) so the compiled DataRow rewriter writes the
+# value without calling back into Python for every row.
+_null: ColumnMasker = ConstantValue(None)
 
 
 def _constant(data: bytes) -> ColumnMasker:
-    return lambda _value: data
+    return ConstantValue(data)
 
 
 def pg_column_mask(

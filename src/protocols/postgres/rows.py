@@ -163,6 +163,21 @@ ValueRewriter = Callable[[bytes], "bytes | None"]
 _NULL_LENGTH = b"\xff\xff\xff\xff"
 
 
+class ConstantValue:
+    """A rewrite that returns the same value (bytes, or None for NULL) for every input.
+
+    Masks such as ``redact`` and ``fixed`` are constants; marking them lets the compiled
+    rewriter write the value without calling back into Python for every row."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | None) -> None:
+        self.value = value
+
+    def __call__(self, _value: bytes) -> bytes | None:
+        return self.value
+
+
 def rewrite_data_rows(
     buf: bytes | bytearray,
     start: int,
@@ -177,7 +192,23 @@ def rewrite_data_rows(
     between and after are copied unchanged, and each row's length is recomputed (a value
     may grow). Rows with fewer columns than a rewritten index, or lengths that overrun
     the message, are a ``PeerViolation``: the server described more columns than it sent.
+
+    Runs the compiled implementation (``_rows.c``) when it is built, else
+    ``rewrite_data_rows_py``; both give the same bytes and the same errors.
     """
+    if _compiled is not None:
+        return _compiled(buf, start, stop, columns, ConstantValue, _violation)
+    return rewrite_data_rows_py(buf, start, stop, columns)
+
+
+def rewrite_data_rows_py(
+    buf: bytes | bytearray,
+    start: int,
+    stop: int,
+    columns: Sequence[tuple[int, ValueRewriter]],
+) -> bytearray:
+    """The pure-Python ``rewrite_data_rows``: the reference the compiled one is tested
+    against, and what runs where the extension could not be built."""
     out = bytearray()
     view = memoryview(buf)
     unpack_i32 = _I32.unpack_from
@@ -186,6 +217,8 @@ def rewrite_data_rows(
     last = columns[-1][0]
     pos = start
     while pos < stop:
+        if stop - pos < 5:
+            raise _violation("DataRow truncated")
         (length,) = unpack_i32(buf, pos + 1)
         end = pos + 1 + length
         if end > stop or length < 6:
@@ -199,6 +232,8 @@ def rewrite_data_rows(
         col = 0
         for index, rewrite in columns:
             while col < index:
+                if p + 4 > end:
+                    raise _violation("DataRow column lengths exceed the message")
                 (n,) = unpack_i32(buf, p)
                 p += 4 + n if n > 0 else 4
                 col += 1
@@ -228,6 +263,15 @@ def rewrite_data_rows(
         pack_u32(out, row_at + 1, len(out) - row_at - 1)
         pos = end
     return out
+
+
+_compiled: Callable[..., bytearray] | None
+try:  # the compiled rewriter, built by setuptools where a C compiler is present
+    from ._rows import rewrite as _compiled
+except ImportError:  # pragma: no cover - depends on the build
+    _compiled = None
+
+COMPILED = _compiled is not None
 
 
 def split_data_rows(
