@@ -276,16 +276,12 @@ class SessionAudit:
     """What one session's drivers report; see the module docstring."""
 
     __slots__ = (
-        "_bytes",
         "_classes",
-        "_latency",
-        "_rows",
-        "_statements",
+        "_tally",
         "analyse",
         "approval_id",
         "client",
         "dialect",
-        "errors",
         "groups",
         "protocol",
         "service",
@@ -316,12 +312,7 @@ class SessionAudit:
         # Set by LimitControl when a result pauses for approval; written with the
         # statement's line and cleared (reviews: see ``statement``).
         self.approval_id: str | None = None
-        m = service.metrics
-        self._rows = m.rows.labels(target)
-        self._bytes = m.bytes.labels(target)
-        self._latency = m.latency.labels(target)
-        self.errors = m.statement_errors.labels(target)
-        self._statements: dict[tuple[str, str], Any] = {}
+        self._tally = service.metrics.tally(target)
         self._classes: dict[frozenset[str], str] = {}
 
     def _class(self, classes: frozenset[str]) -> str:
@@ -346,21 +337,14 @@ class SessionAudit:
         """One statement completed (or was refused: ``action`` deny)."""
         service = self.service
         cls = self._class(classes)
-        key = (action, cls)
-        counter = self._statements.get(key)
-        if counter is None:
-            counter = self._statements[key] = service.metrics.statements.labels(
-                self.target, action, cls
-            )
-        counter.inc()
+        tally = self._tally
+        tally.statement(action, cls)
         if action == "allow":
-            if rows:
-                self._rows.inc(rows)
-            if nbytes:
-                self._bytes.inc(nbytes)
-            self._latency.observe(duration)
+            tally.rows += rows
+            tally.bytes += nbytes
+            tally.observe(duration)
             if error is not None:
-                self.errors.inc()
+                tally.errors += 1
         approval, self.approval_id = self.approval_id, None
         if approval is None and rule is not None and ":apr_" in rule:
             # A statement held for review: its rule names the request ("... approved:apr_...").
