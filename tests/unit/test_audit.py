@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.audit.alerts import Alert, AlertEngine, WindowCounter
-from gateway.audit.fingerprint import normalize
+from gateway.audit.fingerprint import fingerprint_of, normalize, redact
 from gateway.audit.service import client_host, refusal_category, timestamp
 from gateway.audit.summary import line_time, render, summarize_lines
 from gateway.audit.writer import AuditWriter
@@ -54,6 +56,37 @@ def config(extra: str = "", tmp: Path | None = None) -> Any:
 )
 def test_same_shape_same_fingerprint(a: str, b: str) -> None:
     assert normalize(a, "postgres")[0] == normalize(b, "postgres")[0]
+
+
+# Fragments with digits in every place a digit can be: number literals (plain, decimal,
+# exponent, hex), identifiers, quoted names, strings, dollar quotes, parameters, comments.
+_FRAGMENTS = st.sampled_from(
+    [
+        "SELECT ", "* ", "FROM ", "t ", "t1 ", "WHERE ", "id ", "= ", "< ", ", ", "(", ") ",
+        "1 ", "42 ", "3.14 ", "1e5 ", "0x1F ", ".5 ", "7. ", "'a1' ", "'x' ", "E'\\12' ",
+        '"c2" ', "`b3` ", "$1 ", "$$ 9 $$ ", "$q1$ 5 $q1$ ", "-- 12\n", "/* 3 */ ", "AND ",
+        "IN (1, 2) ", "LIMIT 10 ", "x_9 ", "a1b ", "U&\"d\\0061\" ", "B'101' ", "N'7' ",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(
+    parts=st.lists(_FRAGMENTS, min_size=1, max_size=14),
+    digits=st.lists(st.sampled_from("0123456789"), min_size=40, max_size=40),
+    dialect=st.sampled_from(["postgres", "mysql"]),
+)
+def test_the_skeleton_cache_gives_what_a_fresh_lex_gives(
+    parts: list[str], digits: list[str], dialect: str
+) -> None:
+    # Two texts that differ only in their digits (the same skeleton): after the first
+    # fills the caches, the second must get exactly what redacting it from scratch gives.
+    first = "".join(parts)
+    it = iter(digits * 10)
+    second = "".join(next(it) if ch.isdigit() else ch for ch in first)
+    normalize(first, dialect)
+    expected_redacted = redact(second, dialect)
+    assert normalize(second, dialect) == (fingerprint_of(expected_redacted), expected_redacted)
 
 
 def test_different_shapes_differ_and_literals_are_redacted() -> None:

@@ -13,7 +13,11 @@
 Fail closed: text the lexer cannot read (an unterminated quote) is shown as
 ``<unparsed statement: N chars>`` -- anything after the broken quote may be a literal.
 Results are cached by text (bounded; short texts only), so a repeated statement costs one
-dict lookup.
+dict lookup. A text whose only digits are in plain number literals is also cached by its
+digit skeleton (every digit read as 0, the policy engine's fast key): texts with the same
+skeleton then differ only inside number literals, which redaction replaces, so they share
+the result. A new literal in a known shape (``WHERE aid = 4711`` after ``WHERE aid = 17``)
+costs one byte translation instead of a lex.
 """
 
 from __future__ import annotations
@@ -22,13 +26,23 @@ import hashlib
 import re
 from typing import Final
 
-from ..policy.lexer import NUMBER, STRING, XSTRING, LexError, lex
+from ..policy.lexer import (
+    NUMBER,
+    STRING,
+    XSTRING,
+    Lexed,
+    LexError,
+    lex,
+    skeleton,
+    skeleton_eligible,
+)
 
 _CACHE_SIZE: Final = 4096
 # Longer texts are not cached: they rarely repeat (bulk INSERTs) and 4096 of them could
 # hold gigabytes (up to gateway.max_message_size each).
 MAX_CACHED_TEXT: Final = 4096
 _cache: dict[tuple[str, str], tuple[str, str]] = {}
+_by_skeleton: dict[tuple[bytes, str], tuple[str, str]] = {}
 
 _SPACE_RE: Final = re.compile(r"\s+")
 # "?, ?, ?" -> "?", and "(?), (?)" row lists -> "(?)" (the hash ignores list lengths).
@@ -43,14 +57,33 @@ def normalize(text: str, dialect: str) -> tuple[str, str]:
     hit = _cache.get(key)
     if hit is not None:
         return hit
-    redacted = redact(text, dialect)
-    result = (fingerprint_of(redacted), redacted)
     if len(text) > MAX_CACHED_TEXT:
-        return result
+        redacted = redact(text, dialect)
+        return (fingerprint_of(redacted), redacted)
+    sk = skeleton(text)
+    if sk is not None:
+        hit = _by_skeleton.get((sk, dialect))
+        if hit is not None:
+            return hit
+    lexed: Lexed | None
+    try:
+        lexed = lex(text, dialect)
+    except LexError:
+        lexed = None
+    redacted = _unparsed(text) if lexed is None else _redact_lexed(text, lexed, dialect)
+    result = (fingerprint_of(redacted), redacted)
     if len(_cache) >= _CACHE_SIZE:
         _cache.clear()  # bounded; a busy gateway re-fills it with what repeats
     _cache[key] = result
+    if sk is not None and lexed is not None and skeleton_eligible(text, lexed):
+        if len(_by_skeleton) >= _CACHE_SIZE:
+            _by_skeleton.clear()
+        _by_skeleton[(sk, dialect)] = result
     return result
+
+
+def _unparsed(text: str) -> str:
+    return f"<unparsed statement: {len(text)} chars>"
 
 
 def redact(text: str, dialect: str) -> str:
@@ -58,7 +91,11 @@ def redact(text: str, dialect: str) -> str:
     try:
         lexed = lex(text, dialect)
     except LexError:
-        return f"<unparsed statement: {len(text)} chars>"
+        return _unparsed(text)
+    return _redact_lexed(text, lexed, dialect)
+
+
+def _redact_lexed(text: str, lexed: Lexed, dialect: str) -> str:
     source = lexed.text
     if source != text and not lexed.exec_spans:
         # Identifiers were rewritten (U&"..."): positions refer to the rewritten text,
