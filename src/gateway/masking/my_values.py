@@ -96,6 +96,7 @@ _FLOAT_TYPES: dict[int, tuple[struct.Struct, int]] = {
 }
 _DECIMAL_TYPES = frozenset({T.MYSQL_TYPE_DECIMAL, T.MYSQL_TYPE_NEWDECIMAL})
 _YEAR = 1970
+_UNSIGNED = int(ColumnFlag.UNSIGNED)  # a plain int: `int & IntFlag` runs enum code
 _YEAR_MIN, _YEAR_SPAN = 1901, 255  # YEAR holds 1901..2155 (and 0)
 _U16 = struct.Struct("<H")
 # Text sentinels and binary contents (year 1970 month 1 day 1, length 4; TIME length 0).
@@ -206,7 +207,7 @@ def _column_mask(
         return _string_mask(col_type, charset, column_length, style, masker)
     hashing = style.name == "hash"
     key = style.hash_key
-    unsigned = bool(flags & ColumnFlag.UNSIGNED)
+    unsigned = bool(flags & _UNSIGNED)
     if col_type in _INT_TYPES:
         width, bits = _INT_TYPES[col_type]
         if not hashing:

@@ -342,7 +342,7 @@ class MySqlSession(LegPair):
                 "Access denied: the gateway requires TLS (connect with --ssl / ssl_mode=REQUIRED)",
                 "plaintext login refused",
             )
-        self.capabilities = response.capabilities & advertised
+        self.capabilities = int(response.capabilities & advertised)  # plain int: hot path
         self.charset = response.charset
 
         # The JWT: caching_sha2_password full authentication, or mysql_clear_password.

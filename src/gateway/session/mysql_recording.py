@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 TEXT_ROWS = "mysql.text"
 BINARY_ROWS = "mysql.binary"
 _COLUMN_CACHE = 256
+_UNSIGNED = int(ColumnFlag.UNSIGNED)  # a plain int: `int & IntFlag` runs enum code
 _STATEMENT_RULES = 4096
 _NO_CLASSES: frozenset[str] = frozenset()
 
@@ -71,7 +72,7 @@ def type_label(col_type: int, flags: int, charset: int, extended: bytes | None =
         name = f"TYPE_{col_type}"
     if extended:
         name += f"({extended.decode('ascii', 'replace')})"
-    if flags & ColumnFlag.UNSIGNED:
+    if flags & _UNSIGNED:
         name += " UNSIGNED"
     if charset == Charset.BINARY and col_type in _STRING_TYPES:
         name += " BINARY"

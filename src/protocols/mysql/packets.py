@@ -44,6 +44,8 @@ _PROTOCOL_41 = int(Capability.CLIENT_PROTOCOL_41)
 _TRANSACTIONS = int(Capability.CLIENT_TRANSACTIONS)
 _SESSION_TRACK = int(Capability.CLIENT_SESSION_TRACK)
 _STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
+_MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
+_DEPRECATE_EOF = int(Capability.CLIENT_DEPRECATE_EOF)
 
 
 def malformed(what: str) -> PeerViolation:
@@ -253,7 +255,7 @@ class OkPacket:
 
     @property
     def more_results(self) -> bool:
-        return bool(self.status_flags & ServerStatus.MORE_RESULTS_EXISTS)
+        return bool(self.status_flags & _MORE_RESULTS)
 
     def tracked_schema(self) -> bytes | None:
         """The schema set by this statement (``USE db``), when the server tracks it."""
@@ -421,7 +423,7 @@ class EofPacket:
 
     @property
     def more_results(self) -> bool:
-        return bool(self.status_flags & ServerStatus.MORE_RESULTS_EXISTS)
+        return bool(self.status_flags & _MORE_RESULTS)
 
 
 def is_eof_packet(payload: Buffer) -> bool:
@@ -459,7 +461,7 @@ def parse_terminator(payload: Buffer, capabilities: int) -> OkPacket:
     Under CLIENT_DEPRECATE_EOF the terminator is an OK packet with a 0xFE header;
     otherwise it is a classic EOF, mapped to an OK without row counts.
     """
-    if capabilities & Capability.CLIENT_DEPRECATE_EOF:
+    if capabilities & _DEPRECATE_EOF:
         if not is_terminator(payload):
             raise malformed("expected an OK packet with a 0xFE header")
         return parse_ok_packet(payload, capabilities)
@@ -469,7 +471,7 @@ def parse_terminator(payload: Buffer, capabilities: int) -> OkPacket:
 
 def build_terminator(ok: OkPacket, capabilities: int) -> bytes:
     """EOF or OK-with-0xFE-header, whichever the negotiated capabilities call for."""
-    if capabilities & Capability.CLIENT_DEPRECATE_EOF:
+    if capabilities & _DEPRECATE_EOF:
         return build_ok_packet(
             OkPacket(
                 ok.affected_rows,

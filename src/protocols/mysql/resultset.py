@@ -47,6 +47,7 @@ _FIXED_FIELDS_LENGTH = 0x0C  # the 5 fields + 2 filler bytes
 _PREPARE_OK = Struct("<BIHHBH")
 _EXECUTE_HEAD = Struct("<BIBI")
 _U16 = Struct("<H")
+_UNSIGNED = int(ColumnFlag.UNSIGNED)  # a plain int: `int & IntFlag` runs enum code
 _U32 = Struct("<I")
 _EXTENDED_METADATA = int(Capability.MARIADB_CLIENT_EXTENDED_METADATA)
 _CACHE_METADATA = int(Capability.MARIADB_CLIENT_CACHE_METADATA)
@@ -122,7 +123,7 @@ class ColumnDefinition41:
 
     @property
     def unsigned(self) -> bool:
-        return bool(self.flags & ColumnFlag.UNSIGNED)
+        return bool(self.flags & _UNSIGNED)
 
     @property
     def extended_type_name(self) -> bytes | None:
