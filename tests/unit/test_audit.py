@@ -280,6 +280,19 @@ def test_refusal_categories_and_hosts() -> None:
     assert line_time({"time": stamp}) == pytest.approx(1_700_000_000.25)
 
 
+@given(st.lists(st.integers(1_600_000_000_000, 1_600_000_003_000), min_size=1, max_size=30))
+def test_timestamps_cached_per_millisecond_match_a_fresh_format(millis: list[int]) -> None:
+    # Any order of calls (same millisecond, next second, back again) gives the text a fresh
+    # formatting gives: the per-second and per-millisecond caches never serve a stale part.
+    import time as _time
+
+    for milli in millis:
+        now = milli / 1000 + 0.0004  # inside the millisecond, not on its edge
+        sec = milli // 1000
+        expected = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec)) + f".{milli % 1000:03d}Z"
+        assert timestamp(now) == expected
+
+
 # -- the writer ----------------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import parse_config
 from gateway.limits import (
@@ -151,3 +153,52 @@ def test_window_limits_are_shared_by_an_identitys_sessions() -> None:
 def test_budget_defaults(rows: int) -> None:
     budget = Budget(rows)
     assert (budget.key, budget.rows, budget.lifted, budget.request) == (rows, 0, False, None)
+
+
+_limit = st.one_of(st.none(), st.integers(0, 50))
+
+
+@given(
+    spec=st.builds(
+        LimitSpec,
+        max_rows=_limit,
+        max_bytes=_limit,
+        session_max_rows=_limit,
+        session_max_bytes=_limit,
+        window_max_rows=_limit,
+        window_max_bytes=_limit,
+    ),
+    used=st.lists(st.integers(0, 60), min_size=6, max_size=6),
+    rows=st.integers(0, 30),
+    nbytes=st.integers(0, 30),
+    with_window=st.booleans(),
+)
+def test_the_fast_fit_check_agrees_with_room(
+    spec: LimitSpec, used: list[int], rows: int, nbytes: int, with_window: bool
+) -> None:
+    # take() credits a run without building a Cut when _fits says it fits: that must never
+    # let through a run room() (the limits' full reading) would cut, and take() must decide
+    # exactly as room() does.
+    window = RollingUsage(3600.0) if with_window else None
+    limits = SessionLimits(spec, window)
+    budget = Budget()
+    budget.rows, budget.bytes, limits.rows, limits.bytes = used[:4]
+    if window is not None:
+        window.add(used[4], used[5])
+    cut = limits.room(budget)
+    fits = rows <= cut.rows and nbytes <= cut.bytes
+    if limits._fits(budget, rows, nbytes):
+        assert fits
+    before = (budget.rows, budget.bytes, limits.rows, limits.bytes)
+    taken = limits.take(budget, rows, nbytes)
+    if fits:
+        assert taken is None
+        assert (budget.rows, budget.bytes, limits.rows, limits.bytes) == (
+            before[0] + rows,
+            before[1] + nbytes,
+            before[2] + rows,
+            before[3] + nbytes,
+        )
+    else:
+        assert taken == cut
+        assert (budget.rows, budget.bytes, limits.rows, limits.bytes) == before

@@ -67,16 +67,23 @@ _REVIEW_OUTCOMES: Final = (" approved", " denied", " timed_out", " withdrawn")
 _encode = msgspec.json.Encoder().encode
 _second = -1
 _second_text = ""
+_milli = -1
+_milli_text = ""
 
 
 def timestamp(now: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
-    global _second, _second_text
+    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second and
+    the whole text once per millisecond (a busy gateway logs many lines per millisecond)."""
+    global _second, _second_text, _milli, _milli_text
     now = time.time() if now is None else now
-    sec = int(now)
+    milli = int(now * 1000)
+    if milli == _milli:
+        return _milli_text
+    sec = milli // 1000
     if sec != _second:
         _second, _second_text = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{_second_text}.{int((now - sec) * 1000):03d}Z"
+    _milli, _milli_text = milli, f"{_second_text}.{milli - sec * 1000:03d}Z"
+    return _milli_text
 
 
 def refusal_category(detail: str) -> str:
@@ -355,27 +362,29 @@ class SessionAudit:
             fingerprint, redacted = normalize(text, self.dialect)
             service.writer.write(
                 _encode(
+                    # Positional (the field order above): a keyword call with twenty
+                    # arguments costs ~0.6 µs more, on every statement.
                     StatementLine(
-                        time=timestamp(),
-                        event="statement",
-                        session_id=self.session_id,
-                        subject=self.subject,
-                        groups=self.groups,
-                        target=self.target,
-                        protocol=self.protocol,
-                        client=self.client,
-                        fingerprint=fingerprint,
-                        text=redacted if service.redact else text,
-                        path=path,
-                        decision=action,
-                        rule=rule,
-                        class_=cls,
-                        rows=rows,
-                        bytes=nbytes,
-                        duration_ms=round(duration * 1000, 3),
-                        masked=masked or None,
-                        approval_id=approval,
-                        error=error,
+                        timestamp(),
+                        "statement",
+                        self.session_id,
+                        self.subject,
+                        self.groups,
+                        self.target,
+                        self.protocol,
+                        self.client,
+                        fingerprint,
+                        redacted if service.redact else text,
+                        path,
+                        action,
+                        rows,
+                        nbytes,
+                        round(duration * 1000, 3),
+                        rule,
+                        cls,
+                        masked or None,
+                        approval,
+                        error,
                     )
                 )
                 + b"\n"

@@ -68,7 +68,7 @@ class SessionLimits:
 
     def take(self, budget: Budget, rows: int, nbytes: int) -> Cut | None:
         """Credit a run of ``rows`` rows / ``nbytes`` bytes if it fits; else the Cut."""
-        if budget.lifted or self.lifted:
+        if budget.lifted or self.lifted or self._fits(budget, rows, nbytes):
             self.credit(budget, rows, nbytes)
             return None
         cut = self.room(budget)
@@ -76,6 +76,35 @@ class SessionLimits:
             self.credit(budget, rows, nbytes)
             return None
         return cut
+
+    def _fits(self, budget: Budget, rows: int, nbytes: int) -> bool:
+        """The hot path: True when the run fits under every limit. Builds no ``Cut`` (no
+        limit names formatted); when it says False, ``room`` decides as before."""
+        spec = self.spec
+        m = spec.max_rows
+        if m is not None and budget.rows + rows > m:
+            return False
+        m = spec.max_bytes
+        if m is not None and budget.bytes + nbytes > m:
+            return False
+        m = spec.session_max_rows
+        if m is not None and self.rows + rows > m:
+            return False
+        m = spec.session_max_bytes
+        if m is not None and self.bytes + nbytes > m:
+            return False
+        window = self.window
+        if window is not None and (
+            spec.window_max_rows is not None or spec.window_max_bytes is not None
+        ):
+            used_rows, used_bytes = window.used()
+            m = spec.window_max_rows
+            if m is not None and used_rows + rows > m:
+                return False
+            m = spec.window_max_bytes
+            if m is not None and used_bytes + nbytes > m:
+                return False
+        return True
 
     def room(self, budget: Budget) -> Cut:
         """What the result may still send, and the limits that bind first."""
