@@ -227,6 +227,47 @@ def test_psql_sees_no_raw_value(gw: GatewayProcess, contractor_dsn: str) -> None
     assert leaked([proc.stdout]) == []
 
 
+def test_new_literals_in_one_session_keep_their_own_plans(
+    gw: GatewayProcess, contractor_dsn: str
+) -> None:
+    # Simple queries that differ only in a literal share one lineage analysis and one row
+    # plan; queries of another shape get theirs. Interleaved in one psql session: every ssn
+    # is masked, every name (not masked) comes through as stored -- also when the two
+    # results are described alike (`upper(...) AS v`: same name, type, no source column),
+    # where only the statements' lineage tells them apart.
+    token = gw.token(CONTRACTOR, ("contractors",))
+    ids = [row[0] for row in CUSTOMERS[:4]]
+    script = "".join(
+        f"SELECT id, ssn FROM customers WHERE id = {i};\n"
+        f"SELECT id, name FROM customers WHERE id = {i};\n"
+        f"SELECT id, upper(ssn) AS v FROM customers WHERE id = {i};\n"
+        f"SELECT id, upper(name) AS v FROM customers WHERE id = {i};\n"
+        for i in ids
+    )
+    proc = subprocess.run(
+        ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", contractor_dsn, "-f", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PGPASSWORD": token},
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split("|") for line in proc.stdout.splitlines() if line]
+    by_id = {row[0]: row for row in CUSTOMERS}
+    assert len(lines) == 4 * len(ids)
+    for n, i in enumerate(ids):
+        ssn_line, name_line, upper_ssn, upper_name = lines[4 * n : 4 * n + 4]
+        assert ssn_line[0] == name_line[0] == upper_ssn[0] == upper_name[0] == str(i)
+        assert by_id[i][3].upper() not in upper_ssn[1]
+        assert upper_name[1] == by_id[i][1].upper()
+        assert ssn_line[1].rstrip() != by_id[i][3] and ssn_line[1].rstrip().endswith(
+            by_id[i][3][-4:]
+        )
+        assert name_line[1] == by_id[i][1]
+    assert leaked([proc.stdout]) == []
+
+
 def test_admin_sees_raw_values(admin_dsn: str) -> None:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         rows = conn.execute(

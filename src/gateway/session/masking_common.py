@@ -69,13 +69,18 @@ def _deny(rule: str, message: str, classes: frozenset[str]) -> Decision:
 class MaskingSession:
     """One session's masking state shared by the protocol drivers' subclasses."""
 
-    __slots__ = ("_lineage", "catalog", "ddl_seen", "policy")
+    __slots__ = ("_last", "_lineage", "catalog", "ddl_seen", "policy")
 
     def __init__(self, policy: MaskPolicy, catalog: TargetCatalog, lineage: LineageCache) -> None:
         self.policy = policy
         self.catalog = catalog
         self._lineage = lineage
         self.ddl_seen = False
+        # The last lineage looked up, with its key: the policy check and the result plan of
+        # one statement ask for the same text one after the other.
+        self._last: (
+            tuple[object, tuple[str, ...] | None, str, tuple[StatementLineage, ...]] | None
+        ) = None
 
     @property
     def search_path(self) -> tuple[str, ...] | None:
@@ -88,7 +93,14 @@ class MaskingSession:
         return snapshot
 
     def _statements(self, text: str) -> tuple[StatementLineage, ...]:
-        return self._lineage.lineage(text, self._snapshot().lineage, self.search_path)
+        catalog = self._snapshot().lineage
+        path = self.search_path
+        last = self._last
+        if last is not None and last[0] is catalog and last[1] == path and last[2] == text:
+            return last[3]
+        found = self._lineage.lineage(text, catalog, path)
+        self._last = (catalog, path, text, found)
+        return found
 
     def check_statement(self, text: str | None, decision: Decision) -> Decision | None:
         """A refusal for a statement the policy allowed (``text`` None: a PostgreSQL

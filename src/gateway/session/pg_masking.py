@@ -45,6 +45,7 @@ from .masking_common import MaskingSession, blank_quoted
 if TYPE_CHECKING:
     from ..masking.lineage_cache import LineageCache
     from ..masking.rules import MaskPolicy
+    from ..policy.lineage import StatementLineage
     from .catalog_loader import TargetCatalog
 
 __all__ = ["NO_MASK", "PgMasking"]
@@ -71,16 +72,24 @@ _SCRUBBED_FIELDS: Final = frozenset("MDHWq")
 class PgMasking(MaskingSession):
     """One PostgreSQL session's masking state."""
 
-    __slots__ = ("_plans", "codec")
+    __slots__ = ("_by_lineage", "_plans", "codec")
 
     def __init__(self, policy: MaskPolicy, catalog: TargetCatalog, lineage: LineageCache) -> None:
         super().__init__(policy, catalog, lineage)
         self.codec = "utf-8"
+        # By exact text, and by the lineage the text has: simple queries with new literals
+        # (`WHERE aid = 4711`) share the lineage analysis of their shape (LineageCache keys
+        # it by fingerprint), and so the plan built from it. Entries keep the lineage tuple
+        # they were built from, so its id is not reused while they exist.
         self._plans: OrderedDict[object, ResultPlan | None] = OrderedDict()
+        self._by_lineage: OrderedDict[
+            object, tuple[tuple[StatementLineage, ...] | None, ResultPlan | None]
+        ] = OrderedDict()
 
     def client_encoding(self, value: str) -> None:
         self.codec = python_codec(value)
         self._plans.clear()
+        self._by_lineage.clear()
 
     def ready_for_query(self, status: int) -> None:
         """ReadyForQuery with nothing pending; 'I': outside a transaction block."""
@@ -102,25 +111,44 @@ class PgMasking(MaskingSession):
         if key in plans:
             plan = plans[key]
         else:
-            plan = self._build(ex, rd, index, snapshot)
+            statements = None
+            if ex.text is not None and self.policy.has_column_rules:
+                statements = self._statements(ex.text.decode(self.codec, "replace"))
+            key2 = (id(statements), rd, ex.result_formats, index, snapshot.version)
+            by_lineage = self._by_lineage
+            entry = by_lineage.get(key2)
+            if entry is not None and entry[0] is statements:
+                plan = entry[1]
+            else:
+                plan = self._build(ex, rd, index, snapshot, statements)
             if plan is not None and plan.unknown_sources:
                 self.catalog.invalidate()
             else:  # unknown sources are not cached: the reload will know them
                 plans[key] = plan
+                by_lineage[key2] = (statements, plan)
                 if len(plans) > _PLAN_CACHE:
                     plans.popitem(last=False)
+                if len(by_lineage) > _PLAN_CACHE:
+                    by_lineage.popitem(last=False)
         ex.mask_plan = NO_MASK if plan is None else plan
         return plan
 
-    def _build(self, ex: Execution, rd: bytes, index: int, snapshot: Catalog) -> ResultPlan | None:
+    def _build(
+        self,
+        ex: Execution,
+        rd: bytes,
+        index: int,
+        snapshot: Catalog,
+        statements: tuple[StatementLineage, ...] | None,
+    ) -> ResultPlan | None:
+        """The plan of one result; ``statements``: the lineage of ``ex``'s text (None when
+        no column rule applies, which is when lineage is not needed)."""
         fields = parse_row_description(rd)
         formats = ex.result_formats
         sources = [snapshot.source(f.table_oid, f.attnum) for f in fields]
         lineage = None
-        if ex.text is not None and self.policy.has_column_rules:
-            statements = self._statements(ex.text.decode(self.codec, "replace"))
-            if index < len(statements):
-                lineage = statements[index]
+        if statements is not None and index < len(statements):
+            lineage = statements[index]
         text_columns = [f.type_oid in TEXT_LIKE_OIDS or f.type_oid in JSON_OIDS for f in fields]
         columns = column_masks(sources, lineage, self.policy, text_columns)
         if columns is None:
