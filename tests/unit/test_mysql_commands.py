@@ -229,6 +229,24 @@ def test_result_set_then_ok_chain(caps: int) -> None:
     assert t.complete and t.last_status == ServerStatus.AUTOCOMMIT
 
 
+def test_repeated_result_descriptions_give_each_result_its_own_columns() -> None:
+    # Column definitions are parsed once per distinct packet and reused (a prepared
+    # statement's result is described again on every execution): each result still gets
+    # exactly the columns its packets describe, in order.
+    t = ResponseTracker(DEPRECATE)
+    other = ColumnDefinition41(b"db", b"u", b"u", b"d", b"d", 63, 8, T.MYSQL_TYPE_LONGLONG)
+    for cols in ([COL], [COL, other], [other, COL], [COL]):
+        assert t.start(Command.COM_QUERY)
+        packets = [build_column_count(len(cols))]
+        packets += [build_column_definition41(c, DEPRECATE) for c in cols]
+        events = feed(t, *packets)
+        assert kinds(events) == ["ResultSetStarted"]
+        started = events[0]
+        assert isinstance(started, ResultSetStarted) and list(started.columns) == cols
+        feed(t, terminator(DEPRECATE))
+        assert t.complete
+
+
 def test_err_mid_result_ends_response() -> None:
     t = ResponseTracker(DEPRECATE)
     t.start(Command.COM_QUERY)

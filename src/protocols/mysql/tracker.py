@@ -201,6 +201,8 @@ ResponseEvent = (
     _AUTH_CLIENT,  # waiting for the client's auth reply
 ) = range(15)
 _PREPARE_DONE = -1
+_COLUMN_DEFS = 512  # parsed column definitions kept per tracker
+_CACHED_COLUMN_DEF = 1024  # longer definition packets (huge names) are parsed every time
 # Plain ints for the hot path: ``int & IntFlag`` dispatches to IntFlag.__rand__ and runs
 # Python-level enum code (~0.5 µs per test, several per statement).
 _CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
@@ -229,6 +231,7 @@ class ResponseTracker:
 
     __slots__ = (
         "_column_count",
+        "_column_defs",
         "_columns",
         "_current",
         "_params",
@@ -253,6 +256,9 @@ class ResponseTracker:
         self._params: list[ColumnDefinition41] = []
         self._prepare_ok: StmtPrepareOk | None = None
         self._rows = 0
+        # Parsed column definitions by packet: a prepared statement's result is described
+        # again on every execution, byte for byte the same (the parse is ~7 lenenc reads).
+        self._column_defs: dict[bytes, ColumnDefinition41] = {}
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -323,6 +329,18 @@ class ResponseTracker:
         else:
             self._state = _AUTH
 
+    def _column_definition(self, payload: Buffer) -> ColumnDefinition41:
+        if type(payload) is not bytes or len(payload) > _CACHED_COLUMN_DEF:
+            return parse_column_definition41(payload, self.capabilities)
+        defs = self._column_defs
+        found = defs.get(payload)
+        if found is None:
+            found = parse_column_definition41(payload, self.capabilities)
+            if len(defs) >= _COLUMN_DEFS:
+                defs.clear()  # bounded; what repeats comes back
+            defs[payload] = found
+        return found
+
     def receive(self, payload: Buffer) -> list[ResponseEvent]:
         """One logical server packet -> events."""
         current = self._current
@@ -346,7 +364,7 @@ class ResponseTracker:
         if state == _COLUMNS:
             if first == ERR_HEADER:
                 return self._error(payload)
-            self._columns.append(parse_column_definition41(payload, self.capabilities))
+            self._columns.append(self._column_definition(payload))
             if len(self._columns) < self._column_count:
                 return []
             if self.capabilities & _DEPRECATE_EOF:
