@@ -222,6 +222,25 @@ def test_first_access_state_is_saved_from_a_snapshot_in_order(tmp_path: Path) ->
     assert state == {"ann": ["cards", "salaries"]}
 
 
+def test_tables_read_are_cached_per_analysis_and_match_a_fresh_walk() -> None:
+    from gateway.audit.service import _tables_of, tables_read
+    from gateway.policy.engine import PolicyEngine
+    from gateway.policy.spec import PolicySpec
+
+    engine = PolicyEngine.build([PolicySpec(name="p", allow=("*",))], "postgres")
+    texts = [
+        "SELECT * FROM public.customers c JOIN orders o ON o.cid = c.id",
+        "SELECT ssn FROM customers WHERE id = 1",
+        "SELECT ssn FROM customers WHERE id = 2",  # same shape: the same Analysis object
+        "SELECT 1",
+    ]
+    for text in texts * 2:
+        analysis = engine.analyse(text)
+        assert _tables_of(analysis) == tuple(tables_read(analysis))
+    assert set(_tables_of(engine.analyse(texts[0]))) >= {"customers", "public.customers", "orders"}
+    assert _tables_of(engine.analyse("SELECT 1")) == ()
+
+
 def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:
     extra = """
 [alerts]

@@ -394,7 +394,7 @@ class SessionAudit:
             analyse = self.analyse
             tables = None
             if alerts.sensitive and analyse is not None and action == "allow":
-                tables = lambda: tables_read(analyse(text))  # noqa: E731
+                tables = lambda: _tables_of(analyse(text))  # noqa: E731
             alerts.statement(self.subject, self.target, action, rows, tables)
 
     def event(self, kind: str, **fields: Any) -> None:
@@ -407,6 +407,24 @@ class SessionAudit:
         service.event(
             kind, session_id=self.session_id, subject=self.subject, target=self.target, **fields
         )
+
+
+# Table names per Analysis (the policy engine caches one per statement shape, so the same
+# object comes back for every execution): {id: (analysis, names)}; the entry keeps the
+# analysis alive, so its id is not reused while it is here.
+_TABLES: dict[int, tuple[Any, tuple[str, ...]]] = {}
+_TABLES_SIZE: Final = 4096
+
+
+def _tables_of(analysis: Any) -> tuple[str, ...]:
+    entry = _TABLES.get(id(analysis))
+    if entry is not None and entry[0] is analysis:
+        return entry[1]
+    names = tuple(tables_read(analysis))
+    if len(_TABLES) >= _TABLES_SIZE:
+        _TABLES.clear()
+    _TABLES[id(analysis)] = (analysis, names)
+    return names
 
 
 def tables_read(analysis: Any) -> Iterable[str]:
