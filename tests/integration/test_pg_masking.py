@@ -211,18 +211,24 @@ def test_asyncpg_sees_no_raw_value(gw: GatewayProcess, sql: str) -> None:
     assert leaked(flat(rows)) == [], sql
 
 
-def test_psql_sees_no_raw_value(gw: GatewayProcess, contractor_dsn: str) -> None:
-    token = gw.token(CONTRACTOR, ("contractors",))
-    script = "\n".join(q + ";" for q in QUERIES[:12])
+def contractor_psql(
+    gw: GatewayProcess, dsn: str, script: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in one psql session (the simple Query protocol) as the contractor."""
     proc = subprocess.run(
-        ["psql", "-X", "-v", "ON_ERROR_STOP=1", contractor_dsn, "-f", "-"],
+        ["psql", "-X", *options, "-v", "ON_ERROR_STOP=1", dsn, "-f", "-"],
         input=script,
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "PGPASSWORD": token},
+        env={"PATH": "/usr/bin:/bin", "PGPASSWORD": gw.token(CONTRACTOR, ("contractors",))},
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_psql_sees_no_raw_value(gw: GatewayProcess, contractor_dsn: str) -> None:
+    proc = contractor_psql(gw, contractor_dsn, "\n".join(q + ";" for q in QUERIES[:12]))
     assert "rows)" in proc.stdout
     assert leaked([proc.stdout]) == []
 
@@ -235,7 +241,6 @@ def test_new_literals_in_one_session_keep_their_own_plans(
     # is masked, every name (not masked) comes through as stored -- also when the two
     # results are described alike (`upper(...) AS v`: same name, type, no source column),
     # where only the statements' lineage tells them apart.
-    token = gw.token(CONTRACTOR, ("contractors",))
     ids = [row[0] for row in CUSTOMERS[:4]]
     script = "".join(
         f"SELECT id, ssn FROM customers WHERE id = {i};\n"
@@ -244,15 +249,7 @@ def test_new_literals_in_one_session_keep_their_own_plans(
         f"SELECT id, upper(name) AS v FROM customers WHERE id = {i};\n"
         for i in ids
     )
-    proc = subprocess.run(
-        ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", contractor_dsn, "-f", "-"],
-        input=script,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "PGPASSWORD": token},
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = contractor_psql(gw, contractor_dsn, script, "-A", "-t")
     lines = [line.split("|") for line in proc.stdout.splitlines() if line]
     by_id = {row[0]: row for row in CUSTOMERS}
     assert len(lines) == 4 * len(ids)
