@@ -53,6 +53,15 @@ name = "readers"
 groups = ["readers"]
 targets = ["app-pg"]
 allow = ["read", "session", "transaction"]
+
+[[policies]]
+name = "ops"
+groups = ["ops"]
+targets = ["app-pg"]
+allow = ["read"]
+max_rows = 100
+on_limit = "approval"
+approvers = ["ops-leads"]
 """
 
 
@@ -195,6 +204,36 @@ def test_requester_cannot_approve_their_own_request(
     assert api.deny(pending["id"], "cleanup")[0] == 200
     with pytest.raises(psycopg.errors.ProgramLimitExceeded):
         future.result(timeout=30)
+
+
+def test_an_approver_of_another_team_does_not_see_the_request(
+    gw: GatewayProcess, base: str, browser: Browser, context: BrowserContext, api: AdminClient
+) -> None:
+    # ops-leads approve the ops policy's requests; this one is for dba-leads. Its statement,
+    # requester and reason stay off the ops approver's page (pending and history).
+    user = "fay@example.com"
+    future = paused_query(gw, user, "SELECT * FROM console_big WHERE id > 0")
+    pending = api.wait_pending(user)
+    page = context.new_page()
+    sign_in(page, base, gw.token("olga@example.com", ("ops-leads",)))
+    page.goto(f"{base}/approvals")
+    assert card(page, user).count() == 0
+    assert user not in page.inner_text("main")
+    assert "console_big WHERE id > 0" not in page.content()
+    # The dba-leads approver sees it (signed in from another browser: cookies are per
+    # context, and one context holds one console session).
+    other_context = browser.new_context()
+    try:
+        other = other_context.new_page()
+        sign_in(other, base, gw.token(APPROVER, ("dba-leads",)))
+        wait_card(other, base, user)
+    finally:
+        other_context.close()
+    assert api.deny(pending["id"], "cleanup")[0] == 200
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        future.result(timeout=30)
+    page.goto(f"{base}/approvals")
+    assert user not in page.inner_text("#history")
 
 
 def test_statement_text_is_escaped_and_the_page_fits_a_phone(

@@ -41,6 +41,7 @@ ALICE = ("alice", ("analysts",))  # the requester
 BOB = ("bob", ("dba-leads",))  # an approver
 ROOT = ("root", ("gateway-admins",))  # an admin, not an approver
 EVE = ("eve", ("analysts",))  # neither
+OLIVE = ("olive", ("ops-leads",))  # an approver of another policy (the ops team)
 
 
 @dataclass
@@ -114,6 +115,15 @@ def config_text(
         allow = ["read", "ddl"]
         review = ["ddl"]
         approvers = ["dba-leads"]
+
+        [[policies]]
+        name = "ops"
+        groups = ["ops"]
+        targets = ["app-pg"]
+        allow = ["read"]
+        on_limit = "approval"
+        max_rows = 1000
+        approvers = ["ops-leads"]
         """
     )
 
@@ -287,6 +297,32 @@ async def test_admin_may_list_but_only_approvers_decide(admin: Admin) -> None:
     status, body, _ = await admin.call("POST", f"/api/approvals/{request.id}/approve", ROOT)
     assert status == 403 and "dba-leads" in body["error"]
     assert not outcome.decided.done() and request.state == "pending"
+
+
+async def test_approvers_see_only_requests_of_their_groups(admin: Admin) -> None:
+    # An approver of another team (ops-leads) may use the API, but not read this request:
+    # its statement text, requester and reason are not theirs. For them it does not exist
+    # (404, like an unknown id), and they cannot decide it. Its approvers and admins see it,
+    # and so does its requester when they may use the API at all (an approver of another
+    # team); the history follows the same rule.
+    request, outcome = open_request(admin.broker, subject="olive2")
+    requester = ("olive2", ("ops-leads",))
+    for who, sees in ((OLIVE, False), (BOB, True), (ROOT, True), (requester, True)):
+        status, body, _ = await admin.call("GET", "/api/approvals", who)
+        assert status == 200 and [a["id"] for a in body["approvals"]] == (
+            [request.id] if sees else []
+        ), who
+        status, body, _ = await admin.call("GET", f"/api/approvals/{request.id}", who)
+        assert status == (200 if sees else 404), who
+    status, body, _ = await admin.call("POST", f"/api/approvals/{request.id}/approve", OLIVE)
+    assert status == 404 and request.id in body["error"]
+    assert not outcome.decided.done() and request.state == "pending"
+    status, _, _ = await admin.call("POST", f"/api/approvals/{request.id}/deny", BOB)
+    assert status == 200
+    status, body, _ = await admin.call("GET", "/api/approvals?state=decided", OLIVE)
+    assert body["approvals"] == []
+    status, body, _ = await admin.call("GET", "/api/approvals?state=decided", BOB)
+    assert [a["id"] for a in body["approvals"]] == [request.id]
 
 
 async def test_requester_cannot_approve_own_request(admin: Admin) -> None:

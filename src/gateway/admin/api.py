@@ -35,6 +35,7 @@ from ..console import is_console_path, mount_console
 from ..identity import Identity
 
 if TYPE_CHECKING:
+    from ..approvals import ApprovalRequest
     from ..runtime import Runtime
 
 log = logging.getLogger("gateway.admin")
@@ -216,6 +217,16 @@ async def readyz(request: web.Request) -> web.Response:
     return reply({"status": "ready"})
 
 
+def _visible(request: web.Request) -> Callable[[ApprovalRequest], bool]:
+    """The caller's view of requests (ApprovalBroker.may_see): all of them for an admin."""
+    from .lifecycle_api import ADMIN_GROUPS  # imports this module's helpers
+
+    identity = CALLER.get()
+    admin = not request.app[ADMIN_GROUPS]().isdisjoint(identity.groups)
+    groups = frozenset(identity.groups)
+    return lambda r: ApprovalBroker.may_see(r, identity.subject, groups, admin=admin)
+
+
 async def list_approvals(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     state = request.query.get("state", "pending")
@@ -225,14 +236,18 @@ async def list_approvals(request: web.Request) -> web.Response:
         requests = broker.history()
     else:
         raise ApprovalError(400, "state must be pending or decided")
+    visible = _visible(request)
     # "now" lets a client show ages without trusting its own clock.
-    return reply({"approvals": [r.to_json() for r in requests], "now": time.time()})
+    return reply(
+        {"approvals": [r.to_json() for r in requests if visible(r)], "now": time.time()}
+    )
 
 
 async def show_approval(request: web.Request) -> web.Response:
     request_id = request.match_info["id"]
     found = request.app[BROKER].get(request_id)
-    if found is None:
+    if found is None or not _visible(request)(found):
+        # The same answer for a request the caller may not see: not even its existence.
         raise ApprovalError(404, f"no approval request {request_id}")
     return reply(found.to_json())
 
@@ -249,6 +264,10 @@ async def deny(request: web.Request) -> web.Response:
 
 def _decide(request: web.Request, approve: bool, reason: str, scope: str) -> web.Response:
     identity = CALLER.get()
+    request_id = request.match_info["id"]
+    found = request.app[BROKER].get(request_id)
+    if found is not None and not _visible(request)(found):
+        raise ApprovalError(404, f"no approval request {request_id}")  # as show_approval
     decided = request.app[BROKER].decide(
         request.match_info["id"],
         subject=identity.subject,

@@ -204,6 +204,18 @@ class ApprovalBroker:
             return request
         return next((r for r in self._history if r.id == request_id), None)
 
+    @staticmethod
+    def may_see(
+        request: ApprovalRequest, subject: str, groups: Iterable[str], *, admin: bool
+    ) -> bool:
+        """Whether an identity may see a request (its statement text, requester, reason):
+        administrators see every request, approvers those of their approver groups, and a
+        requester their own. Other approvers do not: the statement text may hold literal
+        values, and another team's requests are not theirs to read."""
+        if admin or subject == request.subject:
+            return True
+        return not request.approvers.isdisjoint(groups)
+
     def may_decide(
         self, request: ApprovalRequest, subject: str, groups: Iterable[str]
     ) -> str | None:

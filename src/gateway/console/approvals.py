@@ -31,12 +31,21 @@ async def approvals_page(request: web.Request) -> web.Response:
     _require(request)
     broker = console_of(request).runtime.approvals
     now = time.time()
-    pending = broker.pending()
+    # Only the requests this person may see (ApprovalBroker.may_see): an approver of one
+    # team does not read another team's statements.
+    session = current()
+    admin = access(request).admin
+
+    def visible(r: ApprovalRequest) -> bool:
+        return broker.may_see(r, session.subject, session.groups, admin=admin)
+
+    pending = [r for r in broker.pending() if visible(r)]
+    history = [r for r in broker.history() if visible(r)][:HISTORY_SHOWN]
     cards = join(_card(request, r, now) for r in pending) if pending else ""
     body = Markup(
         f'<p class="muted">{len(pending)} pending · <a href="{PAGE}">refresh</a></p>'
         f'<section id="pending">{cards or Markup("<p>No request is waiting.</p>")}</section>'
-        f'<h2>Decided</h2><section id="history">{_history(broker.history()[:HISTORY_SHOWN])}'
+        f'<h2>Decided</h2><section id="history">{_history(history)}'
         "</section>"
     )
     return render(request, "Pending approvals", body, active="approvals")
@@ -139,8 +148,16 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     reason = str(form.get("reason") or "")[:MAX_REASON]
     scope = str(form.get("scope") or "statement") if approve else "statement"
     request_id = request.match_info["id"]
+    broker = console_of(request).runtime.approvals
+    found = broker.get(request_id)
+    if found is not None and not broker.may_see(
+        found, session.subject, session.groups, admin=access(request).admin
+    ):
+        # As for an unknown id: a request one may not see is not confirmed to exist.
+        session.flash("error", f"no approval request {request_id}")
+        return see_other(PAGE)
     try:
-        decided = console_of(request).runtime.approvals.decide(
+        decided = broker.decide(
             request_id,
             subject=session.subject,
             groups=session.groups,
