@@ -9,7 +9,9 @@ Rules this module keeps:
   "invalid token".
 * The API is open to members of ``[admin] groups`` and of any policy's ``approvers``
   (403 otherwise). Whether one may decide a given request is the broker's rule
-  (``ApprovalBroker.may_decide``: an approver group of that request, never the requester).
+  (``ApprovalBroker.may_decide``: an approver group of that request, never the requester);
+  which requests one sees at all is ``ApprovalBroker.may_see`` (admins: all; approvers: their
+  groups' and their own), and an invisible request answers 404 like an unknown id.
 * Errors are JSON ``{"error": message}``; handlers stay thin and raise ApprovalError.
 * Request bodies are optional JSON objects of at most 64 KiB with known string fields.
 * ``/console`` paths belong to the web console (gateway.console, docs/console.md): it signs
@@ -269,7 +271,7 @@ def _decide(request: web.Request, approve: bool, reason: str, scope: str) -> web
     if found is not None and not _visible(request)(found):
         raise ApprovalError(404, f"no approval request {request_id}")  # as show_approval
     decided = request.app[BROKER].decide(
-        request.match_info["id"],
+        request_id,
         subject=identity.subject,
         groups=identity.groups,
         approve=approve,
