@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .session.base import GatewaySession
 
 log = logging.getLogger("gateway")
+_session_log = logging.getLogger("gateway.session")  # where the drivers log sessions
 
 
 @dataclass
@@ -538,10 +539,24 @@ class Runtime:
         target: TargetRuntime,
         sqlstate: str,
         *,
+        session_id: str | None = None,
         client: str | None = None,
         detail: str = "",
         subject: str | None = None,
+        errno: int | None = None,
     ) -> None:
+        """A login the gateway refused (both protocols): logged, counted, audited."""
+        fields: dict[str, object] = {
+            "session_id": session_id,
+            "client": client,
+            "target": target.name,
+            "sqlstate": sqlstate,
+            "detail": detail,
+            "subject": subject,
+        }
+        if errno is not None:
+            fields["errno"] = errno
+        _session_log.info("login refused", extra=fields)
         self.counters["logins_refused"] += 1
         # The detail is only categorised: it never reaches the audit log or a metric.
         self.audit.login_refused(target.name, sqlstate, client, detail, subject)

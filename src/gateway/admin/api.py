@@ -37,7 +37,6 @@ from ..console import is_console_path, mount_console
 from ..identity import Identity
 
 if TYPE_CHECKING:
-    from ..approvals import ApprovalRequest
     from ..runtime import Runtime
 
 log = logging.getLogger("gateway.admin")
@@ -219,14 +218,12 @@ async def readyz(request: web.Request) -> web.Response:
     return reply({"status": "ready"})
 
 
-def _visible(request: web.Request) -> Callable[[ApprovalRequest], bool]:
-    """The caller's view of requests (ApprovalBroker.may_see): all of them for an admin."""
+def _view(request: web.Request) -> tuple[Identity, bool]:
+    """The caller and whether they are an admin (who sees every request)."""
     from .lifecycle_api import ADMIN_GROUPS  # imports this module's helpers
 
     identity = CALLER.get()
-    admin = not request.app[ADMIN_GROUPS]().isdisjoint(identity.groups)
-    groups = frozenset(identity.groups)
-    return lambda r: ApprovalBroker.may_see(r, identity.subject, groups, admin=admin)
+    return identity, not request.app[ADMIN_GROUPS]().isdisjoint(identity.groups)
 
 
 async def list_approvals(request: web.Request) -> web.Response:
@@ -238,17 +235,21 @@ async def list_approvals(request: web.Request) -> web.Response:
         requests = broker.history()
     else:
         raise ApprovalError(400, "state must be pending or decided")
-    visible = _visible(request)
+    identity, admin = _view(request)
+    shown = [
+        r.to_json()
+        for r in requests
+        if broker.may_see(r, identity.subject, identity.groups, admin=admin)
+    ]
     # "now" lets a client show ages without trusting its own clock.
-    return reply(
-        {"approvals": [r.to_json() for r in requests if visible(r)], "now": time.time()}
-    )
+    return reply({"approvals": shown, "now": time.time()})
 
 
 async def show_approval(request: web.Request) -> web.Response:
     request_id = request.match_info["id"]
-    found = request.app[BROKER].get(request_id)
-    if found is None or not _visible(request)(found):
+    identity, admin = _view(request)
+    found = request.app[BROKER].find(request_id, identity.subject, identity.groups, admin=admin)
+    if found is None:
         # The same answer for a request the caller may not see: not even its existence.
         raise ApprovalError(404, f"no approval request {request_id}")
     return reply(found.to_json())
@@ -265,17 +266,14 @@ async def deny(request: web.Request) -> web.Response:
 
 
 def _decide(request: web.Request, approve: bool, reason: str, scope: str) -> web.Response:
-    identity = CALLER.get()
-    request_id = request.match_info["id"]
-    found = request.app[BROKER].get(request_id)
-    if found is not None and not _visible(request)(found):
-        raise ApprovalError(404, f"no approval request {request_id}")  # as show_approval
-    decided = request.app[BROKER].decide(
-        request_id,
+    identity, admin = _view(request)
+    decided = request.app[BROKER].decide_as_viewer(
+        request.match_info["id"],
         subject=identity.subject,
         groups=identity.groups,
         approve=approve,
         reason=reason,
         scope=scope,
+        admin=admin,
     )
     return reply(decided.to_json())

@@ -216,6 +216,43 @@ class ApprovalBroker:
             return True
         return not request.approvers.isdisjoint(groups)
 
+    def find(
+        self, request_id: str, subject: str, groups: Iterable[str], *, admin: bool
+    ) -> ApprovalRequest | None:
+        """A request (pending or decided) if it exists and the caller may see it."""
+        request = self.get(request_id)
+        if request is None or not self.may_see(request, subject, groups, admin=admin):
+            return None
+        return request
+
+    def decide_as_viewer(
+        self,
+        request_id: str,
+        *,
+        subject: str,
+        groups: Iterable[str],
+        admin: bool,
+        approve: bool,
+        reason: str = "",
+        scope: str = "statement",
+    ) -> ApprovalRequest:
+        """``decide`` for the admin API and the web console, where people see only some
+        requests (``may_see``): one they may not see answers 404 like an unknown id (the
+        attempt is still audited as a refused decision)."""
+        groups = list(groups)
+        found = self.get(request_id)
+        if found is not None and not self.may_see(found, subject, groups, admin=admin):
+            _refused_decision(request_id, subject, "not an approver of this request")
+            raise ApprovalError(404, f"no approval request {request_id}")
+        return self.decide(
+            request_id,
+            subject=subject,
+            groups=groups,
+            approve=approve,
+            reason=reason,
+            scope=scope,
+        )
+
     def may_decide(
         self, request: ApprovalRequest, subject: str, groups: Iterable[str]
     ) -> str | None:
@@ -252,15 +289,7 @@ class ApprovalBroker:
             raise ApprovalError(404, f"no approval request {request_id}")
         problem = self.may_decide(request, subject, groups)
         if problem is not None:
-            audit.info(
-                "approval decision refused",
-                extra={
-                    "event": "approval_decision_refused",
-                    "approval_id": request.id,
-                    "subject": subject,
-                    "detail": problem,
-                },
-            )
+            _refused_decision(request.id, subject, problem)
             raise ApprovalError(403, problem)
         if scope not in SCOPES:
             raise ApprovalError(400, f"scope must be one of {', '.join(SCOPES)}")
@@ -320,3 +349,15 @@ class ApprovalBroker:
                 "scope": request.scope,
             },
         )
+
+
+def _refused_decision(request_id: str, subject: str, detail: str) -> None:
+    audit.info(
+        "approval decision refused",
+        extra={
+            "event": "approval_decision_refused",
+            "approval_id": request_id,
+            "subject": subject,
+            "detail": detail,
+        },
+    )

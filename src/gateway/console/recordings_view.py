@@ -12,7 +12,7 @@ from typing import Final
 
 from aiohttp import web
 
-from ..recording.render import format_bytes, format_duration
+from ..recording.render import format_bytes, format_duration, outcome_parts
 from .app import access, console_of, forbidden, render
 from .html import Markup, h, join, table, when
 from .recordings import (
@@ -216,14 +216,4 @@ def _outcome(e: StatementEntry) -> str:
     d = e.done
     if d is None:
         return "no result recorded (the session ended first)"
-    parts = []
-    if d.error is not None:
-        code = f" {d.error.code}" if d.error.code else ""
-        parts.append(f"ERROR{code}: {shorten(d.error.message, MAX_TEXT_CHARS)}")
-    elif d.command_tag:
-        parts.append(d.command_tag)
-    rows = f"{d.rows} row{'' if d.rows == 1 else 's'}"
-    if d.rows_recorded < d.rows:
-        rows += f" ({d.rows_recorded} recorded)"
-    parts += [rows, format_duration(d.duration), format_bytes(d.bytes_to_client)]
-    return " · ".join(parts)
+    return " · ".join(outcome_parts(d, lambda message: shorten(message, MAX_TEXT_CHARS)))

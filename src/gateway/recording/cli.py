@@ -27,6 +27,7 @@ from .render import (
     format_duration,
     format_time,
     one_line,
+    outcome_parts,
     render_table,
 )
 from .results import decode_result
@@ -328,19 +329,7 @@ def _params(params: list[Any], limit: int | None) -> str:
 
 
 def _outcome(done: Done) -> str:
-    parts = []
-    if done.error is not None:
-        code = f" {done.error.code}" if done.error.code else ""
-        parts.append(f"ERROR{code}: {one_line(done.error.message, 200)}")
-    elif done.command_tag:
-        parts.append(done.command_tag)
-    rows = f"{done.rows} row{'' if done.rows == 1 else 's'}"
-    if done.rows_recorded < done.rows:
-        rows += f" ({done.rows_recorded} recorded)"
-    parts.append(rows)
-    parts.append(format_duration(done.duration))
-    parts.append(format_bytes(done.bytes_to_client))
-    return ", ".join(parts)
+    return ", ".join(outcome_parts(done, lambda message: one_line(message, 200)))
 
 
 # --------------------------------------------------------------------------- replay

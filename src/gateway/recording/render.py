@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
-from .schema import ColumnInfo
+from .schema import ColumnInfo, Done
 
 # Type OIDs (src/include/catalog/pg_type.dat).
 BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 25, 26
@@ -283,6 +283,23 @@ def format_bytes(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"  # pragma: no cover
+
+
+def outcome_parts(done: Done, message: Callable[[str], str]) -> list[str]:
+    """A completed statement's outcome for people: the error (its message through
+    ``message``, which shortens it) or the command tag, rows (and how many were recorded),
+    duration, bytes to the client. The CLI timeline and the web console join the parts."""
+    parts = []
+    if done.error is not None:
+        code = f" {done.error.code}" if done.error.code else ""
+        parts.append(f"ERROR{code}: {message(done.error.message)}")
+    elif done.command_tag:
+        parts.append(done.command_tag)
+    rows = f"{done.rows} row{'' if done.rows == 1 else 's'}"
+    if done.rows_recorded < done.rows:
+        rows += f" ({done.rows_recorded} recorded)"
+    parts += [rows, format_duration(done.duration), format_bytes(done.bytes_to_client)]
+    return parts
 
 
 def one_line(text: str, limit: int | None = 160) -> str:

@@ -546,24 +546,14 @@ class MySqlSession(LegPair):
         )
 
     def _refuse(self, exc: _Refused) -> None:
-        log.info(
-            "login refused",
-            extra={
-                "session_id": self.session_id,
-                "client": self.peer,
-                "target": self.target.name,
-                "sqlstate": exc.sqlstate,
-                "errno": exc.errno,
-                "detail": exc.log_detail,
-                "subject": self.identity_subject,
-            },
-        )
         self.runtime.login_refused(
             self.target,
             exc.sqlstate,
+            session_id=self.session_id,
             client=self.peer,
             detail=exc.log_detail,
             subject=self.identity_subject,
+            errno=exc.errno,
         )
         if not self.client.closed:
             if self._login_seq == 0:

@@ -326,20 +326,10 @@ class PgSession(LegPair):
         self._start_streaming(upstream.leg)
 
     def _refuse(self, exc: LoginRefused) -> None:
-        log.info(
-            "login refused",
-            extra={
-                "session_id": self.session_id,
-                "client": self.peer,
-                "target": self.target.name,
-                "sqlstate": exc.sqlstate,
-                "detail": exc.log_detail,
-                "subject": self.identity_subject,
-            },
-        )
         self.runtime.login_refused(
             self.target,
             exc.sqlstate,
+            session_id=self.session_id,
             client=self.peer,
             detail=exc.log_detail,
             subject=self.identity_subject,
