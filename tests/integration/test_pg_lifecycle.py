@@ -290,10 +290,11 @@ def test_sessions_live_and_kill_from_the_cli(
     assert code == 1
 
 
-def test_kill_a_result_paused_for_approval(
-    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
-) -> None:
-    user = "paused@example.com"
+def paused_result(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor, user: str
+) -> tuple[AdminClient, psycopg.Connection, Future[Any], dict[str, Any], dict[str, Any]]:
+    """``user``'s result paused at the appr policy's limit: (an approver's client, the
+    connection, the query's future, the pending request, the live session)."""
     approver = AdminClient(admin.base_url, gw.token("bob@example.com", ("dba-leads",)))
     conn = connect(gw, user, "appr")
     future = pool.submit(
@@ -301,6 +302,14 @@ def test_kill_a_result_paused_for_approval(
     )
     request = approver.wait_pending(user)
     [session] = live(admin, user)
+    return approver, conn, future, request, session
+
+
+def test_kill_a_result_paused_for_approval(
+    gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
+) -> None:
+    user = "paused@example.com"
+    approver, conn, future, request, session = paused_result(gw, admin, pool, user)
     assert session["rows"] >= 100  # the rows that fit were sent
     started = time.monotonic()
     status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "no"})
@@ -446,13 +455,7 @@ def test_a_killed_paused_result_is_audited_with_its_approval_id(
     gw: GatewayProcess, admin: AdminClient, pool: ThreadPoolExecutor
 ) -> None:
     user = "audit-paused@example.com"
-    approver = AdminClient(admin.base_url, gw.token("bob@example.com", ("dba-leads",)))
-    conn = connect(gw, user, "appr")
-    future = pool.submit(
-        lambda: conn.execute("SELECT g FROM generate_series(1, 5000) g").fetchall()
-    )
-    request = approver.wait_pending(user)
-    [session] = live(admin, user)
+    _, conn, future, request, session = paused_result(gw, admin, pool, user)
     status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "no"})
     assert status == 200
     assert isinstance(future.exception(timeout=15), psycopg.errors.AdminShutdown)
