@@ -20,8 +20,10 @@ from gateway.masking.detectors import (
     compile_detectors,
     iban_valid,
     luhn_valid,
+    run_plan,
     ssn_valid,
 )
+from protocols.postgres.rows import ScreenedValue
 
 ALL = compile_detectors(BUILTIN_DETECTORS)
 CARDS = compile_detectors(["credit_card"])
@@ -748,6 +750,69 @@ def test_prefilter_hides_nothing(parts: list[str]) -> None:
 @given(card_numbers())
 def test_prefilter_passes_every_card(card: tuple[str, str]) -> None:
     assert ALL.find(card[1]) == find_unfiltered(card[1]) != []
+
+
+# --------------------------------------------------------------------------- byte screen
+#
+# The pre-filter as data (DetectorSet.screen), run by the compiled DataRow rewriter on UTF-8
+# bytes. It must select at least every value and every bit the pre-filter selects; it may add
+# SECRET for a value under 16 bytes holding "-----BEGIN" (no pattern can match there).
+
+
+def screen_hits(ds: DetectorSet, text: str) -> int:
+    assert ds.screen is not None
+    min_length, tables, needles = ds.screen
+    return ScreenedValue(lambda v: v, lambda v, h: v, min_length, tables, needles).hits(
+        text.encode("utf-8", "surrogatepass")
+    )
+
+
+def assert_screen_agrees(ds: DetectorSet, text: str) -> None:
+    exact = ds.hits(text)
+    screened = screen_hits(ds, text)
+    assert screened & exact == exact, (text, screened, exact)
+    extra = screened & ~exact
+    assert extra == 0 or (
+        len(text.encode("utf-8", "surrogatepass")) < 16 and "-----BEGIN" in text
+    ), (text, screened, exact)
+    assert ds.find(text) == ds._spans(run_plan(ds.plans[screened], text))
+
+
+SETS = [ALL, CARDS, SSNS, IBANS, compile_detectors(["phone", "secret"])]
+
+
+@pytest.mark.parametrize("text", [*SAMPLES, "-----BEGIN", "x" * 5, "é" * 9 + "99-99"])
+@pytest.mark.parametrize("ds", SETS)
+def test_the_byte_screen_selects_what_the_prefilter_selects(ds: DetectorSet, text: str) -> None:
+    assert_screen_agrees(ds, text)
+
+
+@settings(max_examples=400)
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.sampled_from(SAMPLES),
+            st.text("0123456789 -.()+@AaeyJKSIgh_xoBDEGkliv/=\n\u00e9\udc80", max_size=30),
+        ),
+        max_size=5,
+    ),
+    ds=st.sampled_from(SETS),
+)
+def test_the_byte_screen_agrees_with_the_prefilter(parts: list[str], ds: DetectorSet) -> None:
+    assert_screen_agrees(ds, "".join(parts))
+
+
+def test_a_set_with_a_custom_detector_has_no_byte_screen() -> None:
+    # A custom regex has no necessary condition to screen on: every value must reach it.
+    custom = CustomDetector("ticket", r"TCK-[0-9]{4}")
+    assert compile_detectors(["email", "ticket"], [custom]).screen is None
+    assert compile_detectors(["email"], [custom]).screen is not None
+
+
+def test_the_byte_screen_leaves_out_needles_for_detectors_not_in_the_set() -> None:
+    assert SSNS.screen is not None and ALL.screen is not None
+    assert {text for _, text, _, _ in SSNS.screen[2]} == {b"99", b"99-9999", b"999-99-9999"}
+    assert len(ALL.screen[2]) > len(SSNS.screen[2])
 
 
 # --------------------------------------------------------------------------- linearity

@@ -144,12 +144,79 @@ def test_detectors_only_on_text_columns_not_masked() -> None:
 
 def test_detector_rewriter_keeps_json_valid() -> None:
     pol = policy(DETECT)
-    rewrite = detector_rewriter(pol, "utf-8", json_value=True, jsonb_binary=False)
+    rewrite = detector_rewriter(pol, "utf-8", json_value=True, jsonb_binary=False).whole
     assert rewrite(b'{"note": "hello"}') == b'{"note": "hello"}'
     out = rewrite(b'{"e": "bob@example.com"}')
     assert out is not None and b"bob@example.com" not in out
     # A card number written as a JSON number cannot be replaced in place.
     assert rewrite(b'{"c": 4111111111111111}') == b'"****"'
-    binary = detector_rewriter(pol, "utf-8", json_value=True, jsonb_binary=True)
+    binary = detector_rewriter(pol, "utf-8", json_value=True, jsonb_binary=True).whole
     out = binary(b'\x01{"e": "bob@example.com"}')
     assert out is not None and out.startswith(b"\x01") and b"bob@" not in out
+
+
+# The detector rewriter's two forms: ``whole`` (any value; the MySQL path and non-UTF-8
+# clients) and ``screened`` behind the byte screen (the PostgreSQL rows rewriter, UTF-8).
+# They must give the same bytes for every value and every style, including the shortcut
+# for a whole-value finding with a constant style.
+MIXED = policy(
+    MaskSpec("p.masks[0]", (), ("email",), Style("redact")),
+    MaskSpec("p.masks[1]", (), ("ssn",), Style("fixed", value="<ssn>")),
+    MaskSpec("p.masks[2]", (), ("credit_card",), Style("null")),
+    MaskSpec("p.masks[3]", (), ("phone", "iban", "secret"), Style("last4")),
+)
+VALUES = [
+    b"bob@example.com",
+    b"write to bob@example.com today",
+    b"123-45-6789",
+    b"ssn 123-45-6789",
+    b"4111 1111 1111 1111",
+    b"4111 1111 1111 1112",
+    b"+1 (415) 555-2671",
+    b"DE89 3704 0044 0532 0130 00",
+    b"a@b.co and 123-45-6789",
+    b"Customer 7",
+    b"order 7 shipped on 2024-05-08, ref ORD-7",
+    b'{"e": "bob@example.com"}',
+    b'"bob@example.com"',
+    b"\xff\xfe 123-45-6789",  # not UTF-8: decoded with surrogateescape
+    b"",
+]
+
+
+@pytest.mark.parametrize("json_value", [False, True])
+@pytest.mark.parametrize("value", VALUES)
+def test_the_screened_detector_rewriter_matches_the_whole_one(
+    value: bytes, json_value: bool
+) -> None:
+    from protocols.postgres.rows import (
+        ScreenedValue,
+        build_data_row,
+        iter_data_rows,
+        rewrite_data_rows,
+    )
+
+    detect = detector_rewriter(MIXED, "utf-8", json_value=json_value, jsonb_binary=False)
+    assert detect.screen is not None
+    screened = ScreenedValue(detect.whole, detect.screened, *detect.screen)
+    hits = screened.hits(value)
+    assert (detect.screened(value, hits) if hits else value) == detect.whole(value)
+    row = build_data_row([value, b"x"])
+    out = rewrite_data_rows(row, 0, len(row), [(0, screened)])
+    assert list(iter_data_rows(bytes(out))) == [[detect.whole(value), b"x"]]
+
+
+def test_detector_rewriter_styles_of_whole_and_partial_findings() -> None:
+    whole = detector_rewriter(MIXED, "utf-8", json_value=False, jsonb_binary=False).whole
+    assert whole(b"bob@example.com") == b"****"
+    assert whole(b"mail bob@example.com") == b"mail ****"
+    assert whole(b"123-45-6789") == b"<ssn>"
+    assert whole(b"4111 1111 1111 1111") is None  # null style: the whole value is NULL
+    assert whole(b"4111 1111 1111 1112") == b"4111 1111 1111 1112"  # fails Luhn
+    assert whole(b"+1 (415) 555-2671").endswith(b"2671")  # type: ignore[union-attr]
+
+
+def test_no_byte_screen_for_other_encodings() -> None:
+    # The screen reads UTF-8 bytes; a client in another encoding is screened in Python.
+    assert detector_rewriter(MIXED, "latin-1", json_value=False, jsonb_binary=False).screen is None
+    assert detector_rewriter(MIXED, "utf_8", json_value=False, jsonb_binary=False).screen

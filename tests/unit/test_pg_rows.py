@@ -17,6 +17,7 @@ from protocols.postgres import rows as rows_module
 from protocols.postgres.rows import (
     ConstantValue,
     FieldDescription,
+    ScreenedValue,
     build_data_row,
     build_row_description,
     iter_data_rows,
@@ -213,7 +214,7 @@ def _compiled(
     buf: bytes | bytearray, start: int, stop: int, columns: list[tuple[int, Any]]
 ) -> bytearray:
     return rows_module._compiled(  # type: ignore[misc]
-        buf, start, stop, columns, ConstantValue, rows_module._violation
+        buf, start, stop, columns, ConstantValue, ScreenedValue, rows_module._violation
     )
 
 
@@ -335,6 +336,119 @@ def test_a_failing_mask_propagates(rewrite: Rewrite) -> None:
     buf = build_data_row([b"abc", b"def"])
     with pytest.raises(ValueError, match="cannot mask"):
         rewrite(buf, 0, len(buf), [(1, broken)])
+
+
+# -- ScreenedValue: a byte screen run before the rewrite ------------------------------------
+
+# Table 0: digits -> "9", everything else to itself; table 1: letters -> "a", else ".".
+_DIGITS = bytes(57 if 48 <= b <= 57 else b for b in range(256))
+_LETTERS = bytes(97 if chr(b).isascii() and chr(b).isalpha() else 46 for b in range(256))
+
+
+def _screened(needles: tuple[tuple[int, bytes, int, int], ...], min_length: int = 3) -> Any:
+    def rewrite(value: bytes, hits: int) -> bytes | None:
+        return None if hits == 0b100 else b"%d:" % hits + value
+
+    def whole(value: bytes) -> bytes | None:
+        raise AssertionError("the rows rewriter must use the screen, not whole()")
+
+    return ScreenedValue(whole, rewrite, min_length, (_DIGITS, _LETTERS), needles)
+
+
+def test_a_screen_ors_the_bits_of_the_needles_it_finds() -> None:
+    screen = _screened(
+        (
+            (-1, b"@", 0b1, -1),  # the value itself
+            (0, b"99", 0, -1),  # a guard only: two digits in a row
+            (0, b"99-99", 0b10, 1),  # looked for only when "99" was found
+            (1, b"aaaa", 0b100, -1),
+        )
+    )
+    assert screen.hits(b"ab") == 0  # shorter than min_length
+    assert screen.hits(b"x@y") == 0b1
+    assert screen.hits(b"12-34") == 0b10
+    assert screen.hits(b"1-2-3") == 0
+    assert screen.hits(b"word 12-34 a@b") == 0b111
+    with pytest.raises(ValueError, match="needle 1 is malformed"):
+        _screened(((0, b"9", 1, -1), (0, b"99", 1, 1)))  # guarded by itself
+    with pytest.raises(ValueError, match="needle 0 is malformed"):
+        _screened(((2, b"9", 1, -1),))  # no table 2
+    with pytest.raises(ValueError, match="256 byte values"):
+        ScreenedValue(_mask, lambda v, h: v, 1, (b"short",), ())
+
+
+_needles = st.lists(
+    st.tuples(
+        st.integers(-1, 1),
+        st.binary(min_size=1, max_size=3).map(lambda b: b.translate(_DIGITS)),
+        st.integers(0, 7),
+        st.integers(-1, 30),
+    ),
+    max_size=8,
+).map(lambda ns: tuple((t, x, b, g if g < i else -1) for i, (t, x, b, g) in enumerate(ns)))
+_texty = st.one_of(
+    st.none(), st.text(alphabet="ab9-@ 12", max_size=12).map(str.encode), st.binary(max_size=12)
+)
+
+
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+@given(
+    rows=st.lists(st.lists(_texty, min_size=3, max_size=3), min_size=1, max_size=12),
+    needles=_needles,
+    min_length=st.integers(0, 4),
+)
+def test_a_screened_rewrite_sees_only_the_values_its_screen_selects(
+    rewrite: Rewrite,
+    rows: list[list[bytes | None]],
+    needles: tuple[tuple[int, bytes, int, int], ...],
+    min_length: int,
+) -> None:
+    screen = _screened(needles, min_length)
+    buf = b"".join(build_data_row(r) for r in rows)
+    out = rewrite(buf, 0, len(buf), [(0, _mask), (2, screen)])
+
+    def expected(value: bytes) -> bytes | None:
+        hits = screen.hits(value)
+        return screen.rewrite(value, hits) if hits else value
+
+    assert list(iter_data_rows(bytes(out))) == [
+        [None if a is None else _mask(a), b, None if c is None else expected(c)] for a, b, c in rows
+    ]
+
+
+@pytest.mark.skipif(not rows_module.COMPILED, reason="extension not built")
+@given(rows=_rows, needles=_needles, at=st.integers(0, 10_000), junk=st.binary(max_size=6))
+def test_both_implementations_screen_alike(
+    rows: list[list[bytes | None]],
+    needles: tuple[tuple[int, bytes, int, int], ...],
+    at: int,
+    junk: bytes,
+) -> None:
+    buf = bytearray(b"".join(build_data_row(r) for r in rows))
+    at %= len(buf)
+    buf[at : at + len(junk)] = junk
+    data = bytes(buf)
+    columns = [(1, _screened(needles)), (3, _screened(needles[:1], min_length=0))]
+
+    def outcome(rewrite: Rewrite) -> tuple[str, object]:
+        try:
+            return "ok", bytes(rewrite(data, 0, len(data), columns))
+        except PeerViolation as exc:
+            return "violation", exc.message
+
+    assert outcome(rewrite_data_rows_py) == outcome(_compiled)
+
+
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+def test_a_failing_screened_rewrite_propagates(rewrite: Rewrite) -> None:
+    def broken(_value: bytes, _hits: int) -> bytes:
+        raise ValueError("cannot mask")
+
+    screen = ScreenedValue(_mask, broken, 1, (), ((-1, b"e", 1, -1),))
+    buf = build_data_row([b"abc", b"def"])
+    assert rewrite(buf, 0, len(buf), [(0, screen)]) == buf  # "abc": nothing selected
+    with pytest.raises(ValueError, match="cannot mask"):
+        rewrite(buf, 0, len(buf), [(1, screen)])
 
 
 def test_split_and_skip_data_rows() -> None:

@@ -38,13 +38,16 @@ from typing import Final
 __all__ = [
     "BUILTIN_DETECTORS",
     "IBAN_LENGTHS",
+    "SCREEN_TABLES",
     "VALIDATORS",
+    "ByteScreen",
     "CustomDetector",
     "DetectorError",
     "DetectorSet",
     "compile_detectors",
     "iban_valid",
     "luhn_valid",
+    "run_plan",
     "ssn_valid",
 ]
 
@@ -241,14 +244,13 @@ def _accept_card(m: re.Match[str]) -> int | None:
     length = len(digits)
     if not 13 <= length <= 19:
         return None
-    # 0000000000000 and the like pass Luhn but are placeholders, not cards.
-    if not digits.strip(digits[:1]):
-        return None
     # A bare run of digits is the ambiguous case (ids, epoch milliseconds, the digits of a
     # float): it must also carry an issuer prefix. A grouped number is laid out like a card.
     if length == len(text) and not _has_issuer_prefix(text):
         return None
-    return m.end() if _luhn_ok(digits) else None
+    # 0000000000000 and the like pass Luhn but are placeholders, not cards (tested after
+    # Luhn, which most non-cards fail).
+    return m.end() if _luhn_ok(digits) and digits.strip(digits[:1]) else None
 
 
 # SSNs need separators (the same one twice): a bare 9-digit run is as likely an order id, a
@@ -524,6 +526,55 @@ def _builtin_hits(text: str, enabled: int) -> int:
     return hits & enabled
 
 
+# The same pre-filter as data, for the compiled DataRow rewriter (protocols.postgres.rows.
+# ScreenedValue): it screens UTF-8 values without a Python call, and calls redact_hits only
+# for a value some needle selects. A needle is (table, text, bits, guard): table 0 is the
+# shape copy, 1 the token copy, -1 the value's own bytes; guard is an earlier needle that
+# must have been found. Each line mirrors a test of _builtin_hits (the unit tests check that
+# the two agree, except "-----BEGIN" in a value under 16 bytes, which this screen lets through
+# and no pattern can match).
+SCREEN_TABLES: Final = (_SHAPE_TABLE, _TOKEN_TABLE)
+_SCREEN: Final[tuple[tuple[int, bytes, int, int], ...]] = (
+    (-1, b"@", _EMAIL_BIT, -1),  # 0
+    (0, b"99", 0, -1),  # 1: gates every shape below
+    (0, b"99-9999", 0, 1),  # 2
+    (0, b"999-99-9999", _SSN_BIT, 2),  # 3
+    (0, b"999-9999", 0, 2),  # 4
+    (0, b"9999-9999", _CARD_BIT, 4),  # 5
+    (0, b"9-999-9999", _NANP_BIT | _UK_BIT, 4),  # 6
+    (0, b"--999-9999", _NANP_BIT | _UK_BIT, 4),  # 7
+    (0, b"999-9999-9999", _UK_BIT, 4),  # 8
+    (0, b"99999-99999", _UK_BIT, 4),  # 9
+    (0, b"9999999999999", _CARD_BIT, 1),  # 10
+    (0, b"+9", 0, 1),  # 11
+    (0, b"+999", _E164_BIT, 11),  # 12
+    (0, b"+99-", _E164_BIT, 11),  # 13
+    (0, b"+9-", _E164_BIT, 11),  # 14
+    (0, b"AA99", _IBAN_BIT, 1),  # 15
+    (1, _TOKEN_RUN.encode(), _SECRET_BIT, -1),  # 16
+    (-1, b"-----BEGIN", _SECRET_BIT, -1),  # 17
+)
+
+ByteScreen = tuple[int, tuple[bytes, ...], tuple[tuple[int, bytes, int, int], ...]]
+
+
+def _byte_screen(enabled: int) -> ByteScreen:
+    """(min_length, tables, needles) of the screen for the enabled bits: needles that can
+    add none of them are left out, unless a kept needle needs them as its guard."""
+    keep = [bool(bits & enabled) for _, _, bits, _ in _SCREEN]
+    for i in range(len(_SCREEN) - 1, -1, -1):
+        guard = _SCREEN[i][3]
+        if keep[i] and guard >= 0:
+            keep[guard] = True
+    index: dict[int, int] = {}
+    needles: list[tuple[int, bytes, int, int]] = []
+    for i, (table, text, bits, guard) in enumerate(_SCREEN):
+        if keep[i]:
+            index[i] = len(needles)
+            needles.append((table, text, bits & enabled, index[guard] if guard >= 0 else -1))
+    return _MIN_LENGTH, SCREEN_TABLES, tuple(needles)
+
+
 _BUILTINS: Final[dict[str, tuple[_Matcher, ...]]] = {
     "credit_card": (_Matcher(_CARD_BIT, _CARD, _accept_card, 13, retry_inside=False),),
     "ssn": (_Matcher(_SSN_BIT, _SSN, None, 11, retry_inside=False),),
@@ -544,10 +595,10 @@ Finding = tuple[int, int, int]  # start, stop, rank (the detector's index in nam
 # A matcher as the scan loop wants it, unpacked from one tuple rather than read attribute by
 # attribute: (rank, pattern.search, accept, min_length, retry_inside).
 _Step = tuple[int, Callable[[str, int], "re.Match[str] | None"], Accept | None, int, bool]
-_Plan = tuple[_Step, ...]
+Plan = tuple[_Step, ...]
 
 
-def _run(plan: _Plan, text: str) -> list[Finding]:
+def run_plan(plan: Plan, text: str) -> list[Finding]:
     """Every finding of the plan's matchers, overlaps and all, in no particular order."""
     found: list[Finding] = []
     length = len(text)
@@ -611,25 +662,39 @@ class DetectorSet:
 
     names: tuple[str, ...]
     _enabled: int  # pre-filter bits of the built-in patterns in the set
-    # For every value of the pre-filter's bits, the matchers to run, in rank order: those
-    # whose bit is set, and custom ones always. Built once, so a value costs one tuple index
-    # rather than a test per matcher.
-    _plans: tuple[_Plan, ...]
+    # For every value of the pre-filter's bits, the matchers to run (``run_plan``), in rank
+    # order: those whose bit is set, and custom ones always. Built once, so a value costs one
+    # tuple index rather than a test per matcher; bits of patterns not in the set select none.
+    plans: tuple[Plan, ...]
+    # The pre-filter as a byte screen for UTF-8 values (see _SCREEN), or None when a custom
+    # detector is in the set: a custom regex has no necessary condition to screen on.
+    screen: ByteScreen | None
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """Non-overlapping (start, stop, detector_name) spans, sorted by start. Overlaps: keep
         the longest, then the first."""
         return self._find(text, _builtin_hits(text, self._enabled))
 
+    def hits(self, text: str) -> int:
+        """The pre-filter's bits for ``text``: which of the set's built-in patterns may find
+        something in it (0: none can)."""
+        return _builtin_hits(text, self._enabled)
+
     def redact(self, text: str, replace: Callable[[str, str], str]) -> str | None:
         """None when nothing was found (the hot path: caller keeps the original bytes);
         otherwise text with every found span s replaced by replace(span_text, detector_name)."""
-        plan = self._plans[_builtin_hits(text, self._enabled)]
-        if not plan:
-            return None
-        found = _run(plan, text)
-        if not found:
-            return None
+        return self.redact_hits(text, _builtin_hits(text, self._enabled), replace)
+
+    def redact_hits(self, text: str, hits: int, replace: Callable[[str, str], str]) -> str | None:
+        """``redact`` for a value whose pre-filter bits are known: ``hits`` from the byte
+        screen of the text's UTF-8 encoding (more bits than the pre-filter's only cost time)."""
+        found = run_plan(self.plans[hits & _ALL_BITS], text)
+        return self.substitute(text, found, replace) if found else None
+
+    def substitute(
+        self, text: str, found: list[Finding], replace: Callable[[str, str], str]
+    ) -> str:
+        """``text`` with the ``found`` spans (at least one, from ``run_plan``) replaced."""
         if len(found) == 1:  # the usual case: one finding, often the whole value
             start, stop, rank = found[0]
             return text[:start] + replace(text[start:stop], self.names[rank]) + text[stop:]
@@ -645,7 +710,7 @@ class DetectorSet:
 
     def _find(self, text: str, hits: int) -> list[tuple[int, int, str]]:
         """Findings of the matchers the pre-filter ``hits`` select (tests pass all bits)."""
-        return self._spans(_run(self._plans[hits & self._enabled], text))
+        return self._spans(run_plan(self.plans[hits & _ALL_BITS], text))
 
     def _spans(self, found: list[Finding]) -> list[tuple[int, int, str]]:
         names = self.names
@@ -727,4 +792,5 @@ def compile_detectors(names: Sequence[str], custom: Sequence[CustomDetector] = (
         )
         for hits in range(_ALL_BITS + 1)
     )
-    return DetectorSet(unique, enabled, plans)
+    custom_in_set = any(m.bit == 0 for _, m in matchers)
+    return DetectorSet(unique, enabled, plans, None if custom_in_set else _byte_screen(enabled))

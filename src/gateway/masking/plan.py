@@ -16,6 +16,7 @@ Rules this module enforces (issue 6, PROTOCOLS.md 2.8):
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Final
 
 from ..policy.lineage import SourceColumn, StatementLineage
 from .catalog import UNKNOWN
+from .detectors import ByteScreen, run_plan
 from .rules import WHOLE_VALUE_REDACT, Mask, MaskPolicy
 from .styles import REDACTED, Style, text_masker
 
@@ -31,6 +33,7 @@ __all__ = [
     "JSON_OIDS",
     "TEXT_LIKE_OIDS",
     "ColumnPlan",
+    "DetectorRewriter",
     "ResultPlan",
     "column_masks",
     "detector_rewriter",
@@ -132,9 +135,29 @@ def _masker(style: Style) -> Callable[[str], str | None]:
     return text_masker(style)
 
 
+def _constant_text(style: Style, codec: str) -> bytes | None:
+    """What a constant style makes of any value, encoded; None for other styles."""
+    if style.name not in ("redact", "fixed"):
+        return None
+    text = _masker(style)("")
+    return None if text is None else text.encode(codec, "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorRewriter:
+    """Content detectors over one text column's values, in the two forms callers need."""
+
+    whole: ValueRewriter  # any value
+    # A value with its pre-filter bits already known (``DetectorSet.hits``, or a byte screen).
+    screened: Callable[[bytes, int], bytes | None]
+    # The byte screen that gives those bits without decoding, when values are UTF-8 and the
+    # set has one; None: every value goes through ``whole``.
+    screen: ByteScreen | None
+
+
 def detector_rewriter(
     policy: MaskPolicy, codec: str, *, json_value: bool, jsonb_binary: bool
-) -> ValueRewriter:
+) -> DetectorRewriter:
     """Content detectors over one text column's values (``codec``: the client encoding).
 
     A found span is replaced by its detector's style; a ``null`` style makes the whole value
@@ -145,7 +168,17 @@ def detector_rewriter(
     assert detectors is not None
     masks = {name: _masker(mask.style) for name, mask in policy.detector_masks.items()}
     nulls = {name for name, mask in policy.detector_masks.items() if mask.style.name == "null"}
-    redact = detectors.redact
+    plans = detectors.plans
+    substitute = detectors.substitute
+    builtin_hits = detectors.hits
+    # A finding that is the whole value, by a detector with a constant style (redact, fixed),
+    # becomes these bytes without building any text: the usual case in a column of PII.
+    constants = tuple(
+        None
+        if json_value or jsonb_binary or policy.detector_masks[name].style.name == "null"
+        else _constant_text(policy.detector_masks[name].style, codec)
+        for name in detectors.names
+    )
 
     class _Null(Exception):
         pass
@@ -156,17 +189,22 @@ def detector_rewriter(
         out = masks[name](span)
         return REDACTED if out is None else out
 
-    def rewrite(value: bytes) -> bytes | None:
+    def screened(value: bytes, hits: int) -> bytes | None:
         prefix = b""
         if jsonb_binary:
             prefix, value = value[:1], value[1:]
         text = value.decode(codec, "surrogateescape")
+        found = run_plan(plans[hits], text)
+        if not found:
+            return prefix + value if prefix else value
+        if len(found) == 1 and found[0][0] == 0 and found[0][1] == len(text):
+            constant = constants[found[0][2]]
+            if constant is not None:
+                return constant
         try:
-            new = redact(text, replace)
+            new = substitute(text, found, replace)
         except _Null:
             return None
-        if new is None:
-            return prefix + value if prefix else value
         if json_value:
             try:
                 json.loads(new)
@@ -174,4 +212,11 @@ def detector_rewriter(
                 return prefix + _JSON_REDACTED
         return prefix + new.encode(codec, "surrogateescape")
 
-    return rewrite
+    def whole(value: bytes) -> bytes | None:
+        text = (value[1:] if jsonb_binary else value).decode(codec, "surrogateescape")
+        return screened(value, builtin_hits(text))
+
+    # The screen reads the value's bytes as UTF-8 (a jsonb version byte in front changes
+    # none of its verdicts: it is no digit, letter or token character).
+    utf8 = codecs.lookup(codec).name == "utf-8"
+    return DetectorRewriter(whole, screened, detectors.screen if utf8 else None)

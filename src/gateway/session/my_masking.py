@@ -166,7 +166,7 @@ class MyMasking(MaskingSession):
                             json_value=col.type == ColumnType.MYSQL_TYPE_JSON
                             or col.extended_format_name == b"json",
                             jsonb_binary=False,
-                        ),
+                        ).whole,
                     )
                 )
         return ResultPlan(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 
 from protocols.postgres.framing import build_message
 from protocols.postgres.messages import parse_error_fields
-from protocols.postgres.rows import parse_row_description
+from protocols.postgres.rows import ScreenedValue, parse_row_description
 from protocols.postgres.tracker import Execution
 
 from ..masking.catalog import UNKNOWN, Catalog
@@ -169,17 +169,18 @@ class PgMasking(MaskingSession):
                     )
                 rewriters.append((i, masker.apply))
             elif column.detectors:
-                rewriters.append(
-                    (
-                        i,
-                        detector_rewriter(
-                            policy,
-                            self.codec,
-                            json_value=field.type_oid in JSON_OIDS,
-                            jsonb_binary=field.type_oid == _JSONB and fmt == 1,
-                        ),
-                    )
+                detect = detector_rewriter(
+                    policy,
+                    self.codec,
+                    json_value=field.type_oid in JSON_OIDS,
+                    jsonb_binary=field.type_oid == _JSONB and fmt == 1,
                 )
+                if detect.screen is None:
+                    rewriters.append((i, detect.whole))
+                else:  # the compiled rewriter screens values in C, calling only for some
+                    rewriters.append(
+                        (i, ScreenedValue(detect.whole, detect.screened, *detect.screen))
+                    )
         return ResultPlan(tuple(rewriters), columns, refusal, unknown_sources=UNKNOWN in sources)
 
     # ----------------------------------------------------------- errors, notifications

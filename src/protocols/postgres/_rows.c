@@ -10,13 +10,18 @@
  *
  * Interface (called by rows.py, never directly):
  *
- *     rewrite(buf, start, stop, columns, constant_type, violation) -> bytearray
+ *     rewrite(buf, start, stop, columns, constant_type, screened_type, violation)
+ *         -> bytearray
  *
  * ``columns`` is a sequence of (index, rewrite) in increasing index order; ``rewrite`` is
  * called with the value's bytes (never for NULL) and returns bytes or None (NULL). A
  * rewrite of type ``constant_type`` (rows.ConstantValue) is not called: its ``value``
- * attribute is written for every non-NULL value. ``violation(message)`` builds the
- * exception raised for a malformed row (PeerViolation); messages match rows.py.
+ * attribute is written for every non-NULL value. A rewrite of type ``screened_type``
+ * (rows.ScreenedValue) has its byte screen run here, and its ``rewrite(value, hits)`` is
+ * called only for the values the screen selects (content detectors: most text holds
+ * nothing to find, and a Python call per value cost more than the rest of the row).
+ * ``violation(message)`` builds the exception raised for a malformed row (PeerViolation);
+ * messages match rows.py.
  *
  * Spec: PostgreSQL manual, "Message Formats", DataRow ('D'): Byte1('D'), Int32 length
  * (self included), Int16 column count, then per column Int32 length (-1 = NULL) and
@@ -24,6 +29,7 @@
  */
 
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE /* memmem */
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
@@ -106,6 +112,25 @@ static int violation_str(PyObject *violation, const char *text) {
     return raise_violation(violation, PyUnicode_FromString(text));
 }
 
+#define MAX_NEEDLES 64 /* rows.MAX_NEEDLES */
+
+/* One needle of a ScreenedValue's screen (see rows.ScreenedValue). */
+typedef struct {
+    int table; /* index into the screen's tables; -1: the value itself */
+    int guard; /* an earlier needle that must have been found; -1: none */
+    const char *text; /* borrowed from the needle's bytes (kept alive by Column.screen_obj) */
+    Py_ssize_t len;
+    long bits;
+} Needle;
+
+typedef struct {
+    Py_ssize_t min_length;
+    int ntables;
+    const unsigned char **tables; /* ntables translate tables of 256 bytes */
+    int nneedles;
+    Needle needles[MAX_NEEDLES];
+} Screen;
+
 /* One masked column of the plan. */
 typedef struct {
     Py_ssize_t index;
@@ -114,10 +139,146 @@ typedef struct {
     const char *value;  /* the constant's bytes; NULL with constant = 1 means SQL NULL */
     Py_ssize_t value_len;
     PyObject *value_obj; /* owned reference to the constant's bytes object */
+    Screen *screen;      /* ScreenedValue: the screen; NULL otherwise */
+    PyObject *screen_obj; /* owned: (rewrite, tables, needles) of the ScreenedValue */
 } Column;
 
+/* Scratch space for translated copies of one value, reused across values. */
+typedef struct {
+    unsigned char *data;
+    Py_ssize_t cap;
+} Scratch;
+
+static int contains(const unsigned char *hay, Py_ssize_t n, const char *needle,
+                    Py_ssize_t len) {
+    /* memmem (glibc, musl, the BSDs) is several times faster than a memchr/memcmp loop on
+     * the short, repetitive copies a screen searches ("9999-99-99"). */
+    return len <= n && memmem(hay, (size_t)n, needle, (size_t)len) != NULL;
+}
+
+/* The screen's hits for one value (rows.ScreenedValue.hits); -1 on memory error. */
+static long screen_hits(const Screen *sc, Scratch *scratch, const unsigned char *value,
+                        Py_ssize_t n) {
+    if (n < sc->min_length) {
+        return 0;
+    }
+    if (sc->ntables > 0 && scratch->cap < n * sc->ntables) {
+        unsigned char *data = PyMem_Realloc(scratch->data, (size_t)(n * sc->ntables));
+        if (data == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        scratch->data = data;
+        scratch->cap = n * sc->ntables;
+    }
+    unsigned int translated = 0; /* bit t: table t's copy is in scratch */
+    char found[MAX_NEEDLES];
+    long hits = 0;
+    for (int i = 0; i < sc->nneedles; i++) {
+        const Needle *nd = &sc->needles[i];
+        found[i] = 0;
+        if (nd->guard >= 0 && !found[nd->guard]) {
+            continue;
+        }
+        if (nd->len > n) { /* cannot be in a copy of the value: spare the translation */
+            continue;
+        }
+        const unsigned char *hay = value;
+        if (nd->table >= 0) {
+            unsigned char *copy = scratch->data + (Py_ssize_t)nd->table * n;
+            if (!(translated & (1u << nd->table))) {
+                const unsigned char *t = sc->tables[nd->table];
+                for (Py_ssize_t k = 0; k < n; k++) {
+                    copy[k] = t[value[k]];
+                }
+                translated |= 1u << nd->table;
+            }
+            hay = copy;
+        }
+        if (contains(hay, n, nd->text, nd->len)) {
+            found[i] = 1;
+            hits |= nd->bits;
+        }
+    }
+    return hits;
+}
+
+/* Read a ScreenedValue's screen into ``c``; -1 with an exception if it is malformed. */
+static int load_screen(Column *c) {
+    PyObject *obj = c->rewrite;
+    PyObject *rewrite = PyObject_GetAttrString(obj, "rewrite");
+    PyObject *tables = PyObject_GetAttrString(obj, "tables");
+    PyObject *needles = PyObject_GetAttrString(obj, "needles");
+    PyObject *min_length = PyObject_GetAttrString(obj, "min_length");
+    int rc = -1;
+    if (rewrite == NULL || tables == NULL || needles == NULL || min_length == NULL) {
+        goto done;
+    }
+    if (!PyTuple_Check(tables) || !PyTuple_Check(needles) ||
+        PyTuple_GET_SIZE(tables) > 16 || PyTuple_GET_SIZE(needles) > MAX_NEEDLES) {
+        PyErr_SetString(PyExc_TypeError, "a screen needs tuples of tables and needles");
+        goto done;
+    }
+    Screen *sc = PyMem_Calloc(1, sizeof(Screen) + sizeof(char *) * 16);
+    if (sc == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    c->screen = sc;
+    sc->tables = (const unsigned char **)(sc + 1);
+    sc->min_length = PyNumber_AsSsize_t(min_length, PyExc_OverflowError);
+    if (sc->min_length == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    sc->ntables = (int)PyTuple_GET_SIZE(tables);
+    for (int t = 0; t < sc->ntables; t++) {
+        PyObject *table = PyTuple_GET_ITEM(tables, t);
+        if (!PyBytes_Check(table) || PyBytes_GET_SIZE(table) != 256) {
+            PyErr_SetString(PyExc_TypeError, "a screen table must be 256 bytes");
+            goto done;
+        }
+        sc->tables[t] = (const unsigned char *)PyBytes_AS_STRING(table);
+    }
+    sc->nneedles = (int)PyTuple_GET_SIZE(needles);
+    for (int i = 0; i < sc->nneedles; i++) {
+        PyObject *item = PyTuple_GET_ITEM(needles, i);
+        Needle *nd = &sc->needles[i];
+        PyObject *text;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4 ||
+            !PyBytes_Check(text = PyTuple_GET_ITEM(item, 1)) || PyBytes_GET_SIZE(text) == 0) {
+            PyErr_SetString(PyExc_TypeError, "a screen needle is (table, bytes, bits, guard)");
+            goto done;
+        }
+        nd->table = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        nd->bits = PyLong_AsLong(PyTuple_GET_ITEM(item, 2));
+        nd->guard = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 3));
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+        if (nd->table < -1 || nd->table >= sc->ntables || nd->guard < -1 || nd->guard >= i) {
+            PyErr_SetString(PyExc_ValueError, "a screen needle is malformed");
+            goto done;
+        }
+        nd->text = PyBytes_AS_STRING(text);
+        nd->len = PyBytes_GET_SIZE(text);
+    }
+    c->screen_obj = PyTuple_Pack(3, rewrite, tables, needles);
+    if (c->screen_obj == NULL) {
+        goto done;
+    }
+    c->rewrite = rewrite; /* called as rewrite(value, hits); kept alive by screen_obj */
+    rc = 0;
+done:
+    Py_XDECREF(rewrite);
+    Py_XDECREF(tables);
+    Py_XDECREF(needles);
+    Py_XDECREF(min_length);
+    return rc;
+}
+
 /* Append the rewritten value (or NULL) for one non-NULL input value. */
-static int put_rewritten(Out *out, Column *c, const unsigned char *value, Py_ssize_t n) {
+static int put_rewritten(Out *out, Column *c, Scratch *scratch, const unsigned char *value,
+                         Py_ssize_t n) {
     if (c->constant) {
         if (c->value == NULL) {
             return out_put_i32(out, -1);
@@ -127,11 +288,36 @@ static int put_rewritten(Out *out, Column *c, const unsigned char *value, Py_ssi
         }
         return out_put(out, c->value, c->value_len);
     }
+    long hits = 0;
+    if (c->screen != NULL) {
+        hits = screen_hits(c->screen, scratch, value, n);
+        if (hits < 0) {
+            return -1;
+        }
+        if (hits == 0) { /* nothing the rewrite could change: the value as it came */
+            if (out_put_i32(out, (int32_t)n) < 0) {
+                return -1;
+            }
+            return out_put(out, (const char *)value, n);
+        }
+    }
     PyObject *arg = PyBytes_FromStringAndSize((const char *)value, n);
     if (arg == NULL) {
         return -1;
     }
-    PyObject *res = PyObject_CallOneArg(c->rewrite, arg);
+    PyObject *res;
+    if (c->screen != NULL) {
+        PyObject *bits = PyLong_FromLong(hits);
+        if (bits == NULL) {
+            Py_DECREF(arg);
+            return -1;
+        }
+        PyObject *call_args[2] = {arg, bits};
+        res = PyObject_Vectorcall(c->rewrite, call_args, 2, NULL);
+        Py_DECREF(bits);
+    } else {
+        res = PyObject_CallOneArg(c->rewrite, arg);
+    }
     Py_DECREF(arg);
     if (res == NULL) {
         return -1;
@@ -159,10 +345,10 @@ static int put_rewritten(Out *out, Column *c, const unsigned char *value, Py_ssi
 }
 
 static PyObject *rewrite(PyObject *self, PyObject *args) {
-    PyObject *bufobj, *columns, *constant_type, *violation;
+    PyObject *bufobj, *columns, *constant_type, *screened_type, *violation;
     Py_ssize_t start, stop;
-    if (!PyArg_ParseTuple(args, "OnnOOO:rewrite", &bufobj, &start, &stop, &columns,
-                          &constant_type, &violation)) {
+    if (!PyArg_ParseTuple(args, "OnnOOOO:rewrite", &bufobj, &start, &stop, &columns,
+                          &constant_type, &screened_type, &violation)) {
         return NULL;
     }
     Py_buffer in;
@@ -173,6 +359,7 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
     Column *cols = NULL;
     Py_ssize_t ncols = 0;
     Out out = {NULL, 0, 0};
+    Scratch scratch = {NULL, 0};
     PyObject *seq = PySequence_Fast(columns, "columns must be a sequence");
     if (seq == NULL) {
         goto done;
@@ -222,6 +409,9 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
                 cols[i].value = PyBytes_AS_STRING(value);
                 cols[i].value_len = PyBytes_GET_SIZE(value);
             }
+        } else if (Py_TYPE(cols[i].rewrite) == (PyTypeObject *)screened_type &&
+                   load_screen(&cols[i]) < 0) {
+            goto done;
         }
     }
     const Py_ssize_t last = cols[ncols - 1].index;
@@ -283,7 +473,7 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
                 goto done;
             }
             if (out_put(&out, (const char *)b + copied, p - copied) < 0 ||
-                put_rewritten(&out, c, b + value_at, (Py_ssize_t)n) < 0) {
+                put_rewritten(&out, c, &scratch, b + value_at, (Py_ssize_t)n) < 0) {
                 goto done;
             }
             copied = p = value_end;
@@ -314,10 +504,13 @@ done:
     if (cols != NULL) {
         for (Py_ssize_t i = 0; i < ncols; i++) {
             Py_XDECREF(cols[i].value_obj);
+            Py_XDECREF(cols[i].screen_obj);
+            PyMem_Free(cols[i].screen);
         }
         PyMem_Free(cols);
     }
     PyMem_Free(out.data);
+    PyMem_Free(scratch.data);
     Py_XDECREF(seq);
     PyBuffer_Release(&in);
     return result;
@@ -325,7 +518,8 @@ done:
 
 static PyMethodDef methods[] = {
     {"rewrite", rewrite, METH_VARARGS,
-     "rewrite(buf, start, stop, columns, constant_type, violation) -> bytearray\n\n"
+     "rewrite(buf, start, stop, columns, constant_type, screened_type, violation)"
+     " -> bytearray\n\n"
      "The compiled body of protocols.postgres.rows.rewrite_data_rows."},
     {NULL, NULL, 0, NULL},
 };

@@ -8,6 +8,7 @@ def rewrite(
     stop: int,
     columns: Sequence[tuple[int, Callable[[bytes], bytes | None]]],
     constant_type: type,
+    screened_type: type,
     violation: Callable[[str], BaseException],
     /,
 ) -> bytearray: ...
