@@ -424,7 +424,8 @@ class MySqlSession(LegPair):
         while out is not None:
             framed, seq = build_packets(out, seq)
             self.client.write(framed)
-            self._login_seq = seq
+            # While the client's reply (seq) is awaited, the next packet it reads is seq + 1.
+            self._login_seq = (seq + 1) & 0xFF
             got, payload = await read_packet(self.client, seq, limit)
             seq = (got + 1) & 0xFF
             self._login_seq = seq
@@ -1659,7 +1660,7 @@ class MySqlSession(LegPair):
         seq: int | None = None
         ex = self._exchanges[0] if self._exchanges else None
         if ex is None:
-            seq = 1  # read as the answer to the client's next command
+            seq = self._between_commands_seq()
         elif self._paused:
             seq = self._paused_seq
         elif not ex.result_index and not ex.bytes and not ex.rows and not ex.swallow:
@@ -1696,8 +1697,14 @@ class MySqlSession(LegPair):
             return
         self.end_reason = reason
         if not self.client.closed and (force_error or not self._exchanges):
-            self.client.write(_err(errno, sqlstate, message, 1))
+            self.client.write(_err(errno, sqlstate, message, self._between_commands_seq()))
         self._close_both()
+
+    def _between_commands_seq(self) -> int:
+        """The sequence id of an ERR sent while no command's response is under way: 1, read
+        as the answer to the client's next command; inside a COM_CHANGE_USER's
+        authentication exchange, the id of the next packet the client will read there."""
+        return self._login_seq if self._change_user_task is not None else 1
 
     def shutdown(self, reason: str) -> None:
         """Graceful shutdown's last step (the drain grace is over): end it like a kill, so

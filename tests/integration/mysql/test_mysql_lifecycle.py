@@ -15,11 +15,14 @@ import pymysql
 import pytest
 
 from gateway.recording.schema import End
+from protocols.mysql.commands import ChangeUser, build_com_change_user
+from protocols.mysql.constants import Capability
 
 from ..admin_client import AdminClient
 from ..conftest import free_port
 from ..test_recording_e2e import frames, session_file
 from .conftest import MyGateway, StartMyGateway
+from .mywire import Wire
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +182,34 @@ def test_kill_an_idle_session(gw: MyGateway, admin: AdminClient) -> None:
     conn.close()
     assert live(admin, user) == []
     connect(gw, user).close()  # killed, not revoked
+
+
+def test_kill_during_change_user_sends_the_err_in_sequence(
+    gw: MyGateway, admin: AdminClient
+) -> None:
+    # COM_CHANGE_USER (seq 0) is answered with an AuthSwitchRequest (seq 1); the client's
+    # reply will be seq 2, so an ERR that ends the session meanwhile must be seq 3: the
+    # client reads it after writing its reply. (Seq 1, right between commands, would be
+    # "packets out of order" to it.)
+    user = "my-change-user@example.com"
+    wire = Wire(gw.host, gw.port)
+    try:
+        wire.login(gw.token(user, ("dba",)))
+        [session] = live(admin, user)
+        change = ChangeUser(user.encode(), b"", b"app", 45, b"mysql_native_password")
+        wire.command(build_com_change_user(change, wire.caps | Capability.CLIENT_SSL))
+        seq, switch = wire.packet()
+        assert seq == 1 and switch[:1] == b"\xfe", switch  # AuthSwitchRequest
+        status, _ = admin.call(
+            "POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "mid-change"}
+        )
+        assert status == 200
+        seq, err = wire.error()
+        assert (seq, err.errno) == (3, ER_CONNECTION_KILLED)
+        assert "mid-change" in err.text
+        assert wire.closed()
+    finally:
+        wire.close()
 
 
 def test_kill_a_result_paused_for_approval(
