@@ -200,7 +200,7 @@ def test_the_screened_detector_rewriter_matches_the_whole_one(
     assert detect.screen is not None
     screened = ScreenedValue(detect.whole, detect.screened, *detect.screen)
     hits = screened.hits(value)
-    assert (detect.screened(value, hits) if hits else value) == detect.whole(value)
+    assert (detect.screened([value], [hits])[0] if hits else value) == detect.whole(value)
     row = build_data_row([value, b"x"])
     out = rewrite_data_rows(row, 0, len(row), [(0, screened)])
     assert list(iter_data_rows(bytes(out))) == [[detect.whole(value), b"x"]]

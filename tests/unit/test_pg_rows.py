@@ -345,9 +345,14 @@ _DIGITS = bytes(57 if 48 <= b <= 57 else b for b in range(256))
 _LETTERS = bytes(97 if chr(b).isascii() and chr(b).isalpha() else 46 for b in range(256))
 
 
-def _screened(needles: tuple[tuple[int, bytes, int, int], ...], min_length: int = 3) -> Any:
-    def rewrite(value: bytes, hits: int) -> bytes | None:
-        return None if hits == 0b100 else b"%d:" % hits + value
+def _one(value: bytes, hits: int) -> bytes | None:
+    return None if hits == 0b100 else b"%d:" % hits + value
+
+
+def _screened(needles: tuple[tuple[int, bytes, int, int, bool], ...], min_length: int = 3) -> Any:
+    def rewrite(values: list[bytes], hits: list[int]) -> list[bytes | None]:
+        assert values and len(values) == len(hits)
+        return [_one(v, h) for v, h in zip(values, hits, strict=True)]
 
     def whole(value: bytes) -> bytes | None:
         raise AssertionError("the rows rewriter must use the screen, not whole()")
@@ -358,10 +363,11 @@ def _screened(needles: tuple[tuple[int, bytes, int, int], ...], min_length: int 
 def test_a_screen_ors_the_bits_of_the_needles_it_finds() -> None:
     screen = _screened(
         (
-            (-1, b"@", 0b1, -1),  # the value itself
-            (0, b"99", 0, -1),  # a guard only: two digits in a row
-            (0, b"99-99", 0b10, 1),  # looked for only when "99" was found
-            (1, b"aaaa", 0b100, -1),
+            (-1, b"@", 0b1, -1, False),  # the value itself
+            (0, b"99", 0, -1, False),  # a guard only: two digits in a row
+            (0, b"99-99", 0b10, 1, False),  # looked for only when "99" was found
+            (1, b"aaaa", 0b100, -1, False),
+            (1, b"a..", 0b1000, -1, True),  # must begin the copy
         )
     )
     assert screen.hits(b"ab") == 0  # shorter than min_length
@@ -369,12 +375,14 @@ def test_a_screen_ors_the_bits_of_the_needles_it_finds() -> None:
     assert screen.hits(b"12-34") == 0b10
     assert screen.hits(b"1-2-3") == 0
     assert screen.hits(b"word 12-34 a@b") == 0b111
+    assert screen.hits(b"x 1") == 0b1000
+    assert screen.hits(b"1 x 1") == 0
     with pytest.raises(ValueError, match="needle 1 is malformed"):
-        _screened(((0, b"9", 1, -1), (0, b"99", 1, 1)))  # guarded by itself
+        _screened(((0, b"9", 1, -1, False), (0, b"99", 1, 1, False)))  # guarded by itself
     with pytest.raises(ValueError, match="needle 0 is malformed"):
-        _screened(((2, b"9", 1, -1),))  # no table 2
+        _screened(((2, b"9", 1, -1, False),))  # no table 2
     with pytest.raises(ValueError, match="256 byte values"):
-        ScreenedValue(_mask, lambda v, h: v, 1, (b"short",), ())
+        ScreenedValue(_mask, lambda v, h: v, 1, (b"short",), ())  # type: ignore[arg-type,return-value]
 
 
 _needles = st.lists(
@@ -383,9 +391,10 @@ _needles = st.lists(
         st.binary(min_size=1, max_size=3).map(lambda b: b.translate(_DIGITS)),
         st.integers(0, 7),
         st.integers(-1, 30),
+        st.booleans(),
     ),
     max_size=8,
-).map(lambda ns: tuple((t, x, b, g if g < i else -1) for i, (t, x, b, g) in enumerate(ns)))
+).map(lambda ns: tuple((t, x, b, g if g < i else -1, a) for i, (t, x, b, g, a) in enumerate(ns)))
 _texty = st.one_of(
     st.none(), st.text(alphabet="ab9-@ 12", max_size=12).map(str.encode), st.binary(max_size=12)
 )
@@ -400,7 +409,7 @@ _texty = st.one_of(
 def test_a_screened_rewrite_sees_only_the_values_its_screen_selects(
     rewrite: Rewrite,
     rows: list[list[bytes | None]],
-    needles: tuple[tuple[int, bytes, int, int], ...],
+    needles: tuple[tuple[int, bytes, int, int, bool], ...],
     min_length: int,
 ) -> None:
     screen = _screened(needles, min_length)
@@ -409,7 +418,7 @@ def test_a_screened_rewrite_sees_only_the_values_its_screen_selects(
 
     def expected(value: bytes) -> bytes | None:
         hits = screen.hits(value)
-        return screen.rewrite(value, hits) if hits else value
+        return _one(value, hits) if hits else value
 
     assert list(iter_data_rows(bytes(out))) == [
         [None if a is None else _mask(a), b, None if c is None else expected(c)] for a, b, c in rows
@@ -420,7 +429,7 @@ def test_a_screened_rewrite_sees_only_the_values_its_screen_selects(
 @given(rows=_rows, needles=_needles, at=st.integers(0, 10_000), junk=st.binary(max_size=6))
 def test_both_implementations_screen_alike(
     rows: list[list[bytes | None]],
-    needles: tuple[tuple[int, bytes, int, int], ...],
+    needles: tuple[tuple[int, bytes, int, int, bool], ...],
     at: int,
     junk: bytes,
 ) -> None:
@@ -439,12 +448,35 @@ def test_both_implementations_screen_alike(
     assert outcome(rewrite_data_rows_py) == outcome(_compiled)
 
 
+@pytest.mark.skipif(not rows_module.COMPILED, reason="extension not built")
+def test_the_compiled_rewriter_calls_a_screened_rewrite_once_per_column() -> None:
+    calls: list[list[bytes]] = []
+
+    def rewrite(values: list[bytes], hits: list[int]) -> list[bytes | None]:
+        calls.append(list(values))
+        return [b"<" + v + b">" for v in values]
+
+    screen = ScreenedValue(_mask, rewrite, 1, (), ((-1, b"x", 1, -1, False),))
+    rows: list[list[bytes | None]] = [[b"x1", b"a"], [b"b", b"x2"], [None, b"x3"]]
+    buf = b"".join(build_data_row(r) for r in rows)
+    out = _compiled(buf, 0, len(buf), [(0, screen), (1, screen)])
+    assert calls == [[b"x1"], [b"x2", b"x3"]]  # in row order, unselected values left out
+    assert list(iter_data_rows(bytes(out))) == [
+        [b"<x1>", b"a"],
+        [b"b", b"<x2>"],
+        [None, b"<x3>"],
+    ]
+    short = ScreenedValue(_mask, lambda values, hits: [], 1, (), ((-1, b"x", 1, -1, False),))
+    with pytest.raises(TypeError, match="one result per value"):
+        _compiled(buf, 0, len(buf), [(0, short)])
+
+
 @pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
 def test_a_failing_screened_rewrite_propagates(rewrite: Rewrite) -> None:
-    def broken(_value: bytes, _hits: int) -> bytes:
+    def broken(_values: list[bytes], _hits: list[int]) -> list[bytes | None]:
         raise ValueError("cannot mask")
 
-    screen = ScreenedValue(_mask, broken, 1, (), ((-1, b"e", 1, -1),))
+    screen = ScreenedValue(_mask, broken, 1, (), ((-1, b"e", 1, -1, False),))
     buf = build_data_row([b"abc", b"def"])
     assert rewrite(buf, 0, len(buf), [(0, screen)]) == buf  # "abc": nothing selected
     with pytest.raises(ValueError, match="cannot mask"):

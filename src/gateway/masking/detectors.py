@@ -48,6 +48,7 @@ __all__ = [
     "iban_valid",
     "luhn_valid",
     "run_plan",
+    "run_plans",
     "ssn_valid",
 ]
 
@@ -445,7 +446,7 @@ def _accept_secret(m: re.Match[str]) -> int | None:
 #   card:  4 digits, a separator, 4 digits (every grouped layout), or 13 digits in a row;
 #   ssn:   999-99-9999;
 #   nanp:  9-999-9999 (NXX-NXX-XXXX, "(NXX)NXX-XXXX") or --999-9999 ("(NXX) NXX-XXXX");
-#   uk:    999-9999-9999, 9-999-9999 or 99999-99999 (one per spacing);
+#   uk:    999-9999-9999 or 99999-99999 not after a digit (_UK_START), or 9-999-9999;
 #   e164:  "+" and a digit followed by a digit pair or a separator;
 #   iban:  AA99.
 #   The first four all contain 99-9999, which gates them; card, nanp and uk contain 999-9999.
@@ -489,6 +490,12 @@ _TOKEN_RUN: Final = "w" * _TOKEN_RUN_LENGTH
 _MIN_LENGTH: Final = 6
 
 
+# A UK number in the 3-4-4 or 5-5/6 spacing starts a number: its digits are not preceded by
+# another digit. (The 4-digit groups of a card number hold "999-9999-9999", never at the
+# start of a number; without this, every card-shaped value also ran the UK pattern.)
+_UK_START: Final = re.compile(r"(?<!9)(?:999-9999-9999|99999-99999)")
+
+
 def _builtin_hits(text: str, enabled: int) -> int:
     """Bits of the enabled built-in patterns whose necessary condition holds for ``text``."""
     if not enabled or len(text) < _MIN_LENGTH:
@@ -509,7 +516,9 @@ def _builtin_hits(text: str, enabled: int) -> int:
                         hits |= _CARD_BIT
                     if "9-999-9999" in shape or "--999-9999" in shape:
                         hits |= _NANP_BIT | _UK_BIT
-                    elif "999-9999-9999" in shape or "99999-99999" in shape:
+                    elif ("999-9999-9999" in shape or "99999-99999" in shape) and _UK_START.search(
+                        shape
+                    ):
                         hits |= _UK_BIT
             if "9999999999999" in shape:
                 hits |= _CARD_BIT
@@ -527,51 +536,65 @@ def _builtin_hits(text: str, enabled: int) -> int:
 
 
 # The same pre-filter as data, for the compiled DataRow rewriter (protocols.postgres.rows.
-# ScreenedValue): it screens UTF-8 values without a Python call, and calls redact_hits only
-# for a value some needle selects. A needle is (table, text, bits, guard): table 0 is the
-# shape copy, 1 the token copy, -1 the value's own bytes; guard is an earlier needle that
-# must have been found. Each line mirrors a test of _builtin_hits (the unit tests check that
-# the two agree, except "-----BEGIN" in a value under 16 bytes, which this screen lets through
-# and no pattern can match).
-SCREEN_TABLES: Final = (_SHAPE_TABLE, _TOKEN_TABLE)
-_SCREEN: Final[tuple[tuple[int, bytes, int, int], ...]] = (
-    (-1, b"@", _EMAIL_BIT, -1),  # 0
-    (0, b"99", 0, -1),  # 1: gates every shape below
-    (0, b"99-9999", 0, 1),  # 2
-    (0, b"999-99-9999", _SSN_BIT, 2),  # 3
-    (0, b"999-9999", 0, 2),  # 4
-    (0, b"9999-9999", _CARD_BIT, 4),  # 5
-    (0, b"9-999-9999", _NANP_BIT | _UK_BIT, 4),  # 6
-    (0, b"--999-9999", _NANP_BIT | _UK_BIT, 4),  # 7
-    (0, b"999-9999-9999", _UK_BIT, 4),  # 8
-    (0, b"99999-99999", _UK_BIT, 4),  # 9
-    (0, b"9999999999999", _CARD_BIT, 1),  # 10
-    (0, b"+9", 0, 1),  # 11
-    (0, b"+999", _E164_BIT, 11),  # 12
-    (0, b"+99-", _E164_BIT, 11),  # 13
-    (0, b"+9-", _E164_BIT, 11),  # 14
-    (0, b"AA99", _IBAN_BIT, 1),  # 15
-    (1, _TOKEN_RUN.encode(), _SECRET_BIT, -1),  # 16
-    (-1, b"-----BEGIN", _SECRET_BIT, -1),  # 17
+# ScreenedValue): it screens UTF-8 values without a Python call, and hands over only the
+# values some needle selects. A needle is (table, text, bits, guard, at_start): table 0 is
+# the shape copy, 1 the token copy, 2 the edge copy, -1 the value's own bytes; guard is an
+# earlier needle that must have been found; at_start: the text must begin the copy. Each
+# line mirrors a test of _builtin_hits (the unit tests check that the two agree, except
+# "-----BEGIN" in a value under 16 bytes, which this screen lets through and no pattern
+# can match).
+#
+# Edge copy: ASCII digits -> "9", space . - ( ) -> "-", anything else -> "#": a digit run in
+# it is preceded by "-", "#" or nothing, which is how the needles say _UK_START's (?<!9).
+_EDGE_TABLE: Final = bytes(
+    ord("9") if 48 <= b <= 57 else ord("-") if b in b" .-()" else ord("#") for b in range(256)
+)
+SCREEN_TABLES: Final = (_SHAPE_TABLE, _TOKEN_TABLE, _EDGE_TABLE)
+_SCREEN: Final[tuple[tuple[int, bytes, int, int, bool], ...]] = (
+    (-1, b"@", _EMAIL_BIT, -1, False),  # 0
+    (0, b"99", 0, -1, False),  # 1: gates every shape below
+    (0, b"99-9999", 0, 1, False),  # 2
+    (0, b"999-99-9999", _SSN_BIT, 2, False),  # 3
+    (0, b"999-9999", 0, 2, False),  # 4
+    (0, b"9999-9999", _CARD_BIT, 4, False),  # 5
+    (0, b"9-999-9999", _NANP_BIT | _UK_BIT, 4, False),  # 6
+    (0, b"--999-9999", _NANP_BIT | _UK_BIT, 4, False),  # 7
+    (0, b"999-9999-9999", 0, 4, False),  # 8: UK 3-4-4, where it starts a number (_UK_START):
+    (2, b"-999-9999-9999", _UK_BIT, 8, False),  # 9
+    (2, b"#999-9999-9999", _UK_BIT, 8, False),  # 10
+    (2, b"999-9999-9999", _UK_BIT, 8, True),  # 11
+    (0, b"99999-99999", 0, 4, False),  # 12: UK 5-5/6, the same way
+    (2, b"-99999-99999", _UK_BIT, 12, False),  # 13
+    (2, b"#99999-99999", _UK_BIT, 12, False),  # 14
+    (2, b"99999-99999", _UK_BIT, 12, True),  # 15
+    (0, b"9999999999999", _CARD_BIT, 1, False),  # 16
+    (0, b"+9", 0, 1, False),  # 17
+    (0, b"+999", _E164_BIT, 17, False),  # 18
+    (0, b"+99-", _E164_BIT, 17, False),  # 19
+    (0, b"+9-", _E164_BIT, 17, False),  # 20
+    (0, b"AA99", _IBAN_BIT, 1, False),  # 21
+    (1, _TOKEN_RUN.encode(), _SECRET_BIT, -1, False),  # 22
+    (-1, b"-----BEGIN", _SECRET_BIT, -1, False),  # 23
 )
 
-ByteScreen = tuple[int, tuple[bytes, ...], tuple[tuple[int, bytes, int, int], ...]]
+ByteScreen = tuple[int, tuple[bytes, ...], tuple[tuple[int, bytes, int, int, bool], ...]]
 
 
 def _byte_screen(enabled: int) -> ByteScreen:
     """(min_length, tables, needles) of the screen for the enabled bits: needles that can
     add none of them are left out, unless a kept needle needs them as its guard."""
-    keep = [bool(bits & enabled) for _, _, bits, _ in _SCREEN]
+    keep = [bool(bits & enabled) for _, _, bits, _, _ in _SCREEN]
     for i in range(len(_SCREEN) - 1, -1, -1):
         guard = _SCREEN[i][3]
         if keep[i] and guard >= 0:
             keep[guard] = True
     index: dict[int, int] = {}
-    needles: list[tuple[int, bytes, int, int]] = []
-    for i, (table, text, bits, guard) in enumerate(_SCREEN):
+    needles: list[tuple[int, bytes, int, int, bool]] = []
+    for i, (table, text, bits, guard, at_start) in enumerate(_SCREEN):
         if keep[i]:
             index[i] = len(needles)
-            needles.append((table, text, bits & enabled, index[guard] if guard >= 0 else -1))
+            guard = index[guard] if guard >= 0 else -1
+            needles.append((table, text, bits & enabled, guard, at_start))
     return _MIN_LENGTH, SCREEN_TABLES, tuple(needles)
 
 
@@ -600,29 +623,43 @@ Plan = tuple[_Step, ...]
 
 def run_plan(plan: Plan, text: str) -> list[Finding]:
     """Every finding of the plan's matchers, overlaps and all, in no particular order."""
-    found: list[Finding] = []
-    length = len(text)
-    for rank, search, accept, min_length, retry_inside in plan:
-        pos = 0
-        last = length - min_length  # the last offset a match can start at
-        while pos <= last:
-            m = search(text, pos)
-            if m is None:
+    return run_plans((plan,), (text,))[0]
+
+
+def run_plans(plans: Sequence[Plan], texts: Sequence[str]) -> list[list[Finding]]:
+    """``run_plan`` of ``plans[i]`` over ``texts[i]``, for a batch of values in one call (the
+    DataRow rewriter hands over a column's values per buffer: a call per value cost more
+    than most values' matching)."""
+    results: list[list[Finding]] = []
+    for plan, text in zip(plans, texts, strict=True):
+        found: list[Finding] = []
+        results.append(found)
+        length = len(text)
+        for rank, search, accept, min_length, retry_inside in plan:
+            whole = False
+            pos = 0
+            last = length - min_length  # the last offset a match can start at
+            while pos <= last:
+                m = search(text, pos)
+                if m is None:
+                    break
+                start = m.start()
+                stop = m.end() if accept is None else accept(m)
+                if stop is not None and stop > start:
+                    found.append((start, stop, rank))
+                    if start == 0 and stop == length:
+                        # The whole value: any later finding overlaps it and is no longer,
+                        # and later matchers rank no better, so none of them could be kept.
+                        whole = True
+                        break
+                    pos = stop
+                elif retry_inside or m.end() == start:
+                    pos = start + 1
+                else:
+                    pos = m.end()
+            if whole:
                 break
-            start = m.start()
-            stop = m.end() if accept is None else accept(m)
-            if stop is not None and stop > start:
-                found.append((start, stop, rank))
-                if start == 0 and stop == length:
-                    # The whole value: any later finding overlaps it and is no longer, and
-                    # later matchers rank no better, so none of them could be kept.
-                    return found
-                pos = stop
-            elif retry_inside or m.end() == start:
-                pos = start + 1
-            else:
-                pos = m.end()
-    return found
+    return results
 
 
 def _resolve_overlaps(found: list[Finding]) -> list[Finding]:

@@ -25,7 +25,7 @@ from typing import Final
 
 from ..policy.lineage import SourceColumn, StatementLineage
 from .catalog import UNKNOWN
-from .detectors import ByteScreen, run_plan
+from .detectors import ByteScreen, Finding, run_plans
 from .rules import WHOLE_VALUE_REDACT, Mask, MaskPolicy
 from .styles import REDACTED, Style, text_masker
 
@@ -148,8 +148,9 @@ class DetectorRewriter:
     """Content detectors over one text column's values, in the two forms callers need."""
 
     whole: ValueRewriter  # any value
-    # A value with its pre-filter bits already known (``DetectorSet.hits``, or a byte screen).
-    screened: Callable[[bytes, int], bytes | None]
+    # A batch of values with their pre-filter bits already known (``DetectorSet.hits``, or
+    # a byte screen): a list of results, one per value.
+    screened: Callable[[list[bytes], list[int]], list[bytes | None]]
     # The byte screen that gives those bits without decoding, when values are UTF-8 and the
     # set has one; None: every value goes through ``whole``.
     screen: ByteScreen | None
@@ -189,18 +190,8 @@ def detector_rewriter(
         out = masks[name](span)
         return REDACTED if out is None else out
 
-    def screened(value: bytes, hits: int) -> bytes | None:
-        prefix = b""
-        if jsonb_binary:
-            prefix, value = value[:1], value[1:]
-        text = value.decode(codec, "surrogateescape")
-        found = run_plan(plans[hits], text)
-        if not found:
-            return prefix + value if prefix else value
-        if len(found) == 1 and found[0][0] == 0 and found[0][1] == len(text):
-            constant = constants[found[0][2]]
-            if constant is not None:
-                return constant
+    def rewrite(prefix: bytes, text: str, found: list[Finding]) -> bytes | None:
+        """One value with findings, in general (the usual case is handled inline)."""
         try:
             new = substitute(text, found, replace)
         except _Null:
@@ -212,9 +203,30 @@ def detector_rewriter(
                 return prefix + _JSON_REDACTED
         return prefix + new.encode(codec, "surrogateescape")
 
+    def screened(values: list[bytes], hits: list[int]) -> list[bytes | None]:
+        prefixes: list[bytes] = []
+        if jsonb_binary:  # the version byte in front stays as it is
+            prefixes = [value[:1] for value in values]
+            values = [value[1:] for value in values]
+        texts = [value.decode(codec, "surrogateescape") for value in values]
+        out: list[bytes | None] = []
+        for i, found in enumerate(run_plans([plans[h] for h in hits], texts)):
+            if not found:
+                out.append(prefixes[i] + values[i] if jsonb_binary else values[i])
+                continue
+            if len(found) == 1:
+                start, stop, rank = found[0]
+                if start == 0 and stop == len(texts[i]):
+                    constant = constants[rank]
+                    if constant is not None:
+                        out.append(constant)
+                        continue
+            out.append(rewrite(prefixes[i] if jsonb_binary else b"", texts[i], found))
+        return out
+
     def whole(value: bytes) -> bytes | None:
         text = (value[1:] if jsonb_binary else value).decode(codec, "surrogateescape")
-        return screened(value, builtin_hits(text))
+        return screened([value], [builtin_hits(text)])[0]
 
     # The screen reads the value's bytes as UTF-8 (a jsonb version byte in front changes
     # none of its verdicts: it is no digit, letter or token character).
