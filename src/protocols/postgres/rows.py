@@ -193,10 +193,10 @@ class ScreenedValue:
     Python: a value shorter than ``min_length`` is kept; otherwise each needle is searched
     in the value translated by its table (``bytes.translate``; or must begin it), and the
     ``bits`` of every needle found (whose guard was found) are or-ed into the value's
-    *hits*. A value with no hits is kept as it is. The others are passed in batches: ``rewrite(values, hits)`` gets
-    lists of values and their hits and returns a list with each value's result (bytes, or
-    None for NULL); the compiled rewriter makes one call per column for all the rows it
-    is given. Content detectors use it (issue 6): most text holds nothing they could find,
+    *hits*. A value with no hits is kept as it is. The others are passed in batches:
+    ``rewrite(values, hits)`` gets lists of values and their hits and returns a list with
+    each value's result (bytes, or None for NULL); the compiled rewriter makes one call per
+    column for all the rows it is given. Content detectors use it (issue 6): most text holds nothing they could find,
     screening it in C costs a fraction of one Python call, and one call per batch instead
     of one per value saves most of what calling Python costs.
 
