@@ -196,9 +196,10 @@ class ScreenedValue:
     *hits*. A value with no hits is kept as it is. The others are passed in batches:
     ``rewrite(values, hits)`` gets lists of values and their hits and returns a list with
     each value's result (bytes, or None for NULL); the compiled rewriter makes one call per
-    column for all the rows it is given. Content detectors use it (issue 6): most text holds nothing they could find,
-    screening it in C costs a fraction of one Python call, and one call per batch instead
-    of one per value saves most of what calling Python costs.
+    column for all the rows it is given. Content detectors use it (issue 6): most text
+    holds nothing they could find, screening it in C costs a fraction of one Python call,
+    and one call per batch instead of one per value saves most of what calling Python
+    costs.
 
     ``whole(value)`` is the same rewrite for callers without a screen of their own (it
     screens, in Python, however it likes); calling the object calls it."""
