@@ -37,6 +37,7 @@ from typing import Final
 
 __all__ = [
     "BUILTIN_DETECTORS",
+    "CARDS_COMPILED",
     "IBAN_LENGTHS",
     "SCREEN_TABLES",
     "VALIDATORS",
@@ -44,6 +45,8 @@ __all__ = [
     "CustomDetector",
     "DetectorError",
     "DetectorSet",
+    "card_number_ok",
+    "card_number_ok_py",
     "compile_detectors",
     "iban_valid",
     "luhn_valid",
@@ -239,19 +242,35 @@ def _has_issuer_prefix(digits: str) -> bool:
     return first == "2" and 2221 <= int(digits[:4]) <= 2720
 
 
-def _accept_card(m: re.Match[str]) -> int | None:
-    text = m.group()
-    digits = text.encode().translate(None, b" -")  # the match is ASCII digits and separators
+def card_number_ok_py(text: str) -> bool:
+    """Whether a match of the card pattern (ASCII digits, spaces, hyphens) is a card number:
+    13-19 digits, an issuer prefix if the digits are bare, the Luhn check, and not one
+    digit repeated. The reference for the compiled ``card_number_ok`` (``_cards.c``)."""
+    if not text.isascii():
+        return False
+    digits = text.encode().translate(None, b" -")
     length = len(digits)
-    if not 13 <= length <= 19:
-        return None
+    if not 13 <= length <= 19 or not digits.isdigit():
+        return False
     # A bare run of digits is the ambiguous case (ids, epoch milliseconds, the digits of a
     # float): it must also carry an issuer prefix. A grouped number is laid out like a card.
     if length == len(text) and not _has_issuer_prefix(text):
-        return None
+        return False
     # 0000000000000 and the like pass Luhn but are placeholders, not cards (tested after
     # Luhn, which most non-cards fail).
-    return m.end() if _luhn_ok(digits) and digits.strip(digits[:1]) else None
+    return _luhn_ok(digits) and bool(digits.strip(digits[:1]))
+
+
+card_number_ok: Callable[[str], bool]
+try:  # compiled where a C compiler is present (setuptools), same results, ~5x faster
+    from ._cards import card_number_ok
+except ImportError:  # pragma: no cover - depends on the build
+    card_number_ok = card_number_ok_py
+CARDS_COMPILED: Final = card_number_ok is not card_number_ok_py
+
+
+def _accept_card(m: re.Match[str]) -> int | None:
+    return m.end() if card_number_ok(m.group()) else None
 
 
 # SSNs need separators (the same one twice): a bare 9-digit run is as likely an order id, a

@@ -1,0 +1,3 @@
+"""Type stub of the compiled card-number check (_cards.c); see detectors.card_number_ok."""
+
+def card_number_ok(text: str, /) -> bool: ...
