@@ -18,6 +18,8 @@ statement, outside a transaction block).
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from ..masking.styles import REDACTED
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from ..policy.lineage import StatementLineage
     from .catalog_loader import TargetCatalog
 
-__all__ = ["MaskingSession", "blank_quoted"]
+__all__ = ["MISS", "MaskingSession", "PlanCache", "blank_quoted"]
 
 # Values servers quote in messages (PostgreSQL: invalid input syntax for type integer:
 # "123", Key (email)=(x@y); MySQL: Truncated incorrect DOUBLE value: '123'): blanked in the
@@ -64,6 +66,61 @@ _FUNCTION_CALL_REFUSED: Final = (
 
 def _deny(rule: str, message: str, classes: frozenset[str]) -> Decision:
     return Decision("deny", rule, message, classes)
+
+
+_PLAN_CACHE: Final = 512
+MISS: Final = object()  # PlanCache.hit: nothing kept (None is a plan: pass through)
+
+
+class PlanCache:
+    """One session's result plans, found by exact key (statement text, result description,
+    ...) or else by the lineage the text has: queries with new literals (``WHERE id = 4711``)
+    share the lineage analysis of their shape (LineageCache keys it by fingerprint), and so
+    the plan built from it. Both levels are bounded (LRU). A plan whose sources the catalog
+    does not know is not kept: the catalog reload it asks for will know them."""
+
+    __slots__ = ("_by_key", "_by_lineage")
+
+    def __init__(self) -> None:
+        self._by_key: OrderedDict[object, ResultPlan | None] = OrderedDict()
+        # Entries keep the lineage tuple they were built from, so its id is not reused
+        # while they exist.
+        self._by_lineage: OrderedDict[
+            object, tuple[tuple[StatementLineage, ...] | None, ResultPlan | None]
+        ] = OrderedDict()
+
+    def clear(self) -> None:
+        self._by_key.clear()
+        self._by_lineage.clear()
+
+    def hit(self, key: object) -> ResultPlan | object | None:
+        """The plan kept for ``key``, or ``MISS``."""
+        return self._by_key.get(key, MISS)
+
+    def resolve(
+        self,
+        key: object,
+        statements: tuple[StatementLineage, ...] | None,
+        rest: tuple[object, ...],
+        build: Callable[[], ResultPlan | None],
+        invalidate: Callable[[], None],
+    ) -> ResultPlan | None:
+        """After a miss: the plan kept for the text's lineage ``statements`` (or None) plus
+        ``rest`` (what else the plan depends on), else ``build()``; kept under both keys."""
+        key2 = (id(statements), *rest)
+        entry = self._by_lineage.get(key2)
+        plan = entry[1] if entry is not None and entry[0] is statements else build()
+        if plan is not None and plan.unknown_sources:
+            invalidate()
+            return plan
+        by_key = self._by_key
+        by_key[key] = plan
+        self._by_lineage[key2] = (statements, plan)
+        if len(by_key) > _PLAN_CACHE:
+            by_key.popitem(last=False)
+        if len(self._by_lineage) > _PLAN_CACHE:
+            self._by_lineage.popitem(last=False)
+        return plan
 
 
 class MaskingSession:

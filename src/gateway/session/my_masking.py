@@ -13,8 +13,7 @@ in place of its rows and drops the rest of the result.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from protocols.mysql.constants import ColumnType
 from protocols.mysql.packets import build_err_packet, parse_err_packet
@@ -23,11 +22,12 @@ from protocols.mysql.resultset import ColumnDefinition41
 from ..masking.catalog import UNKNOWN
 from ..masking.my_values import charset_codec, my_binary_mask, my_text_mask
 from ..masking.plan import ResultPlan, column_masks, detector_rewriter
-from .masking_common import MaskingSession
+from .masking_common import MISS, MaskingSession, PlanCache
 
 if TYPE_CHECKING:
     from ..masking.lineage_cache import LineageCache
     from ..masking.rules import MaskPolicy
+    from ..policy.lineage import StatementLineage
     from .catalog_loader import TargetCatalog
 
 __all__ = ["MyMasking"]
@@ -52,7 +52,6 @@ _USE: Final = re.compile(rb"\s*use\s+`?([A-Za-z0-9_$]+)`?\s*;?\s*", re.IGNORECAS
 _DIAGNOSTICS: Final = re.compile(
     rb"\s*show\s+(?:count\s*\(\s*\*\s*\)\s+)?(?:warnings|errors)\b", re.I
 )
-_PLAN_CACHE: Final = 512
 
 
 def _name(raw: bytes) -> str:
@@ -67,7 +66,7 @@ class MyMasking(MaskingSession):
     ) -> None:
         super().__init__(policy, catalog, lineage)
         self.database = database
-        self._plans: OrderedDict[object, ResultPlan | None] = OrderedDict()
+        self._plans = PlanCache()
 
     @property
     def search_path(self) -> tuple[str, ...]:
@@ -104,22 +103,26 @@ class MyMasking(MaskingSession):
         snapshot = self._snapshot()
         key = (text, index, columns, binary, snapshot.version, self.database)
         plans = self._plans
-        if key in plans:
-            return plans[key]
-        plan = self._build(text, index, columns, binary)
-        if plan is not None and plan.unknown_sources:
-            self.catalog.invalidate()
-        plans[key] = plan
-        if len(plans) > _PLAN_CACHE:
-            plans.popitem(last=False)
-        return plan
+        kept = plans.hit(key)
+        if kept is not MISS:
+            return cast("ResultPlan | None", kept)
+        statements = None
+        if text is not None and self.policy.has_column_rules and not _DIAGNOSTICS.match(text):
+            statements = self._statements(text.decode("utf-8", "replace"))
+        return plans.resolve(
+            key,
+            statements,
+            (index, columns, binary, snapshot.version, self.database),
+            lambda: self._build(index, columns, binary, statements),
+            self.catalog.invalidate,
+        )
 
     def _build(
         self,
-        text: bytes | None,
         index: int,
         columns: tuple[ColumnDefinition41, ...],
         binary: bool,
+        statements: tuple[StatementLineage, ...] | None,
     ) -> ResultPlan | None:
         snapshot = self._snapshot()
         sources: list[object] = []
@@ -132,11 +135,7 @@ class MyMasking(MaskingSession):
                 sources.append((schema, table, _name(col.org_name)))
             else:
                 sources.append(UNKNOWN)
-        lineage = None
-        if text is not None and self.policy.has_column_rules and not _DIAGNOSTICS.match(text):
-            statements = self._statements(text.decode("utf-8", "replace"))
-            if index < len(statements):
-                lineage = statements[index]
+        lineage = statements[index] if statements is not None and index < len(statements) else None
         text_columns = [c.type in _STRING_TYPES and c.charset != _BINARY_CHARSET for c in columns]
         plans = column_masks(sources, lineage, self.policy, text_columns)
         if plans is None:

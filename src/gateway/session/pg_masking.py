@@ -22,8 +22,7 @@ Where each decision happens:
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from protocols.postgres.framing import build_message
 from protocols.postgres.messages import parse_error_fields
@@ -40,7 +39,7 @@ from ..masking.plan import (
     detector_rewriter,
 )
 from ..masking.styles import REDACTED
-from .masking_common import MaskingSession, blank_quoted
+from .masking_common import MISS, MaskingSession, PlanCache, blank_quoted
 
 if TYPE_CHECKING:
     from ..masking.lineage_cache import LineageCache
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["NO_MASK", "PgMasking"]
 
 _JSONB: Final = 3802
-_PLAN_CACHE: Final = 512
 
 
 class _NoMask:
@@ -72,24 +70,16 @@ _SCRUBBED_FIELDS: Final = frozenset("MDHWq")
 class PgMasking(MaskingSession):
     """One PostgreSQL session's masking state."""
 
-    __slots__ = ("_by_lineage", "_plans", "codec")
+    __slots__ = ("_plans", "codec")
 
     def __init__(self, policy: MaskPolicy, catalog: TargetCatalog, lineage: LineageCache) -> None:
         super().__init__(policy, catalog, lineage)
         self.codec = "utf-8"
-        # By exact text, and by the lineage the text has: simple queries with new literals
-        # (`WHERE aid = 4711`) share the lineage analysis of their shape (LineageCache keys
-        # it by fingerprint), and so the plan built from it. Entries keep the lineage tuple
-        # they were built from, so its id is not reused while they exist.
-        self._plans: OrderedDict[object, ResultPlan | None] = OrderedDict()
-        self._by_lineage: OrderedDict[
-            object, tuple[tuple[StatementLineage, ...] | None, ResultPlan | None]
-        ] = OrderedDict()
+        self._plans = PlanCache()
 
     def client_encoding(self, value: str) -> None:
         self.codec = python_codec(value)
         self._plans.clear()
-        self._by_lineage.clear()
 
     def ready_for_query(self, status: int) -> None:
         """ReadyForQuery with nothing pending; 'I': outside a transaction block."""
@@ -108,28 +98,20 @@ class PgMasking(MaskingSession):
         index = ex.tag_count if ex.path == "simple" else 0
         key = (ex.text, rd, ex.result_formats, index, snapshot.version)
         plans = self._plans
-        if key in plans:
-            plan = plans[key]
+        kept = plans.hit(key)
+        if kept is not MISS:
+            plan = cast("ResultPlan | None", kept)
         else:
             statements = None
             if ex.text is not None and self.policy.has_column_rules:
                 statements = self._statements(ex.text.decode(self.codec, "replace"))
-            key2 = (id(statements), rd, ex.result_formats, index, snapshot.version)
-            by_lineage = self._by_lineage
-            entry = by_lineage.get(key2)
-            if entry is not None and entry[0] is statements:
-                plan = entry[1]
-            else:
-                plan = self._build(ex, rd, index, snapshot, statements)
-            if plan is not None and plan.unknown_sources:
-                self.catalog.invalidate()
-            else:  # unknown sources are not cached: the reload will know them
-                plans[key] = plan
-                by_lineage[key2] = (statements, plan)
-                if len(plans) > _PLAN_CACHE:
-                    plans.popitem(last=False)
-                if len(by_lineage) > _PLAN_CACHE:
-                    by_lineage.popitem(last=False)
+            plan = plans.resolve(
+                key,
+                statements,
+                (rd, ex.result_formats, index, snapshot.version),
+                lambda: self._build(ex, rd, index, snapshot, statements),
+                self.catalog.invalidate,
+            )
         ex.mask_plan = NO_MASK if plan is None else plan
         return plan
 

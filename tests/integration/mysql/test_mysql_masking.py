@@ -133,6 +133,29 @@ def test_pymysql_sees_no_raw_value(gw: MyGateway, sql: str) -> None:
     assert leaked(flat(rows)) == [], sql
 
 
+def test_new_literals_in_one_session_keep_their_own_plans(gw: MyGateway) -> None:
+    # Text queries that differ only in a literal share one lineage analysis and one row
+    # plan; queries of another shape get theirs, also when their results are described
+    # alike (`CAST(... AS CHAR(200)) AS v`: same name, type and length, no source column),
+    # where only the statements' lineage tells them apart. Interleaved in one session.
+    by_id = {row[0]: row for row in CUSTOMERS}
+    ids = list(by_id)[:4]
+    with pymysql.connect(**contractor(gw)) as conn, conn.cursor() as cur:
+        for i in ids:
+            cur.execute(f"SELECT id, ssn FROM customers WHERE id = {i}")
+            ((_, ssn),) = cur.fetchall()
+            cur.execute(f"SELECT id, name FROM customers WHERE id = {i}")
+            ((_, name),) = cur.fetchall()
+            cur.execute(f"SELECT id, CAST(ssn AS CHAR(200)) AS v FROM customers WHERE id = {i}")
+            ((_, cast_ssn),) = cur.fetchall()
+            cur.execute(f"SELECT id, CAST(name AS CHAR(200)) AS v FROM customers WHERE id = {i}")
+            ((_, cast_name),) = cur.fetchall()
+            assert ssn != by_id[i][3] and ssn.endswith(by_id[i][3][-4:])  # last4
+            assert name == by_id[i][1]
+            assert by_id[i][3] not in cast_ssn
+            assert cast_name == by_id[i][1]
+
+
 @pytest.mark.parametrize("sql", QUERIES)
 @pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
 def test_connector_sees_no_raw_value(gw: MyGateway, sql: str, prepared: bool) -> None:
