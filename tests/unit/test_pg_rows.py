@@ -381,6 +381,8 @@ def test_a_screen_ors_the_bits_of_the_needles_it_finds() -> None:
         _screened(((0, b"9", 1, -1, False), (0, b"99", 1, 1, False)))  # guarded by itself
     with pytest.raises(ValueError, match="needle 0 is malformed"):
         _screened(((2, b"9", 1, -1, False),))  # no table 2
+    with pytest.raises(ValueError, match="needle 0 is malformed"):
+        _screened(((0, b"9", -1, -1, False),))  # bits are a set: never negative
     with pytest.raises(ValueError, match="256 byte values"):
         ScreenedValue(_mask, lambda v, h: v, 1, (b"short",), ())  # type: ignore[arg-type,return-value]
 
@@ -469,6 +471,29 @@ def test_the_compiled_rewriter_calls_a_screened_rewrite_once_per_column() -> Non
     short = ScreenedValue(_mask, lambda values, hits: [], 1, (), ((-1, b"x", 1, -1, False),))
     with pytest.raises(TypeError, match="one result per value"):
         _compiled(buf, 0, len(buf), [(0, short)])
+
+
+@pytest.mark.skipif(not rows_module.COMPILED, reason="extension not built")
+@pytest.mark.parametrize(
+    ("needles", "error"),
+    [
+        (((0, b"9", -1, -1, False),), "malformed"),  # negative bits
+        (((3, b"9", 1, -1, False),), "malformed"),  # no such table
+        (((0, b"9", 1, 0, False),), "malformed"),  # guarded by itself
+        (((0, b"", 1, -1, False),), "needle is"),  # empty text
+        (((0, b"9", 1, -1),), "needle is"),  # four fields
+    ],
+)
+def test_the_compiled_rewriter_checks_the_screen_itself(
+    needles: tuple[object, ...], error: str
+) -> None:
+    # The constructor checks a screen, but its attributes can be changed afterwards: the
+    # C code must not trust them either.
+    screen = _screened(((0, b"9", 1, -1, False),))
+    screen.needles = needles
+    buf = build_data_row([b"99"])
+    with pytest.raises((ValueError, TypeError), match=error):
+        _compiled(buf, 0, len(buf), [(0, screen)])
 
 
 @pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)

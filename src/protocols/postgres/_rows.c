@@ -278,7 +278,8 @@ static int load_screen(Column *c) {
         if (PyErr_Occurred()) {
             goto done;
         }
-        if (nd->table < -1 || nd->table >= sc->ntables || nd->guard < -1 || nd->guard >= i) {
+        if (nd->table < -1 || nd->table >= sc->ntables || nd->guard < -1 || nd->guard >= i ||
+            nd->bits < 0) {
             PyErr_SetString(PyExc_ValueError, "a screen needle is malformed");
             goto done;
         }
@@ -289,7 +290,7 @@ static int load_screen(Column *c) {
     if (c->screen_obj == NULL) {
         goto done;
     }
-    c->rewrite = rewrite; /* called as rewrite(value, hits); kept alive by screen_obj */
+    c->rewrite = rewrite; /* called as rewrite(values, hits); kept alive by screen_obj */
     rc = 0;
 done:
     Py_XDECREF(rewrite);

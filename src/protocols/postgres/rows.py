@@ -218,8 +218,8 @@ class ScreenedValue:
             raise ValueError("a screen table maps all 256 byte values")
         if len(needles) > MAX_NEEDLES:
             raise ValueError(f"a screen has at most {MAX_NEEDLES} needles")
-        for i, (table, text, _bits, guard, _at_start) in enumerate(needles):
-            if not -1 <= table < len(tables) or not -1 <= guard < i or not text:
+        for i, (table, text, bits, guard, _at_start) in enumerate(needles):
+            if not -1 <= table < len(tables) or not -1 <= guard < i or not text or bits < 0:
                 raise ValueError(f"screen needle {i} is malformed")
         self.whole = whole
         self.rewrite = rewrite
