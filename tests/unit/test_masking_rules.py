@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.masking.catalog import UNKNOWN, build_catalog
+from gateway.masking.detectors import CustomDetector
 from gateway.masking.plan import column_masks, detector_rewriter
 from gateway.masking.rules import (
     WHOLE_VALUE_REDACT,
@@ -220,3 +221,18 @@ def test_no_byte_screen_for_other_encodings() -> None:
     # The screen reads UTF-8 bytes; a client in another encoding is screened in Python.
     assert detector_rewriter(MIXED, "latin-1", json_value=False, jsonb_binary=False).screen is None
     assert detector_rewriter(MIXED, "utf_8", json_value=False, jsonb_binary=False).screen
+
+
+def test_custom_detectors_run_on_every_value() -> None:
+    # A custom regex has no pre-filter: no byte screen, and ``whole`` runs it on values the
+    # built-in pre-filter finds nothing in.
+    pol = MaskPolicy(
+        [MaskSpec("p.masks[0]", (), ("ticket", "email"), Style("redact"))],
+        [CustomDetector("ticket", r"TCK-[0-9]{4}")],
+    )
+    detect = detector_rewriter(pol, "utf-8", json_value=False, jsonb_binary=False)
+    assert detect.screen is None
+    assert detect.whole(b"see TCK-1234") == b"see ****"
+    assert detect.whole(b"TCK-1234") == b"****"
+    assert detect.whole(b"mail bob@example.com") == b"mail ****"
+    assert detect.whole(b"nothing here") == b"nothing here"

@@ -209,6 +209,11 @@ def detector_rewriter(
             prefixes = [value[:1] for value in values]
             values = [value[1:] for value in values]
         texts = [value.decode(codec, "surrogateescape") for value in values]
+        return apply(prefixes, values, texts, hits)
+
+    def apply(
+        prefixes: list[bytes], values: list[bytes], texts: list[str], hits: list[int]
+    ) -> list[bytes | None]:
         out: list[bytes | None] = []
         for i, found in enumerate(run_plans([plans[h] for h in hits], texts)):
             if not found:
@@ -225,8 +230,14 @@ def detector_rewriter(
         return out
 
     def whole(value: bytes) -> bytes | None:
-        text = (value[1:] if jsonb_binary else value).decode(codec, "surrogateescape")
-        return screened([value], [builtin_hits(text)])[0]
+        prefixes: list[bytes] = []
+        if jsonb_binary:
+            prefixes, value = [value[:1]], value[1:]
+        text = value.decode(codec, "surrogateescape")
+        hits = builtin_hits(text)
+        if not plans[hits]:  # the usual case: no pattern to run (custom ones always run)
+            return prefixes[0] + value if jsonb_binary else value
+        return apply(prefixes, [value], [text], [hits])[0]
 
     # The screen reads the value's bytes as UTF-8 (a jsonb version byte in front changes
     # none of its verdicts: it is no digit, letter or token character).
