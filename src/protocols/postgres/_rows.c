@@ -160,11 +160,15 @@ typedef struct {
 static int contains(const unsigned char *hay, Py_ssize_t n, const unsigned char *needle,
                     Py_ssize_t len) {
     const unsigned char first = needle[0];
+    if (len == 1) {
+        return memchr(hay, first, (size_t)n) != NULL;
+    }
+    const unsigned char second = needle[1];
     for (Py_ssize_t i = 0, last = n - len; i <= last; i++) {
-        if (hay[i] != first) {
+        if (hay[i] != first || hay[i + 1] != second) {
             continue;
         }
-        Py_ssize_t k = 1;
+        Py_ssize_t k = 2;
         while (k < len && hay[i + k] == needle[k]) {
             k++;
         }
