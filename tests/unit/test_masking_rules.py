@@ -185,10 +185,14 @@ VALUES = [
 ]
 
 
-@pytest.mark.parametrize("json_value", [False, True])
-@pytest.mark.parametrize("value", VALUES)
+@pytest.mark.parametrize(
+    ("json_value", "jsonb_binary"),
+    [(False, False), (True, False), (True, True)],
+    ids=["text", "json", "jsonb-binary"],
+)
+@pytest.mark.parametrize("value", VALUES + [b"07700 900123", b"x 020 7946 0958"])
 def test_the_screened_detector_rewriter_matches_the_whole_one(
-    value: bytes, json_value: bool
+    value: bytes, json_value: bool, jsonb_binary: bool
 ) -> None:
     from protocols.postgres.rows import (
         ScreenedValue,
@@ -197,7 +201,9 @@ def test_the_screened_detector_rewriter_matches_the_whole_one(
         rewrite_data_rows,
     )
 
-    detect = detector_rewriter(MIXED, "utf-8", json_value=json_value, jsonb_binary=False)
+    if jsonb_binary:
+        value = b"\x01" + value  # jsonb's binary form: a version byte, then the text
+    detect = detector_rewriter(MIXED, "utf-8", json_value=json_value, jsonb_binary=jsonb_binary)
     assert detect.screen is not None
     screened = ScreenedValue(detect.whole, detect.screened, *detect.screen)
     hits = screened.hits(value)
