@@ -739,12 +739,7 @@ class DetectorSet:
     def redact(self, text: str, replace: Callable[[str, str], str]) -> str | None:
         """None when nothing was found (the hot path: caller keeps the original bytes);
         otherwise text with every found span s replaced by replace(span_text, detector_name)."""
-        return self.redact_hits(text, _builtin_hits(text, self._enabled), replace)
-
-    def redact_hits(self, text: str, hits: int, replace: Callable[[str, str], str]) -> str | None:
-        """``redact`` for a value whose pre-filter bits are known: ``hits`` from the byte
-        screen of the text's UTF-8 encoding (more bits than the pre-filter's only cost time)."""
-        found = run_plan(self.plans[hits & _ALL_BITS], text)
+        found = run_plan(self.plans[_builtin_hits(text, self._enabled)], text)
         return self.substitute(text, found, replace) if found else None
 
     def substitute(

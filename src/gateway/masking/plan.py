@@ -190,6 +190,9 @@ def detector_rewriter(
         out = masks[name](span)
         return REDACTED if out is None else out
 
+    # jsonb's binary form is a version byte, then the text: the byte stays as it is.
+    skip = 1 if jsonb_binary else 0
+
     def rewrite(prefix: bytes, text: str, found: list[Finding]) -> bytes | None:
         """One value with findings, in general (the usual case is handled inline)."""
         try:
@@ -203,21 +206,11 @@ def detector_rewriter(
                 return prefix + _JSON_REDACTED
         return prefix + new.encode(codec, "surrogateescape")
 
-    def screened(values: list[bytes], hits: list[int]) -> list[bytes | None]:
-        prefixes: list[bytes] = []
-        if jsonb_binary:  # the version byte in front stays as it is
-            prefixes = [value[:1] for value in values]
-            values = [value[1:] for value in values]
-        texts = [value.decode(codec, "surrogateescape") for value in values]
-        return apply(prefixes, values, texts, hits)
-
-    def apply(
-        prefixes: list[bytes], values: list[bytes], texts: list[str], hits: list[int]
-    ) -> list[bytes | None]:
+    def apply(values: list[bytes], texts: list[str], hits: list[int]) -> list[bytes | None]:
         out: list[bytes | None] = []
         for i, found in enumerate(run_plans([plans[h] for h in hits], texts)):
             if not found:
-                out.append(prefixes[i] + values[i] if jsonb_binary else values[i])
+                out.append(values[i])
                 continue
             if len(found) == 1:
                 start, stop, rank = found[0]
@@ -226,18 +219,22 @@ def detector_rewriter(
                     if constant is not None:
                         out.append(constant)
                         continue
-            out.append(rewrite(prefixes[i] if jsonb_binary else b"", texts[i], found))
+            out.append(rewrite(values[i][:skip], texts[i], found))
         return out
 
+    def screened(values: list[bytes], hits: list[int]) -> list[bytes | None]:
+        if skip:
+            texts = [v[skip:].decode(codec, "surrogateescape") for v in values]
+        else:  # no slice per value on the usual path
+            texts = [v.decode(codec, "surrogateescape") for v in values]
+        return apply(values, texts, hits)
+
     def whole(value: bytes) -> bytes | None:
-        prefixes: list[bytes] = []
-        if jsonb_binary:
-            prefixes, value = [value[:1]], value[1:]
-        text = value.decode(codec, "surrogateescape")
+        text = value[skip:].decode(codec, "surrogateescape")
         hits = builtin_hits(text)
         if not plans[hits]:  # the usual case: no pattern to run (custom ones always run)
-            return prefixes[0] + value if jsonb_binary else value
-        return apply(prefixes, [value], [text], [hits])[0]
+            return value
+        return apply([value], [text], [hits])[0]
 
     # The screen reads the value's bytes as UTF-8 (a jsonb version byte in front changes
     # none of its verdicts: it is no digit, letter or token character).
