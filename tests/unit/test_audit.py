@@ -241,6 +241,58 @@ def test_tables_read_are_cached_per_analysis_and_match_a_fresh_walk() -> None:
     assert _tables_of(engine.analyse("SELECT 1")) == ()
 
 
+def test_sensitive_tables_read_are_cached_per_analysis_and_watched_set() -> None:
+    from gateway.audit.service import _sensitive_read
+    from gateway.policy.engine import PolicyEngine
+    from gateway.policy.spec import PolicySpec
+
+    engine = PolicyEngine.build([PolicySpec(name="p", allow=("*",))], "postgres")
+    join = engine.analyse("SELECT * FROM public.customers c JOIN orders o ON o.cid = c.id")
+    watched = frozenset({"customers", "cards"})
+    for _ in range(2):  # the second call is served from the cache, with the same answer
+        assert _sensitive_read(join, watched) == ("customers",)
+        assert _sensitive_read(engine.analyse("SELECT 1"), watched) == ()
+    # A reloaded configuration brings a new watched set: the cached answer is not reused.
+    assert set(_sensitive_read(join, frozenset({"orders", "public.customers"}))) == {
+        "orders",
+        "public.customers",
+    }
+    assert _sensitive_read(join, frozenset()) == ()
+
+
+def test_a_session_names_only_sensitive_tables_to_the_alerts(tmp_path: Path) -> None:
+    from gateway.audit import AuditService
+    from gateway.identity import Identity
+    from gateway.policy.engine import PolicyEngine
+    from gateway.policy.spec import PolicySpec
+
+    svc = AuditService(
+        config(
+            f'[gateway]\nstate_dir = "{tmp_path}"\n[audit]\nenabled = false\n'
+            '[alerts]\nsensitive_tables = ["cards"]\n',
+            tmp_path,
+        )
+    )
+    fired: list[Alert] = []
+    svc.alerts._fire = fired.append  # what the service does with an alert is tested elsewhere
+    svc.alerts._save = lambda fn: fn()  # no event loop here: save the state inline
+    engine = PolicyEngine.build([PolicySpec(name="p", allow=("*",))], "postgres")
+    audit = svc.session(
+        "s1", Identity(subject="ann", issuer="i"), "t", "postgres", "c", engine.analyse
+    )
+    for text in ("SELECT * FROM orders", "SELECT n FROM cards", "SELECT n FROM cards"):
+        audit.statement(text, "simple", "allow", "r", frozenset({"read"}), 1, 10, 0.001)
+    assert [(a.rule, a.detail["table"]) for a in fired] == [("first_sensitive_access", "cards")]
+
+
+def test_statement_durations_in_milliseconds_match_rounding() -> None:
+    from gateway.audit.service import _milliseconds
+
+    for seconds in (0.0, 0.0001234, 0.00065, 0.0123456, 1.5, 3.0000004, 86_400.123456):
+        assert _milliseconds(seconds) == pytest.approx(round(seconds * 1000, 3), abs=1e-9)
+    assert json.dumps(_milliseconds(0.0001234)) == "0.123"
+
+
 def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:
     extra = """
 [alerts]

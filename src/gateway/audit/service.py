@@ -379,7 +379,7 @@ class SessionAudit:
                         action,
                         rows,
                         nbytes,
-                        round(duration * 1000, 3),
+                        _milliseconds(duration),
                         rule,
                         cls,
                         masked or None,
@@ -393,8 +393,11 @@ class SessionAudit:
         if alerts.enabled:
             analyse = self.analyse
             tables = None
-            if alerts.sensitive and analyse is not None and action == "allow":
-                tables = lambda: _tables_of(analyse(text))  # noqa: E731
+            sensitive = alerts.sensitive
+            if sensitive and analyse is not None and action == "allow":
+                read = _sensitive_read(analyse(text), sensitive)
+                if read:  # most statements read no sensitive table: nothing to look up
+                    tables = lambda: read  # noqa: E731
             alerts.statement(self.subject, self.target, action, rows, tables)
 
     def event(self, kind: str, **fields: Any) -> None:
@@ -414,6 +417,28 @@ class SessionAudit:
 # analysis alive, so its id is not reused while it is here.
 _TABLES: dict[int, tuple[Any, tuple[str, ...]]] = {}
 _TABLES_SIZE: Final = 4096
+
+
+def _milliseconds(seconds: float) -> float:
+    """``seconds`` in milliseconds, to the microsecond: ``round(x, 3)`` formats and parses
+    a decimal string, several times slower than this on every statement's line."""
+    return int(seconds * 1_000_000 + 0.5) / 1000
+
+
+# The sensitive tables a statement reads, per Analysis and watched set (both kept alive by
+# the entry, so neither id is reused while it is here): {id: (analysis, watched, names)}.
+_SENSITIVE: dict[int, tuple[Any, frozenset[str], tuple[str, ...]]] = {}
+
+
+def _sensitive_read(analysis: Any, watched: frozenset[str]) -> tuple[str, ...]:
+    entry = _SENSITIVE.get(id(analysis))
+    if entry is not None and entry[0] is analysis and entry[1] is watched:
+        return entry[2]
+    names = tuple(t for t in _tables_of(analysis) if t in watched)
+    if len(_SENSITIVE) >= _TABLES_SIZE:
+        _SENSITIVE.clear()
+    _SENSITIVE[id(analysis)] = (analysis, watched, names)
+    return names
 
 
 def _tables_of(analysis: Any) -> tuple[str, ...]:
