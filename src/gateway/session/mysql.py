@@ -733,7 +733,10 @@ class MySqlSession(LegPair):
             if observer.recording is not None:
                 self._record_execute(ex, stmt_id, payload)
             else:
-                observer.statements += 1
+                # Not recorded, still audited: the statement's text and rule, not its
+                # parameters (decoded only for the recording).
+                ex.name = str(stmt_id)
+                observer.execute_started(ex, self.statements.get(stmt_id), None)
             return None
         if cmd in _PASS_THROUGH:
             tracker.start(cmd)

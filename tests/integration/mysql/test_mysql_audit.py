@@ -154,3 +154,41 @@ def test_change_user_moves_the_audit_attribution(gw: MyGateway) -> None:
         and x["text"] == "SELECT ?"
     ]
     assert statements == [(first, ["dba"]), (second, ["contractors"])], statements
+
+
+def test_prepared_statements_are_audited_with_recording_off(
+    start_mysql_gateway: StartMyGateway,
+) -> None:
+    """The audit log does not depend on the recording: with recording disabled, every
+    COM_STMT_EXECUTE still gets its line (text, rule, class, rows), as a COM_QUERY does."""
+    import mysql.connector
+
+    gw = start_mysql_gateway(recording=False, extra='[audit]\nflush_interval = "50ms"\n')
+    who = "audit-my-norec@example.com"
+    connector = dict(gw.pymysql_kwargs(gw.token(who, ("dba",)), user=who))
+    connector.pop("connect_timeout")
+    connector.pop("ssl_verify_identity")
+    conn = mysql.connector.connect(**connector, use_pure=True, connection_timeout=10)
+    try:
+        setup = conn.cursor()
+        setup.execute("DROP TABLE IF EXISTS audit_norec")
+        setup.execute("CREATE TABLE audit_norec (id INT, v VARCHAR(20))")
+        setup.execute("INSERT INTO audit_norec VALUES (1, 'quiet-one'), (2, 'b'), (3, 'c')")
+        conn.commit()
+        setup.close()
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT id, v FROM audit_norec WHERE id > %s", (1,))
+        assert len(cur.fetchall()) == 2
+        cur.execute("SELECT id, v FROM audit_norec WHERE v = %s", ("quiet-one",))
+        assert cur.fetchall() == [(1, "quiet-one")]
+        cur.close()
+    finally:
+        conn.close()
+    assert not list(gw.process.session_dir.glob("*.gwrec"))  # recording really was off
+    prepared = [x for x in _statements_once_ended(gw, who) if x["path"] == "prepared"]
+    assert [(x["text"], x["rows"]) for x in prepared] == [
+        ("SELECT id, v FROM audit_norec WHERE id > ?", 2),
+        ("SELECT id, v FROM audit_norec WHERE v = ?", 1),
+    ]
+    assert all(x["decision"] == "allow" and x["class"] == "read" and x["rule"] for x in prepared)
+    assert "quiet-one" not in json.dumps(prepared)
