@@ -176,9 +176,9 @@ _limit = st.one_of(st.none(), st.integers(0, 50))
 def test_the_fast_fit_check_agrees_with_room(
     spec: LimitSpec, used: list[int], rows: int, nbytes: int, with_window: bool
 ) -> None:
-    # take() credits a run without building a Cut when _fits says it fits: that must never
-    # let through a run room() (the limits' full reading) would cut, and take() must decide
-    # exactly as room() does.
+    # take() credits a run on its fast path without building a Cut: that must never let
+    # through a run room() (the limits' full reading) would cut, and take() must decide
+    # exactly as room() does, crediting the statement, the session and the window alike.
     window = RollingUsage(3600.0) if with_window else None
     limits = SessionLimits(spec, window)
     budget = Budget()
@@ -187,10 +187,12 @@ def test_the_fast_fit_check_agrees_with_room(
         window.add(used[4], used[5])
     cut = limits.room(budget)
     fits = rows <= cut.rows and nbytes <= cut.bytes
-    if limits._fits(budget, rows, nbytes):
-        assert fits
     before = (budget.rows, budget.bytes, limits.rows, limits.bytes)
+    window_before = window.used() if window is not None else (0, 0)
     taken = limits.take(budget, rows, nbytes)
+    if window is not None:
+        added = (rows, nbytes) if fits else (0, 0)
+        assert window.used() == (window_before[0] + added[0], window_before[1] + added[1])
     if fits:
         assert taken is None
         assert (budget.rows, budget.bytes, limits.rows, limits.bytes) == (

@@ -68,43 +68,42 @@ class SessionLimits:
 
     def take(self, budget: Budget, rows: int, nbytes: int) -> Cut | None:
         """Credit a run of ``rows`` rows / ``nbytes`` bytes if it fits; else the Cut."""
-        if budget.lifted or self.lifted or self._fits(budget, rows, nbytes):
+        if budget.lifted or self.lifted:
             self.credit(budget, rows, nbytes)
             return None
+        # The hot path, once per forwarded run of rows: plain comparisons, no Cut built
+        # (no limit names formatted) and the identity's window read and credited in one
+        # call. Anything that may not fit goes to the full reading in ``_take_slow``.
+        spec = self.spec
+        m = spec.max_rows
+        if m is not None and budget.rows + rows > m:
+            return self._take_slow(budget, rows, nbytes)
+        m = spec.max_bytes
+        if m is not None and budget.bytes + nbytes > m:
+            return self._take_slow(budget, rows, nbytes)
+        m = spec.session_max_rows
+        if m is not None and self.rows + rows > m:
+            return self._take_slow(budget, rows, nbytes)
+        m = spec.session_max_bytes
+        if m is not None and self.bytes + nbytes > m:
+            return self._take_slow(budget, rows, nbytes)
+        window = self.window
+        if window is not None and not window.add_if_fits(
+            rows, nbytes, spec.window_max_rows, spec.window_max_bytes
+        ):
+            return self._take_slow(budget, rows, nbytes)
+        budget.rows += rows
+        budget.bytes += nbytes
+        self.rows += rows
+        self.bytes += nbytes
+        return None
+
+    def _take_slow(self, budget: Budget, rows: int, nbytes: int) -> Cut | None:
         cut = self.room(budget)
         if rows <= cut.rows and nbytes <= cut.bytes:
             self.credit(budget, rows, nbytes)
             return None
         return cut
-
-    def _fits(self, budget: Budget, rows: int, nbytes: int) -> bool:
-        """The hot path: True when the run fits under every limit. Builds no ``Cut`` (no
-        limit names formatted); when it says False, ``room`` decides as before."""
-        spec = self.spec
-        m = spec.max_rows
-        if m is not None and budget.rows + rows > m:
-            return False
-        m = spec.max_bytes
-        if m is not None and budget.bytes + nbytes > m:
-            return False
-        m = spec.session_max_rows
-        if m is not None and self.rows + rows > m:
-            return False
-        m = spec.session_max_bytes
-        if m is not None and self.bytes + nbytes > m:
-            return False
-        window = self.window
-        if window is not None and (
-            spec.window_max_rows is not None or spec.window_max_bytes is not None
-        ):
-            used_rows, used_bytes = window.used()
-            m = spec.window_max_rows
-            if m is not None and used_rows + rows > m:
-                return False
-            m = spec.window_max_bytes
-            if m is not None and used_bytes + nbytes > m:
-                return False
-        return True
 
     def room(self, budget: Budget) -> Cut:
         """What the result may still send, and the limits that bind first."""

@@ -49,6 +49,22 @@ class RollingUsage:
         self._advance()
         return self.rows, self.bytes
 
+    def add_if_fits(
+        self, rows: int, nbytes: int, max_rows: int | None, max_bytes: int | None
+    ) -> bool:
+        """Add the run if the window then stays within ``max_rows`` / ``max_bytes`` (None:
+        no such limit); False, adding nothing, if it would not. One clock read."""
+        slot = self._advance()
+        if (max_rows is not None and self.rows + rows > max_rows) or (
+            max_bytes is not None and self.bytes + nbytes > max_bytes
+        ):
+            return False
+        self._bucket_rows[slot] += rows
+        self._bucket_bytes[slot] += nbytes
+        self.rows += rows
+        self.bytes += nbytes
+        return True
+
     def add(self, rows: int, nbytes: int) -> None:
         slot = self._advance()
         self._bucket_rows[slot] += rows
