@@ -39,8 +39,19 @@ class FakeRecording:
         self.calls: list[tuple[str, Any]] = []
         self.stmt = 0
 
-    def statement(self, **kw: Any) -> int:
+    # The same signatures as SessionRecording's (the observer calls them positionally).
+    def statement(
+        self,
+        text: str,
+        path: str,
+        statement_name: str | None = None,
+        parameters: list[Any] | None = None,
+        decision: str = "allow",
+        rule: str | None = None,
+    ) -> int:
         self.stmt += 1
+        kw = {"text": text, "path": path, "statement_name": statement_name}
+        kw.update(parameters=parameters, decision=decision, rule=rule)
         self.calls.append(("statement", kw))
         return self.stmt
 
@@ -50,7 +61,18 @@ class FakeRecording:
     def rows(self, stmt: int, encoding: str, data: Any, count: int) -> None:
         self.calls.append(("rows", (stmt, encoding, bytes(data), count)))
 
-    def complete(self, stmt: int, **kw: Any) -> None:
+    def complete(
+        self,
+        stmt: int,
+        tag: str | None,
+        rows: int,
+        rows_recorded: int,
+        bytes_to_client: int,
+        duration: float,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        kw = {"tag": tag, "rows": rows, "rows_recorded": rows_recorded}
+        kw.update(bytes_to_client=bytes_to_client, duration=duration, error=error)
         self.calls.append(("complete", (stmt, kw)))
 
     def control(self, kind: str, detail: Any) -> None:

@@ -189,6 +189,7 @@ class MyRecordingObserver:
 
     __slots__ = (
         "_columns",
+        "_last_columns",
         "_statement_rules",
         "audit",
         "denied",
@@ -211,6 +212,14 @@ class MyRecordingObserver:
         self.rows_total = 0  # rows of finished results (the admin API's live sessions)
         self.denied = 0
         self._columns: dict[tuple[tuple[ColumnDefinition41, ...], bool], list[ColumnInfo]] = {}
+        # The last lookup's (columns, binary, infos): a prepared statement's executions
+        # bring the same (cached) column definitions each time, and comparing a tuple of
+        # the same objects is a C loop, where hashing calls each definition's __hash__.
+        self._last_columns: tuple[tuple[ColumnDefinition41, ...], bool, list[ColumnInfo]] = (
+            (),
+            False,
+            [],
+        )
         # The policy rule that allowed each prepared statement (by statement id),
         # recorded with its executions.
         self._statement_rules: dict[int, tuple[str | None, frozenset[str]]] = {}
@@ -297,14 +306,8 @@ class MyRecordingObserver:
         rec = self.recording
         if rec is None:
             return
-        ex.stmt = rec.statement(
-            text=self._text(ex),
-            path=ex.path,
-            statement_name=ex.name,
-            parameters=ex.params,
-            decision="allow",
-            rule=ex.rule,
-        )
+        # Positional: once per command on the hot path (keywords cost more per call).
+        ex.stmt = rec.statement(self._text(ex), ex.path, ex.name, ex.params, "allow", ex.rule)
         ex.started = time.monotonic()
         if ex.columns is not None:
             rec.result_metadata(ex.stmt, ex.columns)
@@ -329,6 +332,9 @@ class MyRecordingObserver:
     def _column_infos(
         self, columns: tuple[ColumnDefinition41, ...], binary: bool
     ) -> list[ColumnInfo]:
+        last = self._last_columns
+        if binary is last[1] and columns == last[0] and columns:
+            return last[2]
         key = (columns, binary)
         infos = self._columns.get(key)
         if infos is None:
@@ -336,6 +342,7 @@ class MyRecordingObserver:
             if len(self._columns) >= _COLUMN_CACHE:
                 self._columns.clear()
             self._columns[key] = infos
+        self._last_columns = (columns, binary, infos)
         return infos
 
     def result_described(
@@ -399,12 +406,12 @@ class MyRecordingObserver:
                     tag += f", last insert id {ok.last_insert_id}"
             rec.complete(
                 ex.stmt,
-                tag=tag,
-                rows=ex.rows,
-                rows_recorded=ex.recorded,
-                bytes_to_client=ex.bytes,
-                duration=time.monotonic() - ex.started,
-                error=error,
+                tag,
+                ex.rows,
+                ex.recorded,
+                ex.bytes,
+                time.monotonic() - ex.started,
+                error,
             )
             ex.stmt = None
         if more:
