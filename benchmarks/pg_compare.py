@@ -176,6 +176,14 @@ def main() -> int:
         action="store_true",
         help="gateways with the audit log off ([audit] enabled = false), to measure its cost",
     )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="KEY",
+        help="run only these configurations (S-simple-c1, S-simple-c8, S-extended-c1, "
+        "S-extended-c8, S-prepared-c1, S-prepared-c8, S-simple-C-c4, wide-prepared-c1): "
+        "more rounds for one ratio in the same time",
+    )
     ap.add_argument("--json", type=Path, help="write every raw result here")
     ap.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (logs) for inspection"
@@ -185,6 +193,11 @@ def main() -> int:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 8)
     scale = args.scale if args.scale is not None else (1 if args.quick else 10)
     per_run = max(1, round(duration / rounds))
+    if args.only:
+        keys = [c.key for c in configs(args.quick, Path("wide.sql"))]
+        unknown = sorted(set(args.only) - set(keys))
+        if unknown:
+            ap.error(f"unknown --only keys {unknown} (with these options: {', '.join(keys)})")
 
     started = time.monotonic()
     load_before = os.getloadavg()
@@ -196,6 +209,8 @@ def main() -> int:
         targets = setup(bench, scale, args.forwarder, args.pgbouncer_auth, args.no_audit)
         names = [t.name for t in targets]
         plan = configs(args.quick, wide_file)
+        if args.only:
+            plan = [c for c in plan if c.key in args.only]
         log(
             f"running {len(plan)} configurations x {len(targets)} targets "
             f"x {rounds} rounds of {per_run}s"
@@ -364,35 +379,36 @@ def render(
     add("")
 
     # 2. Latency added at -c 1.
-    add("### Latency added per query at `-c 1` (pgbench latency average minus direct's)")
-    add("")
-    lhead = [
-        "mode",
-        "direct ms",
-        "pgbouncer +ms",
-        *[f"{o} +ms" for o in others],
-        "gateway +ms",
-        "gateway+rec +ms",
-        "gw added / pgb added",
-    ]
-    add("| " + " | ".join(lhead) + " |")
-    add("|" + "---|" * len(lhead))
     lat_ratios: dict[str, float] = {}
-    for cfg in sel:
-        if cfg.clients != 1:
-            continue
-        cells = results[cfg.key]
-        base = cells[direct].latency_ms
-        added = {n: cells[n].latency_ms - base for n in names}
-        r = added[gw] / added[pgb] if added[pgb] > 0 else float("nan")
-        lat_ratios[cfg.mode] = r
-        row = (
-            [cfg.mode, f"{base:.3f}"]
-            + [f"{added[n]:+.3f}" for n in (pgb, *others, gw, rec)]
-            + [fmt(r, 2)]
-        )
-        add("| " + " | ".join(row) + " |")
-    add("")
+    if any(cfg.clients == 1 for cfg in sel):  # not with --only of -c 8 cases
+        add("### Latency added per query at `-c 1` (pgbench latency average minus direct's)")
+        add("")
+        lhead = [
+            "mode",
+            "direct ms",
+            "pgbouncer +ms",
+            *[f"{o} +ms" for o in others],
+            "gateway +ms",
+            "gateway+rec +ms",
+            "gw added / pgb added",
+        ]
+        add("| " + " | ".join(lhead) + " |")
+        add("|" + "---|" * len(lhead))
+        for cfg in sel:
+            if cfg.clients != 1:
+                continue
+            cells = results[cfg.key]
+            base = cells[direct].latency_ms
+            added = {n: cells[n].latency_ms - base for n in names}
+            r = added[gw] / added[pgb] if added[pgb] > 0 else float("nan")
+            lat_ratios[cfg.mode] = r
+            row = (
+                [cfg.mode, f"{base:.3f}"]
+                + [f"{added[n]:+.3f}" for n in (pgb, *others, gw, rec)]
+                + [fmt(r, 2)]
+            )
+            add("| " + " | ".join(row) + " |")
+        add("")
 
     # 3. Connection setup.
     conn = [c for c in plan if c.kind == "connect"]
