@@ -13,26 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.embedded.certs import make_ca_and_server_cert, make_self_signed
 
+from .tls_memory import handshake
+
 
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, hostname: str) -> None:
-    """Drive a TLS handshake through memory BIOs: no sockets, so nothing to leak or time out."""
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=hostname)
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    done = {"client": False, "server": False}
-    for _ in range(20):
-        for name, obj in (("client", client), ("server", server)):
-            if not done[name]:
-                try:
-                    obj.do_handshake()
-                    done[name] = True
-                except ssl.SSLWantReadError:
-                    pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if all(done.values()):
-            return
-    raise AssertionError("handshake did not complete")
+    handshake(server_ctx, client_ctx, hostname)
 
 
 def _server_ctx(cert: Path, key: Path) -> ssl.SSLContext:
