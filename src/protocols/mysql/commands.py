@@ -336,9 +336,6 @@ class PreparedStatement:
     long_data: dict[int, int] = field(default_factory=dict)
 
 
-_NONE: frozenset[int] = frozenset()
-
-
 class StatementRegistry:
     """Per-connection prepared statements: what an execute packet needs to be parsed.
 
@@ -382,9 +379,8 @@ class StatementRegistry:
         stmt = self.get(stmt_id)
         if stmt is None:
             return None
-        long_data = stmt.long_data
         ex = parse_com_stmt_execute(
-            payload, stmt.num_params, stmt.param_types, frozenset(long_data) if long_data else _NONE
+            payload, stmt.num_params, stmt.param_types, stmt.long_data.keys()
         )
         stmt.param_types = ex.param_types if stmt.num_params else ()
         stmt.long_data.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from struct import Struct
 from typing import NamedTuple
@@ -534,7 +535,7 @@ def parse_com_stmt_execute(
     payload: Buffer,
     num_params: int,
     previous_types: tuple[tuple[int, bool], ...] | None = None,
-    long_data: frozenset[int] = _NO_LONG_DATA,
+    long_data: AbstractSet[int] = _NO_LONG_DATA,
 ) -> StmtExecute:
     """Parse COM_STMT_EXECUTE for a statement with ``num_params`` parameters.
 
