@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from struct import Struct
+from typing import NamedTuple
 
 from ..errors import PeerViolation, UsageError
 from .constants import (
@@ -241,9 +242,11 @@ class SessionStateChange:
         return read_lenenc_string(self.data, 0)[0]
 
 
-@dataclass(frozen=True, slots=True)
-class OkPacket:
-    """OK packet; ``header`` 0xFE is the OK that replaces EOF under CLIENT_DEPRECATE_EOF."""
+class OkPacket(NamedTuple):
+    """OK packet; ``header`` 0xFE is the OK that replaces EOF under CLIENT_DEPRECATE_EOF.
+
+    A NamedTuple (one per statement's response): a frozen dataclass cost ~0.5 µs to build.
+    """
 
     affected_rows: int = 0
     last_insert_id: int = 0

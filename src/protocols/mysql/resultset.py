@@ -107,8 +107,11 @@ def build_column_count(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class ColumnDefinition41:
+class ColumnDefinition41(NamedTuple):
+    """Protocol::ColumnDefinition41. A NamedTuple: result plans and recorded column lists
+    are cached by tuples of these, hashed on every result (a frozen dataclass's generated
+    ``__hash__`` runs Python code per column; a NamedTuple's is the C tuple hash)."""
+
     schema: bytes
     table: bytes
     org_table: bytes
