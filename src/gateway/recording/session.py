@@ -161,6 +161,7 @@ class SessionRecording:
         "_resume",
         "_rows",
         "_running",
+        "_running_hook",
         "_seq",
         "_sign",
         "_stmt",
@@ -191,6 +192,9 @@ class SessionRecording:
         self._batch_bytes = 0
         # Statements started but not complete and not yet written, by number.
         self._running: dict[int, Statement] = {}
+        # The driver's: registers the running statements it records lazily (see
+        # ``executed``) before they are opened.
+        self._running_hook: Callable[[], None] | None = None
         self._outstanding = 0  # handed to the writer, not yet on disk
         self._pause: Callable[[], None] | None = None
         self._resume: Callable[[], None] | None = None
@@ -230,6 +234,18 @@ class SessionRecording:
             self._paused = True
             pause()
 
+    def set_running_hook(self, hook: Callable[[], None]) -> None:
+        """``hook`` is called before the running statements are opened (a writer tick, a
+        control event, the end): a driver that records statements lazily (``number``,
+        ``executed``) registers those still running then, with ``statement``."""
+        self._running_hook = hook
+
+    def number(self) -> int:
+        """Number a statement that arrives, to record it later: ``executed`` once it
+        completed, or ``statement(..., stmt=n)`` if it must be written while it runs."""
+        self._stmt += 1
+        return self._stmt
+
     def statement(
         self,
         text: str,
@@ -238,24 +254,32 @@ class SessionRecording:
         parameters: list[str | bytes | None] | None = None,
         decision: str = "allow",
         rule: str | None = None,
+        *,
+        stmt: int = 0,
+        at: float = 0.0,
+        started: float = 0.0,
     ) -> Statement:
         """A statement about to run (or denied): its handle for the calls below.
 
-        Nothing is written yet: see ``Statement`` for when it reaches the file.
+        ``stmt``, ``at`` and ``started`` (monotonic) are given for a statement numbered
+        earlier (``number``) and registered late. Nothing is written yet: see
+        ``Statement`` for when it reaches the file.
         """
-        self._stmt += 1
+        if not stmt:
+            self._stmt += 1
+            stmt = self._stmt
         if decision == "deny":
             self._denied += 1
         st = Statement(
-            self._stmt,
-            time.time(),
+            stmt,
+            at or time.time(),
             text,
             path,
             statement_name,
             parameters,
             decision,
             rule,
-            started=time.monotonic(),
+            started=started or time.monotonic(),
         )
         if self._ended:
             self._after_end()
@@ -389,6 +413,78 @@ class SessionRecording:
         # The encoded size, near enough (text, parameters, columns and rows are counted;
         # each is bounded by HOLD_BYTES): flow control and the batch cap rely on it.
         self._batch_bytes += _ITEM_OVERHEAD + st.size
+        if self._batch_bytes >= BATCH_BYTES:
+            self._seal_batch()
+
+    def executed(
+        self,
+        stmt: int,
+        at: float,
+        text: str,
+        path: str,
+        name: str | None,
+        params: list[str | bytes | None] | None,
+        rule: str | None,
+        columns: list[ColumnInfo] | None,
+        enc: str | None,
+        data: bytes | None,
+        count: int,
+        tag: str | None,
+        rows: int,
+        bytes_to_client: int,
+        duration: float,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        """An allowed statement recorded only once it completed: numbered (``number``)
+        when it arrived at ``at``, with its columns and its one chunk of recorded rows
+        (``count`` of them).
+
+        The cheap path for the common statement: one ``execs`` item and no ``Statement``
+        handle. What does not fit in an item (more than ``HOLD_BYTES``) is written as
+        the separate frames ``statement`` ... ``complete`` would write.
+        """
+        size = len(text)
+        if params:
+            for value in params:
+                if value is not None:
+                    size += len(value)
+        if columns is not None:
+            size += self._encoded_size(columns)
+        if data is not None:
+            size += len(data)
+        if size > HOLD_BYTES or self._ended:
+            st = self.statement(text, path, name, params, "allow", rule, stmt=stmt, at=at)
+            if columns is not None:
+                self.result_metadata(st, columns)
+            if data is not None and enc is not None:
+                self.rows(st, enc, data, count)
+            self.complete(st, tag, rows, count, bytes_to_client, duration, error)
+            return
+        self._rows += rows
+        self._bytes += bytes_to_client
+        self._batch.append(
+            Exec(
+                stmt,
+                at,
+                text,
+                path,
+                name,
+                params,
+                "allow",
+                rule,
+                columns,
+                enc,
+                count,
+                data,
+                tag,
+                rows,
+                count,
+                bytes_to_client,
+                duration,
+                Error(error[0], error[1]) if error is not None else None,
+            )
+        )
+        self._batch_bytes += _ITEM_OVERHEAD + size
         if self._batch_bytes >= BATCH_BYTES:
             self._seal_batch()
 
@@ -537,6 +633,9 @@ class SessionRecording:
         st.data = None
 
     def _open_running(self) -> None:
+        hook = self._running_hook
+        if hook is not None:
+            hook()
         for st in list(self._running.values()):
             self._open(st)
 
@@ -550,8 +649,7 @@ class SessionRecording:
             return
         if self._batch:
             self._seal_batch()
-        if self._running:
-            self._open_running()
+        self._open_running()
         if self._dirty:
             self._append(Ckpt(seq=self._seq, prev=self._last_hash, at=now, sig=ZERO_SIGNATURE))
             self._dirty = False

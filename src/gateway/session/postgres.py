@@ -283,6 +283,7 @@ class PgSession(LegPair):
             self.audit,
         )
         self.tracker = QueryTracker(self.observer)
+        self.observer.unfinished = self.tracker.unfinished
         self.policy_gate = PgPolicyGate(
             runtime.session_policy(self.target, identity),
             self.observer,
