@@ -287,6 +287,7 @@ class SessionAudit:
         "_tally",
         "analyse",
         "approval_id",
+        "before_event",
         "client",
         "dialect",
         "groups",
@@ -319,6 +320,9 @@ class SessionAudit:
         # Set by LimitControl when a result pauses for approval; written with the
         # statement's line and cleared (reviews: see ``statement``).
         self.approval_id: str | None = None
+        # Set by a driver that reports statements in batches: reports them before an
+        # event, so the log keeps the order of what happened.
+        self.before_event: Callable[[], None] | None = None
         self._tally = service.metrics.tally(target)
         self._classes: dict[frozenset[str], str] = {}
 
@@ -402,6 +406,8 @@ class SessionAudit:
 
     def event(self, kind: str, **fields: Any) -> None:
         """A session-scoped event (approval steps, limits)."""
+        if self.before_event is not None:
+            self.before_event()
         service = self.service
         if kind == "approval_requested":
             service.alerts.approval_requested(self.subject, self.target)

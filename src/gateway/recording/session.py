@@ -152,6 +152,7 @@ class SessionRecording:
         "_dirty",
         "_ended",
         "_file",
+        "_flush_hook",
         "_last_hash",
         "_max_buffer",
         "_outstanding",
@@ -192,8 +193,8 @@ class SessionRecording:
         self._batch_bytes = 0
         # Statements started but not complete and not yet written, by number.
         self._running: dict[int, Statement] = {}
-        # The driver's: registers the running statements it records lazily (see
-        # ``executed``) before they are opened.
+        # The driver's (see ``set_driver_hooks``).
+        self._flush_hook: Callable[[], None] | None = None
         self._running_hook: Callable[[], None] | None = None
         self._outstanding = 0  # handed to the writer, not yet on disk
         self._pause: Callable[[], None] | None = None
@@ -234,11 +235,14 @@ class SessionRecording:
             self._paused = True
             pause()
 
-    def set_running_hook(self, hook: Callable[[], None]) -> None:
-        """``hook`` is called before the running statements are opened (a writer tick, a
-        control event, the end): a driver that records statements lazily (``number``,
-        ``executed``) registers those still running then, with ``statement``."""
-        self._running_hook = hook
+    def set_driver_hooks(self, flush: Callable[[], None], running: Callable[[], None]) -> None:
+        """For a driver that records statements lazily (``number``, ``executed``) and
+        reports finished ones in batches: ``flush`` is called before a frame other than
+        the ``execs`` batch is written (so what finished earlier comes first); ``running``
+        before the running statements are opened (a writer tick, a control event, the
+        end), to register those it still holds with ``statement``."""
+        self._flush_hook = flush
+        self._running_hook = running
 
     def number(self) -> int:
         """Number a statement that arrives, to record it later: ``executed`` once it
@@ -541,6 +545,9 @@ class SessionRecording:
     def _append(self, frame: Frame) -> None:
         """Seal one frame into the buffer, after any batch of completed statements
         (the file keeps the order in which things happened)."""
+        hook = self._flush_hook
+        if hook is not None:
+            hook()
         if self._batch:
             self._seal_batch()
         self._seal(frame)

@@ -187,11 +187,6 @@ class LimitControl:
         )
         self.pending = request
         self.pending_callback = on_decision
-        if self.audit is not None and kind == "limit":
-            # Written with the paused statement's audit line (the running one: the next
-            # to finish). A held statement's request is named by its reviewed rule instead:
-            # statements sent before it may finish while it waits.
-            self.audit.approval_id = request.id
         self.event(
             "approval_requested",
             approval_id=request.id,
@@ -202,6 +197,13 @@ class LimitControl:
             approvers=",".join(sorted(approvers)),
             timeout=_duration(timeout),
         )
+        if self.audit is not None and kind == "limit":
+            # Written with the paused statement's audit line (the running one: the next
+            # to finish). Set after the event, which first reports the statements that
+            # finished before (a driver may hold them back to report in batches). A held
+            # statement's request is named by its reviewed rule instead: statements sent
+            # before it may finish while it waits.
+            self.audit.approval_id = request.id
         return request
 
     def withdraw(self, why: str) -> ApprovalRequest | None:

@@ -16,10 +16,11 @@ statements (a writer tick, a control event, the end), is registered as a
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from struct import Struct
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from protocols.postgres.messages import parse_command_complete
 from protocols.postgres.rows import parse_row_description
@@ -35,7 +36,12 @@ if TYPE_CHECKING:
     from ..policy import Decision
     from ..recording import SessionRecording
 
+log = logging.getLogger("gateway")
 _LEN = Struct("!I")
+# Finished executions reported together (see execution_finished): at most this many, and
+# at most this long after the first of them finished.
+_DONE_BATCH: Final = 64
+_DONE_DELAY: Final = 0.05
 ROW_ENCODING = "pg.DataRow"
 _COLUMN_CACHE = 256
 _TEXT_CACHE = 256
@@ -85,12 +91,14 @@ class PgRecordingObserver:
 
     __slots__ = (
         "_columns",
+        "_done",
         "_labels",
         "_statement_rules",
         "_tags",
         "audit",
         "counting",
         "denied",
+        "fail",
         "next_classes",
         "next_rule",
         "planner",
@@ -98,6 +106,7 @@ class PgRecordingObserver:
         "recording",
         "rows_total",
         "rule",
+        "schedule",
         "statements",
         "unfinished",
     )
@@ -135,8 +144,16 @@ class PgRecordingObserver:
         # The tracker's executions sent and not yet answered (set by the driver): those
         # recorded lazily are registered when the recording opens the running ones.
         self.unfinished: Callable[[], list[Execution]] | None = None
+        # Executions finished and not yet reported (see ``execution_finished``), and what
+        # the driver gives for reporting them later: the loop's ``call_later``, and what
+        # to do if that fails (end the session: nothing goes unrecorded silently).
+        self._done: list[Execution] = []
+        self.schedule: Callable[[float, Callable[[], None]], object] | None = None
+        self.fail: Callable[[BaseException], None] | None = None
         if recording is not None:
-            recording.set_running_hook(self._register_running)
+            recording.set_driver_hooks(self.flush, self._register_running)
+        if audit is not None:
+            audit.before_event = self.flush
 
     def allowed(
         self,
@@ -161,6 +178,7 @@ class PgRecordingObserver:
         self, text: str, path: str, name: bytes | None, decision: Decision, sqlstate: str
     ) -> None:
         """A statement the policy refused: recorded whole (it never reaches the server)."""
+        self.flush()
         self.statements += 1
         self.denied += 1
         if self.audit is not None:
@@ -225,7 +243,9 @@ class PgRecordingObserver:
         return st
 
     def _register_running(self) -> None:
-        """The recording's running hook: register the lazy executions still running."""
+        """The recording's running hook: register the lazy executions still running
+        (after reporting those that finished before)."""
+        self.flush()
         unfinished = self.unfinished
         if unfinished is None:
             return
@@ -328,14 +348,57 @@ class PgRecordingObserver:
         ex.bytes += n
 
     def execution_finished(self, ex: Execution) -> None:
+        """Counted at once; reported (audit line, recording) in batches.
+
+        Reporting one execution is a few microseconds of Python that, done once per
+        round trip, runs with cold CPU caches; done for up to _DONE_BATCH executions in a
+        row it costs a fraction of that (measured: pgbench -S -M prepared -c 1, gateway
+        CPU per transaction 116 -> 102 µs with the audit log, 129 -> 105 µs with
+        recording too). A batch is reported when full, after _DONE_DELAY, and before
+        anything else of the session is recorded or audited (a refusal, a control event,
+        a statement written while it runs, the end), so both keep the order of events.
+        """
         self.rows_total += ex.rows
-        audit = self.audit
-        if audit is not None and ex.decided is not None:
-            self._audit(audit, ex)
-        rec = self.recording
-        st = ex.context
-        if rec is None or st is None:
+        if not self.counting:
             return
+        ex.finished = time.monotonic()
+        done = self._done
+        done.append(ex)
+        if len(done) == 1:
+            schedule = self.schedule
+            if schedule is None:
+                self.flush()  # no loop to come back later (tests drive it directly)
+            else:
+                schedule(_DONE_DELAY, self._flush_later)
+        elif len(done) >= _DONE_BATCH:
+            self.flush()
+
+    def _flush_later(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # a bug: the session must not go on unrecorded
+            log.exception("reporting finished statements failed")
+            if self.fail is not None:
+                self.fail(exc)
+
+    def flush(self) -> None:
+        """Report the finished executions held back, in order."""
+        done = self._done
+        if not done:
+            return
+        self._done = []
+        audit = self.audit
+        rec = self.recording
+        # Arrival times on the wall clock, from the monotonic start times.
+        offset = time.time() - time.monotonic()
+        for ex in done:
+            if audit is not None and ex.decided is not None:
+                self._audit(audit, ex, None, ex.finished - ex.started)
+            if rec is not None and ex.context is not None:
+                self._record(rec, ex, offset)
+
+    def _record(self, rec: SessionRecording, ex: Execution, offset: float) -> None:
+        st = ex.context
         ex.context = None  # recorded once
         error = ex.error
         if ex.skipped and error is None:
@@ -352,19 +415,17 @@ class PgRecordingObserver:
         if type(st) is Statement:
             if not st.described and ex.row_description is not None and ex.rows:
                 rec.result_metadata(st, self._result_columns(ex))
-            rec.complete(
-                st, tag, ex.rows, st.recorded, ex.bytes, time.monotonic() - st.started, error
-            )
+            rec.complete(st, tag, ex.rows, st.recorded, ex.bytes, ex.finished - st.started, error)
             return
         number, columns, data, count = _held(st)
         if columns is None and ex.path != "simple" and ex.row_description is not None:
             columns = self._result_columns(ex)
         label = self._label(ex)
         decided: tuple[str | None, frozenset[str]] = ex.decided  # type: ignore[assignment]
-        duration = time.monotonic() - ex.started
+        duration = ex.finished - ex.started
         rec.executed(
             number,
-            time.time() - duration,
+            ex.started + offset,
             label[0],
             ex.path,
             label[1],
@@ -384,15 +445,17 @@ class PgRecordingObserver:
     def interrupted(self, executions: list[Execution]) -> None:
         """The session ended while these executions ran (killed, revoked, expired, client
         gone): each still gets its audit line, with what the client had received."""
+        self.flush()
         audit = self.audit
         if audit is None:
             return
+        now = time.monotonic()
         for ex in executions:
             if ex.decided is not None:
-                self._audit(audit, ex, "interrupted")
+                self._audit(audit, ex, "interrupted", now - ex.started)
                 ex.decided = None  # reported once
 
-    def _audit(self, audit: SessionAudit, ex: Execution, code: str | None = None) -> None:
+    def _audit(self, audit: SessionAudit, ex: Execution, code: str | None, duration: float) -> None:
         decided: tuple[str | None, frozenset[str]] = ex.decided  # type: ignore[assignment]
         rule, classes = decided
         error = ex.error
@@ -410,12 +473,13 @@ class PgRecordingObserver:
             classes,
             ex.rows,
             ex.bytes,
-            time.monotonic() - ex.started,
+            duration,
             code,
             masked,
         )
 
     def session_ended(self, reason: str) -> None:
+        self.flush()
         if self.recording is not None:
             self.recording.end(reason)
 

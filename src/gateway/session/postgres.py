@@ -284,6 +284,8 @@ class PgSession(LegPair):
         )
         self.tracker = QueryTracker(self.observer)
         self.observer.unfinished = self.tracker.unfinished
+        self.observer.schedule = asyncio.get_running_loop().call_later
+        self.observer.fail = self._reporting_failed
         self.policy_gate = PgPolicyGate(
             runtime.session_policy(self.target, identity),
             self.observer,
@@ -847,6 +849,14 @@ class PgSession(LegPair):
         self.runtime.spawn(send_cancel(self.target.upstream, up.process_id, up.secret_key, up.tls))
         if self.observer is not None and self.observer.recording is not None:
             self.observer.recording.control("cancel", {"source": "client"})
+
+    def _reporting_failed(self, exc: BaseException) -> None:
+        # Statements could not be audited or recorded: fail closed.
+        self.terminate(
+            SqlState.INTERNAL_ERROR,
+            "the gateway could not record this session's statements",
+            f"recording failed: {type(exc).__name__}",
+        )
 
     def terminate(self, sqlstate: str, message: str, reason: str) -> None:
         """End the session with a FATAL error to the client (between messages)."""

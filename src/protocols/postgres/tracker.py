@@ -80,6 +80,7 @@ class Execution:
         "context",
         "decided",
         "error",
+        "finished",
         "mask_plan",
         "path",
         "portal",
@@ -117,10 +118,11 @@ class Execution:
         self.mask_plan: object = None
         # Owned by the driver: the result limits' state of the current result.
         self.budget: object = None
-        # Owned by the driver (audit log): result bytes forwarded, start time, and what the
-        # policy decided for the statement.
+        # Owned by the driver (audit log): result bytes forwarded, start and end times, and
+        # what the policy decided for the statement.
         self.bytes = 0
         self.started = 0.0
+        self.finished = 0.0
         self.decided: object = None
         self._tag_bodies: list[bytes] | None = None
 
