@@ -11,6 +11,7 @@ import contextlib
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from gateway.cli import main
 from gateway.recording.keys import load_public_key
 from gateway.recording.reader import RecordingFormatError, RecordingReader
 from gateway.recording.render import decode_value
-from gateway.recording.schema import Done, End, Meta, Rows, Start, Stmt
+from gateway.recording.schema import Done, End, Error, Meta, Rows, Start, Stmt
 from gateway.recording.verify import Status, verify_file
 from protocols.postgres.rows import iter_data_rows
 
@@ -230,6 +231,92 @@ def test_sigkill_mid_session(
     code = main(["sessions", "verify", path.stem, "--config", str(gw.config_path)])
     out = capsys.readouterr().out
     assert code == 3 and "ended without an end frame" in out
+
+
+def test_statement_running_at_a_tick_is_on_disk_while_it_runs(gw: GatewayProcess) -> None:
+    """Executions are recorded when they finish, unless still running at a writer tick:
+    then their statement is written while they run (and its completion later)."""
+    subject = "slow@example.com"
+    text = "SELECT pg_sleep(%s), %s::int AS n"
+    with (
+        psycopg.connect(gw.dsn(gw.token(sub=subject)), autocommit=True) as conn,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        conn.execute("SELECT 1")
+        running = pool.submit(lambda: conn.execute(text, ("1.5", "7")).fetchall())
+        path = session_file(gw, subject, complete=False)
+        deadline = time.monotonic() + 1.2
+        seen: list[Stmt] = []
+        while not seen and time.monotonic() < deadline:
+            with contextlib.suppress(RecordingFormatError, AssertionError):
+                seen = [f for f in frames(path) if isinstance(f, Stmt) and f.params]
+            time.sleep(0.05)
+        assert not running.done()  # still running, already on disk
+        assert [(s.stmt, s.text, s.params) for s in seen] == [
+            (2, "SELECT pg_sleep($1), $2::int AS n", ["1.5", "7"])
+        ]
+        assert running.result() == [("", 7)]
+    recorded = recorded_results(session_file(gw, subject))
+    assert [(s.stmt, s.path, rows, d.rows) for s, _, rows, d in recorded] == [
+        (1, "simple", [[b"1"]], 1),
+        (2, "extended", [[b"", b"7"]], 1),
+    ]
+    assert recorded[1][3].duration >= 1.5
+
+
+def test_pipeline_with_a_refusal_keeps_order_and_numbers(gw: GatewayProcess) -> None:
+    """Numbers are given on arrival and the file keeps the order of events: a refused
+    statement is recorded at once, executions when they finish."""
+    subject = "pipeline@example.com"
+    token = gw.token(sub=subject, groups=("contractors",))
+    with psycopg.connect(gw.dsn(token), autocommit=True) as conn:
+        with conn.pipeline() as p:
+            conn.execute("SELECT %s::int AS a", (1,))
+            conn.execute("SELECT %s::int AS b", (2,))
+            conn.execute("DELETE FROM customers WHERE id = %s", (3,))
+            conn.execute("SELECT %s::int AS c", (4,))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                p.sync()
+        assert conn.execute("SELECT 5").fetchone() == (5,)
+    fs = [f for f in frames(session_file(gw, subject)) if isinstance(f, (Stmt, Done))]
+    summary = [
+        (f.stmt, f.decision, f.text) if isinstance(f, Stmt) else (f.stmt, f.rows, f.error)
+        for f in fs
+    ]
+    # Completion order: the refusal happened at the gateway, before the server answered
+    # the two statements sent ahead of it; numbers follow arrival. The refused statement's
+    # Execute and the one after it were skipped by the server (the pipeline's error).
+    assert summary == [
+        (3, "deny", "DELETE FROM customers WHERE id = $1"),
+        (3, 0, Error("42501", 'statement denied by gateway policy (class "write" is not allowed)')),
+        (1, "allow", "SELECT $1::int AS a"),
+        (1, 1, None),
+        (2, "allow", "SELECT $1::int AS b"),
+        (2, 1, None),
+        (4, "allow", "DELETE FROM customers WHERE id = $1"),
+        (4, 0, Error("", "not executed: an earlier message in the pipeline failed")),
+        (5, "allow", "SELECT $1::int AS c"),
+        (5, 0, Error("", "not executed: an earlier message in the pipeline failed")),
+        (6, "allow", "SELECT 5"),
+        (6, 1, None),
+    ]
+
+
+def test_multi_statement_query_records_every_result(gw: GatewayProcess) -> None:
+    """A simple Query with two results: the second result's columns and rows are
+    recorded after the first's, for the one statement."""
+    subject = "multi@example.com"
+    env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": gw.token(sub=subject), "PGSSLMODE": "require"}
+    query = "SELECT 1 AS a, 'x' AS b; SELECT 'y' AS c UNION ALL SELECT 'z'"
+    cmd = ["psql", "-X", "-h", gw.host, "-p", str(gw.port), "-U", subject, "-d", "app"]
+    subprocess.run([*cmd, "-c", query], env=env, capture_output=True, timeout=60, check=True)
+    fs = frames(session_file(gw, subject))
+    metas = [[c.name for c in f.columns] for f in fs if isinstance(f, Meta)]
+    rows = [list(iter_data_rows(f.data)) for f in fs if isinstance(f, Rows)]
+    (done,) = [f for f in fs if isinstance(f, Done)]
+    assert metas == [["a", "b"], ["c"]]
+    assert rows == [[[b"1", b"x"]], [[b"y"], [b"z"]]]
+    assert (done.rows, done.rows_recorded, done.command_tag) == (3, 3, "SELECT 2")
 
 
 def test_no_secrets_in_recordings(gw: GatewayProcess, pg_gateway_role: tuple[str, str]) -> None:
