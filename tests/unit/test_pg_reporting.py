@@ -3,6 +3,7 @@ fills or its delay passes, before any event of the session, and fails closed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ class AuditLines:
 
     def __init__(self) -> None:
         self.lines: list[tuple[str, ...]] = []
+        self.finished_at: list[float] = []
         self.before_event: Callable[[], None] | None = None
         self.broken = False
 
@@ -24,6 +26,7 @@ class AuditLines:
         if self.broken:
             raise RuntimeError("disk on fire")
         self.lines.append(("statement", text))
+        self.finished_at.append(rest[-1])
 
     def event(self, kind: str) -> None:
         if self.before_event is not None:
@@ -69,8 +72,12 @@ def test_reported_after_the_delay_in_order() -> None:
     assert audit.lines == []  # held back...
     assert obs.statements == 2 and obs.rows_total == 2  # ...but counted at once
     assert [delay for delay, _ in later.calls] == [_DONE_DELAY]  # one timer per batch
+    finished = time.time()
+    time.sleep(0.1)
     later.run()
     assert audit.lines == [("statement", "SELECT 1"), ("statement", "SELECT 2")]
+    # Stamped with when they finished, not when they were reported.
+    assert all(abs(at - finished) < 0.05 for at in audit.finished_at)
     later.run()
     assert len(audit.lines) == 2  # reported once
 

@@ -393,7 +393,7 @@ class PgRecordingObserver:
         offset = time.time() - time.monotonic()
         for ex in done:
             if audit is not None and ex.decided is not None:
-                self._audit(audit, ex, None, ex.finished - ex.started)
+                self._audit(audit, ex, None, ex.finished - ex.started, ex.finished + offset)
             if rec is not None and ex.context is not None:
                 self._record(rec, ex, offset)
 
@@ -455,7 +455,14 @@ class PgRecordingObserver:
                 self._audit(audit, ex, "interrupted", now - ex.started)
                 ex.decided = None  # reported once
 
-    def _audit(self, audit: SessionAudit, ex: Execution, code: str | None, duration: float) -> None:
+    def _audit(
+        self,
+        audit: SessionAudit,
+        ex: Execution,
+        code: str | None,
+        duration: float,
+        finished_at: float | None = None,
+    ) -> None:
         decided: tuple[str | None, frozenset[str]] = ex.decided  # type: ignore[assignment]
         rule, classes = decided
         error = ex.error
@@ -476,6 +483,7 @@ class PgRecordingObserver:
             duration,
             code,
             masked,
+            finished_at,
         )
 
     def session_ended(self, reason: str) -> None:
