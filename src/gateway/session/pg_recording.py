@@ -10,8 +10,9 @@ tracker knows by then (text, parameters, columns) and the first chunk of rows he
 here. Only an execution that outgrows that (a second chunk of rows, a second result,
 rows past ``record_rows``), or is still running when the recording opens the running
 statements (a writer tick, a control event, the end), is registered as a
-``Statement`` and recorded step by step. Measured on pgbench -S: the eager version
-(a Statement, metadata and rows calls per execution) cost about twice the CPU.
+``Statement`` and recorded step by step. Measured (pgbench -S -M prepared -c 1, gateway
+CPU per transaction with recording): 130.8 µs registering every execution as it started,
+123.1 µs lazily; see docs/performance.md.
 """
 
 from __future__ import annotations
