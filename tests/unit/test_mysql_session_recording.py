@@ -78,6 +78,9 @@ class FakeRecording:
     def control(self, kind: str, detail: Any) -> None:
         self.calls.append(("control", (kind, detail)))
 
+    def set_driver_hooks(self, flush: Any, running: Any) -> None:
+        pass  # the observer reports at once here: no loop to schedule a batch on
+
     def end(self, reason: str) -> None:
         self.calls.append(("end", reason))
 

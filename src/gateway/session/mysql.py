@@ -368,6 +368,8 @@ class MySqlSession(LegPair):
         self.observer = MyRecordingObserver(
             recording, runtime.record_rows(target, identity), self.audit
         )
+        self.observer.reporting.schedule = asyncio.get_running_loop().call_later
+        self.observer.reporting.fail = self._reporting_failed
         self.policy_gate = MyPolicyGate(
             runtime.session_policy(target, identity),
             self.observer,
@@ -1584,7 +1586,7 @@ class MySqlSession(LegPair):
             self.audit = runtime.session_audit(self, self.target, identity)
             recording = None
             if self.observer is not None:
-                self.observer.audit = self.audit
+                self.observer.set_audit(self.audit)
                 recording = self.observer.recording
             self.control = runtime.limit_control(self, self.target, identity, recording)
             self.limits = self.control.limits
@@ -1689,6 +1691,15 @@ class MySqlSession(LegPair):
         self.runtime.spawn(kill_query(self.target.upstream, up.thread_id))
         if self.observer is not None:
             self.observer.control("cancel", {"source": "gateway"})
+
+    def _reporting_failed(self, exc: BaseException) -> None:
+        # Statements could not be audited or recorded: fail closed.
+        self._end_now(
+            ER_UNKNOWN_ERROR,
+            "HY000",
+            "the gateway could not record this session's statements",
+            f"recording failed: {type(exc).__name__}",
+        )
 
     def terminate(
         self, errno: int, sqlstate: str, message: str, reason: str, *, force_error: bool = False

@@ -31,6 +31,7 @@ from ..masking.plan import ResultPlan
 from ..recording import ColumnInfo
 from .masking_common import masked_names
 from .mysql_sql import statement_texts
+from .reporting import ReportBatch
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -49,6 +50,13 @@ _COLUMN_CACHE = 256
 _UNSIGNED = int(ColumnFlag.UNSIGNED)  # a plain int: `int & IntFlag` runs enum code
 _STATEMENT_RULES = 4096
 _NO_CLASSES: frozenset[str] = frozenset()
+# SessionAudit.statement's arguments up to ``masked``; SessionRecording.complete's; and a
+# finished result as reported later: (audit line, recorded completion, monotonic end).
+_AuditLine = tuple[
+    str, str, str, str | None, frozenset[str], int, int, float, str | None, list[str] | None
+]
+_Done = tuple["Statement", str | None, int, int, int, float, tuple[str, str] | None]
+_Finished = tuple[_AuditLine | None, _Done | None, float]
 
 _STRING_TYPES = frozenset(
     {
@@ -195,6 +203,7 @@ class MyRecordingObserver:
         "denied",
         "record_rows",
         "recording",
+        "reporting",
         "rows_total",
         "statements",
     )
@@ -223,11 +232,28 @@ class MyRecordingObserver:
         # The policy rule that allowed each prepared statement (by statement id),
         # recorded with its executions.
         self._statement_rules: dict[int, tuple[str | None, frozenset[str]]] = {}
+        # Finished results, reported in batches (the driver sets its ``schedule`` and
+        # ``fail``): what their audit line and their recorded completion need.
+        self.reporting: ReportBatch[_Finished] = ReportBatch(self._report)
+        if recording is not None:
+            flush = self.reporting.flush
+            recording.set_driver_hooks(flush, flush)
+        if audit is not None:
+            audit.before_event = self.reporting.flush
+
+    def set_audit(self, audit: SessionAudit | None) -> None:
+        """A new identity (COM_CHANGE_USER): what finished before is reported to the
+        previous one's audit first."""
+        self.reporting.flush()
+        self.audit = audit
+        if audit is not None:
+            audit.before_event = self.reporting.flush
 
     # -- policy -----------------------------------------------------------------------------
 
     def refused(self, text: str, path: str, decision: Decision) -> None:
         """A statement the policy refused: recorded whole (it never reaches the server)."""
+        self.reporting.flush()
         self.statements += 1
         self.denied += 1
         if self.audit is not None:
@@ -392,8 +418,13 @@ class MyRecordingObserver:
         next result of the same command opens a new recorded statement."""
         if not ex.swallow:  # a stopped result's swallowed tail was never sent
             self.rows_total += ex.rows
+        finished = time.monotonic()
+        line: _AuditLine | None = None
         if ex.audited and self.audit is not None:
-            self._audit(ex, self.audit, f"{err.errno}/{err.sqlstate}" if err is not None else None)
+            line = self._audit_line(
+                ex, f"{err.errno}/{err.sqlstate}" if err is not None else None, finished
+            )
+        done: _Done | None = None
         rec = self.recording
         if rec is not None and ex.stmt is not None:
             tag: str | None = None
@@ -404,16 +435,10 @@ class MyRecordingObserver:
                 tag = f"OK {ok.affected_rows} row{'' if ok.affected_rows == 1 else 's'} affected"
                 if ok.last_insert_id:
                     tag += f", last insert id {ok.last_insert_id}"
-            rec.complete(
-                ex.stmt,
-                tag,
-                ex.rows,
-                ex.recorded,
-                ex.bytes,
-                time.monotonic() - ex.started,
-                error,
-            )
+            done = (ex.stmt, tag, ex.rows, ex.recorded, ex.bytes, finished - ex.started, error)
             ex.stmt = None
+        if line is not None or done is not None:
+            self.reporting.add((line, done, finished))
         if more:
             ex.result_index += 1
             ex.rows = ex.recorded = ex.bytes = 0
@@ -426,18 +451,21 @@ class MyRecordingObserver:
         """The session ended while these exchanges ran (killed, revoked, expired, client
         gone): each open result still gets its audit line, with what the client had
         received."""
+        self.reporting.flush()
         audit = self.audit
         if audit is None:
             return
+        now = time.monotonic()
         for ex in exchanges:
             if ex.audited:
-                self._audit(ex, audit, "interrupted")
+                audit.statement(*self._audit_line(ex, "interrupted", now))
 
-    def _audit(self, ex: Exchange, audit: SessionAudit, error: str | None) -> None:
-        """The audit line of an allowed result that ended (once per result)."""
+    def _audit_line(self, ex: Exchange, error: str | None, finished: float) -> _AuditLine:
+        """The audit line of an allowed result that ended (once per result), as
+        ``SessionAudit.statement``'s arguments up to ``masked``."""
         ex.audited = False
         plan = ex.mask_plan
-        audit.statement(
+        return (
             self._text(ex),
             ex.path,
             "allow",
@@ -445,15 +473,26 @@ class MyRecordingObserver:
             ex.classes,
             ex.rows,
             ex.bytes,
-            time.monotonic() - ex.started,
+            finished - ex.started,
             error,
             masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None,
         )
+
+    def _report(self, items: list[_Finished]) -> None:
+        audit = self.audit
+        rec = self.recording
+        offset = time.time() - time.monotonic()  # completion times on the wall clock
+        for line, done, finished in items:
+            if line is not None and audit is not None:
+                audit.statement(*line, finished + offset)
+            if done is not None and rec is not None:
+                rec.complete(*done)
 
     def control(self, kind: str, detail: dict[str, str]) -> None:
         if self.recording is not None:
             self.recording.control(kind, detail)
 
     def session_ended(self, reason: str) -> None:
+        self.reporting.flush()
         if self.recording is not None:
             self.recording.end(reason)

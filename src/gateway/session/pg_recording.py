@@ -17,11 +17,10 @@ CPU per transaction with recording): 130.8 µs registering every execution as it
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from struct import Struct
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, cast
 
 from protocols.postgres.messages import parse_command_complete
 from protocols.postgres.rows import parse_row_description
@@ -31,18 +30,14 @@ from ..masking.plan import ResultPlan
 from ..recording import ColumnInfo
 from ..recording.session import HOLD_BYTES, Statement
 from .masking_common import masked_names
+from .reporting import ReportBatch
 
 if TYPE_CHECKING:
     from ..audit import SessionAudit
     from ..policy import Decision
     from ..recording import SessionRecording
 
-log = logging.getLogger("gateway")
 _LEN = Struct("!I")
-# Finished executions reported together (see execution_finished): at most this many, and
-# at most this long after the first of them finished.
-_DONE_BATCH: Final = 64
-_DONE_DELAY: Final = 0.05
 ROW_ENCODING = "pg.DataRow"
 _COLUMN_CACHE = 256
 _TEXT_CACHE = 256
@@ -92,22 +87,20 @@ class PgRecordingObserver:
 
     __slots__ = (
         "_columns",
-        "_done",
         "_labels",
         "_statement_rules",
         "_tags",
         "audit",
         "counting",
         "denied",
-        "fail",
         "next_classes",
         "next_rule",
         "planner",
         "record_rows",
         "recording",
+        "reporting",
         "rows_total",
         "rule",
-        "schedule",
         "statements",
         "unfinished",
     )
@@ -145,16 +138,13 @@ class PgRecordingObserver:
         # The tracker's executions sent and not yet answered (set by the driver): those
         # recorded lazily are registered when the recording opens the running ones.
         self.unfinished: Callable[[], list[Execution]] | None = None
-        # Executions finished and not yet reported (see ``execution_finished``), and what
-        # the driver gives for reporting them later: the loop's ``call_later``, and what
-        # to do if that fails (end the session: nothing goes unrecorded silently).
-        self._done: list[Execution] = []
-        self.schedule: Callable[[float, Callable[[], None]], object] | None = None
-        self.fail: Callable[[BaseException], None] | None = None
+        # Finished executions, reported in batches (the driver sets its ``schedule`` and
+        # ``fail``); flushed before anything else of the session is recorded or audited.
+        self.reporting: ReportBatch[Execution] = ReportBatch(self._report)
         if recording is not None:
-            recording.set_driver_hooks(self.flush, self._register_running)
+            recording.set_driver_hooks(self.reporting.flush, self._register_running)
         if audit is not None:
-            audit.before_event = self.flush
+            audit.before_event = self.reporting.flush
 
     def allowed(
         self,
@@ -349,48 +339,21 @@ class PgRecordingObserver:
         ex.bytes += n
 
     def execution_finished(self, ex: Execution) -> None:
-        """Counted at once; reported (audit line, recording) in batches.
-
-        Reporting one execution is a few microseconds of Python that, done once per
-        round trip, runs with cold CPU caches; done for up to _DONE_BATCH executions in a
-        row it costs a fraction of that (measured: pgbench -S -M prepared -c 1, gateway
-        CPU per transaction 116 -> 102 µs with the audit log, 129 -> 105 µs with
-        recording too). A batch is reported when full, after _DONE_DELAY, and before
-        anything else of the session is recorded or audited (a refusal, a control event,
-        a statement written while it runs, the end), so both keep the order of events.
-        """
+        """Counted at once; reported (audit line, recording) in batches: see
+        ``reporting.py``."""
         self.rows_total += ex.rows
-        if not self.counting:
-            return
-        ex.finished = time.monotonic()
-        done = self._done
-        done.append(ex)
-        if len(done) == 1:
-            schedule = self.schedule
-            if schedule is None:
-                self.flush()  # no loop to come back later (tests drive it directly)
-            else:
-                schedule(_DONE_DELAY, self._flush_later)
-        elif len(done) >= _DONE_BATCH:
-            self.flush()
-
-    def _flush_later(self) -> None:
-        try:
-            self.flush()
-        except Exception as exc:  # a bug: the session must not go on unrecorded
-            log.exception("reporting finished statements failed")
-            if self.fail is not None:
-                self.fail(exc)
+        if self.counting:
+            ex.finished = time.monotonic()
+            self.reporting.add(ex)
 
     def flush(self) -> None:
-        """Report the finished executions held back, in order."""
-        done = self._done
-        if not done:
-            return
-        self._done = []
+        """Report the finished executions held back, now."""
+        self.reporting.flush()
+
+    def _report(self, done: list[Execution]) -> None:
         audit = self.audit
         rec = self.recording
-        # Arrival times on the wall clock, from the monotonic start times.
+        # Arrival and completion times on the wall clock, from the monotonic ones.
         offset = time.time() - time.monotonic()
         for ex in done:
             if audit is not None and ex.decided is not None:

@@ -284,8 +284,8 @@ class PgSession(LegPair):
         )
         self.tracker = QueryTracker(self.observer)
         self.observer.unfinished = self.tracker.unfinished
-        self.observer.schedule = asyncio.get_running_loop().call_later
-        self.observer.fail = self._reporting_failed
+        self.observer.reporting.schedule = asyncio.get_running_loop().call_later
+        self.observer.reporting.fail = self._reporting_failed
         self.policy_gate = PgPolicyGate(
             runtime.session_policy(self.target, identity),
             self.observer,

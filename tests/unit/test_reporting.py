@@ -1,5 +1,5 @@
-"""PgRecordingObserver reports finished executions in batches: in order, when a batch
-fills or its delay passes, before any event of the session, and fails closed."""
+"""The observers report finished statements in batches: in order, when a batch fills or
+its delay passes, before any event of the session, and fail closed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from gateway.session.pg_recording import _DONE_BATCH, _DONE_DELAY, PgRecordingObserver
+from gateway.session.mysql_recording import Exchange, MyRecordingObserver
+from gateway.session.pg_recording import PgRecordingObserver
+from gateway.session.reporting import BATCH, DELAY
+from protocols.mysql.constants import Command
 from protocols.postgres.tracker import Execution
 
 
@@ -53,7 +56,7 @@ def observer() -> tuple[PgRecordingObserver, AuditLines, Later]:
     audit = AuditLines()
     obs = PgRecordingObserver(None, 0, "rule", audit)  # type: ignore[arg-type]
     later = Later()
-    obs.schedule = later
+    obs.reporting.schedule = later
     return obs, audit, later
 
 
@@ -71,7 +74,7 @@ def test_reported_after_the_delay_in_order() -> None:
     run(obs, "SELECT 2")
     assert audit.lines == []  # held back...
     assert obs.statements == 2 and obs.rows_total == 2  # ...but counted at once
-    assert [delay for delay, _ in later.calls] == [_DONE_DELAY]  # one timer per batch
+    assert [delay for delay, _ in later.calls] == [DELAY]  # one timer per batch
     finished = time.time()
     time.sleep(0.1)
     later.run()
@@ -84,11 +87,11 @@ def test_reported_after_the_delay_in_order() -> None:
 
 def test_a_full_batch_is_reported_at_once() -> None:
     obs, audit, later = observer()
-    for i in range(_DONE_BATCH):
+    for i in range(BATCH):
         run(obs, f"SELECT {i}")
-    assert [text for _, text in audit.lines] == [f"SELECT {i}" for i in range(_DONE_BATCH)]
+    assert [text for _, text in audit.lines] == [f"SELECT {i}" for i in range(BATCH)]
     later.run()  # the batch's timer finds nothing left
-    assert len(audit.lines) == _DONE_BATCH
+    assert len(audit.lines) == BATCH
 
 
 def test_statements_come_before_a_later_event() -> None:
@@ -108,7 +111,7 @@ def test_the_session_end_reports_what_is_held() -> None:
 def test_a_failure_to_report_ends_the_session() -> None:
     obs, audit, later = observer()
     failures: list[BaseException] = []
-    obs.fail = failures.append
+    obs.reporting.fail = failures.append
     run(obs, "SELECT 1")
     audit.broken = True
     later.run()  # on the loop: logged, and the driver is told to end the session
@@ -117,9 +120,46 @@ def test_a_failure_to_report_ends_the_session() -> None:
 
 def test_without_a_loop_each_is_reported_at_once() -> None:
     obs, audit, _ = observer()
-    obs.schedule = None
+    obs.reporting.schedule = None
     run(obs, "SELECT 1")
     assert audit.lines == [("statement", "SELECT 1")]
     audit.broken = True
     with pytest.raises(RuntimeError):
         run(obs, "SELECT 2")
+
+
+def my_observer() -> tuple[MyRecordingObserver, AuditLines, Later]:
+    audit = AuditLines()
+    obs = MyRecordingObserver(None, 0, audit)  # type: ignore[arg-type]
+    later = Later()
+    obs.reporting.schedule = later
+    return obs, audit, later
+
+
+def my_query(obs: MyRecordingObserver, sql: str) -> None:
+    ex = Exchange(Command.COM_QUERY)
+    obs.query_started(ex, sql.encode())
+    ex.rows = 1
+    obs.result_finished(ex)
+
+
+def test_mysql_results_are_reported_after_the_delay_in_order() -> None:
+    obs, audit, later = my_observer()
+    my_query(obs, "SELECT 1")
+    my_query(obs, "SELECT 2")
+    assert audit.lines == [] and obs.statements == 2 and obs.rows_total == 2
+    later.run()
+    assert audit.lines == [("statement", "SELECT 1"), ("statement", "SELECT 2")]
+
+
+def test_mysql_change_user_reports_to_the_previous_identity_first() -> None:
+    obs, first, _ = my_observer()
+    my_query(obs, "SELECT 1")
+    second = AuditLines()
+    obs.set_audit(second)  # type: ignore[arg-type]
+    my_query(obs, "SELECT 2")
+    obs.session_ended("client quit")
+    assert first.lines == [("statement", "SELECT 1")]
+    assert second.lines == [("statement", "SELECT 2")]
+    second.event("approval_requested")  # the new identity's events flush too
+    assert second.lines[-1] == ("event", "approval_requested")
