@@ -171,8 +171,10 @@ def start_gateway(
     *,
     recording: bool,
     policy_extra: str = "",
+    launcher: list[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """`policy_extra` is appended to the bench policy (limits, masks: benchmarks/suite.py)."""
+    """`policy_extra` is appended to the bench policy (limits, masks: benchmarks/suite.py);
+    `launcher`: argv that runs the gateway CLI (default `python -m gateway`)."""
     port = free_port()
     config = work / "gateway.toml"
     config.write_text(
@@ -219,7 +221,7 @@ deny = ["truncate", "delete_without_where", "update_without_where"]
     log_path = work / "gateway.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            [*(launcher or [sys.executable, "-m", "gateway"]), "run", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -274,6 +276,7 @@ def gateway_endpoint(
     *,
     recording: bool,
     policy_extra: str = "",
+    launcher: list[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], Endpoint]:
     """Start a gateway in `work` (a new directory next to `keys/`, which holds the JWKS) and
     give sysbench the gateway's certificate to trust."""
@@ -285,6 +288,7 @@ def gateway_endpoint(
         setup.password,
         recording=recording,
         policy_extra=policy_extra,
+        launcher=launcher,
     )
     cert = (work / "state" / "server.crt").read_bytes()
     sb = sysbench_dir(work / "sb", cert, setup.pki.client)
