@@ -130,10 +130,9 @@ class Statement(msgspec.Struct, gc=False):
     count: int = 0
     opened: bool = False
     # The driver's bookkeeping for the completion: start on the monotonic clock,
-    # rows recorded so far, bytes forwarded, whether the result was described.
+    # rows recorded so far, whether the result was described.
     started: float = 0.0
     recorded: int = 0
-    bytes: int = 0
     described: bool = False
     # Encoded size held back so far (text, parameters, columns, rows), near enough.
     size: int = 0

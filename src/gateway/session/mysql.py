@@ -1693,7 +1693,7 @@ class MySqlSession(LegPair):
             self.observer.control("cancel", {"source": "gateway"})
 
     def _reporting_failed(self, exc: BaseException) -> None:
-        # Statements could not be audited or recorded: fail closed.
+        # Statements could not be audited or recorded: fail closed, as a kill would.
         self._end_now(
             ER_UNKNOWN_ERROR,
             "HY000",

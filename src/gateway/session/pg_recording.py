@@ -223,8 +223,7 @@ class PgRecordingObserver:
             started=ex.started,
         )
         ex.context = st
-        if columns is None and ex.path != "simple" and ex.row_description is not None:
-            columns = self._result_columns(ex)
+        columns = self._held_columns(ex, columns)
         if columns is not None:
             rec.result_metadata(st, columns)
             st.described = True
@@ -232,6 +231,16 @@ class PgRecordingObserver:
             rec.rows(st, ROW_ENCODING, data, count)
             st.recorded = count
         return st
+
+    def _held_columns(
+        self, ex: Execution, held: list[ColumnInfo] | None
+    ) -> list[ColumnInfo] | None:
+        """The columns of a lazily recorded execution's (first) result: held since its
+        RowDescription (a simple Query's), or known from its statement or portal
+        Describe (the extended protocol: one result per Execute)."""
+        if held is None and ex.path != "simple" and ex.row_description is not None:
+            return self._result_columns(ex)
+        return held
 
     def _register_running(self) -> None:
         """The recording's running hook: register the lazy executions still running
@@ -311,9 +320,9 @@ class PgRecordingObserver:
                 if type(st) is int:
                     ex.context = (st, None, buf[start:stop], count)
                     return
-                lazy = cast(_Lazy, st)
-                if lazy[2] is None:
-                    ex.context = (lazy[0], lazy[1], buf[start:stop], count)
+                assert type(st) is tuple
+                if st[2] is None:
+                    ex.context = (st[0], st[1], buf[start:stop], count)
                     return
             st = self._register(ex)
         if not st.described and ex.row_description is not None:
@@ -382,8 +391,7 @@ class PgRecordingObserver:
             rec.complete(st, tag, ex.rows, st.recorded, ex.bytes, ex.finished - st.started, error)
             return
         number, columns, data, count = _held(st)
-        if columns is None and ex.path != "simple" and ex.row_description is not None:
-            columns = self._result_columns(ex)
+        columns = self._held_columns(ex, columns)
         label = self._label(ex)
         decided: tuple[str | None, frozenset[str]] = ex.decided  # type: ignore[assignment]
         duration = ex.finished - ex.started

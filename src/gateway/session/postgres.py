@@ -851,8 +851,8 @@ class PgSession(LegPair):
             self.observer.recording.control("cancel", {"source": "client"})
 
     def _reporting_failed(self, exc: BaseException) -> None:
-        # Statements could not be audited or recorded: fail closed.
-        self.terminate(
+        # Statements could not be audited or recorded: fail closed, as a kill would.
+        self._end_now(
             SqlState.INTERNAL_ERROR,
             "the gateway could not record this session's statements",
             f"recording failed: {type(exc).__name__}",
