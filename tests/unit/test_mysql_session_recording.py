@@ -13,6 +13,7 @@ from gateway.recording.render_mysql import (
     iter_packets,
     right_aligned,
 )
+from gateway.recording.session import Statement
 from gateway.session.mysql_recording import (
     Exchange,
     MyRecordingObserver,
@@ -35,11 +36,19 @@ T = ColumnType
 
 
 class FakeRecording:
+    """Logs SessionRecording's calls; a lazily recorded result (``executed``) is logged as
+    the calls a registered one makes (statement, meta, rows, complete), plus ``executed``."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.stmt = 0
+        self.running: Any = None
 
     # The same signatures as SessionRecording's (the observer calls them positionally).
+    def number(self) -> int:
+        self.stmt += 1
+        return self.stmt
+
     def statement(
         self,
         text: str,
@@ -48,22 +57,57 @@ class FakeRecording:
         parameters: list[Any] | None = None,
         decision: str = "allow",
         rule: str | None = None,
-    ) -> int:
-        self.stmt += 1
+        *,
+        stmt: int = 0,
+        at: float = 0.0,
+        started: float = 0.0,
+    ) -> Statement:
+        if not stmt:
+            stmt = self.number()
         kw = {"text": text, "path": path, "statement_name": statement_name}
-        kw.update(parameters=parameters, decision=decision, rule=rule)
+        kw.update(parameters=parameters, decision=decision, rule=rule, stmt=stmt)
         self.calls.append(("statement", kw))
-        return self.stmt
+        return Statement(stmt, at, text, path, statement_name, parameters, decision, rule)
 
-    def result_metadata(self, stmt: int, columns: Any) -> None:
-        self.calls.append(("meta", (stmt, list(columns))))
+    def executed(
+        self,
+        stmt: int,
+        at: float,
+        text: str,
+        path: str,
+        name: str | None,
+        params: list[Any] | None,
+        rule: str | None,
+        columns: Any,
+        enc: str | None,
+        data: bytes | None,
+        count: int,
+        tag: str | None,
+        rows: int,
+        bytes_to_client: int,
+        duration: float,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        self.calls.append(("executed", stmt))
+        kw = {"text": text, "path": path, "statement_name": name}
+        kw.update(parameters=params, decision="allow", rule=rule, stmt=stmt)
+        self.calls.append(("statement", kw))
+        if columns is not None:
+            self.result_metadata(stmt, columns)
+        if data is not None:
+            assert enc is not None
+            self.rows(stmt, enc, data, count)
+        self.complete(stmt, tag, rows, count, bytes_to_client, duration, error)
 
-    def rows(self, stmt: int, encoding: str, data: Any, count: int) -> None:
-        self.calls.append(("rows", (stmt, encoding, bytes(data), count)))
+    def result_metadata(self, stmt: int | Statement, columns: Any) -> None:
+        self.calls.append(("meta", (_number(stmt), list(columns))))
+
+    def rows(self, stmt: int | Statement, encoding: str, data: Any, count: int) -> None:
+        self.calls.append(("rows", (_number(stmt), encoding, bytes(data), count)))
 
     def complete(
         self,
-        stmt: int,
+        stmt: int | Statement,
         tag: str | None,
         rows: int,
         rows_recorded: int,
@@ -73,19 +117,25 @@ class FakeRecording:
     ) -> None:
         kw = {"tag": tag, "rows": rows, "rows_recorded": rows_recorded}
         kw.update(bytes_to_client=bytes_to_client, duration=duration, error=error)
-        self.calls.append(("complete", (stmt, kw)))
+        self.calls.append(("complete", (_number(stmt), kw)))
 
     def control(self, kind: str, detail: Any) -> None:
         self.calls.append(("control", (kind, detail)))
 
     def set_driver_hooks(self, flush: Any, running: Any) -> None:
-        pass  # the observer reports at once here: no loop to schedule a batch on
+        # The observer reports at once here (no loop to schedule a batch on); ``running``
+        # is what a writer tick or a control event calls first.
+        self.running = running
 
     def end(self, reason: str) -> None:
         self.calls.append(("end", reason))
 
     def of(self, kind: str) -> list[Any]:
         return [args for k, args in self.calls if k == kind]
+
+
+def _number(stmt: int | Statement) -> int:
+    return stmt.stmt if isinstance(stmt, Statement) else stmt
 
 
 def col(name: str, col_type: int, *, flags: int = 0, charset: int = 45) -> ColumnDefinition41:
@@ -144,9 +194,13 @@ def test_record_rows_cap_cuts_on_a_row_boundary_even_for_huge_rows() -> None:
     payloads = [build_text_row([b"a"]), huge, build_text_row([b"b"]), build_text_row([b"c"])]
     data = framed_rows(payloads)
     obs.rows(ex, data, 0, len(data), 4)
+    ex.rows = 4
+    obs.result_finished(ex, ok=OkPacket(header=0xFE))
     ((_, _, recorded, count),) = rec.of("rows")
     assert count == 3
     assert iter_packets(recorded) == payloads[:3]
+    ((_, done),) = rec.of("complete")
+    assert done["rows"] == 4 and done["rows_recorded"] == 3
 
 
 def test_binary_rows_every_type_decode_like_the_cli() -> None:
@@ -241,6 +295,7 @@ def test_prepared_execute_parameters() -> None:
         ),
     )
     obs.execute_started(ex, stmt, execute, {2: 1000})
+    obs.result_finished(ex, ok=OkPacket())
     (s,) = rec.of("statement")
     assert s["path"] == "prepared" and s["statement_name"] == "5"
     assert s["parameters"] == ["-7", "ü", "<long data: 1000 bytes>", "2020-01-02 03:04:05", None]
@@ -263,3 +318,44 @@ def test_type_labels() -> None:
     assert type_label(T.MYSQL_TYPE_STRING, 0, 63) == "STRING BINARY"
     assert type_label(T.MYSQL_TYPE_BLOB, 0, 45, b"json") == "BLOB(json)"
     assert type_label(0x99, 0, 45) == "TYPE_153"
+
+
+def test_a_result_is_recorded_once_when_it_ends_unless_it_outgrows_one_run() -> None:
+    obs, rec = observer()  # record_rows = 3
+    ex = Exchange(Command.COM_QUERY)
+    obs.query_started(ex, b"SELECT v FROM t")
+    obs.result_described(ex, (col("v", T.MYSQL_TYPE_LONG),), binary=False)
+    first = framed_rows([build_text_row([b"1"])])
+    obs.rows(ex, first, 0, len(first), 1)
+    assert rec.calls == []  # numbered, held: nothing recorded while it runs
+    second = framed_rows([build_text_row([b"2"]), build_text_row([b"3"])], seq=4)
+    obs.rows(ex, second, 0, len(second), 2)
+    # A second run registers the result: statement, columns and the held run, then the run.
+    assert [k for k, _ in rec.calls] == ["statement", "meta", "rows", "rows"]
+    assert rec.of("statement")[0]["stmt"] == 1
+    assert [(n, count) for n, _, _, count in rec.of("rows")] == [(1, 1), (1, 2)]
+    ex.rows = 3
+    obs.result_finished(ex, ok=OkPacket(header=0xFE))
+    assert "executed" not in [k for k, _ in rec.calls]
+    ((n, done),) = rec.of("complete")
+    assert n == 1 and done["rows"] == 3 and done["rows_recorded"] == 3
+
+
+def test_results_still_running_are_registered_by_the_running_hook() -> None:
+    obs, rec = observer()
+    running = Exchange(Command.COM_QUERY)
+    obs.query_started(running, b"SELECT SLEEP(10)")
+    obs.result_described(running, (col("s", T.MYSQL_TYPE_LONGLONG),), binary=False)
+    done = Exchange(Command.COM_QUERY)
+    obs.query_started(done, b"DO 1")
+    obs.result_finished(done, ok=OkPacket())
+    assert rec.of("executed") == [2]
+    obs.unfinished = lambda: [running]
+    rec.running()  # what a writer tick, a control event or the end calls first
+    ((s, meta),) = [(s, m) for s, m in zip(rec.of("statement")[1:], rec.of("meta"), strict=True)]
+    assert s["text"] == "SELECT SLEEP(10)" and s["stmt"] == 1 and meta[0] == 1
+    rec.running()  # registered once
+    assert len(rec.of("statement")) == 2
+    obs.result_finished(running, ok=OkPacket(header=0xFE))
+    assert rec.of("executed") == [2]  # completed as a registered statement
+    assert [n for n, _ in rec.of("complete")] == [2, 1]

@@ -370,6 +370,7 @@ class MySqlSession(LegPair):
         )
         self.observer.reporting.schedule = asyncio.get_running_loop().call_later
         self.observer.reporting.fail = self._reporting_failed
+        self.observer.unfinished = self._unfinished
         self.policy_gate = MyPolicyGate(
             runtime.session_policy(target, identity),
             self.observer,
@@ -1691,6 +1692,10 @@ class MySqlSession(LegPair):
         self.runtime.spawn(kill_query(self.target.upstream, up.thread_id))
         if self.observer is not None:
             self.observer.control("cancel", {"source": "gateway"})
+
+    def _unfinished(self) -> deque[Exchange]:
+        """The exchanges sent and not yet answered (the observer's running hook)."""
+        return self._exchanges
 
     def _reporting_failed(self, exc: BaseException) -> None:
         # Statements could not be audited or recorded: fail closed, as a kill would.

@@ -13,6 +13,14 @@ What becomes a recorded statement:
 * COM_STMT_EXECUTE: the text remembered at COM_STMT_PREPARE, path ``prepared``,
   the statement id as name and the decoded parameters;
 * COM_STMT_FETCH: the cursor's statement text again, path ``fetch``.
+Results are recorded lazily, as PostgreSQL executions are (``pg_recording``): numbered
+when they start, and handed to the recording once, when they end
+(``SessionRecording.executed``), with their columns and the first run of rows held on
+the exchange. Only a result that outgrows that (a second run of rows, more than
+``HOLD_BYTES``), or is still running when the recording opens the running statements (a
+writer tick, a control event, the end), is registered as a ``Statement`` and recorded step
+by step.
+
 Column metadata: ``type_oid`` carries the MySQL column type byte
 (enum_field_types), ``type_name`` its name plus ``UNSIGNED`` / ``BINARY``
 (binary collation on a string type), ``table``/``column`` are org_table/org_name.
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from protocols.mysql.constants import MAX_PACKET_PAYLOAD, Charset, ColumnFlag, ColumnType
@@ -29,6 +38,7 @@ from protocols.mysql.resultset import ColumnDefinition41, StmtExecute, decode_bi
 
 from ..masking.plan import ResultPlan
 from ..recording import ColumnInfo
+from ..recording.session import HOLD_BYTES, Statement
 from .masking_common import masked_names
 from .mysql_sql import statement_texts
 from .reporting import ReportBatch
@@ -42,7 +52,6 @@ if TYPE_CHECKING:
     from ..audit import SessionAudit
     from ..policy import Decision
     from ..recording import SessionRecording
-    from ..recording.session import Statement
 
 TEXT_ROWS = "mysql.text"
 BINARY_ROWS = "mysql.binary"
@@ -50,13 +59,33 @@ _COLUMN_CACHE = 256
 _UNSIGNED = int(ColumnFlag.UNSIGNED)  # a plain int: `int & IntFlag` runs enum code
 _STATEMENT_RULES = 4096
 _NO_CLASSES: frozenset[str] = frozenset()
-# SessionAudit.statement's arguments up to ``masked``; SessionRecording.complete's; and a
-# finished result as reported later: (audit line, recorded completion, monotonic end).
+# SessionAudit.statement's arguments up to ``masked``; SessionRecording.complete's (a
+# registered result) or SessionRecording.executed's with the monotonic start for ``at`` (a
+# lazily recorded one); and a finished result as reported later: (audit line, recorded
+# completion, monotonic end).
 _AuditLine = tuple[
     str, str, str, str | None, frozenset[str], int, int, float, str | None, list[str] | None
 ]
-_Done = tuple["Statement", str | None, int, int, int, float, tuple[str, str] | None]
-_Finished = tuple[_AuditLine | None, _Done | None, float]
+_Done = tuple[Statement, str | None, int, int, int, float, tuple[str, str] | None]
+_Executed = tuple[
+    int,
+    float,
+    str,
+    str,
+    str | None,
+    list[str | bytes | None] | None,
+    str | None,
+    list[ColumnInfo] | None,
+    str | None,
+    bytes | None,
+    int,
+    str | None,
+    int,
+    int,
+    float,
+    tuple[str, str] | None,
+]
+_Finished = tuple[_AuditLine | None, _Done | _Executed | None, float]
 
 _STRING_TYPES = frozenset(
     {
@@ -132,6 +161,7 @@ class Exchange:
         "command",
         "described",
         "first_seq",
+        "held",
         "internal",
         "local_reply",
         "mask_plan",
@@ -154,7 +184,10 @@ class Exchange:
 
     def __init__(self, command: int) -> None:
         self.command = command
-        self.stmt: Statement | None = None  # recording handle of the current result
+        # The current result's recording: its number while recorded lazily (columns in
+        # ``columns``, the first run of rows in ``held``), its handle once registered.
+        self.stmt: int | Statement | None = None
+        self.held: bytes | None = None
         self.text: bytes | None = None
         self.texts: list[bytes] | None = None  # per-statement texts of a multi-statement packet
         self.path = "simple"
@@ -206,6 +239,7 @@ class MyRecordingObserver:
         "reporting",
         "rows_total",
         "statements",
+        "unfinished",
     )
 
     def __init__(
@@ -235,9 +269,12 @@ class MyRecordingObserver:
         # Finished results, reported in batches (the driver sets its ``schedule`` and
         # ``fail``): what their audit line and their recorded completion need.
         self.reporting: ReportBatch[_Finished] = ReportBatch(self._report)
+        # The exchanges sent and not yet answered (set by the driver): the results
+        # recorded lazily among them are registered when the recording opens the
+        # running statements.
+        self.unfinished: Callable[[], Iterable[Exchange]] | None = None
         if recording is not None:
-            flush = self.reporting.flush
-            recording.set_driver_hooks(flush, flush)
+            recording.set_driver_hooks(self.reporting.flush, self._register_running)
         if audit is not None:
             audit.before_event = self.reporting.flush
 
@@ -330,14 +367,49 @@ class MyRecordingObserver:
         ex.started = time.monotonic()
         ex.audited = self.audit is not None
         rec = self.recording
-        if rec is None:
-            return
-        # Positional: once per command on the hot path (keywords cost more per call).
-        ex.stmt = rec.statement(self._text(ex), ex.path, ex.name, ex.params, "allow", ex.rule)
-        ex.started = time.monotonic()
+        if rec is not None:
+            # Only numbered now; see the module's docstring.
+            ex.stmt = rec.number()
+
+    def _register(self, ex: Exchange) -> Statement:
+        """Turn a lazily recorded result into a registered Statement, with the columns
+        and rows held so far (it is recorded step by step from now on)."""
+        rec = self.recording
+        number = ex.stmt
+        assert rec is not None and type(number) is int
+        now = time.monotonic()
+        # Positional: the parameters up to ``rule`` (keywords cost more per call).
+        st = rec.statement(
+            self._text(ex),
+            ex.path,
+            ex.name,
+            ex.params,
+            "allow",
+            ex.rule,
+            stmt=number,
+            at=time.time() - (now - ex.started),
+            started=ex.started,
+        )
+        ex.stmt = st
         if ex.columns is not None:
-            rec.result_metadata(ex.stmt, ex.columns)
+            rec.result_metadata(st, ex.columns)
             ex.described = True
+        held = ex.held
+        if held is not None:
+            rec.rows(st, BINARY_ROWS if ex.binary else TEXT_ROWS, held, ex.recorded)
+            ex.held = None
+        return st
+
+    def _register_running(self) -> None:
+        """The recording's running hook: register the lazily recorded results still
+        running (after reporting those that finished before)."""
+        self.reporting.flush()
+        unfinished = self.unfinished
+        if unfinished is None:
+            return
+        for ex in unfinished():
+            if type(ex.stmt) is int:
+                self._register(ex)
 
     def _text(self, ex: Exchange) -> str:
         text = ex.text
@@ -376,16 +448,19 @@ class MyRecordingObserver:
     ) -> None:
         ex.binary = binary
         rec = self.recording
-        if rec is None or ex.stmt is None or columns is None:
+        st = ex.stmt
+        if rec is None or st is None or columns is None:
             return
         ex.columns = self._column_infos(columns, binary)
-        rec.result_metadata(ex.stmt, ex.columns)
-        ex.described = True
+        if type(st) is Statement:
+            rec.result_metadata(st, ex.columns)
+            ex.described = True
 
     def rows(self, ex: Exchange, buf: bytes, start: int, stop: int, count: int) -> None:
         """Record forwarded rows (the caller counts rows and bytes)."""
         rec = self.recording
-        if rec is None or ex.stmt is None:
+        st = ex.stmt
+        if rec is None or st is None:
             return
         room = self.record_rows - ex.recorded
         if room <= 0:
@@ -401,9 +476,15 @@ class MyRecordingObserver:
                     if length < MAX_PACKET_PAYLOAD:
                         break
             stop, count = pos, room
-        rec.rows(
-            ex.stmt, BINARY_ROWS if ex.binary else TEXT_ROWS, memoryview(buf)[start:stop], count
-        )
+        if type(st) is not Statement:
+            if ex.held is None and stop - start <= HOLD_BYTES:
+                # The first run of rows is held (copied: the buffer is the driver's); a
+                # second one registers the result.
+                ex.held = bytes(buf[start:stop])
+                ex.recorded = count
+                return
+            st = self._register(ex)
+        rec.rows(st, BINARY_ROWS if ex.binary else TEXT_ROWS, memoryview(buf)[start:stop], count)
         ex.recorded += count
 
     def result_finished(
@@ -419,14 +500,16 @@ class MyRecordingObserver:
         if not ex.swallow:  # a stopped result's swallowed tail was never sent
             self.rows_total += ex.rows
         finished = time.monotonic()
+        rec = self.recording
+        st = ex.stmt
+        text = self._text(ex) if ex.audited or (rec is not None and st is not None) else ""
         line: _AuditLine | None = None
         if ex.audited and self.audit is not None:
             line = self._audit_line(
-                ex, f"{err.errno}/{err.sqlstate}" if err is not None else None, finished
+                ex, text, f"{err.errno}/{err.sqlstate}" if err is not None else None, finished
             )
-        done: _Done | None = None
-        rec = self.recording
-        if rec is not None and ex.stmt is not None:
+        done: _Done | _Executed | None = None
+        if rec is not None and st is not None:
             tag: str | None = None
             error: tuple[str, str] | None = None
             if err is not None:
@@ -435,7 +518,31 @@ class MyRecordingObserver:
                 tag = f"OK {ok.affected_rows} row{'' if ok.affected_rows == 1 else 's'} affected"
                 if ok.last_insert_id:
                     tag += f", last insert id {ok.last_insert_id}"
-            done = (ex.stmt, tag, ex.rows, ex.recorded, ex.bytes, finished - ex.started, error)
+            duration = finished - ex.started
+            if type(st) is Statement:
+                done = (st, tag, ex.rows, ex.recorded, ex.bytes, duration, error)
+            else:
+                assert type(st) is int
+                held = ex.held
+                done = (
+                    st,
+                    ex.started,
+                    text,
+                    ex.path,
+                    ex.name,
+                    ex.params,
+                    ex.rule,
+                    ex.columns,
+                    (BINARY_ROWS if ex.binary else TEXT_ROWS) if held is not None else None,
+                    held,
+                    ex.recorded,
+                    tag,
+                    ex.rows,
+                    ex.bytes,
+                    duration,
+                    error,
+                )
+                ex.held = None
             ex.stmt = None
         if line is not None or done is not None:
             self.reporting.add((line, done, finished))
@@ -458,15 +565,17 @@ class MyRecordingObserver:
         now = time.monotonic()
         for ex in exchanges:
             if ex.audited:
-                audit.statement(*self._audit_line(ex, "interrupted", now))
+                audit.statement(*self._audit_line(ex, self._text(ex), "interrupted", now))
 
-    def _audit_line(self, ex: Exchange, error: str | None, finished: float) -> _AuditLine:
+    def _audit_line(
+        self, ex: Exchange, text: str, error: str | None, finished: float
+    ) -> _AuditLine:
         """The audit line of an allowed result that ended (once per result), as
         ``SessionAudit.statement``'s arguments up to ``masked``."""
         ex.audited = False
         plan = ex.mask_plan
         return (
-            self._text(ex),
+            text,
             ex.path,
             "allow",
             ex.rule,
@@ -486,7 +595,10 @@ class MyRecordingObserver:
             if line is not None and audit is not None:
                 audit.statement(*line, finished + offset)
             if done is not None and rec is not None:
-                rec.complete(*done)
+                if type(done[0]) is int:
+                    rec.executed(done[0], done[1] + offset, *done[2:])
+                else:
+                    rec.complete(*done)
 
     def control(self, kind: str, detail: dict[str, str]) -> None:
         if self.recording is not None:

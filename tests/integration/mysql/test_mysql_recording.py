@@ -4,10 +4,12 @@ parameters) and rows exactly as the client received them, decodable by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,11 @@ def frames(path: Path) -> list[Any]:
     return out
 
 
-def session_files(gw: MyGateway, subject: str, count: int = 1) -> list[Path]:
-    """The complete recordings whose start frame names ``subject``, oldest first."""
+def session_files(
+    gw: MyGateway, subject: str, count: int = 1, *, complete: bool = True
+) -> list[Path]:
+    """The recordings (complete ones unless told) whose start frame names ``subject``,
+    oldest first."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         found: list[tuple[float, Path]] = []
@@ -54,7 +59,8 @@ def session_files(gw: MyGateway, subject: str, count: int = 1) -> list[Path]:
             if not fs:
                 continue
             start, last = fs[0], fs[-1]
-            if isinstance(start, Start) and start.subject == subject and isinstance(last, End):
+            ended = isinstance(last, End) or not complete
+            if isinstance(start, Start) and start.subject == subject and ended:
                 found.append((start.started_at, path))
         if len(found) >= count:
             return [p for _, p in sorted(found)]
@@ -221,3 +227,40 @@ def test_kill_and_change_user_are_control_frames(gw: MyGateway) -> None:
     assert ctl[0].kind == "change_user"
     assert ctl[0].detail["subject"] == "rec-ctl2@example.com"
     assert ctl[0].detail["previous_subject"] == subject
+
+
+def test_statement_running_at_a_tick_is_on_disk_while_it_runs(gw: MyGateway) -> None:
+    """Results are recorded when they end, unless still running at a writer tick: then
+    their statement is written while they run (and its completion later)."""
+    subject = "rec-slow@example.com"
+    conn = mysql.connector.connect(**gw.connector_kwargs(gw.token(subject), user=subject))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            cur = conn.cursor(prepared=True)
+            cur.execute("SELECT 1")
+            cur.fetchall()
+
+            def slow() -> list[Any]:
+                cur.execute("SELECT SLEEP(?) AS s, ? AS n", (1.5, 7))
+                return list(cur.fetchall())
+
+            running = pool.submit(slow)
+            (path,) = session_files(gw, subject, complete=False)
+            deadline = time.monotonic() + 1.2
+            seen: list[Stmt] = []
+            while not seen and time.monotonic() < deadline:
+                with contextlib.suppress(RecordingFormatError, AssertionError):
+                    seen = [f for f in frames(path) if isinstance(f, Stmt) and f.params]
+                time.sleep(0.05)
+            assert not running.done()  # still running, already on disk
+            assert [(s.text, s.path, s.params) for s in seen] == [
+                ("SELECT SLEEP(?) AS s, ? AS n", "prepared", ["1.5", "7"])
+            ]
+            assert running.result() == [(0, 7)]
+            cur.close()
+    finally:
+        conn.close()
+    recorded = [e for e in statements(session_file(gw, subject)) if e["stmt"].params]
+    ((entry),) = recorded
+    assert entry["rows"] == [["0", "7"]]
+    assert entry["done"].rows == 1 and entry["done"].duration >= 1.5
