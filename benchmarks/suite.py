@@ -749,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     profile_lines: list[str] = []
     memory: Case | None = None
-    pg_version = "?"
+    pg_version = "not started"  # only MySQL scenarios chosen
     with sigterm_as_interrupt(), bench_env() as bench, contextlib.ExitStack() as stack:
         world = setup(bench, stack, chosen, args.scale, args.rows, args.sessions, args.profile)
         cases = plan(world, chosen, args.rows)
