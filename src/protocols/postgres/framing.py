@@ -20,6 +20,7 @@ Rules enforced here:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from struct import Struct
 
 from ..errors import MessageTooLarge, PeerViolation, UsageError
@@ -97,38 +98,61 @@ class MessageScanner:
         if self._broken is not None:
             raise self._broken
         buf = self._pending + data if self._pending else data
-        entries: list[tuple[int, int, int, int]] = []
-        append = entries.append
-        pos = 0
-        n = len(buf)
         limit = self.max_message_size
-        collapse = self.collapse_data_rows
-        run_start = -1
-        run_count = 0
-        while n - pos >= HEADER_SIZE:
-            mtype, length = _unpack_header(buf, pos)
-            if length < 4 or length > limit:
-                self._broken = (
-                    PeerViolation(f"invalid message length {length}")
-                    if length < 4
-                    else MessageTooLarge(length, limit)
-                )
-                self._pending = b""
-                raise self._broken
-            stop = pos + 1 + length
-            if stop > n:
-                break
-            if mtype == DATA_ROW and collapse:
-                if run_count == 0:
-                    run_start = pos
-                run_count += 1
-            else:
-                if run_count:
-                    append((DATA_ROW, run_start, pos, run_count))
-                    run_count = 0
-                append((mtype, pos, stop, 1))
-            pos = stop
-        if run_count:
-            append((DATA_ROW, run_start, pos, run_count))
-        self._pending = buf[pos:] if pos < n else b""
+        entries, pos, bad = _scan(buf, limit, self.collapse_data_rows)
+        if bad >= 0:
+            self._broken = (
+                PeerViolation(f"invalid message length {bad}")
+                if bad < 4
+                else MessageTooLarge(bad, limit)
+            )
+            self._pending = b""
+            raise self._broken
+        self._pending = buf[pos:] if pos < len(buf) else b""
         return buf, pos, entries
+
+
+def scan_py(
+    buf: bytes, limit: int, collapse: bool
+) -> tuple[list[tuple[int, int, int, int]], int, int]:
+    """The header walk of ``MessageScanner.feed``: ``(entries, pos, bad)``, where ``pos``
+    is where the incomplete tail starts and ``bad`` is -1, or the invalid declared length
+    (below 4 or above ``limit``) of the header at ``pos``. The pure-Python reference the
+    compiled one (``_wire.scan``) is tested against."""
+    entries: list[tuple[int, int, int, int]] = []
+    append = entries.append
+    pos = 0
+    n = len(buf)
+    run_start = -1
+    run_count = 0
+    bad = -1
+    while n - pos >= HEADER_SIZE:
+        mtype, length = _unpack_header(buf, pos)
+        if length < 4 or length > limit:
+            bad = length
+            break
+        stop = pos + 1 + length
+        if stop > n:
+            break
+        if mtype == DATA_ROW and collapse:
+            if run_count == 0:
+                run_start = pos
+            run_count += 1
+        else:
+            if run_count:
+                append((DATA_ROW, run_start, pos, run_count))
+                run_count = 0
+            append((mtype, pos, stop, 1))
+        pos = stop
+    if run_count:
+        append((DATA_ROW, run_start, pos, run_count))
+    return entries, pos, bad
+
+
+_scan: Callable[[bytes, int, bool], tuple[list[tuple[int, int, int, int]], int, int]]
+try:  # the compiled walk, built by setuptools where a C compiler is present
+    from ._wire import scan as _scan
+except ImportError:  # pragma: no cover - exercised where no compiler is available
+    _scan = scan_py
+
+COMPILED = _scan is not scan_py

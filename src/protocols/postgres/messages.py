@@ -10,7 +10,9 @@ Spec: PostgreSQL manual, "Message Formats".
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from struct import Struct
 from typing import Final, NamedTuple
 
@@ -291,7 +293,9 @@ def parse_bind_statement(body: bytes) -> bytes:
     return name
 
 
-def parse_bind(body: bytes) -> Bind:
+def parse_bind_py(body: bytes) -> Bind:
+    """The pure-Python ``parse_bind``: the reference the compiled one (``_wire.parse_bind``)
+    is tested against."""
     # The two names inline (read_cstring twice): this runs once per execution.
     end = body.find(b"\x00")
     stop = body.find(b"\x00", end + 1) if end >= 0 else -1
@@ -349,6 +353,22 @@ def _read_i16_array(body: bytes, pos: int, n: int) -> tuple[tuple[int, ...], int
 
 
 _I16_ARRAYS: Final = tuple(Struct(f"!{count}h") for count in range(17))
+
+
+def _bind_violation(message: str) -> PeerViolation:
+    return PeerViolation(message, SqlState.PROTOCOL_VIOLATION)
+
+
+# A Bind parsed and validated (lying parameter lengths are a protocol violation), once per
+# extended-protocol execution: the compiled parser (_wire.c) where it was built, else
+# parse_bind_py; both give the same Bind and the same errors.
+parse_bind: Callable[[bytes], Bind]
+try:
+    from ._wire import parse_bind as _compiled_parse_bind
+
+    parse_bind = partial(_compiled_parse_bind, Bind, _bind_violation)
+except ImportError:  # pragma: no cover - depends on the build
+    parse_bind = parse_bind_py
 
 
 def parse_describe_or_close(body: bytes) -> tuple[int, bytes]:

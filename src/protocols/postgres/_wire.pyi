@@ -1,0 +1,14 @@
+"""Type stub of the compiled message scanner and Bind parser (_wire.c); see
+framing.MessageScanner.feed and messages.parse_bind."""
+
+from collections.abc import Callable
+from typing import TypeVar
+
+_T = TypeVar("_T", bound=tuple[object, ...])
+
+def scan(
+    buf: bytes, limit: int, collapse: bool, /
+) -> tuple[list[tuple[int, int, int, int]], int, int]: ...
+def parse_bind(
+    bind_type: type[_T], violation: Callable[[str], BaseException], body: bytes, /
+) -> _T: ...
