@@ -59,12 +59,6 @@ class PreparedStatement:
     row_description: bytes | None = None  # body of the RowDescription from Describe S
 
 
-@dataclass(slots=True)
-class Portal:
-    statement: bytes
-    bind: Bind
-
-
 class Execution:
     """One Query, Execute or FunctionCall and what came back for it.
 
@@ -187,7 +181,9 @@ class QueryTracker:
     def __init__(self, observer: ExecutionObserver) -> None:
         self.observer = observer
         self.statements: dict[bytes, PreparedStatement] = {}
-        self.portals: dict[bytes, Portal] = {}
+        # Bound portals by name: the Bind names the portal's statement and holds its
+        # parameters and result formats.
+        self.portals: dict[bytes, Bind] = {}
         self._fifo: deque[tuple[int, object]] = deque()
         self.status = ord("I")
         self.copy_in = False
@@ -221,7 +217,7 @@ class QueryTracker:
             # Parsed (validated) here, not lazily: a Bind whose parameter lengths
             # lie is a protocol violation the gateway must refuse, not forward.
             bind = parse_bind(body)
-            self.portals[bind.portal] = Portal(bind.statement, bind)
+            self.portals[bind.portal] = bind
             self._fifo.append((_BIND, None))
         elif mtype == 0x45:  # 'E' Execute
             portal_name, _max_rows = parse_execute(body)
@@ -292,18 +288,19 @@ class QueryTracker:
         return None
 
     def _execution_for_portal(self, portal_name: bytes) -> Execution:
-        portal = self.portals.get(portal_name)
-        if portal is None:
+        bind = self.portals.get(portal_name)
+        if bind is None:
             # A SQL-level cursor (DECLARE c CURSOR ...) executed as a portal.
             ex = Execution("cursor", None, portal=portal_name)
         else:
-            stmt = self.statements.get(portal.statement)
+            name = bind.statement
+            stmt = self.statements.get(name)
             ex = Execution(
-                "extended" if portal.statement == b"" else "prepared",
+                "extended" if name == b"" else "prepared",
                 stmt.query if stmt is not None else None,
-                statement_name=portal.statement,
+                statement_name=name,
                 portal=portal_name,
-                bind=portal.bind,
+                bind=bind,
                 row_description=stmt.row_description if stmt is not None else None,
             )
         self.observer.execution_started(ex)
