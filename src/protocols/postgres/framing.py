@@ -10,6 +10,8 @@ without copying, and reports:
 so a result of thousands of rows costs one 5-byte header read and a counter
 increment per row and is forwarded as one slice (the idea of asyncpg's
 ``redirect_messages``). Only a message that straddles two reads is copied.
+The walk itself runs in C (``_wire.scan``) where the extension was built: it runs on
+every read of both directions; ``scan_py`` is the reference it is tested against.
 
 Rules enforced here:
 * a declared length below 4 is a framing violation (the length counts itself);
