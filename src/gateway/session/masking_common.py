@@ -109,7 +109,12 @@ class PlanCache:
         ``rest`` (what else the plan depends on), else ``build()``; kept under both keys."""
         key2 = (id(statements), *rest)
         entry = self._by_lineage.get(key2)
-        plan = entry[1] if entry is not None and entry[0] is statements else build()
+        if entry is not None and entry[0] is statements:
+            # Not filed under ``key`` too: a text that misses its exact key but shares a
+            # lineage is, nearly always, a shape seen with other literals, which the next
+            # execution will change again (each entry would cost an insert and an eviction).
+            return entry[1]
+        plan = build()
         if plan is not None and plan.unknown_sources:
             invalidate()
             return plan
