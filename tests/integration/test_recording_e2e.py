@@ -57,6 +57,18 @@ def frames(path: Path) -> list[Any]:
     return out
 
 
+def statements_with_parameters(path: Path, seconds: float) -> list[Stmt]:
+    """The ``stmt`` frames with parameters in a recording being written, as soon as there
+    are some (or none after ``seconds``): statements on disk while they run."""
+    deadline = time.monotonic() + seconds
+    seen: list[Stmt] = []
+    while not seen and time.monotonic() < deadline:
+        with contextlib.suppress(RecordingFormatError, AssertionError):
+            seen = [f for f in frames(path) if isinstance(f, Stmt) and f.params]
+        time.sleep(0.05)
+    return seen
+
+
 def session_file(gw: GatewayProcess, subject: str, *, complete: bool = True) -> Path:
     """The recording whose start frame names ``subject`` (waits for its end frame)."""
     deadline = time.monotonic() + 15
@@ -244,13 +256,7 @@ def test_statement_running_at_a_tick_is_on_disk_while_it_runs(gw: GatewayProcess
     ):
         conn.execute("SELECT 1")
         running = pool.submit(lambda: conn.execute(text, ("1.5", "7")).fetchall())
-        path = session_file(gw, subject, complete=False)
-        deadline = time.monotonic() + 1.2
-        seen: list[Stmt] = []
-        while not seen and time.monotonic() < deadline:
-            with contextlib.suppress(RecordingFormatError, AssertionError):
-                seen = [f for f in frames(path) if isinstance(f, Stmt) and f.params]
-            time.sleep(0.05)
+        seen = statements_with_parameters(session_file(gw, subject, complete=False), 1.2)
         assert not running.done()  # still running, already on disk
         assert [(s.stmt, s.text, s.params) for s in seen] == [
             (2, "SELECT pg_sleep($1), $2::int AS n", ["1.5", "7"])

@@ -4,7 +4,6 @@ parameters) and rows exactly as the client received them, decodable by
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -19,11 +18,12 @@ import pytest
 from pymysql.constants import CLIENT
 
 from gateway.recording.keys import load_public_key
-from gateway.recording.reader import RecordingFormatError, RecordingReader
+from gateway.recording.reader import RecordingFormatError
 from gateway.recording.render_mysql import decode_rows
 from gateway.recording.schema import Ctl, Done, End, Meta, Rows, Start, Stmt
 from gateway.recording.verify import Status, verify_file
 
+from ..test_recording_e2e import frames, statements_with_parameters
 from .conftest import MyGateway, StartMyGateway
 
 pytestmark = pytest.mark.integration
@@ -32,13 +32,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def gw(start_mysql_gateway: StartMyGateway) -> MyGateway:
     return start_mysql_gateway()
-
-
-def frames(path: Path) -> list[Any]:
-    with RecordingReader(path) as reader:
-        out = [frame for _, frame in reader.logical_frames()]
-        assert reader.truncation is None
-    return out
 
 
 def session_files(
@@ -246,12 +239,7 @@ def test_statement_running_at_a_tick_is_on_disk_while_it_runs(gw: MyGateway) -> 
 
             running = pool.submit(slow)
             (path,) = session_files(gw, subject, complete=False)
-            deadline = time.monotonic() + 1.2
-            seen: list[Stmt] = []
-            while not seen and time.monotonic() < deadline:
-                with contextlib.suppress(RecordingFormatError, AssertionError):
-                    seen = [f for f in frames(path) if isinstance(f, Stmt) and f.params]
-                time.sleep(0.05)
+            seen = statements_with_parameters(path, 1.2)
             assert not running.done()  # still running, already on disk
             assert [(s.text, s.path, s.params) for s in seen] == [
                 ("SELECT SLEEP(?) AS s, ? AS n", "prepared", ["1.5", "7"])
