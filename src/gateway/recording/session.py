@@ -97,6 +97,16 @@ class SessionStartInfo:
     started_at: float
 
 
+def _text_size(text: str, parameters: list[str | bytes | None] | None) -> int:
+    """What a statement's text and parameters count towards HOLD_BYTES."""
+    size = len(text)
+    if parameters:
+        for value in parameters:
+            if value is not None:
+                size += len(value)
+    return size
+
+
 class Statement(msgspec.Struct, gc=False):
     """One statement's recording from start to completion; the driver holds it.
 
@@ -289,11 +299,7 @@ class SessionRecording:
             st.opened = True  # nothing more is written for it
             return st
         self._running[st.stmt] = st
-        size = len(text)
-        if parameters:
-            for value in parameters:
-                if value is not None:
-                    size += len(value)
+        size = _text_size(text, parameters)
         st.size = size
         if size > HOLD_BYTES:
             self._open(st)  # a long text or big parameters go to the file at once
@@ -390,34 +396,27 @@ class SessionRecording:
             return
         del self._running[st.stmt]
         st.opened = True
-        data = st.data
-        self._batch.append(
-            Exec(
-                st.stmt,
-                st.at,
-                st.text,
-                st.path,
-                st.name,
-                st.params,
-                st.decision,
-                st.rule,
-                st.columns,
-                st.enc,
-                st.count,
-                data,
-                tag,
-                rows,
-                rows_recorded,
-                bytes_to_client,
-                duration,
-                err,
-            )
+        item = Exec(
+            st.stmt,
+            st.at,
+            st.text,
+            st.path,
+            st.name,
+            st.params,
+            st.decision,
+            st.rule,
+            st.columns,
+            st.enc,
+            st.count,
+            st.data,
+            tag,
+            rows,
+            rows_recorded,
+            bytes_to_client,
+            duration,
+            err,
         )
-        # The encoded size, near enough (text, parameters, columns and rows are counted;
-        # each is bounded by HOLD_BYTES): flow control and the batch cap rely on it.
-        self._batch_bytes += _ITEM_OVERHEAD + st.size
-        if self._batch_bytes >= BATCH_BYTES:
-            self._seal_batch()
+        self._add_item(item, st.size)
 
     def executed(
         self,
@@ -446,11 +445,7 @@ class SessionRecording:
         handle. What does not fit in an item (more than ``HOLD_BYTES``) is written as
         the separate frames ``statement`` ... ``complete`` would write.
         """
-        size = len(text)
-        if params:
-            for value in params:
-                if value is not None:
-                    size += len(value)
+        size = _text_size(text, params)
         if columns is not None:
             size += self._encoded_size(columns)
         if data is not None:
@@ -465,28 +460,33 @@ class SessionRecording:
             return
         self._rows += rows
         self._bytes += bytes_to_client
-        self._batch.append(
-            Exec(
-                stmt,
-                at,
-                text,
-                path,
-                name,
-                params,
-                "allow",
-                rule,
-                columns,
-                enc,
-                count,
-                data,
-                tag,
-                rows,
-                count,
-                bytes_to_client,
-                duration,
-                Error(error[0], error[1]) if error is not None else None,
-            )
+        item = Exec(
+            stmt,
+            at,
+            text,
+            path,
+            name,
+            params,
+            "allow",
+            rule,
+            columns,
+            enc,
+            count,
+            data,
+            tag,
+            rows,
+            count,
+            bytes_to_client,
+            duration,
+            Error(error[0], error[1]) if error is not None else None,
         )
+        self._add_item(item, size)
+
+    def _add_item(self, item: Exec, size: int) -> None:
+        """One completed statement into the pending ``execs`` batch. ``size`` is its
+        encoded size, near enough (text, parameters, columns and rows are counted; each is
+        bounded by HOLD_BYTES): flow control and the batch cap rely on it."""
+        self._batch.append(item)
         self._batch_bytes += _ITEM_OVERHEAD + size
         if self._batch_bytes >= BATCH_BYTES:
             self._seal_batch()

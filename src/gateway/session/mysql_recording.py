@@ -502,7 +502,9 @@ class MyRecordingObserver:
         finished = time.monotonic()
         rec = self.recording
         st = ex.stmt
-        text = self._text(ex) if ex.audited or (rec is not None and st is not None) else ""
+        # The text, for the audit line and a lazily recorded result (a registered one
+        # has it already).
+        text = self._text(ex) if ex.audited or (rec is not None and type(st) is int) else ""
         line: _AuditLine | None = None
         if ex.audited and self.audit is not None:
             line = self._audit_line(
