@@ -36,11 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Endpoint, bench_env, log, pgbench_init, run_pgbench, tree_cpu_seconds
 from masking_compare import SEED as WIDE_SEED
-from mysql_compare import AUDIENCE, BENCH_USER, ISSUER, gateway_endpoint, prepare, run_one
+from mysql_compare import bench_token, gateway_endpoint, prepare, run_one
 from suite import MY_CUSTOMERS, MY_REALISTIC, REALISTIC
 
 from gateway.embedded.mariadb import start_mariadb
-from gateway.keys import generate_signing_key, mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,8 +122,7 @@ def mysql_ab(
         setup = prepare(base, server)
         if args.realistic:
             server.sql(MY_CUSTOMERS, database="sbtest")
-        key = generate_signing_key(base / "keys")
-        token = mint_token(key, BENCH_USER, ["bench"], 86400, audience=AUDIENCE, issuer=ISSUER)
+        token = bench_token(base)
         gateways = []
         for name, rec, tag in names(recs):
             proc, endpoint = gateway_endpoint(

@@ -79,7 +79,10 @@ async def open_sessions(
                 password=ep.password,
                 database=PG_DB,
                 ssl=tls,
-                timeout=60,
+                # Generous: thousands of TLS + SCRAM logins queue behind one another in a
+                # single-threaded proxy on 2 vCPUs (pgbouncer took over 60 s for some of
+                # 5,000 on a slow host, and the suite lost its row).
+                timeout=300,
                 statement_cache_size=0,
             )
             # Simple query protocol: with statement_cache_size=0 asyncpg's extended protocol

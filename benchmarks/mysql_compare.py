@@ -268,6 +268,13 @@ def prepare(base: Path, server: MariaDBServer) -> Prepared:
     return Prepared(server, password, pki, ca_file, direct)
 
 
+def bench_token(base: Path) -> str:
+    """A signing key and its JWKS in ``base/keys`` (where ``gateway_endpoint``'s config
+    looks) and a day's token for the bench user, in the group the bench policy names."""
+    key = generate_signing_key(base / "keys")
+    return mint_token(key, BENCH_USER, ["bench"], 86400, audience=AUDIENCE, issuer=ISSUER)
+
+
 def gateway_endpoint(
     work: Path,
     setup: Prepared,
@@ -392,8 +399,7 @@ def main() -> int:
         log(f"work directory {base}")
         server = start_mariadb(base_dir=base / "mariadb", ssl=True)
         setup = prepare(base, server)
-        key = generate_signing_key(base / "keys")
-        token = mint_token(key, BENCH_USER, ["bench"], 86400, audience=AUDIENCE, issuer=ISSUER)
+        token = bench_token(base)
         endpoints = [setup.direct]
         variants = [("gateway", True)] + (
             [] if args.no_norec else [("gateway, no recording", False)]

@@ -185,6 +185,7 @@ def test_registry_remembers_types_and_long_data() -> None:
     )
     parsed = reg.execute(first)
     assert parsed is not None and parsed[0] is stmt and stmt.param_types == types
+    assert reg.execute(first, 7) == parsed  # the header already read by the caller
     # second execute: types not resent, param 1 sent as long data
     reg.send_long_data(StmtSendLongData(7, 1, b"chunk1"))
     reg.send_long_data(StmtSendLongData(7, 1, b"chunk2"))

@@ -275,3 +275,28 @@ def test_local_infile_request() -> None:
     assert parse_local_infile_request(build_local_infile_request(b"/tmp/x.csv")) == b"/tmp/x.csv"
     with pytest.raises(PeerViolation):
         parse_local_infile_request(b"\x00x")
+
+
+@pytest.mark.parametrize("deprecate_eof", [False, True])
+def test_terminators_parsed_once_are_shared_and_still_checked(deprecate_eof: bool) -> None:
+    caps = int(Capability.CLIENT_PROTOCOL_41) | (
+        int(Capability.CLIENT_DEPRECATE_EOF) if deprecate_eof else 0
+    )
+    status = 0x0002 | 0x0008  # autocommit, more results
+    payload = (
+        b"\xfe\x00\x00" + status.to_bytes(2, "little") + b"\x01\x00"
+        if deprecate_eof
+        else b"\xfe\x01\x00" + status.to_bytes(2, "little")
+    )
+    first = parse_terminator(payload, caps)
+    assert first.status_flags == status and first.header == 0xFE
+    assert parse_terminator(payload, caps) is first  # immutable, so shared
+    assert parse_terminator(memoryview(payload), caps) == first  # not hashable: parsed
+    if not deprecate_eof:
+        assert parse_eof_packet(payload) is parse_eof_packet(payload)
+        assert parse_eof_packet(payload).warnings == 1
+    for bad in (b"\xfe\x00\x00\x00", b"\x00\x00\x00\x02\x00"):  # never shared: refused
+        with pytest.raises(PeerViolation):
+            parse_terminator(bad, caps)
+        with pytest.raises(PeerViolation):
+            parse_terminator(bad, caps)

@@ -24,7 +24,9 @@ from protocols.postgres.messages import (
     first_packet_length,
     parse_backend_key_data,
     parse_bind,
+    parse_describe_or_close,
     parse_error_fields,
+    parse_execute,
     parse_first_packet,
     parse_parse,
 )
@@ -170,3 +172,36 @@ def test_backend_key_data_and_negotiate() -> None:
 )
 def test_command_tag_rows(tag: str, rows: int | None) -> None:
     assert command_tag_rows(tag) == rows
+
+
+@given(st.binary(max_size=12).filter(lambda b: b"\x00" not in b), st.integers(0, 2**31 - 1))
+def test_execute_and_describe_round_trip(name: bytes, max_rows: int) -> None:
+    assert parse_execute(name + b"\x00" + struct.pack("!i", max_rows)) == (name, max_rows)
+    for kind in b"SP":
+        assert parse_describe_or_close(bytes([kind]) + name + b"\x00") == (kind, name)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"portal", "unterminated string in message"),
+        (b"p\x00\x00\x00\x00", "message truncated"),  # max_rows cut short
+        (b"", "unterminated string in message"),
+    ],
+)
+def test_malformed_execute(body: bytes, message: str) -> None:
+    with pytest.raises(PeerViolation, match=message):
+        parse_execute(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "malformed Describe/Close"),
+        (b"Xname\x00", "malformed Describe/Close"),
+        (b"Sname", "unterminated string in message"),
+    ],
+)
+def test_malformed_describe_or_close(body: bytes, message: str) -> None:
+    with pytest.raises(PeerViolation, match=message):
+        parse_describe_or_close(body)

@@ -871,7 +871,7 @@ class MySqlSession(LegPair):
         sizes = dict(stmt.long_data) if stmt is not None else {}
         parsed = None
         try:
-            result = self.statements.execute(payload)
+            result = self.statements.execute(payload, stmt_id)  # header read by _command
             parsed = result[1] if result is not None else None
         except PeerViolation:
             parsed = None  # the server answers the malformed packet with its own ERR

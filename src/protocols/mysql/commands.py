@@ -370,13 +370,17 @@ class StatementRegistry:
             statement_id = self._last
         return self._statements.get(statement_id)
 
-    def execute(self, payload: Buffer) -> tuple[PreparedStatement, StmtExecute] | None:
-        """Parse COM_STMT_EXECUTE with the statement's remembered types and long data.
+    def execute(
+        self, payload: Buffer, statement_id: int | None = None
+    ) -> tuple[PreparedStatement, StmtExecute] | None:
+        """Parse COM_STMT_EXECUTE with the statement's remembered types and long data;
+        ``statement_id``: the packet's, when the caller has read its header already.
 
         Returns None for an unknown statement id (the server answers ERR 1243).
         """
-        stmt_id, _, _ = parse_stmt_execute_header(payload)
-        stmt = self.get(stmt_id)
+        if statement_id is None:
+            statement_id, _, _ = parse_stmt_execute_header(payload)
+        stmt = self.get(statement_id)
         if stmt is None:
             return None
         ex = parse_com_stmt_execute(

@@ -30,7 +30,7 @@ that straddles two reads is copied; a partial tail is accumulated in a
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import MessageTooLarge, PeerViolation, UsageError
 from .constants import EOF_HEADER, ERR_HEADER, HEADER_SIZE, MAX_PACKET_PAYLOAD, ErrorCode
@@ -137,7 +137,15 @@ def join_payload(buf: bytes | bytearray | memoryview, start: int, stop: int) -> 
     return b"".join(parts)
 
 
-class PacketScanner:
+class _ScannerState:
+    """The scanner's state as plain slots: the base of the pure-Python scanner. The
+    compiled ``_wire.ScannerCore`` has the same attributes (in C) and is the base of
+    ``PacketScanner`` where the extension was built."""
+
+    __slots__ = ("_acc", "_broken", "_buf", "_need", "_pos", "expected_seq", "max_payload")
+
+
+class _ScannerMethods:
     """Pull-style splitter of one direction of a MySQL stream (see module docstring).
 
     Usage::
@@ -156,9 +164,23 @@ class PacketScanner:
 
     Offsets refer to ``scanner.buffer`` as it is right after ``feed``; it changes
     only on the next ``feed``.
+
+    The methods ending in ``_py`` are the reference implementation. The compiled base
+    (``_wire.ScannerCore``) provides ``feed``, ``next_packet`` and ``next_row_run`` for
+    the common cases and calls the ``_py`` methods, on the same state, for the rest
+    (continued packets, errors, partial tails); without it they are used directly.
     """
 
-    __slots__ = ("_acc", "_broken", "_buf", "_need", "_pos", "expected_seq", "max_payload")
+    if not TYPE_CHECKING:  # a mixin: the state is the other base's (its types below)
+        __slots__ = ()
+
+    _buf: bytes
+    _pos: int
+    _acc: bytearray | None
+    _need: int
+    _broken: PeerViolation | None
+    expected_seq: int | None
+    max_payload: int
 
     def __init__(self, max_payload: int, *, expected_seq: int | None = None) -> None:
         if max_payload < 1:
@@ -212,7 +234,7 @@ class PacketScanner:
             rest += bytes(self._acc)
         self._buf, self._pos, self._acc, self._need = bytes(data) + rest, 0, None, 0
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
+    def feed_py(self, data: bytes | bytearray | memoryview) -> None:
         if self._broken is not None:
             raise self._broken
         if self._acc is not None:
@@ -236,7 +258,7 @@ class PacketScanner:
         """Logical payload of a packet handed out by ``next_packet``."""
         return join_payload(self._buf, start, stop)
 
-    def next_packet(self) -> tuple[int, int] | None:
+    def next_packet_py(self) -> tuple[int, int] | None:
         """Bounds ``(start, stop)`` in ``buffer`` of the next complete logical packet."""
         if self._broken is not None:
             raise self._broken
@@ -265,7 +287,7 @@ class PacketScanner:
         self._pos = end
         return pos, end
 
-    def next_row_run(self) -> tuple[int, int, int]:
+    def next_row_run_py(self) -> tuple[int, int, int]:
         """Collapse complete row packets at the head into ``(start, stop, count)``.
 
         A row is any logical packet that is not an ERR (0xFF) and not a terminator
@@ -367,6 +389,32 @@ class PacketScanner:
         self._broken = error
         self._buf, self._pos, self._acc = b"", 0, None
         raise error
+
+
+class PacketScannerPy(_ScannerMethods, _ScannerState):
+    """The pure-Python scanner: the reference the compiled one is tested against."""
+
+    __slots__ = ()
+    feed = _ScannerMethods.feed_py
+    next_packet = _ScannerMethods.next_packet_py
+    next_row_run = _ScannerMethods.next_row_run_py
+
+
+if TYPE_CHECKING:  # one interface either way: type checkers see the reference
+    PacketScanner = PacketScannerPy
+else:
+    try:  # the compiled fast path, built by setuptools where a C compiler is present
+        from ._wire import ScannerCore
+    except ImportError:  # pragma: no cover - exercised where no compiler is available
+        PacketScanner = PacketScannerPy
+    else:
+
+        class PacketScanner(_ScannerMethods, ScannerCore):
+            __doc__ = _ScannerMethods.__doc__
+            __slots__ = ()
+
+
+COMPILED = PacketScanner is not PacketScannerPy
 
 
 class PacketReader:

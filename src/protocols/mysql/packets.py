@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from struct import Struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from ..errors import PeerViolation, UsageError
 from .constants import (
@@ -443,7 +443,28 @@ def is_terminator(payload: Buffer) -> bool:
     return 0 < len(payload) < MAX_PACKET_PAYLOAD and payload[0] == EOF_HEADER
 
 
+# EOF packets and result-set terminators repeat (a handful of status-flag combinations, no
+# row counts after a SELECT): their parsed forms, immutable, are shared per payload, at most
+# _SHARED of each, so the two that end every result set are not parsed again every time.
+_EOFS: dict[bytes, EofPacket] = {}
+_TERMINATORS: dict[tuple[bytes, int], OkPacket] = {}
+_SHARED: Final = 64
+_SHAREABLE: Final = 16  # payload bytes
+
+
 def parse_eof_packet(payload: Buffer) -> EofPacket:
+    shareable = type(payload) is bytes
+    if shareable:
+        found = _EOFS.get(payload)  # type: ignore[arg-type]
+        if found is not None:
+            return found
+    eof = _parse_eof_packet(payload)
+    if shareable and len(_EOFS) < _SHARED:
+        _EOFS[payload] = eof  # type: ignore[index]
+    return eof
+
+
+def _parse_eof_packet(payload: Buffer) -> EofPacket:
     if not is_eof_packet(payload):
         raise malformed("EOF packet must be 0xFE and shorter than 9 bytes")
     if len(payload) == 1:  # pre-4.1 EOF
@@ -464,6 +485,18 @@ def parse_terminator(payload: Buffer, capabilities: int) -> OkPacket:
     Under CLIENT_DEPRECATE_EOF the terminator is an OK packet with a 0xFE header;
     otherwise it is a classic EOF, mapped to an OK without row counts.
     """
+    key = (payload, capabilities) if type(payload) is bytes and len(payload) <= _SHAREABLE else None
+    if key is not None:
+        found = _TERMINATORS.get(key)
+        if found is not None:
+            return found
+    ok = _parse_terminator(payload, capabilities)
+    if key is not None and len(_TERMINATORS) < _SHARED:
+        _TERMINATORS[key] = ok
+    return ok
+
+
+def _parse_terminator(payload: Buffer, capabilities: int) -> OkPacket:
     if capabilities & _DEPRECATE_EOF:
         if not is_terminator(payload):
             raise malformed("expected an OK packet with a 0xFE header")

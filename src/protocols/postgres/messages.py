@@ -371,15 +371,27 @@ except ImportError:  # pragma: no cover - depends on the build
     parse_bind = parse_bind_py
 
 
+# Describe and Execute come with every extended-protocol execution: read inline, not
+# through read_cstring/_read_i32 (same checks, same errors, a third of the bytecode).
+
+
 def parse_describe_or_close(body: bytes) -> tuple[int, bytes]:
     """Describe / Close: (kind byte 'S' or 'P', name)."""
-    if not body or body[0] not in (ord("S"), ord("P")):
+    if not body or body[0] not in _DESCRIBE_KINDS:
         raise PeerViolation("malformed Describe/Close message", SqlState.PROTOCOL_VIOLATION)
-    name, _ = read_cstring(body, 1)
-    return body[0], name
+    end = body.find(0, 1)
+    if end < 0:
+        raise PeerViolation("unterminated string in message", SqlState.PROTOCOL_VIOLATION)
+    return body[0], body[1:end]
 
 
 def parse_execute(body: bytes) -> tuple[bytes, int]:
-    portal, pos = read_cstring(body, 0)
-    max_rows, _ = _read_i32(body, pos)
-    return portal, max_rows
+    end = body.find(0)
+    if end < 0:
+        raise PeerViolation("unterminated string in message", SqlState.PROTOCOL_VIOLATION)
+    if end + 5 > len(body):
+        raise PeerViolation("message truncated", SqlState.PROTOCOL_VIOLATION)
+    return body[:end], _I32.unpack_from(body, end + 1)[0]
+
+
+_DESCRIBE_KINDS: Final = (ord("S"), ord("P"))
