@@ -11,6 +11,9 @@ TLS is on every leg so the proxies are compared on equal terms:
     pgbench --TLS--> gateway   --TLS--> PostgreSQL               (recording off / on)
     pgbench --TLS-----(bare forwarder)-----> PostgreSQL          (optional: one Python hop,
                                                                   TLS passes through untouched)
+    pgbench --TLS--> TLS forwarder --TLS--> PostgreSQL           (optional: one Python hop that
+                                                                  terminates TLS on both legs,
+                                                                  as the gateway does; no parsing)
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ class Endpoint:
     user: str
     password: str
     proc: subprocess.Popen[bytes] | None = None
+    # Extra libpq settings for this endpoint only.
+    settings: Mapping[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {
@@ -101,6 +106,7 @@ class Endpoint:
             "PGDATABASE": PG_DB,
             "PGSSLMODE": "require",
             "PGCONNECT_TIMEOUT": "20",
+            **self.settings,
         }
 
 
@@ -297,6 +303,39 @@ client_tls_key_file = {key}
         self.procs.append(proc)
         wait_port(port, proc, log)
         return Endpoint(name, port, PG_ROLE, self.role_password, proc)
+
+    def start_tls_forwarder(self, name: str = "tls-forwarder") -> Endpoint:
+        """In front of PostgreSQL: terminates the client's TLS and opens its own to the
+        server, then splices bytes without parsing them (the floor of a Python proxy that
+        does what the gateway does with TLS)."""
+        assert self.pg is not None
+        work = self.base / name
+        work.mkdir()
+        cert, key = work / "server.crt", work / "server.key"
+        make_self_signed(cert, key)
+        port = free_port()
+        log = work / "forwarder.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "forward-tls",
+                    str(port),
+                    str(self.pg.port),
+                    str(cert),
+                    str(key),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.procs.append(proc)
+        wait_port(port, proc, log)
+        # SCRAM channel binding ties the password exchange to the TLS certificate the client
+        # saw; PostgreSQL's is not the forwarder's, so it must be off for the client.
+        settings = {"PGCHANNELBINDING": "disable"}
+        return Endpoint(name, port, PG_ROLE, self.role_password, proc, settings)
 
     # -- teardown --
 
@@ -533,8 +572,123 @@ def _forward(listen_port: int, upstream_port: int) -> None:
     uvloop.run(main())
 
 
+# PostgreSQL's SSLRequest: Int32 length 8, Int32 code 80877103 ("Message Formats").
+_SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+
+
+def _forward_tls(listen_port: int, upstream_port: int, cert: str, key: str) -> None:
+    """A PostgreSQL forwarder that terminates TLS on both legs: answers the client's
+    SSLRequest and handshakes with it, sends its own SSLRequest upstream and handshakes
+    with the server, then splices the decrypted bytes with uvloop protocols (no parsing).
+    What the gateway costs above this is its own work on the messages."""
+    import asyncio
+    import ssl
+
+    import uvloop
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context()
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE  # the benchmark's own throwaway server
+
+    class Side(asyncio.Protocol):
+        """One leg. Until ``link`` it collects what arrives (the handshake bytes)."""
+
+        def __init__(self) -> None:
+            self.peer: Side | None = None
+            self.transport: asyncio.Transport | None = None
+            self.early = bytearray()
+            self.arrived: asyncio.Event = asyncio.Event()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+
+        def data_received(self, data: bytes) -> None:
+            peer = self.peer
+            if peer is not None and peer.transport is not None:
+                peer.transport.write(data)
+            else:
+                self.early += data
+                self.arrived.set()
+
+        async def take(self, n: int) -> bytes:
+            while len(self.early) < n:
+                self.arrived.clear()
+                await asyncio.wait_for(self.arrived.wait(), 10)
+            out = bytes(self.early[:n])
+            del self.early[:n]
+            return out
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.arrived.set()
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.close()
+
+        def pause_writing(self) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.pause_reading()
+
+        def resume_writing(self) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.resume_reading()
+
+    def link(a: Side, b: Side) -> None:
+        a.peer, b.peer = b, a
+        for x, y in ((a, b), (b, a)):
+            if x.early:
+                y.transport.write(bytes(x.early))  # type: ignore[union-attr]
+                x.early.clear()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def session(client: Side) -> None:
+            try:
+                if await client.take(8) != _SSL_REQUEST:
+                    raise ConnectionError("not an SSLRequest")
+                assert client.transport is not None
+                client.transport.write(b"S")
+                client.transport = await loop.start_tls(
+                    client.transport, client, server_ctx, server_side=True
+                )
+                _, up = await loop.create_connection(Side, "127.0.0.1", upstream_port)
+                assert up.transport is not None
+                up.transport.write(_SSL_REQUEST)
+                if await up.take(1) != b"S":
+                    raise ConnectionError("the server refused TLS")
+                up.transport = await loop.start_tls(
+                    up.transport, up, client_ctx, server_hostname="127.0.0.1"
+                )
+                link(client, up)
+            except (TimeoutError, OSError, ConnectionError, ssl.SSLError):
+                if client.transport is not None:
+                    client.transport.close()
+
+        def client_factory() -> Side:
+            client = Side()
+            tasks.add(task := loop.create_task(session(client)))
+            task.add_done_callback(tasks.discard)
+            return client
+
+        server = await loop.create_server(client_factory, "127.0.0.1", listen_port)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "forward":
         _forward(int(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) == 6 and sys.argv[1] == "forward-tls":
+        _forward_tls(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     else:
-        sys.exit("usage: common.py forward LISTEN_PORT UPSTREAM_PORT")
+        sys.exit(
+            "usage: common.py forward LISTEN_PORT UPSTREAM_PORT\n"
+            "       common.py forward-tls LISTEN_PORT PG_PORT CERT KEY"
+        )

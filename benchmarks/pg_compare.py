@@ -1,12 +1,15 @@
 """pgbench side by side: PostgreSQL direct, pgbouncer, the gateway, the gateway with recording.
 
     uv run --no-sync python benchmarks/pg_compare.py [--duration 8] [--scale 10] [--quick]
-                                                     [--rounds 2] [--forwarder] [--json FILE]
+                                                     [--rounds 2] [--forwarder] [--tls-forwarder]
+                                                     [--json FILE]
 
 Starts a throwaway PostgreSQL, pgbouncer (session pool mode), two gateways (recording off and
-on) and, with --forwarder, a bare Python TCP forwarder; runs `pgbench -i -s SCALE` directly;
-then for each configuration runs pgbench against every target, the targets interleaved and
-their order reversed every round so slow drift on a shared machine hits all of them alike.
+on), with --forwarder a bare Python TCP forwarder (TLS passed through) and with
+--tls-forwarder a Python forwarder that terminates TLS on both legs; runs `pgbench -i -s SCALE`
+directly; then for each configuration runs pgbench against every target, the targets
+interleaved and their order reversed every round so slow drift on a shared machine hits all of
+them alike.
 Prints markdown tables and PASS/FAIL against the targets of issues 2 and 3. See
 docs/performance.md for the method and a reading of the results.
 """
@@ -166,6 +169,12 @@ def main() -> int:
         help="also measure a bare uvloop TCP forwarder (one Python hop, no parsing)",
     )
     ap.add_argument(
+        "--tls-forwarder",
+        action="store_true",
+        help="also measure a uvloop forwarder that terminates TLS on both legs as the gateway "
+        "does (one Python hop, no parsing): the floor of a Python proxy in the gateway's place",
+    )
+    ap.add_argument(
         "--pgbouncer-auth",
         default="scram-sha-256",
         choices=["scram-sha-256", "plain"],
@@ -206,7 +215,9 @@ def main() -> int:
         wide_file = bench.base / "wide.sql"
         wide_file.write_text(WIDE_SQL)
         wide_file.chmod(0o644)
-        targets = setup(bench, scale, args.forwarder, args.pgbouncer_auth, args.no_audit)
+        targets = setup(
+            bench, scale, args.forwarder, args.pgbouncer_auth, args.no_audit, args.tls_forwarder
+        )
         names = [t.name for t in targets]
         plan = configs(args.quick, wide_file)
         if args.only:
@@ -259,7 +270,12 @@ def main() -> int:
 
 
 def setup(
-    bench: Bench, scale: int, forwarder: bool, pgbouncer_auth: str, no_audit: bool = False
+    bench: Bench,
+    scale: int,
+    forwarder: bool,
+    pgbouncer_auth: str,
+    no_audit: bool = False,
+    tls_forwarder: bool = False,
 ) -> list[Endpoint]:
     log("starting PostgreSQL")
     bench.start_postgres()
@@ -272,6 +288,8 @@ def setup(
     targets = [direct, bench.start_pgbouncer(pgbouncer_auth)]
     if forwarder:
         targets.append(bench.start_forwarder())
+    if tls_forwarder:
+        targets.append(bench.start_tls_forwarder())
     extra = "[audit]\nenabled = false\n" if no_audit else ""
     targets.append(bench.start_gateway("gateway", recording=False, config_extra=extra))
     targets.append(bench.start_gateway("gateway+rec", recording=True, config_extra=extra))
@@ -334,6 +352,7 @@ def render(
         rec,
         "gw/direct",
         "gw/pgbouncer",
+        *[f"{o}/pgbouncer" for o in others],
         "rec/gw",
         "spread",
     ]
@@ -347,6 +366,7 @@ def render(
         row += [
             ratio(cells[gw].tps, cells[direct].tps),
             ratio(cells[gw].tps, cells[pgb].tps),
+            *[ratio(cells[o].tps, cells[pgb].tps) for o in others],
             ratio(cells[rec].tps, cells[gw].tps),
             f"{max(c.spread for c in cells.values()):.0%}",
         ]
@@ -380,6 +400,7 @@ def render(
 
     # 2. Latency added at -c 1.
     lat_ratios: dict[str, float] = {}
+    NAN = float("nan")
     if any(cfg.clients == 1 for cfg in sel):  # not with --only of -c 8 cases
         add("### Latency added per query at `-c 1` (pgbench latency average minus direct's)")
         add("")
@@ -391,6 +412,7 @@ def render(
             "gateway +ms",
             "gateway+rec +ms",
             "gw added / pgb added",
+            *[f"{o} added / pgb added" for o in others],
         ]
         add("| " + " | ".join(lhead) + " |")
         add("|" + "---|" * len(lhead))
@@ -406,6 +428,7 @@ def render(
                 [cfg.mode, f"{base:.3f}"]
                 + [f"{added[n]:+.3f}" for n in (pgb, *others, gw, rec)]
                 + [fmt(r, 2)]
+                + [fmt(added[o] / added[pgb] if added[pgb] > 0 else NAN, 2) for o in others]
             )
             add("| " + " | ".join(row) + " |")
         add("")
