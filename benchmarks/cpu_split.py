@@ -5,11 +5,12 @@
 
 On a 2-vCPU machine pgbench, PostgreSQL and the proxy share the cores, so a proxy's TPS
 depends on the CPU everything spends per transaction, not on the proxy's alone. For direct
-access, pgbouncer, the bare forwarder and the gateway (bench policy, no recording) in turn,
-this runs `pgbench -S -M MODE -c N` and prints, per transaction: the machine's busy time
-(from /proc/stat), PostgreSQL's (the postmaster and its children, those that exited during
-the run included), pgbench's (this process's children), the proxy's, and how much of the
-time the machine was idle. Medians of `--rounds`, targets interleaved.
+access, pgbouncer, the bare forwarder, the TLS-terminating forwarder and the gateway (bench
+policy, no recording) in turn, this runs `pgbench -S -M MODE -c N` and prints, per
+transaction: the machine's busy time (from /proc/stat), PostgreSQL's (the postmaster and its
+children, those that exited during the run included), pgbench's (this process's children),
+the proxy's, and how much of the time the machine was idle. Medians of `--rounds`, targets
+interleaved.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def main() -> int:
             bench.direct(),
             bench.start_pgbouncer(),
             bench.start_forwarder(),
+            bench.start_tls_forwarder(),
             bench.start_gateway("gateway", recording=False),
         ]
         for t in targets:  # warm up
