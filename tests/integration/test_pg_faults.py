@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import psycopg
 import pytest
 
@@ -192,19 +194,41 @@ def test_wrong_upstream_password_gives_generic_error(start_gateway: object) -> N
 
 
 def test_token_expiry_ends_session(gateway: GatewayProcess) -> None:
-    conn = psycopg.connect(gateway.dsn(gateway.token(ttl=2)), autocommit=True)
+    # exp is whole seconds (4-5 s from now): room for the login and a first query on a
+    # slow host.
+    token = gateway.token(ttl=5)
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+    conn = psycopg.connect(gateway.dsn(token), autocommit=True)
     assert conn.execute("SELECT 1").fetchone() == (1,)
-    time.sleep(3)
+    # The session keeps working until its token expires, then ends.
+    deadline = time.monotonic() + max(0.0, expires_at - time.time()) + 10
     with pytest.raises(psycopg.OperationalError, match="token expired"):
-        conn.execute("SELECT 1")
+        while True:
+            conn.execute("SELECT 1")
+            assert time.monotonic() < deadline, "the session outlived its token"
+            time.sleep(0.1)
+    assert time.time() > expires_at - 0.5  # not before its time (timers have ms steps)
     conn.close()
+
+
+def refused_within(gw: GatewayProcess, seconds: float) -> None:
+    """Wait until the gateway's listener refuses connections (it stopped accepting)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection((gw.host, gw.port), timeout=1):
+                pass
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, "the listener still accepts connections"
+        time.sleep(0.02)
 
 
 def test_graceful_shutdown_drains_then_closes(start_gateway: object) -> None:
     gw = start_gateway(recording=False)  # type: ignore[operator]  # shutdown_grace = 3s
     conn = psycopg.connect(gw.dsn(gw.token()), autocommit=True)
     os.kill(gw.proc.pid, signal.SIGTERM)
-    time.sleep(0.5)
+    refused_within(gw, 2.0)  # the listener closes at once; the grace is 3 s
     # Draining: the live session keeps working, new connections are refused.
     assert conn.execute("SELECT 'draining'").fetchone() == ("draining",)
     with pytest.raises(psycopg.OperationalError):

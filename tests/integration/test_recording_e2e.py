@@ -22,7 +22,7 @@ from gateway.cli import main
 from gateway.recording.keys import load_public_key
 from gateway.recording.reader import RecordingFormatError, RecordingReader
 from gateway.recording.render import decode_value
-from gateway.recording.schema import Done, End, Error, Meta, Rows, Start, Stmt
+from gateway.recording.schema import Ckpt, Done, End, Error, Meta, Rows, Start, Stmt
 from gateway.recording.verify import Status, verify_file
 from protocols.postgres.rows import iter_data_rows
 
@@ -85,6 +85,21 @@ def session_file(gw: GatewayProcess, subject: str, *, complete: bool = True) -> 
                 return path
         time.sleep(0.1)
     raise AssertionError(f"no {'complete ' if complete else ''}recording for {subject}")
+
+
+def wait_signed(path: Path, texts: list[str], seconds: float = 10) -> None:
+    """Wait until the statements ``texts`` are complete in a recording being written and
+    a checkpoint follows them as its last frame: everything so far is on disk and signed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(RecordingFormatError, AssertionError):
+            fs = frames(path)
+            stmts = {f.stmt: f.text for f in fs if isinstance(f, Stmt)}
+            done = [stmts.get(f.stmt) for f in fs if isinstance(f, Done)]
+            if done == texts and isinstance(fs[-1], Ckpt):
+                return
+        assert time.monotonic() < deadline, f"{texts} not complete and signed in {path.name}"
+        time.sleep(0.05)
 
 
 def recorded_results(path: Path) -> list[tuple[Stmt, Meta | None, list[list[bytes | None]], Done]]:
@@ -228,7 +243,8 @@ def test_sigkill_mid_session(
     try:
         for q in QUERIES:
             conn.execute(q).fetchall()
-        time.sleep(0.6)  # > fsync_interval (200 ms): written and checkpointed
+        # A writer tick (fsync_interval 200 ms) has written and checkpointed them.
+        wait_signed(session_file(gw, subject, complete=False), QUERIES)
         gw.kill()
     finally:
         with contextlib.suppress(psycopg.Error):
@@ -245,29 +261,45 @@ def test_sigkill_mid_session(
     assert code == 3 and "ended without an end frame" in out
 
 
+# The advisory lock key of the test below (no other test takes advisory locks).
+LOCK_KEY = "72431"
+
+
 def test_statement_running_at_a_tick_is_on_disk_while_it_runs(gw: GatewayProcess) -> None:
     """Executions are recorded when they finish, unless still running at a writer tick:
     then their statement is written while they run (and its completion later)."""
     subject = "slow@example.com"
-    text = "SELECT pg_sleep(%s), %s::int AS n"
+    text = "SELECT pg_advisory_lock(%s::bigint), %s::int AS n"
+    holder_token = gw.token(sub="slow-holder@example.com")
+    # Closed in reverse order: the holder first, so a failed assertion frees the lock
+    # (and the pool's wait for the statement ends).
     with (
-        psycopg.connect(gw.dsn(gw.token(sub=subject)), autocommit=True) as conn,
         ThreadPoolExecutor(1) as pool,
+        psycopg.connect(gw.dsn(gw.token(sub=subject)), autocommit=True) as conn,
+        psycopg.connect(gw.dsn(holder_token), autocommit=True) as holder,
     ):
         conn.execute("SELECT 1")
-        running = pool.submit(lambda: conn.execute(text, ("1.5", "7")).fetchall())
-        seen = statements_with_parameters(session_file(gw, subject, complete=False), 1.2)
-        assert not running.done()  # still running, already on disk
+        holder.execute("SELECT pg_advisory_lock(%s::bigint)", (LOCK_KEY,))
+        # The statement waits for the lock another session holds until the test lets it
+        # go: however slow the host, writer ticks find it running.
+        running = pool.submit(lambda: conn.execute(text, (LOCK_KEY, "7")).fetchall())
+        seen = statements_with_parameters(session_file(gw, subject, complete=False), 10)
+        assert not running.done()  # still blocked, already on disk
         assert [(s.stmt, s.text, s.params) for s in seen] == [
-            (2, "SELECT pg_sleep($1), $2::int AS n", ["1.5", "7"])
+            (2, "SELECT pg_advisory_lock($1::bigint), $2::int AS n", [LOCK_KEY, "7"])
         ]
-        assert running.result() == [("", 7)]
-    recorded = recorded_results(session_file(gw, subject))
+        holder.execute("SELECT pg_advisory_unlock(%s::bigint)", (LOCK_KEY,))
+        assert running.result(30) == [("", 7)]
+    path = session_file(gw, subject)
+    recorded = recorded_results(path)
     assert [(s.stmt, s.path, rows, d.rows) for s, _, rows, d in recorded] == [
         (1, "simple", [[b"1"]], 1),
         (2, "extended", [[b"", b"7"]], 1),
     ]
-    assert recorded[1][3].duration >= 1.5
+    # Written and signed by a checkpoint while it ran, completed after.
+    order = [(type(f), getattr(f, "stmt", None)) for f in frames(path)]
+    ran = order[order.index((Stmt, 2)) : order.index((Done, 2))]
+    assert (Ckpt, None) in ran
 
 
 def test_pipeline_with_a_refusal_keeps_order_and_numbers(gw: GatewayProcess) -> None:
@@ -386,6 +418,7 @@ def test_recording_overhead_pgbench(
     with capsys.disabled():
         print(f"\npgbench -S -M prepared: recording off {off} tps, on {on} tps, ratio {ratio:.2f}")
     # The goal is >= 0.90 on a quiet machine. On a shared 2-CPU box the measured ratio
-    # ranged 0.57-0.98 between runs, so this only catches gross regressions (such as
-    # disk I/O or per-row work creeping onto the event loop).
-    assert ratio > 0.5
+    # ranged 0.57-0.98 between runs (and a CI host shared with other jobs is noisier
+    # still), so the bound sits well below that range: it only catches gross regressions
+    # (such as disk I/O or per-row work creeping onto the event loop).
+    assert ratio > 0.4

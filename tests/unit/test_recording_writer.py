@@ -153,7 +153,10 @@ async def test_checkpoints_sign_a_live_session(tmp_path: Path) -> None:
     try:
         rec = recorder.open_session(make_info("live"))
         rec.statement(text="SELECT 1", path="simple")
-        await asyncio.sleep(0.15)  # several ticks; only one checkpoint (nothing new after)
+        # Several ticks (a flush is one; timer ticks may come between): only one
+        # checkpoint, as nothing new was recorded after it.
+        for _ in range(3):
+            await recorder.flush()
         path = tmp_path / "sessions" / "live.gwrec"
         result = verify_file(path, load_public_key(public_key_file(tmp_path)))
         assert result.status is Status.INCOMPLETE
@@ -439,9 +442,13 @@ async def test_checkpoint_frames_only_when_something_new(tmp_path: Path) -> None
     await recorder.start()
     try:
         rec = recorder.open_session(make_info("idle"))
-        await asyncio.sleep(0.1)
+        # Ticks while idle (flushes, and timer ticks between them) add no checkpoint
+        # after the first.
+        for _ in range(3):
+            await recorder.flush()
         rec.statement(text="SELECT 1", path="simple")
-        await asyncio.sleep(0.1)
+        for _ in range(3):
+            await recorder.flush()
         rec.end("done")
     finally:
         await recorder.close()

@@ -20,7 +20,7 @@ from pymysql.constants import CLIENT
 from gateway.recording.keys import load_public_key
 from gateway.recording.reader import RecordingFormatError
 from gateway.recording.render_mysql import decode_rows
-from gateway.recording.schema import Ctl, Done, End, Meta, Rows, Start, Stmt
+from gateway.recording.schema import Ckpt, Ctl, Done, End, Meta, Rows, Start, Stmt
 from gateway.recording.verify import Status, verify_file
 
 from ..test_recording_e2e import frames, statements_with_parameters
@@ -226,29 +226,48 @@ def test_statement_running_at_a_tick_is_on_disk_while_it_runs(gw: MyGateway) -> 
     """Results are recorded when they end, unless still running at a writer tick: then
     their statement is written while they run (and its completion later)."""
     subject = "rec-slow@example.com"
+    lock = "rec-slow-lock"
     conn = mysql.connector.connect(**gw.connector_kwargs(gw.token(subject), user=subject))
+    holder = pymysql.connect(**gw.pymysql_kwargs(user="rec-slow-holder@example.com"))
     try:
+        with holder.cursor() as held:
+            held.execute("SELECT GET_LOCK(%s, 0)", (lock,))
+            assert held.fetchone() == (1,)
         with ThreadPoolExecutor(1) as pool:
             cur = conn.cursor(prepared=True)
             cur.execute("SELECT 1")
             cur.fetchall()
 
-            def slow() -> list[Any]:
-                cur.execute("SELECT SLEEP(?) AS s, ? AS n", (1.5, 7))
+            def blocked() -> list[Any]:
+                # Waits for the lock the holder has until the test lets it go: however
+                # slow the host, writer ticks find it running.
+                cur.execute("SELECT GET_LOCK(?, 60) AS l, ? AS n", (lock, 7))
                 return list(cur.fetchall())
 
-            running = pool.submit(slow)
-            (path,) = session_files(gw, subject, complete=False)
-            seen = statements_with_parameters(path, 1.2)
-            assert not running.done()  # still running, already on disk
-            assert [(s.text, s.path, s.params) for s in seen] == [
-                ("SELECT SLEEP(?) AS s, ? AS n", "prepared", ["1.5", "7"])
-            ]
-            assert running.result() == [(0, 7)]
+            running = pool.submit(blocked)
+            try:
+                (path,) = session_files(gw, subject, complete=False)
+                seen = statements_with_parameters(path, 10)
+                assert not running.done()  # still blocked, already on disk
+                assert [(s.text, s.path, s.params) for s in seen] == [
+                    ("SELECT GET_LOCK(?, 60) AS l, ? AS n", "prepared", [lock, "7"])
+                ]
+            finally:
+                # Let it go whatever happened: the pool waits for it on the way out.
+                with holder.cursor() as held:
+                    held.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+            assert running.result(30) == [(1, 7)]
             cur.close()
     finally:
+        holder.close()
         conn.close()
-    recorded = [e for e in statements(session_file(gw, subject)) if e["stmt"].params]
+    path = session_file(gw, subject)
+    recorded = [e for e in statements(path) if e["stmt"].params]
     ((entry),) = recorded
-    assert entry["rows"] == [["0", "7"]]
-    assert entry["done"].rows == 1 and entry["done"].duration >= 1.5
+    assert entry["rows"] == [["1", "7"]]
+    assert entry["done"].rows == 1
+    # Written and signed by a checkpoint while it ran, completed after.
+    n = entry["stmt"].stmt
+    order = [(type(f), getattr(f, "stmt", None)) for f in frames(path)]
+    ran = order[order.index((Stmt, n)) : order.index((Done, n))]
+    assert (Ckpt, None) in ran

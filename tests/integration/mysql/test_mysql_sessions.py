@@ -5,6 +5,7 @@ COM_RESET_CONNECTION, LOAD DATA LOCAL INFILE."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 import signal
 import subprocess
 import threading
@@ -21,15 +22,36 @@ from .conftest import MyGateway
 pytestmark = pytest.mark.integration
 
 
-def _sleep_in_thread(kwargs: dict[str, Any]) -> tuple[threading.Thread, dict[str, Any], Any]:
+def wait_running(direct_kwargs: dict[str, Any], statement: str) -> None:
+    """Wait until MariaDB runs ``statement`` (seen on a direct connection): a kill sent
+    before it started would find nothing to kill."""
+    deadline = time.monotonic() + 10
+    with pymysql.connect(**direct_kwargs) as direct, direct.cursor() as cur:
+        while True:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = %s",
+                (statement,),
+            )
+            if cur.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, f"MariaDB is not running {statement!r}"
+            time.sleep(0.05)
+
+
+def _sleep_in_thread(
+    kwargs: dict[str, Any], direct_kwargs: dict[str, Any]
+) -> tuple[threading.Thread, dict[str, Any], Any]:
+    """A SLEEP(30) running on MariaDB through ``kwargs``' connection, in a thread."""
     conn = pymysql.connect(**kwargs)
     result: dict[str, Any] = {}
+    # Its own alias, so that only this statement is waited for.
+    statement = f"SELECT SLEEP(30) AS victim_{secrets.token_hex(4)}"
 
     def run() -> None:
         started = time.monotonic()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT SLEEP(30)")
+                cur.execute(statement)
                 result["rows"] = cur.fetchall()
         except pymysql.err.MySQLError as exc:
             result["error"] = exc
@@ -37,12 +59,14 @@ def _sleep_in_thread(kwargs: dict[str, Any]) -> tuple[threading.Thread, dict[str
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.5)
+    wait_running(direct_kwargs, statement)
     return thread, result, conn
 
 
-def test_kill_query_from_another_connection(mysql_gateway: MyGateway) -> None:
-    thread, result, victim = _sleep_in_thread(mysql_gateway.pymysql_kwargs())
+def test_kill_query_from_another_connection(
+    mysql_gateway: MyGateway, direct_kwargs: dict[str, Any]
+) -> None:
+    thread, result, victim = _sleep_in_thread(mysql_gateway.pymysql_kwargs(), direct_kwargs)
     try:
         with pymysql.connect(**mysql_gateway.pymysql_kwargs()) as killer, killer.cursor() as cur:
             cur.execute(f"KILL QUERY {victim.thread_id()}")
@@ -59,8 +83,10 @@ def test_kill_query_from_another_connection(mysql_gateway: MyGateway) -> None:
         victim.close()
 
 
-def test_com_process_kill_and_kill_connection(mysql_gateway: MyGateway) -> None:
-    thread, result, victim = _sleep_in_thread(mysql_gateway.pymysql_kwargs())
+def test_com_process_kill_and_kill_connection(
+    mysql_gateway: MyGateway, direct_kwargs: dict[str, Any]
+) -> None:
+    thread, result, victim = _sleep_in_thread(mysql_gateway.pymysql_kwargs(), direct_kwargs)
     try:
         with pymysql.connect(**mysql_gateway.pymysql_kwargs()) as killer:
             killer.kill(victim.thread_id())  # COM_PROCESS_KILL: the whole connection
@@ -75,8 +101,10 @@ def test_com_process_kill_and_kill_connection(mysql_gateway: MyGateway) -> None:
             victim.close()
 
 
-def test_kill_needs_the_same_identity(mysql_gateway: MyGateway) -> None:
-    thread, _, victim = _sleep_in_thread(mysql_gateway.pymysql_kwargs())
+def test_kill_needs_the_same_identity(
+    mysql_gateway: MyGateway, direct_kwargs: dict[str, Any]
+) -> None:
+    thread, _, victim = _sleep_in_thread(mysql_gateway.pymysql_kwargs(), direct_kwargs)
     try:
         other = mysql_gateway.pymysql_kwargs(mysql_gateway.token("mallory@example.com"))
         with pymysql.connect(**other) as killer, killer.cursor() as cur:
@@ -108,18 +136,22 @@ def test_kill_needs_the_same_identity(mysql_gateway: MyGateway) -> None:
         victim.close()
 
 
-def test_mariadb_cli_ctrl_c_kills_the_query(mysql_gateway: MyGateway, tmp_path: Path) -> None:
+def test_mariadb_cli_ctrl_c_kills_the_query(
+    mysql_gateway: MyGateway, direct_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(mysql_gateway.token())
-    started = time.monotonic()
+    # No digit in the alias: a "1" in the output is the interrupted SLEEP's result.
+    statement = "SELECT SLEEP(30) AS slept"
     proc = subprocess.Popen(
-        [*mysql_gateway.cli_args(token_file), "app", "-e", "SELECT SLEEP(30) AS slept"],
+        [*mysql_gateway.cli_args(token_file), "app", "-e", statement],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(1.5)
+        wait_running(direct_kwargs, statement)
+        started = time.monotonic()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         out, err = proc.communicate(timeout=15)
     finally:
