@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from struct import pack
 
+import pytest
+
+from protocols.postgres import tracker
 from protocols.postgres.messages import build_error_response
-from protocols.postgres.tracker import Execution, QueryTracker
+from protocols.postgres.tracker import Execution, QueryTrackerPy
 
 
 class Log:
@@ -23,6 +26,15 @@ class Log:
 
     def execution_finished(self, ex: Execution) -> None:
         self.finished.append(ex)
+
+
+@pytest.fixture(
+    params=[tracker.QueryTracker, QueryTrackerPy], ids=["QueryTracker", "QueryTrackerPy"]
+)
+def QueryTracker(request: pytest.FixtureRequest) -> type[QueryTrackerPy]:
+    """Every test runs on the tracker the gateway uses (compiled where built) and on the
+    pure-Python reference."""
+    return request.param  # type: ignore[no-any-return]
 
 
 def parse(name: bytes, sql: bytes) -> bytes:
@@ -50,7 +62,7 @@ def error_body(code: str, msg: str) -> bytes:
     return build_error_response(code, msg)[5:]
 
 
-def test_simple_multi_statement_query() -> None:
+def test_simple_multi_statement_query(QueryTracker: type[QueryTrackerPy]) -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("Q"), b"SELECT 1; SELECT 2\0")
@@ -70,7 +82,7 @@ def test_simple_multi_statement_query() -> None:
     assert not t.busy()
 
 
-def test_pipelined_extended_with_error_skips_until_sync() -> None:
+def test_pipelined_extended_with_error_skips_until_sync(QueryTracker: type[QueryTrackerPy]) -> None:
     log = Log()
     t = QueryTracker(log)
     # Three executes in one Sync batch; the second fails; the third is skipped.
@@ -96,7 +108,7 @@ def test_pipelined_extended_with_error_skips_until_sync() -> None:
     assert log.finished == [first, second, third]
 
 
-def test_describe_statement_feeds_later_executions() -> None:
+def test_describe_statement_feeds_later_executions(QueryTracker: type[QueryTrackerPy]) -> None:
     log = Log()
     t = QueryTracker(log)
     # asyncpg style: Parse + Describe S + Flush (no Sync), then Bind/Execute/Sync.
@@ -118,7 +130,9 @@ def test_describe_statement_feeds_later_executions() -> None:
     assert log.finished == [ex]
 
 
-def test_pipelined_describe_reaches_already_queued_execute() -> None:
+def test_pipelined_describe_reaches_already_queued_execute(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("P"), parse(b"", b"SELECT 1"))
@@ -134,7 +148,7 @@ def test_pipelined_describe_reaches_already_queued_execute() -> None:
     assert ex.row_description == ROWDESC
 
 
-def test_portal_suspended_and_cursor_paths() -> None:
+def test_portal_suspended_and_cursor_paths(QueryTracker: type[QueryTrackerPy]) -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("E"), execute(b"c1", 10))  # SQL-level cursor: no Bind seen
@@ -146,7 +160,9 @@ def test_portal_suspended_and_cursor_paths() -> None:
     t.backend(ord("Z"), b"T")
 
 
-def test_simple_query_destroys_unnamed_statement_and_idle_drops_portals() -> None:
+def test_simple_query_destroys_unnamed_statement_and_idle_drops_portals(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("P"), parse(b"", b"SELECT 1"))
@@ -160,7 +176,7 @@ def test_simple_query_destroys_unnamed_statement_and_idle_drops_portals() -> Non
     assert b"" not in t.statements
 
 
-def test_error_in_simple_query_waits_for_ready() -> None:
+def test_error_in_simple_query_waits_for_ready(QueryTracker: type[QueryTrackerPy]) -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("Q"), b"SELECT 1/0\0")
@@ -170,7 +186,9 @@ def test_error_in_simple_query_waits_for_ready() -> None:
     assert log.finished[0].error == ("22012", "division by zero")
 
 
-def test_asynchronous_error_without_pending_request_is_ignored() -> None:
+def test_asynchronous_error_without_pending_request_is_ignored(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
     t = QueryTracker(Log())
     t.backend(ord("E"), error_body("57P01", "terminating connection"))
     assert not t.busy()
@@ -179,7 +197,7 @@ def test_asynchronous_error_without_pending_request_is_ignored() -> None:
 # -- refused messages (policy): the server answers the replacement, the driver the client
 
 
-def test_refused_query_waits_for_ready_for_query() -> None:
+def test_refused_query_waits_for_ready_for_query(QueryTracker: type[QueryTrackerPy]) -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("Q"), b"SELECT 1\0")
@@ -202,7 +220,7 @@ def test_refused_query_waits_for_ready_for_query() -> None:
     assert [e.text for e in log.started] == [b"SELECT 1", b"SELECT 2"]
 
 
-def test_refused_parse_skips_to_sync_like_the_server() -> None:
+def test_refused_parse_skips_to_sync_like_the_server(QueryTracker: type[QueryTrackerPy]) -> None:
     log = Log()
     t = QueryTracker(log)
     t.deny(ord("P"), b"s1", b"DELETE FROM t", b"our error")
@@ -229,7 +247,9 @@ def test_refused_parse_skips_to_sync_like_the_server() -> None:
     assert not t.busy()
 
 
-def test_refused_message_after_an_earlier_error_is_skipped_silently() -> None:
+def test_refused_message_after_an_earlier_error_is_skipped_silently(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
     # The server skips everything up to Sync after an error: it never answers the
     # replacement, so no gateway error may be sent for it either.
     log = Log()
@@ -244,7 +264,9 @@ def test_refused_message_after_an_earlier_error_is_skipped_silently() -> None:
     assert not t.busy()
 
 
-def test_refused_parse_does_not_hide_a_live_statement_of_the_same_name() -> None:
+def test_refused_parse_does_not_hide_a_live_statement_of_the_same_name(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
     log = Log()
     t = QueryTracker(log)
     t.frontend(ord("P"), parse(b"s1", b"SELECT 1"))
@@ -263,7 +285,9 @@ def test_refused_parse_does_not_hide_a_live_statement_of_the_same_name() -> None
     assert ex is not None and ex.text == b"SELECT 1"
 
 
-def test_alone_says_when_cancelling_undoes_nothing_the_client_saw() -> None:
+def test_alone_says_when_cancelling_undoes_nothing_the_client_saw(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
     t = QueryTracker(Log())
     t.frontend(ord("Q"), b"SELECT * FROM big; SELECT 2\0")
     ex = t.head_execution()

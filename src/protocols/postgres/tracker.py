@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from .messages import (
     Bind,
@@ -167,7 +167,11 @@ class ExecutionObserver(Protocol):
     def execution_finished(self, execution: Execution) -> None: ...
 
 
-class QueryTracker:
+class _TrackerState:
+    """The tracker's state as plain slots: the base of the pure-Python tracker. The
+    compiled ``_tracker.TrackerCore`` has the same attributes (in C) and is the base of
+    ``QueryTracker`` where the extension was built."""
+
     __slots__ = (
         "_done_in_batch",
         "_fifo",
@@ -189,6 +193,29 @@ class QueryTracker:
         self.copy_in = False
         # Executions finished since the last ReadyForQuery (same implicit transaction).
         self._done_in_batch = 0
+
+
+class _TrackerMethods:
+    """The query tracker (see the module docstring).
+
+    The methods ending in ``_py`` are the reference implementation. The compiled base
+    (``_tracker.TrackerCore``) provides ``frontend``, ``backend`` and ``head_execution``
+    for the common messages and calls the ``_py`` methods, on the same state, for the rest;
+    without it they are used directly.
+    """
+
+    if TYPE_CHECKING:  # a mixin: the state is the other base's
+        observer: ExecutionObserver
+        statements: dict[bytes, PreparedStatement]
+        portals: dict[bytes, Bind]
+        _fifo: deque[tuple[int, object]]
+        status: int
+        copy_in: bool
+        _done_in_batch: int
+
+        def head_execution(self) -> Execution | None: ...
+    else:
+        __slots__ = ()
 
     @property
     def pending(self) -> int:
@@ -212,7 +239,8 @@ class QueryTracker:
 
     # -- frontend -------------------------------------------------------------------
 
-    def frontend(self, mtype: int, body: bytes) -> None:
+    def frontend_py(self, mtype: int, body: bytes) -> None:
+        """Feed one frontend message the driver forwards."""
         if mtype == 0x42:  # 'B' Bind
             # Parsed (validated) here, not lazily: a Bind whose parameter lengths
             # lie is a protocol violation the gateway must refuse, not forward.
@@ -312,7 +340,7 @@ class QueryTracker:
         """Executions sent but not answered yet, oldest first (the session ends)."""
         return [obj for kind, obj in self._fifo if isinstance(obj, Execution)]
 
-    def head_execution(self) -> Execution | None:
+    def head_execution_py(self) -> Execution | None:
         """The execution the next DataRows belong to, if any."""
         if self._fifo:
             kind, obj = self._fifo[0]
@@ -321,7 +349,7 @@ class QueryTracker:
                 return obj
         return None
 
-    def backend(self, mtype: int, body: bytes) -> None:
+    def backend_py(self, mtype: int, body: bytes) -> None:
         """Feed one backend message other than DataRow."""
         fifo = self._fifo
         if mtype == 0x5A:  # 'Z' ReadyForQuery
@@ -451,3 +479,46 @@ class QueryTracker:
         self.statements.clear()
         self.portals.clear()
         self._fifo.clear()
+
+
+class QueryTrackerPy(_TrackerMethods, _TrackerState):
+    """The pure-Python tracker: the reference the compiled one is tested against."""
+
+    __slots__ = ()
+    frontend = _TrackerMethods.frontend_py
+    backend = _TrackerMethods.backend_py
+    head_execution = _TrackerMethods.head_execution_py
+
+
+# The FIFO kinds, in the order the compiled tracker numbers them.
+_KINDS: Final = (
+    _PARSE,
+    _BIND,
+    _DESCRIBE_S,
+    _DESCRIBE_P,
+    _EXECUTE,
+    _CLOSE,
+    _SYNC,
+    _QUERY,
+    _DENIED_QUERY,
+    _DENIED_PARSE,
+)
+
+if TYPE_CHECKING:  # one interface either way: type checkers see the reference
+    QueryTracker = QueryTrackerPy
+else:
+    try:  # the compiled fast path, built by setuptools where a C compiler is present
+        from . import _tracker
+    except ImportError:  # pragma: no cover - exercised where no compiler is available
+        QueryTracker = QueryTrackerPy
+    else:
+        # What the compiled frontend builds and calls: the same Execution class and Bind
+        # parser (itself compiled where _wire was built) as the reference.
+        _tracker.configure(Execution, parse_bind, deque, _KINDS)
+
+        class QueryTracker(_TrackerMethods, _tracker.TrackerCore):
+            __doc__ = _TrackerMethods.__doc__
+            __slots__ = ()
+
+
+COMPILED = QueryTracker is not QueryTrackerPy

@@ -1,0 +1,634 @@
+/*
+ * Compiled fast path of tracker.QueryTracker (which execution owns each response).
+ *
+ * Why it exists: the tracker runs for every frontend message the driver forwards and for
+ * every backend message other than DataRow. In the running gateway a pgbench -M prepared
+ * transaction crosses it seven times (Bind, Execute, Sync; BindComplete, CommandComplete,
+ * ReadyForQuery, and the head lookup for the row run), about 2 us of interpreted code per
+ * transaction with warm caches (benchmarks/tracker_micro.py, docs/performance.md).
+ *
+ * This type holds the tracker's state and answers the common messages without running
+ * Python: Bind (parsed by the compiled Bind parser it is given), Execute of a bound portal,
+ * Sync; ReadyForQuery, CommandComplete / EmptyQueryResponse / PortalSuspended,
+ * ParseComplete / BindComplete / CloseComplete, NoData, CopyInResponse; head_execution.
+ * Everything else (Parse, Query, Describe, Close, FunctionCall, RowDescription,
+ * ErrorResponse, an Execute of an unknown portal or with a body it cannot read, the
+ * portal clean-up after a transaction) is handed, unchanged, to the pure-Python methods
+ * of the same object (``frontend_py``, ``backend_py``, ``_drop_portals``), which stay the reference and raise the protocol errors. The unit
+ * tests drive both implementations with the same messages and compare every observer
+ * call and the state after each (tests/unit/test_pg_tracker_compiled.py).
+ *
+ * Layout (tracker.QueryTracker subclasses this type; its Python methods read and write
+ * these names): observer, statements (dict name -> PreparedStatement), portals (dict name
+ * -> Bind), _fifo (collections.deque of (kind, object) tuples), status (int), copy_in
+ * (bool), _done_in_batch (int). The FIFO kinds are tracker.py's constants.
+ *
+ * Spec: PostgreSQL manual, "Message Flow" (Extended Query, Pipelining) and "Message
+ * Formats": Execute is String portal, Int32 max rows; ReadyForQuery is Byte1 status.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+/* FIFO kinds: tracker.py's _PARSE .. _DENIED_PARSE (the module checks they agree). */
+enum { K_PARSE, K_BIND, K_DESCRIBE_S, K_DESCRIBE_P, K_EXECUTE, K_CLOSE, K_SYNC, K_QUERY,
+       K_DENIED_QUERY, K_DENIED_PARSE };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *observer;
+    PyObject *statements; /* dict */
+    PyObject *portals;    /* dict */
+    PyObject *fifo;       /* collections.deque */
+    int status;
+    char copy_in;
+    Py_ssize_t done_in_batch;
+} Core;
+
+/* Set once by configure(): tracker.Execution, the compiled parse_bind (a callable taking
+   the body), collections.deque, and the shared (kind, None) entries. */
+static PyObject *execution_type, *parse_bind, *deque_type;
+static PyObject *entry_bind, *entry_sync;
+static PyObject *str_append, *str_popleft, *str_frontend_py, *str_backend_py;
+static PyObject *str_drop_portals, *str_execution_started;
+static PyObject *str_execution_finished, *str_query, *str_row_description, *str_skipped;
+static PyObject *str_suspended, *str_tag_bodies, *str_extended, *str_prepared;
+static PyObject *kwnames_execution, *empty_bytes;
+
+static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (deque_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_tracker.configure() was not called");
+        return NULL;
+    }
+    Core *self = (Core *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->statements = PyDict_New();
+    self->portals = PyDict_New();
+    self->fifo = PyObject_CallNoArgs(deque_type);
+    if (self->statements == NULL || self->portals == NULL || self->fifo == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_INCREF(Py_None);
+    self->observer = Py_None;
+    self->status = 'I';
+    return (PyObject *)self;
+}
+
+static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"observer", NULL};
+    PyObject *observer;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:QueryTracker", kwlist, &observer)) {
+        return -1;
+    }
+    Py_INCREF(observer);
+    Py_SETREF(self->observer, observer);
+    return 0;
+}
+
+static int Core_traverse(Core *self, visitproc visit, void *arg) {
+    Py_VISIT(self->observer); /* the driver's observer holds the session, which holds us */
+    Py_VISIT(self->statements);
+    Py_VISIT(self->portals);
+    Py_VISIT(self->fifo); /* executions carry the driver's context objects */
+    return 0;
+}
+
+static int Core_clear(Core *self) {
+    Py_CLEAR(self->observer);
+    Py_CLEAR(self->statements);
+    Py_CLEAR(self->portals);
+    Py_CLEAR(self->fifo);
+    return 0;
+}
+
+static void Core_dealloc(Core *self) {
+    PyObject_GC_UnTrack(self);
+    Core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* -- the FIFO ------------------------------------------------------------------------- */
+
+static int fifo_append(Core *self, PyObject *entry) {
+    PyObject *r = PyObject_CallMethodOneArg(self->fifo, str_append, entry);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The head entry's kind and object (borrowed from a new reference to the entry, returned
+   in *entry for the caller to release), or kind -1 when the FIFO is empty. */
+static int fifo_head(Core *self, PyObject **entry, long *kind, PyObject **obj) {
+    *entry = NULL;
+    *kind = -1;
+    *obj = NULL;
+    Py_ssize_t n = PyObject_Size(self->fifo);
+    if (n < 0) {
+        return -1;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    PyObject *e = PySequence_GetItem(self->fifo, 0);
+    if (e == NULL) {
+        return -1;
+    }
+    if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 2) {
+        Py_DECREF(e);
+        PyErr_SetString(PyExc_TypeError, "query tracker FIFO entry is not a (kind, object) pair");
+        return -1;
+    }
+    long k = PyLong_AsLong(PyTuple_GET_ITEM(e, 0));
+    if (k == -1 && PyErr_Occurred()) {
+        Py_DECREF(e);
+        return -1;
+    }
+    *entry = e;
+    *kind = k;
+    *obj = PyTuple_GET_ITEM(e, 1);
+    return 0;
+}
+
+static PyObject *fifo_popleft(Core *self) {
+    return PyObject_CallMethodNoArgs(self->fifo, str_popleft);
+}
+
+static int finish(Core *self, PyObject *ex) {
+    self->done_in_batch++;
+    PyObject *r = PyObject_CallMethodOneArg(self->observer, str_execution_finished, ex);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* -- frontend ------------------------------------------------------------------------- */
+
+/* Execute: String portal, Int32 max rows (trailing bytes ignored, as parse_execute).
+   Returns 1 if handled, 0 to leave the message to frontend_py, -1 on error. */
+static int execute(Core *self, PyObject *body) {
+    if (!PyBytes_CheckExact(body)) {
+        return 0;
+    }
+    const char *b = PyBytes_AS_STRING(body);
+    Py_ssize_t n = PyBytes_GET_SIZE(body);
+    const char *nul = memchr(b, 0, (size_t)n);
+    if (nul == NULL || (nul - b) + 5 > n) {
+        return 0; /* malformed: the reference raises its error */
+    }
+    PyObject *portal = PyBytes_FromStringAndSize(b, nul - b);
+    if (portal == NULL) {
+        return -1;
+    }
+    PyObject *bind = PyDict_GetItemWithError(self->portals, portal); /* borrowed */
+    if (bind == NULL) {
+        Py_DECREF(portal);
+        return PyErr_Occurred() ? -1 : 0; /* a SQL-level cursor: the reference's case */
+    }
+    if (!PyTuple_Check(bind) || PyTuple_GET_SIZE(bind) < 2) {
+        Py_DECREF(portal);
+        return 0;
+    }
+    PyObject *name = PyTuple_GET_ITEM(bind, 1);
+    PyObject *stmt = PyDict_GetItemWithError(self->statements, name); /* borrowed */
+    if (stmt == NULL && PyErr_Occurred()) {
+        Py_DECREF(portal);
+        return -1;
+    }
+    PyObject *query = Py_None, *row_description = Py_None;
+    Py_INCREF(query);
+    Py_INCREF(row_description);
+    if (stmt != NULL) {
+        Py_SETREF(query, PyObject_GetAttr(stmt, str_query));
+        Py_SETREF(row_description, PyObject_GetAttr(stmt, str_row_description));
+        if (query == NULL || row_description == NULL) {
+            Py_XDECREF(query);
+            Py_XDECREF(row_description);
+            Py_DECREF(portal);
+            return -1;
+        }
+    }
+    int unnamed = PyBytes_Check(name) && PyBytes_GET_SIZE(name) == 0;
+    /* Execution(path, text, statement_name=, portal=, bind=, row_description=) */
+    PyObject *args[6] = {unnamed ? str_extended : str_prepared, query, name, portal, bind,
+                         row_description};
+    PyObject *ex = PyObject_Vectorcall(execution_type, args, 2, kwnames_execution);
+    Py_DECREF(query);
+    Py_DECREF(row_description);
+    Py_DECREF(portal);
+    if (ex == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(self->observer, str_execution_started, ex);
+    if (r == NULL) {
+        Py_DECREF(ex);
+        return -1;
+    }
+    Py_DECREF(r);
+    PyObject *kind = PyLong_FromLong(K_EXECUTE);
+    if (kind == NULL) {
+        Py_DECREF(ex);
+        return -1;
+    }
+    PyObject *entry = PyTuple_Pack(2, kind, ex);
+    Py_DECREF(kind);
+    Py_DECREF(ex);
+    if (entry == NULL) {
+        return -1;
+    }
+    int rc = fifo_append(self, entry);
+    Py_DECREF(entry);
+    return rc < 0 ? -1 : 1;
+}
+
+static PyObject *Core_frontend(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "frontend(mtype, body)");
+        return NULL;
+    }
+    long mtype = PyLong_AsLong(args[0]);
+    if (mtype == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *body = args[1];
+    if (mtype == 'B') {
+        /* Parsed (validated) here, not lazily: a Bind whose lengths lie is refused. */
+        PyObject *bind = PyObject_CallOneArg(parse_bind, body);
+        if (bind == NULL) {
+            return NULL;
+        }
+        if (!PyTuple_Check(bind) || PyTuple_GET_SIZE(bind) < 1 ||
+            PyDict_SetItem(self->portals, PyTuple_GET_ITEM(bind, 0), bind) < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "parse_bind did not return a Bind");
+            }
+            Py_DECREF(bind);
+            return NULL;
+        }
+        Py_DECREF(bind);
+        if (fifo_append(self, entry_bind) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (mtype == 'E') {
+        int rc = execute(self, body);
+        if (rc < 0) {
+            return NULL;
+        }
+        if (rc > 0) {
+            Py_RETURN_NONE;
+        }
+    } else if (mtype == 'S') {
+        if (fifo_append(self, entry_sync) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *call[3] = {(PyObject *)self, args[0], body};
+    return PyObject_VectorcallMethod(str_frontend_py, call,
+                                     3, NULL);
+}
+
+/* -- backend -------------------------------------------------------------------------- */
+
+static int ready_for_query(Core *self, PyObject *body) {
+    if (!PyBytes_Check(body)) {
+        return 0;
+    }
+    self->status = PyBytes_GET_SIZE(body) ? (unsigned char)PyBytes_AS_STRING(body)[0] : 'I';
+    for (;;) {
+        Py_ssize_t n = PyObject_Size(self->fifo);
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        PyObject *entry = fifo_popleft(self);
+        if (entry == NULL) {
+            return -1;
+        }
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+            Py_DECREF(entry);
+            PyErr_SetString(PyExc_TypeError, "query tracker FIFO entry is not a (kind, object) pair");
+            return -1;
+        }
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+        PyObject *obj = PyTuple_GET_ITEM(entry, 1);
+        int rc = 0, stop = 0;
+        if (kind == -1 && PyErr_Occurred()) {
+            rc = -1;
+        } else if (kind == K_QUERY) {
+            rc = finish(self, obj);
+            stop = 1;
+        } else if (kind == K_SYNC || kind == K_DENIED_QUERY) {
+            stop = 1;
+        } else if (kind == K_EXECUTE) {
+            /* Should not happen (the server answers every Execute before Z). */
+            rc = PyObject_SetAttr(obj, str_skipped, Py_True);
+            if (rc == 0) {
+                rc = finish(self, obj);
+            }
+        }
+        Py_DECREF(entry);
+        if (rc < 0) {
+            return -1;
+        }
+        if (stop) {
+            break;
+        }
+    }
+    self->copy_in = 0;
+    self->done_in_batch = 0;
+    if (self->status == 'I') {
+        /* Named portals die with the transaction: the reference's clean-up, only when
+           there is something to drop. */
+        Py_ssize_t n = PyDict_GET_SIZE(self->portals);
+        if (n > 1 || (n == 1 && !PyDict_Contains(self->portals, empty_bytes))) {
+            PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, str_drop_portals);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+        }
+    }
+    return 1;
+}
+
+/* CommandComplete 'C', EmptyQueryResponse 'I', PortalSuspended 's'. */
+static int result_end(Core *self, long mtype, PyObject *body) {
+    PyObject *entry;
+    long kind;
+    PyObject *ex;
+    if (fifo_head(self, &entry, &kind, &ex) < 0) {
+        return -1;
+    }
+    if (kind != K_EXECUTE && kind != K_QUERY) {
+        Py_XDECREF(entry);
+        return 1;
+    }
+    int rc = 0;
+    if (mtype == 'C') {
+        PyObject *tags = PyObject_GetAttr(ex, str_tag_bodies);
+        if (tags == NULL) {
+            rc = -1;
+        } else if (tags == Py_None) {
+            PyObject *list = PyList_New(1);
+            if (list == NULL) {
+                rc = -1;
+            } else {
+                Py_INCREF(body);
+                PyList_SET_ITEM(list, 0, body);
+                rc = PyObject_SetAttr(ex, str_tag_bodies, list);
+                Py_DECREF(list);
+            }
+        } else {
+            rc = PyList_Check(tags) ? PyList_Append(tags, body) : -1;
+            if (rc < 0 && !PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "Execution._tag_bodies is not a list");
+            }
+        }
+        Py_XDECREF(tags);
+    } else if (mtype == 's') {
+        rc = PyObject_SetAttr(ex, str_suspended, Py_True);
+    }
+    self->copy_in = 0;
+    if (rc == 0 && kind == K_EXECUTE) {
+        PyObject *popped = fifo_popleft(self);
+        if (popped == NULL) {
+            rc = -1;
+        } else {
+            Py_DECREF(popped);
+            rc = finish(self, ex); /* ex is still alive: `entry` holds it */
+        }
+    }
+    Py_DECREF(entry);
+    return rc < 0 ? -1 : 1;
+}
+
+/* Pops the head if its kind is a or b (responses that only acknowledge). */
+static int acknowledge(Core *self, long a, long b, long c) {
+    PyObject *entry;
+    long kind;
+    PyObject *obj;
+    if (fifo_head(self, &entry, &kind, &obj) < 0) {
+        return -1;
+    }
+    Py_XDECREF(entry);
+    if (kind >= 0 && (kind == a || kind == b || kind == c)) {
+        PyObject *popped = fifo_popleft(self);
+        if (popped == NULL) {
+            return -1;
+        }
+        Py_DECREF(popped);
+    }
+    return 1;
+}
+
+static PyObject *Core_backend(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "backend(mtype, body)");
+        return NULL;
+    }
+    long mtype = PyLong_AsLong(args[0]);
+    if (mtype == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *body = args[1];
+    int rc = 0;
+    switch (mtype) {
+    case 'Z':
+        rc = ready_for_query(self, body);
+        break;
+    case 'C':
+    case 'I':
+    case 's':
+        rc = result_end(self, mtype, body);
+        break;
+    case '1':
+    case '2':
+    case '3': /* ParseComplete, BindComplete, CloseComplete */
+        rc = acknowledge(self, K_PARSE, K_BIND, K_CLOSE);
+        break;
+    case 'n': /* NoData */
+        rc = acknowledge(self, K_DESCRIBE_S, K_DESCRIBE_P, -2);
+        break;
+    case 'G': /* CopyInResponse: the client streams CopyData next */
+        self->copy_in = 1;
+        rc = 1;
+        break;
+    case 'T':
+    case 'E':
+        rc = 0; /* RowDescription, ErrorResponse: the reference */
+        break;
+    default:
+        rc = 1; /* ParameterDescription, copy responses, notices...: nothing to track */
+    }
+    if (rc < 0) {
+        return NULL;
+    }
+    if (rc > 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *call[3] = {(PyObject *)self, args[0], body};
+    return PyObject_VectorcallMethod(str_backend_py, call,
+                                     3, NULL);
+}
+
+static PyObject *Core_head_execution(Core *self, PyObject *unused) {
+    PyObject *entry;
+    long kind;
+    PyObject *obj;
+    if (fifo_head(self, &entry, &kind, &obj) < 0) {
+        return NULL;
+    }
+    if (kind == K_EXECUTE || kind == K_QUERY) {
+        Py_INCREF(obj);
+        Py_DECREF(entry);
+        return obj;
+    }
+    Py_XDECREF(entry);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Core_methods[] = {
+    {"frontend", (PyCFunction)(void (*)(void))Core_frontend, METH_FASTCALL,
+     "Feed one frontend message (see QueryTracker.frontend_py)."},
+    {"backend", (PyCFunction)(void (*)(void))Core_backend, METH_FASTCALL,
+     "Feed one backend message other than DataRow (see QueryTracker.backend_py)."},
+    {"head_execution", (PyCFunction)Core_head_execution, METH_NOARGS,
+     "The execution the next DataRows belong to, if any."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Core_members[] = {
+    {"observer", T_OBJECT_EX, offsetof(Core, observer), 0, NULL},
+    {"statements", T_OBJECT_EX, offsetof(Core, statements), 0, NULL},
+    {"portals", T_OBJECT_EX, offsetof(Core, portals), 0, NULL},
+    {"_fifo", T_OBJECT_EX, offsetof(Core, fifo), READONLY, NULL},
+    {"status", T_INT, offsetof(Core, status), 0, NULL},
+    {"copy_in", T_BOOL, offsetof(Core, copy_in), 0, NULL},
+    {"_done_in_batch", T_PYSSIZET, offsetof(Core, done_in_batch), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "protocols.postgres._tracker.TrackerCore",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "State and fast paths of tracker.QueryTracker.",
+    .tp_new = Core_new,
+    .tp_init = (initproc)Core_init,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_traverse = (traverseproc)Core_traverse,
+    .tp_clear = (inquiry)Core_clear,
+    .tp_methods = Core_methods,
+    .tp_members = Core_members,
+};
+
+/* configure(execution_type, parse_bind, deque_type, kinds): called once by tracker.py,
+   which owns these; ``kinds`` is its tuple of FIFO kind constants, checked against ours. */
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *ex_type, *bind_fn, *dq, *kinds;
+    if (!PyArg_ParseTuple(args, "OOOO!:configure", &ex_type, &bind_fn, &dq, &PyTuple_Type,
+                          &kinds)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(kinds) != K_DENIED_PARSE + 1) {
+        PyErr_SetString(PyExc_ValueError, "FIFO kinds differ from the compiled tracker's");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kinds); i++) {
+        long k = PyLong_AsLong(PyTuple_GET_ITEM(kinds, i));
+        if (k != i) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "FIFO kinds differ from the compiled tracker's");
+            }
+            return NULL;
+        }
+    }
+    PyObject *bind_kind = PyLong_FromLong(K_BIND), *sync_kind = PyLong_FromLong(K_SYNC);
+    if (bind_kind == NULL || sync_kind == NULL) {
+        Py_XDECREF(bind_kind);
+        Py_XDECREF(sync_kind);
+        return NULL;
+    }
+    PyObject *eb = PyTuple_Pack(2, bind_kind, Py_None);
+    PyObject *es = PyTuple_Pack(2, sync_kind, Py_None);
+    Py_DECREF(bind_kind);
+    Py_DECREF(sync_kind);
+    if (eb == NULL || es == NULL) {
+        Py_XDECREF(eb);
+        Py_XDECREF(es);
+        return NULL;
+    }
+    Py_XSETREF(entry_bind, eb);
+    Py_XSETREF(entry_sync, es);
+    Py_INCREF(ex_type);
+    Py_XSETREF(execution_type, ex_type);
+    Py_INCREF(bind_fn);
+    Py_XSETREF(parse_bind, bind_fn);
+    Py_INCREF(dq);
+    Py_XSETREF(deque_type, dq);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(execution_type, parse_bind, deque_type, kinds): set once by tracker.py."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "protocols.postgres._tracker",
+    "Compiled fast path of the PostgreSQL query tracker (see tracker.py).", -1, module_methods,
+};
+
+static int intern(PyObject **slot, const char *s) {
+    *slot = PyUnicode_InternFromString(s);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC PyInit__tracker(void) {
+    if (intern(&str_append, "append") < 0 || intern(&str_popleft, "popleft") < 0 ||
+        intern(&str_frontend_py, "frontend_py") < 0 || intern(&str_backend_py, "backend_py") < 0 ||
+        intern(&str_drop_portals, "_drop_portals") < 0 ||
+        intern(&str_execution_started, "execution_started") < 0 ||
+        intern(&str_execution_finished, "execution_finished") < 0 ||
+        intern(&str_query, "query") < 0 || intern(&str_row_description, "row_description") < 0 ||
+        intern(&str_skipped, "skipped") < 0 || intern(&str_suspended, "suspended") < 0 ||
+        intern(&str_tag_bodies, "_tag_bodies") < 0 || intern(&str_extended, "extended") < 0 ||
+        intern(&str_prepared, "prepared") < 0) {
+        return NULL;
+    }
+    kwnames_execution = Py_BuildValue("(ssss)", "statement_name", "portal", "bind",
+                                      "row_description");
+    empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    if (kwnames_execution == NULL || empty_bytes == NULL) {
+        return NULL;
+    }
+    if (PyType_Ready(&CoreType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&CoreType);
+    if (PyModule_AddObject(m, "TrackerCore", (PyObject *)&CoreType) < 0) {
+        Py_DECREF(&CoreType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,368 @@
+"""The compiled query tracker (_tracker.c) against the pure-Python reference
+(tracker.QueryTrackerPy): the same messages and driver calls give the same observer calls,
+results, errors and state after every step, on valid and malformed input."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from struct import pack
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.errors import PeerViolation
+from protocols.postgres import tracker as tracker_module
+from protocols.postgres.messages import build_error_response
+from protocols.postgres.tracker import Execution, QueryTracker, QueryTrackerPy
+
+from .test_pg_tracker import ROWDESC, bind, execute, parse
+
+# The comparisons need the extension; whether it must exist is the next test's question.
+compiled_only = pytest.mark.skipif(not tracker_module.COMPILED, reason="extension not built")
+
+
+def test_the_compiled_tracker_is_built_and_used() -> None:
+    # CI builds with a C compiler: a silent fallback to Python would hide a broken build.
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler on this machine: the pure-Python implementation runs")
+    from protocols.postgres import _tracker
+
+    assert issubclass(QueryTracker, _tracker.TrackerCore)
+    assert QueryTracker.frontend is _tracker.TrackerCore.frontend
+
+
+class Recorder:
+    """An observer that logs its calls, naming executions by order of appearance."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.executions: list[Execution] = []
+
+    def index(self, ex: Execution) -> int:
+        for i, known in enumerate(self.executions):
+            if known is ex:
+                return i
+        self.executions.append(ex)
+        return len(self.executions) - 1
+
+    def execution_started(self, ex: Execution) -> None:
+        self.calls.append(("started", self.index(ex)))
+
+    def result_described(self, ex: Execution) -> None:
+        self.calls.append(("described", self.index(ex)))
+
+    def execution_finished(self, ex: Execution) -> None:
+        self.calls.append(("finished", self.index(ex)))
+
+
+NAMES = st.sampled_from([b"", b"s1", b"s2"])
+PORTALS = st.sampled_from([b"", b"p1", b"cur"])
+ERROR = build_error_response("42P01", 'relation "x" does not exist')[5:]
+
+
+def _frontend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
+    b = st.builds(
+        lambda p, s, n, f: ("F", ord("B"), bind(p, s, [b"1"] * n, f)),
+        PORTALS,
+        NAMES,
+        st.integers(0, 2),
+        st.sampled_from([(), (0,), (1,)]),
+    )
+    e = st.builds(lambda p, m: ("F", ord("E"), execute(p, m)), PORTALS, st.integers(0, 5))
+    # Execute bodies cut short, or with bytes after them (parse_execute ignores those).
+    e_odd = st.builds(
+        lambda p, cut: ("F", ord("E"), execute(p)[:-cut] if cut > 0 else execute(p) + b"xy"),
+        PORTALS,
+        st.integers(0, 6),
+    )
+    d = st.builds(
+        lambda k, n: ("F", ord("D"), bytes([k]) + n + b"\0"), st.sampled_from(b"SP"), NAMES
+    )
+    c = st.builds(
+        lambda k, n: ("F", ord("C"), bytes([k]) + n + b"\0"), st.sampled_from(b"SP"), NAMES
+    )
+    p = st.builds(
+        lambda n, q: ("F", ord("P"), parse(n, q)),
+        NAMES,
+        st.sampled_from([b"SELECT 1", b"SELECT $1"]),
+    )
+    fixed = st.sampled_from(
+        [
+            ("F", ord("S"), b""),
+            ("F", ord("H"), b""),
+            ("F", ord("F"), b"\0\0\0\1"),
+            ("F", ord("Q"), b"SELECT 1\0"),
+        ]
+    )
+    garbage = st.builds(
+        lambda t, body: ("F", t, body),
+        st.sampled_from([ord(x) for x in "BESDCPQ"]),
+        st.binary(max_size=12),
+    )
+    return st.one_of(b, e, e_odd, d, c, p, fixed, garbage)
+
+
+def _backend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
+    fixed = st.sampled_from(
+        [
+            ("B", ord("Z"), b"I"),
+            ("B", ord("Z"), b"T"),
+            ("B", ord("Z"), b"E"),
+            ("B", ord("Z"), b""),
+            ("B", ord("C"), b"SELECT 1\0"),
+            ("B", ord("C"), b"INSERT 0 1\0"),
+            ("B", ord("I"), b""),
+            ("B", ord("s"), b""),
+            ("B", ord("1"), b""),
+            ("B", ord("2"), b""),
+            ("B", ord("3"), b""),
+            ("B", ord("n"), b""),
+            ("B", ord("t"), pack("!h", 0)),
+            ("B", ord("T"), ROWDESC),
+            ("B", ord("E"), ERROR),
+            ("B", ord("G"), b"\0\0\0"),
+            ("B", ord("H"), b"\0\0\0"),
+            ("B", ord("N"), ERROR),
+            ("B", ord("S"), b"a\0b\0"),
+            ("B", ord("V"), b"\0\0\0\0"),
+        ]
+    )
+    garbage = st.builds(
+        lambda t, body: ("B", t, body),
+        st.sampled_from([ord(x) for x in "ZCIsTE"]),
+        st.binary(max_size=8),
+    )
+    return st.one_of(fixed, garbage)
+
+
+def _driver_calls() -> st.SearchStrategy[tuple[Any, ...]]:
+    return st.one_of(
+        st.builds(lambda n, q: ("parse", n, q), NAMES, st.sampled_from([b"SELECT 1", b"SELECT 2"])),
+        st.builds(lambda q: ("query", q), st.sampled_from([b"SELECT 1", b"SELECT 1; SELECT 2"])),
+        st.builds(
+            lambda t, n: ("deny", t, n),
+            st.sampled_from([ord("P"), ord("Q"), ord("F")]),
+            NAMES,
+        ),
+        st.builds(lambda n: ("rows", n), st.integers(1, 3)),
+        st.just(("head",)),
+        st.just(("reset",)),
+    )
+
+
+def _cycle(
+    name: bytes,
+    portal: bytes,
+    parsed: bool,
+    describe: tuple[int, bool] | None,
+    ending: tuple[Any, ...],
+    sync: bool,
+) -> list[tuple[Any, ...]]:
+    """A client's extended-protocol cycle and the server's answers, as drivers and servers
+    produce them, so that the compiled fast paths run and not only the fallbacks."""
+    ops: list[tuple[Any, ...]] = []
+    if parsed:
+        ops += [("parse", name, b"SELECT $1"), ("B", ord("1"), b"")]
+    ops.append(("F", ord("B"), bind(portal, name, [b"1"])))
+    if describe is not None:  # Describe S or P, answered with a RowDescription or NoData
+        kind, _ = describe
+        ops.append(("F", ord("D"), bytes([kind]) + (name if kind == ord("S") else portal) + b"\0"))
+    ops.append(("F", ord("E"), execute(portal)))
+    if sync:
+        ops.append(("F", ord("S"), b""))
+    ops.append(("B", ord("2"), b""))
+    if describe is not None:
+        kind, described = describe
+        if kind == ord("S"):
+            ops.append(("B", ord("t"), pack("!hI", 1, 23)))
+        ops.append(("B", ord("T"), ROWDESC) if described else ("B", ord("n"), b""))
+    ops += [("rows", 1), ending]
+    if sync:
+        ops.append(("B", ord("Z"), b"I"))
+    return ops
+
+
+CYCLES = st.builds(
+    _cycle,
+    NAMES,
+    PORTALS,
+    st.booleans(),
+    st.none() | st.tuples(st.sampled_from([ord("S"), ord("P")]), st.booleans()),
+    st.sampled_from(
+        [
+            ("B", ord("C"), b"SELECT 1\0"),
+            ("B", ord("s"), b""),
+            ("B", ord("I"), b""),
+            ("B", ord("E"), ERROR),
+        ]
+    ),
+    st.booleans(),
+)
+# COPY FROM STDIN: CopyInResponse, then the CopyData the client streams, then the end.
+COPY_IN = st.just(
+    [
+        ("query", b"COPY t FROM STDIN"),
+        ("B", ord("G"), b"\0\0\0"),
+        ("B", ord("C"), b"COPY 1\0"),
+        ("B", ord("Z"), b"I"),
+    ]
+)
+OPS = st.lists(
+    st.one_of(
+        _frontend_messages().map(lambda op: [op]),
+        _backend_messages().map(lambda op: [op]),
+        _driver_calls().map(lambda op: [op]),
+        CYCLES,
+        COPY_IN,
+    ),
+    max_size=25,
+).map(lambda chunks: [op for chunk in chunks for op in chunk])
+DENIAL = b"the driver's error"
+
+
+def _apply(t: Any, op: tuple[Any, ...]) -> Any:
+    kind = op[0]
+    if kind == "F":
+        return t.frontend(op[1], op[2])
+    if kind == "B":
+        return t.backend(op[1], op[2])
+    if kind == "parse":
+        return t.parse(op[1], op[2])
+    if kind == "query":
+        return t.query(op[1])
+    if kind == "deny":
+        mtype, name = op[1], op[2]
+        if mtype == ord("P"):
+            return t.deny(mtype, name, b"DELETE FROM t", DENIAL)
+        return t.deny(mtype, None, None, DENIAL)
+    if kind == "rows":
+        ex = t.head_execution()
+        if ex is not None:
+            ex.rows += op[1]
+        return ex
+    if kind == "head":
+        return t.head_execution()
+    assert kind == "reset"
+    return t.reset()
+
+
+def _outcome(t: Any, obs: Recorder, op: tuple[Any, ...]) -> Any:
+    try:
+        result = _apply(t, op)
+    except PeerViolation as exc:
+        return ("raised", type(exc).__name__, str(exc))
+    if isinstance(result, Execution):
+        return ("execution", obs.index(result))
+    return ("returned", result)
+
+
+def _execution(ex: Execution) -> tuple[Any, ...]:
+    return (
+        type(ex),
+        ex.path,
+        ex.text,
+        ex.statement_name,
+        ex.portal,
+        ex.bind,
+        ex.row_description,
+        ex.rows,
+        ex.error,
+        ex.skipped,
+        ex.suspended,
+        ex._tag_bodies,
+        ex.mask_plan,
+    )
+
+
+def _state(t: Any, obs: Recorder) -> tuple[Any, ...]:
+    fifo = [
+        (kind, ("execution", obs.index(obj)) if isinstance(obj, Execution) else obj)
+        for kind, obj in t._fifo
+    ]
+    return (
+        {k: (v.query, v.row_description) for k, v in t.statements.items()},
+        dict(t.portals),
+        fifo,
+        t.status,
+        t.copy_in,
+        t._done_in_batch,
+        t.busy(),
+        t.pending,
+        [obs.index(ex) for ex in t.unfinished()],
+        t.head_denial(),
+        [_execution(ex) for ex in obs.executions],
+        list(obs.calls),
+    )
+
+
+@compiled_only
+@settings(max_examples=600, deadline=None)
+@given(OPS)
+def test_compiled_tracker_matches_the_reference(ops: list[tuple[Any, ...]]) -> None:
+    ref_obs, fast_obs = Recorder(), Recorder()
+    ref, fast = QueryTrackerPy(ref_obs), QueryTracker(fast_obs)
+    for op in ops:
+        expected = _outcome(ref, ref_obs, op)
+        got = _outcome(fast, fast_obs, op)
+        assert got == expected, op
+        assert _state(fast, fast_obs) == _state(ref, ref_obs), op
+
+
+@compiled_only
+def test_a_prepared_transaction_in_the_fast_path() -> None:
+    """The pgbench -M prepared cycle, step by step, with nothing left for the reference:
+    Bind, Execute, Sync; BindComplete, CommandComplete, ReadyForQuery."""
+    obs = Recorder()
+    t = QueryTracker(obs)
+    t.parse(b"s1", b"SELECT $1")
+    t.backend(ord("1"), b"")
+    t.frontend(ord("B"), bind(b"", b"s1", [b"7"]))
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")
+    assert t.head_execution() is None  # BindComplete comes first
+    t.backend(ord("2"), b"")
+    ex = t.head_execution()
+    assert ex is not None
+    assert (ex.path, ex.text, ex.statement_name) == ("prepared", b"SELECT $1", b"s1")
+    t.backend(ord("C"), b"SELECT 1\0")
+    assert ex.tags == ["SELECT 1"] and obs.calls == [("started", 0), ("finished", 0)]
+    t.backend(ord("Z"), b"I")
+    assert not t.busy() and t.status == ord("I") and list(t.portals) == [b""]
+
+
+@compiled_only
+def test_a_malformed_bind_is_refused_without_a_trace() -> None:
+    t = QueryTracker(Recorder())
+    with pytest.raises(PeerViolation):
+        t.frontend(ord("B"), b"\0s1\0\0\1\0\0\0\0")
+    assert not t.busy() and not t.portals
+
+
+@compiled_only
+def test_trackers_are_collected_with_their_cycles() -> None:
+    """The observer holds the session, which holds the tracker: a cycle the collector must
+    be able to break through the C type."""
+
+    class Session:
+        def __init__(self) -> None:
+            self.tracker = QueryTracker(self)  # type: ignore[arg-type]
+
+        def execution_started(self, ex: Execution) -> None:
+            pass
+
+        def execution_finished(self, ex: Execution) -> None:
+            pass
+
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(2000):
+        s = Session()
+        s.tracker.parse(b"s1", b"SELECT 1")
+        s.tracker.frontend(ord("B"), bind(b"", b"s1", []))
+        s.tracker.frontend(ord("E"), execute())
+        del s
+    gc.collect()
+    assert len(gc.get_objects()) - before < 200
