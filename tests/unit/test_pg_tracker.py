@@ -317,3 +317,41 @@ def test_alone_says_when_cancelling_undoes_nothing_the_client_saw(
     t.frontend(ord("Q"), b"SELECT * FROM big\0")
     inside = t.head_execution()
     assert inside is not None and not t.alone(inside)
+
+
+@pytest.mark.parametrize("cls", [tracker.Execution, tracker.ExecutionPy])
+def test_execution_state_defaults_and_tags(cls: type[Execution]) -> None:
+    """The compiled execution (where built) and the pure-Python one: same defaults, same
+    arguments, any value stored, tags decoded on demand."""
+    b = tracker.Bind(b"p", b"s", (), (), (1,))
+    ex = cls("prepared", b"SELECT 1", b"s", portal=b"p", bind=b, row_description=b"rd")
+    assert (ex.path, ex.text, ex.statement_name, ex.portal, ex.bind, ex.row_description) == (
+        "prepared",
+        b"SELECT 1",
+        b"s",
+        b"p",
+        b,
+        b"rd",
+    )
+    defaults = (ex.rows, ex.bytes, ex.started, ex.finished, ex.skipped, ex.suspended)
+    assert defaults == (0, 0, 0.0, 0.0, False, False)
+    assert type(ex.started) is float and ex.error is ex.context is ex.mask_plan is None
+    assert ex.budget is ex.decided is ex._tag_bodies is None
+    assert (ex.tags, ex.tag_count, ex.last_tag, ex.result_formats) == ([], 0, None, (1,))
+    ex.add_tag(b"SELECT 1\0")
+    ex.add_tag(b"SELECT 2\0")
+    assert (ex.tags, ex.tag_count, ex.last_tag, ex.last_tag_body) == (
+        ["SELECT 1", "SELECT 2"],
+        2,
+        "SELECT 2",
+        b"SELECT 2\0",
+    )
+    ex.rows += 5
+    ex.context = ex  # the driver stores anything, cycles included
+    ex.error = ("42P01", "no such table")
+    assert (ex.rows, ex.context, ex.error) == (5, ex, ("42P01", "no such table"))
+    assert repr(ex) == "<Execution prepared b'SELECT 1' rows=5>"
+    simple = cls("simple", None)
+    assert (simple.statement_name, simple.bind, simple.result_formats) == (None, None, ())
+    with pytest.raises(AttributeError):
+        simple.unknown = 1  # type: ignore[attr-defined]

@@ -7,8 +7,9 @@
  * ReadyForQuery, and the head lookup for the row run), about 2 us of interpreted code per
  * transaction with warm caches (benchmarks/tracker_micro.py, docs/performance.md).
  *
- * This type holds the tracker's state and answers the common messages without running
- * Python: Bind (parsed by the compiled Bind parser it is given), Execute of a bound portal,
+ * Two types. ExecutionCore is the state of tracker.Execution (one per Query / Execute),
+ * created here without running Python; its methods stay in tracker.py. TrackerCore holds
+ * the tracker's state and answers the common messages without running Python: Bind (parsed by the compiled Bind parser it is given), Execute of a bound portal,
  * Sync; ReadyForQuery, CommandComplete / EmptyQueryResponse / PortalSuspended,
  * ParseComplete / BindComplete / CloseComplete, NoData, CopyInResponse; head_execution.
  * Everything else (Parse, Query, Describe, Close, FunctionCall, RowDescription,
@@ -47,9 +48,132 @@ typedef struct {
     Py_ssize_t done_in_batch;
 } Core;
 
+/* -- the execution ---------------------------------------------------------------------- */
+
+/* tracker.Execution's state (its methods are Python, in tracker._ExecutionMethods). Every
+   field is an object, as in the pure-Python class: the driver stores what it likes. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *path, *text, *statement_name, *portal, *bind, *row_description;
+    PyObject *rows, *error, *skipped, *suspended, *context, *mask_plan, *budget;
+    PyObject *bytes, *started, *finished, *decided, *_tag_bodies;
+} Exec;
+
+#define EXEC_FIELDS(X)                                                                      \
+    X(path) X(text) X(statement_name) X(portal) X(bind) X(row_description) X(rows) X(error)  \
+    X(skipped) X(suspended) X(context) X(mask_plan) X(budget) X(bytes) X(started)            \
+    X(finished) X(decided) X(_tag_bodies)
+
+static PyObject *zero_float;
+
+/* The defaults of a new execution (tracker.ExecutionPy.__init__). */
+static void exec_defaults(Exec *e) {
+#define SET_NONE(f) Py_INCREF(Py_None); e->f = Py_None;
+    EXEC_FIELDS(SET_NONE)
+#undef SET_NONE
+    PyObject *zero = PyLong_FromLong(0); /* a cached small int: cannot fail */
+    Py_SETREF(e->rows, zero);
+    Py_INCREF(zero);
+    Py_SETREF(e->bytes, zero);
+    Py_INCREF(Py_False);
+    Py_SETREF(e->skipped, Py_False);
+    Py_INCREF(Py_False);
+    Py_SETREF(e->suspended, Py_False);
+    Py_INCREF(zero_float);
+    Py_SETREF(e->started, zero_float);
+    Py_INCREF(zero_float);
+    Py_SETREF(e->finished, zero_float);
+}
+
+static PyObject *Exec_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Exec *e = (Exec *)type->tp_alloc(type, 0);
+    if (e != NULL) {
+        exec_defaults(e);
+    }
+    return (PyObject *)e;
+}
+
+static int Exec_init(Exec *e, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"path", "text", "statement_name", "portal", "bind",
+                             "row_description", NULL};
+    PyObject *v[6] = {NULL, NULL, Py_None, Py_None, Py_None, Py_None};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOOO:Execution", kwlist, &v[0], &v[1],
+                                     &v[2], &v[3], &v[4], &v[5])) {
+        return -1;
+    }
+    PyObject **slots[6] = {&e->path, &e->text, &e->statement_name, &e->portal, &e->bind,
+                           &e->row_description};
+    for (int i = 0; i < 6; i++) {
+        Py_INCREF(v[i]);
+        Py_XSETREF(*slots[i], v[i]);
+    }
+    return 0;
+}
+
+static int Exec_traverse(Exec *e, visitproc visit, void *arg) {
+#define VISIT(f) Py_VISIT(e->f);
+    EXEC_FIELDS(VISIT) /* context, budget and decided are the driver's objects */
+#undef VISIT
+    return 0;
+}
+
+static int Exec_clear(Exec *e) {
+#define CLEAR(f) Py_CLEAR(e->f);
+    EXEC_FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void Exec_dealloc(Exec *e) {
+    PyObject_GC_UnTrack(e);
+    Exec_clear(e);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyMemberDef Exec_members[] = {
+#define MEMBER(f) {#f, T_OBJECT_EX, offsetof(Exec, f), 0, NULL},
+    EXEC_FIELDS(MEMBER)
+#undef MEMBER
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject ExecType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "protocols.postgres._tracker.ExecutionCore",
+    .tp_basicsize = sizeof(Exec),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "State of tracker.Execution.",
+    .tp_new = Exec_new,
+    .tp_init = (initproc)Exec_init,
+    .tp_dealloc = (destructor)Exec_dealloc,
+    .tp_traverse = (traverseproc)Exec_traverse,
+    .tp_clear = (inquiry)Exec_clear,
+    .tp_members = Exec_members,
+};
+
+/* A new execution of ``type`` (a subclass of ExecutionCore) without running __init__. */
+static PyObject *new_execution(PyTypeObject *type, PyObject *path, PyObject *text,
+                               PyObject *name, PyObject *portal, PyObject *bind,
+                               PyObject *row_description) {
+    Exec *e = (Exec *)type->tp_alloc(type, 0);
+    if (e == NULL) {
+        return NULL;
+    }
+    exec_defaults(e);
+    PyObject **slots[6] = {&e->path, &e->text, &e->statement_name, &e->portal, &e->bind,
+                           &e->row_description};
+    PyObject *v[6] = {path, text, name, portal, bind, row_description};
+    for (int i = 0; i < 6; i++) {
+        Py_INCREF(v[i]);
+        Py_SETREF(*slots[i], v[i]);
+    }
+    return (PyObject *)e;
+}
+
 /* Set once by configure(): tracker.Execution, the compiled parse_bind (a callable taking
    the body), collections.deque, and the shared (kind, None) entries. */
 static PyObject *execution_type, *parse_bind, *deque_type;
+static int execution_is_core; /* execution_type subclasses ExecutionCore: built in C */
 static PyObject *entry_bind, *entry_sync;
 static PyObject *str_append, *str_popleft, *str_frontend_py, *str_backend_py;
 static PyObject *str_drop_portals, *str_execution_started;
@@ -160,6 +284,17 @@ static PyObject *fifo_popleft(Core *self) {
     return PyObject_CallMethodNoArgs(self->fifo, str_popleft);
 }
 
+/* ex.<name> = value: the C field when ex is an ExecutionCore, setattr otherwise. */
+static int set_field(PyObject *ex, size_t offset, PyObject *name, PyObject *value) {
+    if (PyObject_TypeCheck(ex, &ExecType)) {
+        PyObject **field = (PyObject **)((char *)ex + offset);
+        Py_INCREF(value);
+        Py_XSETREF(*field, value);
+        return 0;
+    }
+    return PyObject_SetAttr(ex, name, value);
+}
+
 static int finish(Core *self, PyObject *ex) {
     self->done_in_batch++;
     PyObject *r = PyObject_CallMethodOneArg(self->observer, str_execution_finished, ex);
@@ -218,9 +353,15 @@ static int execute(Core *self, PyObject *body) {
     }
     int unnamed = PyBytes_Check(name) && PyBytes_GET_SIZE(name) == 0;
     /* Execution(path, text, statement_name=, portal=, bind=, row_description=) */
-    PyObject *args[6] = {unnamed ? str_extended : str_prepared, query, name, portal, bind,
-                         row_description};
-    PyObject *ex = PyObject_Vectorcall(execution_type, args, 2, kwnames_execution);
+    PyObject *path = unnamed ? str_extended : str_prepared;
+    PyObject *ex;
+    if (execution_is_core) {
+        ex = new_execution((PyTypeObject *)execution_type, path, query, name, portal, bind,
+                           row_description);
+    } else {
+        PyObject *args[6] = {path, query, name, portal, bind, row_description};
+        ex = PyObject_Vectorcall(execution_type, args, 2, kwnames_execution);
+    }
     Py_DECREF(query);
     Py_DECREF(row_description);
     Py_DECREF(portal);
@@ -334,7 +475,7 @@ static int ready_for_query(Core *self, PyObject *body) {
             stop = 1;
         } else if (kind == K_EXECUTE) {
             /* Should not happen (the server answers every Execute before Z). */
-            rc = PyObject_SetAttr(obj, str_skipped, Py_True);
+            rc = set_field(obj, offsetof(Exec, skipped), str_skipped, Py_True);
             if (rc == 0) {
                 rc = finish(self, obj);
             }
@@ -377,7 +518,26 @@ static int result_end(Core *self, long mtype, PyObject *body) {
         return 1;
     }
     int rc = 0;
-    if (mtype == 'C') {
+    if (mtype == 'C' && PyObject_TypeCheck(ex, &ExecType)) {
+        /* Execution.add_tag, on the C fields */
+        Exec *e = (Exec *)ex;
+        if (e->_tag_bodies == Py_None) {
+            PyObject *list = PyList_New(1);
+            if (list == NULL) {
+                rc = -1;
+            } else {
+                Py_INCREF(body);
+                PyList_SET_ITEM(list, 0, body);
+                Py_SETREF(e->_tag_bodies, list);
+            }
+        } else if (e->_tag_bodies != NULL && PyList_CheckExact(e->_tag_bodies)) {
+            rc = PyList_Append(e->_tag_bodies, body);
+        } else {
+            PyObject *r = PyObject_CallMethod(ex, "add_tag", "O", body);
+            rc = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        }
+    } else if (mtype == 'C') {
         PyObject *tags = PyObject_GetAttr(ex, str_tag_bodies);
         if (tags == NULL) {
             rc = -1;
@@ -399,7 +559,7 @@ static int result_end(Core *self, long mtype, PyObject *body) {
         }
         Py_XDECREF(tags);
     } else if (mtype == 's') {
-        rc = PyObject_SetAttr(ex, str_suspended, Py_True);
+        rc = set_field(ex, offsetof(Exec, suspended), str_suspended, Py_True);
     }
     self->copy_in = 0;
     if (rc == 0 && kind == K_EXECUTE) {
@@ -574,8 +734,13 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     }
     Py_XSETREF(entry_bind, eb);
     Py_XSETREF(entry_sync, es);
+    if (!PyType_Check(ex_type)) {
+        PyErr_SetString(PyExc_TypeError, "execution_type must be a class");
+        return NULL;
+    }
     Py_INCREF(ex_type);
     Py_XSETREF(execution_type, ex_type);
+    execution_is_core = PyType_IsSubtype((PyTypeObject *)ex_type, &ExecType);
     Py_INCREF(bind_fn);
     Py_XSETREF(parse_bind, bind_fn);
     Py_INCREF(dq);
@@ -617,7 +782,8 @@ PyMODINIT_FUNC PyInit__tracker(void) {
     if (kwnames_execution == NULL || empty_bytes == NULL) {
         return NULL;
     }
-    if (PyType_Ready(&CoreType) < 0) {
+    zero_float = PyFloat_FromDouble(0.0);
+    if (zero_float == NULL || PyType_Ready(&CoreType) < 0 || PyType_Ready(&ExecType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module);
@@ -627,6 +793,12 @@ PyMODINIT_FUNC PyInit__tracker(void) {
     Py_INCREF(&CoreType);
     if (PyModule_AddObject(m, "TrackerCore", (PyObject *)&CoreType) < 0) {
         Py_DECREF(&CoreType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ExecType);
+    if (PyModule_AddObject(m, "ExecutionCore", (PyObject *)&ExecType) < 0) {
+        Py_DECREF(&ExecType);
         Py_DECREF(m);
         return NULL;
     }

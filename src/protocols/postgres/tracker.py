@@ -59,12 +59,65 @@ class PreparedStatement:
     row_description: bytes | None = None  # body of the RowDescription from Describe S
 
 
-class Execution:
+class _ExecutionMethods:
     """One Query, Execute or FunctionCall and what came back for it.
 
-    Created once per execution on the hot path, so it is a plain slotted class;
-    command tags are decoded only if someone reads them.
+    Created once per execution on the hot path, so its state is slots (in C where the
+    tracker extension was built: ``_tracker.ExecutionCore``); command tags are decoded
+    only if someone reads them.
     """
+
+    if TYPE_CHECKING:  # a mixin: the state is the other base's (all of it: ExecutionPy)
+        path: str
+        text: bytes | None
+        bind: Bind | None
+        rows: int
+        _tag_bodies: list[bytes] | None
+    else:
+        __slots__ = ()
+
+    @property
+    def result_formats(self) -> tuple[int, ...]:
+        """Bind result-format codes (empty for simple queries: the T carries them)."""
+        bind = self.bind
+        return bind.result_formats if bind is not None else ()
+
+    @property
+    def tags(self) -> list[str]:
+        """CommandComplete tags received for this execution, in order."""
+        return [parse_command_complete(b) for b in self._tag_bodies or ()]
+
+    @property
+    def tag_count(self) -> int:
+        """CommandCompletes received so far: in a multi-statement Query, the index of the
+        statement whose results arrive now."""
+        bodies = self._tag_bodies
+        return len(bodies) if bodies else 0
+
+    @property
+    def last_tag(self) -> str | None:
+        bodies = self._tag_bodies
+        return parse_command_complete(bodies[-1]) if bodies else None
+
+    @property
+    def last_tag_body(self) -> bytes | None:
+        """The body of the last CommandComplete, undecoded (callers may cache by it)."""
+        bodies = self._tag_bodies
+        return bodies[-1] if bodies else None
+
+    def add_tag(self, body: bytes) -> None:
+        if self._tag_bodies is None:
+            self._tag_bodies = [body]
+        else:
+            self._tag_bodies.append(body)
+
+    def __repr__(self) -> str:
+        return f"<Execution {self.path} {self.text!r} rows={self.rows}>"
+
+
+class ExecutionPy(_ExecutionMethods):
+    """The pure-Python execution: its state as slots (the compiled ``ExecutionCore`` has
+    the same fields, in C, with the same defaults)."""
 
     __slots__ = (
         "_tag_bodies",
@@ -120,43 +173,19 @@ class Execution:
         self.decided: object = None
         self._tag_bodies: list[bytes] | None = None
 
-    @property
-    def result_formats(self) -> tuple[int, ...]:
-        """Bind result-format codes (empty for simple queries: the T carries them)."""
-        bind = self.bind
-        return bind.result_formats if bind is not None else ()
 
-    @property
-    def tags(self) -> list[str]:
-        """CommandComplete tags received for this execution, in order."""
-        return [parse_command_complete(b) for b in self._tag_bodies or ()]
+if TYPE_CHECKING:  # one interface either way: type checkers see the reference
+    Execution = ExecutionPy
+else:
+    try:  # the compiled state, built by setuptools where a C compiler is present
+        from ._tracker import ExecutionCore
+    except ImportError:  # pragma: no cover - exercised where no compiler is available
+        Execution = ExecutionPy
+    else:
 
-    @property
-    def tag_count(self) -> int:
-        """CommandCompletes received so far: in a multi-statement Query, the index of the
-        statement whose results arrive now."""
-        bodies = self._tag_bodies
-        return len(bodies) if bodies else 0
-
-    @property
-    def last_tag(self) -> str | None:
-        bodies = self._tag_bodies
-        return parse_command_complete(bodies[-1]) if bodies else None
-
-    @property
-    def last_tag_body(self) -> bytes | None:
-        """The body of the last CommandComplete, undecoded (callers may cache by it)."""
-        bodies = self._tag_bodies
-        return bodies[-1] if bodies else None
-
-    def add_tag(self, body: bytes) -> None:
-        if self._tag_bodies is None:
-            self._tag_bodies = [body]
-        else:
-            self._tag_bodies.append(body)
-
-    def __repr__(self) -> str:
-        return f"<Execution {self.path} {self.text!r} rows={self.rows}>"
+        class Execution(_ExecutionMethods, ExecutionCore):
+            __doc__ = _ExecutionMethods.__doc__
+            __slots__ = ()
 
 
 class ExecutionObserver(Protocol):
