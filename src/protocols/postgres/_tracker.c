@@ -332,9 +332,12 @@ static int execute(Core *self, PyObject *body) {
         Py_DECREF(portal);
         return 0;
     }
+    /* Held while Python may run (the attribute reads, Execution()): it keeps `name`. */
+    Py_INCREF(bind);
     PyObject *name = PyTuple_GET_ITEM(bind, 1);
     PyObject *stmt = PyDict_GetItemWithError(self->statements, name); /* borrowed */
     if (stmt == NULL && PyErr_Occurred()) {
+        Py_DECREF(bind);
         Py_DECREF(portal);
         return -1;
     }
@@ -347,6 +350,7 @@ static int execute(Core *self, PyObject *body) {
         if (query == NULL || row_description == NULL) {
             Py_XDECREF(query);
             Py_XDECREF(row_description);
+            Py_DECREF(bind);
             Py_DECREF(portal);
             return -1;
         }
@@ -364,6 +368,7 @@ static int execute(Core *self, PyObject *body) {
     }
     Py_DECREF(query);
     Py_DECREF(row_description);
+    Py_DECREF(bind);
     Py_DECREF(portal);
     if (ex == NULL) {
         return -1;
