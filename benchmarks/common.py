@@ -18,6 +18,7 @@ TLS is on every leg so the proxies are compared on equal terms:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -29,9 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -496,69 +498,78 @@ def pgbench_init(endpoint: Endpoint, scale: int) -> None:
         raise RuntimeError(f"pgbench -i failed:\n{proc.stdout}{proc.stderr}")
 
 
-# --- bare forwarder (subprocess entry point) ---------------------------------------------------
+# --- the forwarders (subprocess entry points) -------------------------------------------------
 
 
-def _forward(listen_port: int, upstream_port: int) -> None:
-    """Splice bytes both ways with uvloop protocols, pausing reads when the peer's write
-    buffer is full. No parsing, no TLS termination: the floor for any Python proxy."""
-    import asyncio
+class _Side(asyncio.Protocol):
+    """One leg of a forwarder: what it reads is written to its peer's transport, pausing
+    reads when the peer's write buffer is full. Until ``_link`` gives it a peer, what
+    arrives is kept (the handshake bytes, or a first message sent early)."""
 
+    def __init__(self) -> None:
+        self.peer: _Side | None = None
+        self.transport: asyncio.Transport | None = None
+        self.early = bytearray()
+        self.arrived = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self.early += data
+            self.arrived.set()
+
+    async def take(self, n: int) -> bytes:
+        """The next ``n`` bytes that arrived before the leg was linked."""
+        while len(self.early) < n:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 10)
+        out = bytes(self.early[:n])
+        del self.early[:n]
+        return out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.arrived.set()
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+
+def _link(a: _Side, b: _Side) -> None:
+    """Make ``a`` and ``b`` peers and hand each what the other kept: either side may have
+    spoken first (the client's first message, a MySQL server's greeting)."""
+    a.peer, b.peer = b, a
+    for x, y in ((a, b), (b, a)):
+        if x.early:
+            assert y.transport is not None
+            y.transport.write(bytes(x.early))
+            x.early.clear()
+
+
+def _serve(listen_port: int, session: Callable[[_Side], Coroutine[Any, Any, None]]) -> None:
+    """Accept clients on ``listen_port``, run ``session`` for each (it links the client to
+    an upstream leg), until SIGTERM or SIGINT."""
     import uvloop
-
-    class Side(asyncio.Protocol):
-        def __init__(self) -> None:
-            self.peer: Side | None = None
-            self.transport: asyncio.Transport | None = None
-            self.pending: list[bytes] = []
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport  # type: ignore[assignment]
-
-        def data_received(self, data: bytes) -> None:
-            if self.peer is not None and self.peer.transport is not None:
-                self.peer.transport.write(data)
-            else:
-                self.pending.append(data)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.peer is not None and self.peer.transport is not None:
-                self.peer.transport.close()
-
-        def pause_writing(self) -> None:
-            if self.peer is not None and self.peer.transport is not None:
-                self.peer.transport.pause_reading()
-
-        def resume_writing(self) -> None:
-            if self.peer is not None and self.peer.transport is not None:
-                self.peer.transport.resume_reading()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[None]] = set()
 
-        def client_factory() -> Side:
-            client = Side()
-
-            async def connect() -> None:
-                try:
-                    _, upstream = await loop.create_connection(Side, "127.0.0.1", upstream_port)
-                except OSError:
-                    if client.transport is not None:
-                        client.transport.close()
-                    return
-                upstream.peer, client.peer = client, upstream
-                # Either side may have spoken before the two were linked: the client (TLS
-                # request, PostgreSQL) or the server (its greeting, MySQL) -- the upstream's
-                # first bytes can arrive before create_connection() returns here.
-                for chunk in client.pending:
-                    upstream.transport.write(chunk)  # type: ignore[union-attr]
-                client.pending.clear()
-                for chunk in upstream.pending:
-                    client.transport.write(chunk)  # type: ignore[union-attr]
-                upstream.pending.clear()
-
-            tasks.add(task := loop.create_task(connect()))
+        def client_factory() -> _Side:
+            client = _Side()
+            task = loop.create_task(session(client))
+            tasks.add(task)
             task.add_done_callback(tasks.discard)
             return client
 
@@ -570,6 +581,23 @@ def _forward(listen_port: int, upstream_port: int) -> None:
         server.close()
 
     uvloop.run(main())
+
+
+def _forward(listen_port: int, upstream_port: int) -> None:
+    """Splice bytes both ways with uvloop protocols. No parsing, no TLS termination: the
+    floor for any Python proxy."""
+
+    async def session(client: _Side) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, upstream = await loop.create_connection(_Side, "127.0.0.1", upstream_port)
+        except OSError:
+            if client.transport is not None:
+                client.transport.close()
+            return
+        _link(client, upstream)
+
+    _serve(listen_port, session)
 
 
 # PostgreSQL's SSLRequest: Int32 length 8, Int32 code 80877103 ("Message Formats").
@@ -581,10 +609,7 @@ def _forward_tls(listen_port: int, upstream_port: int, cert: str, key: str) -> N
     SSLRequest and handshakes with it, sends its own SSLRequest upstream and handshakes
     with the server, then splices the decrypted bytes with uvloop protocols (no parsing).
     What the gateway costs above this is its own work on the messages."""
-    import asyncio
     import ssl
-
-    import uvloop
 
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
@@ -592,94 +617,30 @@ def _forward_tls(listen_port: int, upstream_port: int, cert: str, key: str) -> N
     client_ctx.check_hostname = False
     client_ctx.verify_mode = ssl.CERT_NONE  # the benchmark's own throwaway server
 
-    class Side(asyncio.Protocol):
-        """One leg. Until ``link`` it collects what arrives (the handshake bytes)."""
-
-        def __init__(self) -> None:
-            self.peer: Side | None = None
-            self.transport: asyncio.Transport | None = None
-            self.early = bytearray()
-            self.arrived: asyncio.Event = asyncio.Event()
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport  # type: ignore[assignment]
-
-        def data_received(self, data: bytes) -> None:
-            peer = self.peer
-            if peer is not None and peer.transport is not None:
-                peer.transport.write(data)
-            else:
-                self.early += data
-                self.arrived.set()
-
-        async def take(self, n: int) -> bytes:
-            while len(self.early) < n:
-                self.arrived.clear()
-                await asyncio.wait_for(self.arrived.wait(), 10)
-            out = bytes(self.early[:n])
-            del self.early[:n]
-            return out
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self.arrived.set()
-            if self.peer is not None and self.peer.transport is not None:
-                self.peer.transport.close()
-
-        def pause_writing(self) -> None:
-            if self.peer is not None and self.peer.transport is not None:
-                self.peer.transport.pause_reading()
-
-        def resume_writing(self) -> None:
-            if self.peer is not None and self.peer.transport is not None:
-                self.peer.transport.resume_reading()
-
-    def link(a: Side, b: Side) -> None:
-        a.peer, b.peer = b, a
-        for x, y in ((a, b), (b, a)):
-            if x.early:
-                y.transport.write(bytes(x.early))  # type: ignore[union-attr]
-                x.early.clear()
-
-    async def main() -> None:
+    async def session(client: _Side) -> None:
         loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[None]] = set()
+        try:
+            if await client.take(8) != _SSL_REQUEST:
+                raise ConnectionError("not an SSLRequest")
+            assert client.transport is not None
+            client.transport.write(b"S")
+            client.transport = await loop.start_tls(
+                client.transport, client, server_ctx, server_side=True
+            )
+            _, up = await loop.create_connection(_Side, "127.0.0.1", upstream_port)
+            assert up.transport is not None
+            up.transport.write(_SSL_REQUEST)
+            if await up.take(1) != b"S":
+                raise ConnectionError("the server refused TLS")
+            up.transport = await loop.start_tls(
+                up.transport, up, client_ctx, server_hostname="127.0.0.1"
+            )
+            _link(client, up)
+        except (TimeoutError, OSError, ConnectionError, ssl.SSLError):
+            if client.transport is not None:
+                client.transport.close()
 
-        async def session(client: Side) -> None:
-            try:
-                if await client.take(8) != _SSL_REQUEST:
-                    raise ConnectionError("not an SSLRequest")
-                assert client.transport is not None
-                client.transport.write(b"S")
-                client.transport = await loop.start_tls(
-                    client.transport, client, server_ctx, server_side=True
-                )
-                _, up = await loop.create_connection(Side, "127.0.0.1", upstream_port)
-                assert up.transport is not None
-                up.transport.write(_SSL_REQUEST)
-                if await up.take(1) != b"S":
-                    raise ConnectionError("the server refused TLS")
-                up.transport = await loop.start_tls(
-                    up.transport, up, client_ctx, server_hostname="127.0.0.1"
-                )
-                link(client, up)
-            except (TimeoutError, OSError, ConnectionError, ssl.SSLError):
-                if client.transport is not None:
-                    client.transport.close()
-
-        def client_factory() -> Side:
-            client = Side()
-            tasks.add(task := loop.create_task(session(client)))
-            task.add_done_callback(tasks.discard)
-            return client
-
-        server = await loop.create_server(client_factory, "127.0.0.1", listen_port)
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        await stop.wait()
-        server.close()
-
-    uvloop.run(main())
+    _serve(listen_port, session)
 
 
 if __name__ == "__main__":

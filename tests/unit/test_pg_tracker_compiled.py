@@ -63,6 +63,15 @@ PORTALS = st.sampled_from([b"", b"p1", b"cur"])
 ERROR = build_error_response("42P01", 'relation "x" does not exist')[5:]
 
 
+def _garbage(direction: str, types: str, size: int) -> st.SearchStrategy[tuple[Any, ...]]:
+    """Messages of the tracked types with random bodies (``direction``: "F" or "B")."""
+    return st.builds(
+        lambda t, body: (direction, t, body),
+        st.sampled_from([ord(x) for x in types]),
+        st.binary(max_size=size),
+    )
+
+
 def _frontend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
     b = st.builds(
         lambda p, s, n, f: ("F", ord("B"), bind(p, s, [b"1"] * n, f)),
@@ -97,12 +106,7 @@ def _frontend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
             ("F", ord("Q"), b"SELECT 1\0"),
         ]
     )
-    garbage = st.builds(
-        lambda t, body: ("F", t, body),
-        st.sampled_from([ord(x) for x in "BESDCPQ"]),
-        st.binary(max_size=12),
-    )
-    return st.one_of(b, e, e_odd, d, c, p, fixed, garbage)
+    return st.one_of(b, e, e_odd, d, c, p, fixed, _garbage("F", "BESDCPQ", 12))
 
 
 def _backend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
@@ -130,12 +134,7 @@ def _backend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
             ("B", ord("V"), b"\0\0\0\0"),
         ]
     )
-    garbage = st.builds(
-        lambda t, body: ("B", t, body),
-        st.sampled_from([ord(x) for x in "ZCIsTE"]),
-        st.binary(max_size=8),
-    )
-    return st.one_of(fixed, garbage)
+    return st.one_of(fixed, _garbage("B", "ZCIsTE", 8))
 
 
 def _driver_calls() -> st.SearchStrategy[tuple[Any, ...]]:
