@@ -288,22 +288,9 @@ client_tls_key_file = {key}
             assert self.pg is not None
             upstream_port = self.pg.port
         port = free_port()
-        log = self.base / f"{name}.log"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "forward",
-                    str(port),
-                    str(upstream_port),
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self.procs.append(proc)
-        wait_port(port, proc, log)
+        proc = self._start_forwarding(
+            self.base / f"{name}.log", ["forward", str(port), str(upstream_port)], port
+        )
         return Endpoint(name, port, PG_ROLE, self.role_password, proc)
 
     def start_tls_forwarder(self, name: str = "tls-forwarder") -> Endpoint:
@@ -316,28 +303,25 @@ client_tls_key_file = {key}
         cert, key = work / "server.crt", work / "server.key"
         make_self_signed(cert, key)
         port = free_port()
-        log = work / "forwarder.log"
+        argv = ["forward-tls", str(port), str(self.pg.port), str(cert), str(key)]
+        proc = self._start_forwarding(work / "forwarder.log", argv, port)
+        # SCRAM channel binding ties the password exchange to the TLS certificate the client
+        # saw; PostgreSQL's is not the forwarder's, so it must be off for the client.
+        settings = {"PGCHANNELBINDING": "disable"}
+        return Endpoint(name, port, PG_ROLE, self.role_password, proc, settings)
+
+    def _start_forwarding(self, log: Path, argv: list[str], port: int) -> subprocess.Popen[bytes]:
+        """This file run as a forwarder (``argv``: see the end of the file), ready on ``port``."""
         with open(log, "wb") as fh:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "forward-tls",
-                    str(port),
-                    str(self.pg.port),
-                    str(cert),
-                    str(key),
-                ],
+                [sys.executable, str(Path(__file__).resolve()), *argv],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         self.procs.append(proc)
         wait_port(port, proc, log)
-        # SCRAM channel binding ties the password exchange to the TLS certificate the client
-        # saw; PostgreSQL's is not the forwarder's, so it must be off for the client.
-        settings = {"PGCHANNELBINDING": "disable"}
-        return Endpoint(name, port, PG_ROLE, self.role_password, proc, settings)
+        return proc
 
     # -- teardown --
 
