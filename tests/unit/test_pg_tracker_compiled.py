@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from protocols.errors import PeerViolation
 from protocols.postgres import tracker as tracker_module
+from protocols.postgres.framing import MessageScanner, build_message
 from protocols.postgres.messages import build_error_response
 from protocols.postgres.tracker import Execution, QueryTracker, QueryTrackerPy
 
@@ -365,3 +366,46 @@ def test_trackers_are_collected_with_their_cycles() -> None:
         del s
     gc.collect()
     assert len(gc.get_objects()) - before < 200
+
+
+DATA_ROW = ("B", ord("D"), pack("!hi", 1, 1) + b"x")
+
+
+@compiled_only
+@settings(max_examples=400, deadline=None)
+@given(
+    OPS,
+    st.lists(st.one_of(_frontend_messages(), _backend_messages(), st.just(DATA_ROW)), max_size=12),
+    st.booleans(),
+)
+def test_runs_of_a_read_match_the_reference(
+    ops: list[tuple[Any, ...]], read: list[tuple[Any, ...]], backend: bool
+) -> None:
+    """frontend_run / backend_run (the driver's fast loop over one read) against the
+    reference, from the same state: same index, same idle flag, same rows reported, same
+    state and observer calls, same errors."""
+    side = "B" if backend else "F"
+    messages = [(t, body) for d, t, body in read if d == side]
+    data = b"".join(build_message(t, body) for t, body in messages)
+    buf, _, entries = MessageScanner(1 << 20).feed(data)
+    outcomes = []
+    for cls in (QueryTrackerPy, QueryTracker):
+        obs = Recorder()
+        t = cls(obs)
+        for op in ops:
+            _outcome(t, obs, op)
+        reported: list[tuple[int, int, int, int]] = []
+
+        def rows(ex: Execution, b: bytes, start: int, stop: int, count: int) -> None:
+            assert b is buf
+            reported.append((obs.index(ex), start, stop, count))  # noqa: B023
+
+        try:
+            if backend:
+                result: Any = t.backend_run(buf, entries, rows)
+            else:
+                result = t.frontend_run(buf, entries)
+        except PeerViolation as exc:
+            result = ("raised", str(exc))
+        outcomes.append((result, reported, _state(t, obs)))
+    assert outcomes[1] == outcomes[0]

@@ -382,7 +382,10 @@ class PgSession(LegPair):
         # A statement held for review: it and everything after it wait for the decision.
         held: tuple[int, bytes, Decision] | None = None
         try:
-            for mtype, start, stop, _ in entries:
+            # Bind / Execute / Sync need no decision (unless a "privilege" statement may be
+            # bound): the tracker takes the leading ones of the read itself.
+            done = 0 if gate.privileged_statements else tracker.frontend_run(buf, entries)
+            for mtype, start, stop, _ in entries[done:] if done else entries:
                 if mtype == _COPY_DATA:
                     continue
                 if mtype not in _FRONTEND_TYPES:
@@ -464,7 +467,14 @@ class PgSession(LegPair):
         # A result paused for approval: what is forwarded ends here, the rest is held.
         hold_at = -1
         complete = end
-        for mtype, start, stop, count in entries:
+        done = 0
+        if masking is None and limits is None and not swallow:
+            # Nothing to rewrite, limit or discard: the tracker takes the leading messages
+            # it alone handles (row runs, completions, ReadyForQuery) itself.
+            done, idle = tracker.backend_run(buf, entries, observer.rows if recording else None)
+            if idle and self.policy_gate is not None:
+                self.policy_gate.privilege_in_flight = False
+        for mtype, start, stop, count in entries[done:] if done else entries:
             replacement: bytes | None = None
             if mtype == _DATA_ROW:
                 ex = tracker.head_execution()

@@ -665,6 +665,153 @@ static PyObject *Core_head_execution(Core *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* -- runs of a read ------------------------------------------------------------------ */
+
+/* One scanner entry (type, start, stop, count) of a read, as C values; 0 if malformed. */
+static int entry_fields(PyObject *entry, long *mtype, Py_ssize_t *start, Py_ssize_t *stop,
+                        Py_ssize_t *count) {
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4) {
+        return 0;
+    }
+    *mtype = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+    *start = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
+    *stop = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+    *count = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 3));
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    return 1;
+}
+
+/* Call a METH_FASTCALL method of ours with (mtype, body of buf[start + 5:stop]). */
+static PyObject *feed_one(Core *self, PyObject *(*method)(Core *, PyObject *const *, Py_ssize_t),
+                          PyObject *buf, long mtype, Py_ssize_t start, Py_ssize_t stop) {
+    PyObject *args[2];
+    args[0] = PyLong_FromLong(mtype);
+    if (args[0] == NULL) {
+        return NULL;
+    }
+    args[1] = PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + start + 5, stop - start - 5);
+    if (args[1] == NULL) {
+        Py_DECREF(args[0]);
+        return NULL;
+    }
+    PyObject *r = method(self, args, 2);
+    Py_DECREF(args[0]);
+    Py_DECREF(args[1]);
+    return r;
+}
+
+/* frontend_run(buf, entries) -> index: tracker.QueryTracker.frontend_run_py. */
+static PyObject *Core_frontend_run(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "frontend_run(buf, entries: list)");
+        return NULL;
+    }
+    PyObject *buf = args[0], *entries = args[1];
+    Py_ssize_t i = 0;
+    if (!PyBytes_CheckExact(buf)) {
+        return PyLong_FromSsize_t(0);
+    }
+    for (; i < PyList_GET_SIZE(entries); i++) {
+        long mtype;
+        Py_ssize_t start, stop, count;
+        int ok = entry_fields(PyList_GET_ITEM(entries, i), &mtype, &start, &stop, &count);
+        if (ok < 0) {
+            return NULL;
+        }
+        if (!ok || (mtype != 'B' && mtype != 'E' && mtype != 'S') || start < 0 ||
+            stop > PyBytes_GET_SIZE(buf) || stop - start < 5) {
+            break;
+        }
+        PyObject *r = feed_one(self, Core_frontend, buf, mtype, start, stop);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return PyLong_FromSsize_t(i);
+}
+
+static PyObject *str_rows_attr;
+
+/* backend_run(buf, entries, rows) -> (index, idle): tracker.QueryTracker.backend_run_py. */
+static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "backend_run(buf, entries: list, rows)");
+        return NULL;
+    }
+    PyObject *buf = args[0], *entries = args[1], *rows = args[2];
+    Py_ssize_t i = 0;
+    int idle = 0;
+    if (PyBytes_CheckExact(buf)) {
+        for (; i < PyList_GET_SIZE(entries); i++) {
+            long mtype;
+            Py_ssize_t start, stop, count;
+            PyObject *entry = PyList_GET_ITEM(entries, i);
+            int ok = entry_fields(entry, &mtype, &start, &stop, &count);
+            if (ok < 0) {
+                return NULL;
+            }
+            if (!ok || start < 0 || stop > PyBytes_GET_SIZE(buf) || stop - start < 5) {
+                break;
+            }
+            if (mtype == 'D') {
+                PyObject *ex = Core_head_execution(self, NULL);
+                if (ex == NULL) {
+                    return NULL;
+                }
+                if (ex != Py_None) {
+                    /* ex.rows += count */
+                    PyObject *n = PyTuple_GET_ITEM(entry, 3);
+                    PyObject *old = PyObject_GetAttr(ex, str_rows_attr);
+                    PyObject *sum = old == NULL ? NULL : PyNumber_InPlaceAdd(old, n);
+                    Py_XDECREF(old);
+                    if (sum == NULL || PyObject_SetAttr(ex, str_rows_attr, sum) < 0) {
+                        Py_XDECREF(sum);
+                        Py_DECREF(ex);
+                        return NULL;
+                    }
+                    Py_DECREF(sum);
+                    if (rows != Py_None) {
+                        PyObject *call[5] = {ex, buf, PyTuple_GET_ITEM(entry, 1),
+                                             PyTuple_GET_ITEM(entry, 2), n};
+                        PyObject *r = PyObject_Vectorcall(rows, call, 5, NULL);
+                        if (r == NULL) {
+                            Py_DECREF(ex);
+                            return NULL;
+                        }
+                        Py_DECREF(r);
+                    }
+                }
+                Py_DECREF(ex);
+                continue;
+            }
+            if (mtype <= 0 || mtype > 127 || mtype == 'E' ||
+                strchr("TCZIsn123Gt", (int)mtype) == NULL) {
+                break; /* errors, copy data, settings, notices...: the driver's loop */
+            }
+            if (mtype != 't') { /* ParameterDescription: nothing to track */
+                PyObject *r = feed_one(self, Core_backend, buf, mtype, start, stop);
+                if (r == NULL) {
+                    return NULL;
+                }
+                Py_DECREF(r);
+            }
+            if (mtype == 'Z') {
+                Py_ssize_t n = PyObject_Size(self->fifo);
+                if (n < 0) {
+                    return NULL;
+                }
+                if (n == 0) {
+                    idle = 1;
+                }
+            }
+        }
+    }
+    return Py_BuildValue("(nO)", i, idle ? Py_True : Py_False);
+}
+
 static PyMethodDef Core_methods[] = {
     {"frontend", (PyCFunction)(void (*)(void))Core_frontend, METH_FASTCALL,
      "Feed one frontend message (see QueryTracker.frontend_py)."},
@@ -672,6 +819,10 @@ static PyMethodDef Core_methods[] = {
      "Feed one backend message other than DataRow (see QueryTracker.backend_py)."},
     {"head_execution", (PyCFunction)Core_head_execution, METH_NOARGS,
      "The execution the next DataRows belong to, if any."},
+    {"frontend_run", (PyCFunction)(void (*)(void))Core_frontend_run, METH_FASTCALL,
+     "Feed the leading Bind/Execute/Sync entries of a read (see frontend_run_py)."},
+    {"backend_run", (PyCFunction)(void (*)(void))Core_backend_run, METH_FASTCALL,
+     "Feed the leading entries of a read the tracker alone handles (see backend_run_py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -778,7 +929,7 @@ PyMODINIT_FUNC PyInit__tracker(void) {
         intern(&str_query, "query") < 0 || intern(&str_row_description, "row_description") < 0 ||
         intern(&str_skipped, "skipped") < 0 || intern(&str_suspended, "suspended") < 0 ||
         intern(&str_tag_bodies, "_tag_bodies") < 0 || intern(&str_extended, "extended") < 0 ||
-        intern(&str_prepared, "prepared") < 0) {
+        intern(&str_prepared, "prepared") < 0 || intern(&str_rows_attr, "rows") < 0) {
         return NULL;
     }
     kwnames_execution = Py_BuildValue("(ssss)", "statement_name", "portal", "bind",

@@ -32,6 +32,7 @@ FunctionCall, not per row.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -51,6 +52,10 @@ from .messages import (
 # (its ErrorResponse to send instead of the server's).
 _PARSE, _BIND, _DESCRIBE_S, _DESCRIBE_P, _EXECUTE, _CLOSE, _SYNC, _QUERY = range(8)
 _DENIED_QUERY, _DENIED_PARSE = 8, 9
+# What frontend_run / backend_run feed (see there): Bind, Execute, Sync; the tracked
+# backend messages but ErrorResponse (whose replacement is the driver's business).
+_RUN_FRONTEND: Final = frozenset(b"BES")
+_RUN_BACKEND: Final = frozenset(b"TCZIsn123G")
 
 
 @dataclass(slots=True)
@@ -243,6 +248,10 @@ class _TrackerMethods:
         _done_in_batch: int
 
         def head_execution(self) -> Execution | None: ...
+
+        def frontend(self, mtype: int, body: bytes) -> None: ...
+
+        def backend(self, mtype: int, body: bytes) -> None: ...
     else:
         __slots__ = ()
 
@@ -299,6 +308,18 @@ class _TrackerMethods:
             ex = Execution("function", None)
             self._fifo.append((_QUERY, ex))
             self.observer.execution_started(ex)
+
+    def frontend_run_py(self, buf: bytes, entries: list[tuple[int, int, int, int]]) -> int:
+        """Feed the leading Bind, Execute and Sync messages of a read (the scanner's
+        ``entries`` over ``buf``), the extended protocol's common case; returns the index of
+        the first entry left to the driver (which decides on everything else)."""
+        done = 0
+        for mtype, start, stop, _ in entries:
+            if mtype not in _RUN_FRONTEND:
+                break
+            self.frontend(mtype, buf[start + 5 : stop])
+            done += 1
+        return done
 
     def parse(self, name: bytes, query: bytes) -> None:
         """A Parse, already split into its statement name and text (the driver reads
@@ -433,6 +454,35 @@ class _TrackerMethods:
         # 't' ParameterDescription, 'H'/'W' copy responses, 'V', 'N', 'A', 'S':
         # nothing to track here.
 
+    def backend_run_py(
+        self,
+        buf: bytes,
+        entries: list[tuple[int, int, int, int]],
+        rows: Callable[[Execution, bytes, int, int, int], None] | None,
+    ) -> tuple[int, bool]:
+        """Feed the leading messages of a read that need nothing but the tracker, for a
+        driver that neither masks, limits nor discards them: DataRow runs (counted into the
+        head execution and passed to ``rows``), the tracked messages but ErrorResponse, and
+        ParameterDescription. Returns the index of the first entry left to the driver and
+        whether a ReadyForQuery left nothing pending."""
+        done = 0
+        idle = False
+        for mtype, start, stop, count in entries:
+            if mtype == 0x44:  # 'D' DataRow run
+                ex = self.head_execution()
+                if ex is not None:
+                    ex.rows += count
+                    if rows is not None:
+                        rows(ex, buf, start, stop, count)
+            elif mtype in _RUN_BACKEND:
+                self.backend(mtype, buf[start + 5 : stop])
+                if mtype == 0x5A and not self._fifo:
+                    idle = True
+            elif mtype != 0x74:  # 't' ParameterDescription: nothing to track
+                break
+            done += 1
+        return done, idle
+
     def _row_description(self, body: bytes) -> None:
         fifo = self._fifo
         if not fifo:
@@ -517,6 +567,8 @@ class QueryTrackerPy(_TrackerMethods, _TrackerState):
     frontend = _TrackerMethods.frontend_py
     backend = _TrackerMethods.backend_py
     head_execution = _TrackerMethods.head_execution_py
+    frontend_run = _TrackerMethods.frontend_run_py
+    backend_run = _TrackerMethods.backend_run_py
 
 
 # The FIFO kinds, in the order the compiled tracker numbers them.
