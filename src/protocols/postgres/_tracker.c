@@ -9,15 +9,18 @@
  *
  * Two types. ExecutionCore is the state of tracker.Execution (one per Query / Execute),
  * created here without running Python; its methods stay in tracker.py. TrackerCore holds
- * the tracker's state and answers the common messages without running Python: Bind (parsed by the compiled Bind parser it is given), Execute of a bound portal,
- * Sync; ReadyForQuery, CommandComplete / EmptyQueryResponse / PortalSuspended,
- * ParseComplete / BindComplete / CloseComplete, NoData, CopyInResponse; head_execution.
- * Everything else (Parse, Query, Describe, Close, FunctionCall, RowDescription,
- * ErrorResponse, an Execute of an unknown portal or with a body it cannot read, the
- * portal clean-up after a transaction) is handed, unchanged, to the pure-Python methods
- * of the same object (``frontend_py``, ``backend_py``, ``_drop_portals``), which stay the reference and raise the protocol errors. The unit
- * tests drive both implementations with the same messages and compare every observer
- * call and the state after each (tests/unit/test_pg_tracker_compiled.py).
+ * the tracker's state and answers the common messages without running Python: Bind
+ * (parsed by the compiled Bind parser it is given), Execute of a bound portal, Sync;
+ * ReadyForQuery, CommandComplete / EmptyQueryResponse / PortalSuspended, ParseComplete /
+ * BindComplete / CloseComplete, NoData, CopyInResponse; head_execution. frontend_run and
+ * backend_run feed the leading messages of one read of that kind, the driver's loop for
+ * the common case. Everything else (Parse, Query, Describe, Close, FunctionCall,
+ * RowDescription, ErrorResponse, an Execute of an unknown portal or with a body it cannot
+ * read, the portal clean-up after a transaction) is handed, unchanged, to the pure-Python
+ * methods of the same object (``frontend_py``, ``backend_py``, ``_drop_portals``), which
+ * stay the reference and raise the protocol errors. The unit tests drive both
+ * implementations with the same messages and reads and compare every observer call and
+ * the state after each (tests/unit/test_pg_tracker_compiled.py).
  *
  * Layout (tracker.QueryTracker subclasses this type; its Python methods read and write
  * these names): observer, statements (dict name -> PreparedStatement), portals (dict name
@@ -32,6 +35,8 @@
 #include <Python.h>
 #include <structmember.h>
 #include <string.h>
+
+#define BAD_ENTRY "query tracker FIFO entry is not a (kind, object) pair"
 
 /* FIFO kinds: tracker.py's _PARSE .. _DENIED_PARSE (the module checks they agree). */
 enum { K_PARSE, K_BIND, K_DESCRIBE_S, K_DESCRIBE_P, K_EXECUTE, K_CLOSE, K_SYNC, K_QUERY,
@@ -266,7 +271,7 @@ static int fifo_head(Core *self, PyObject **entry, long *kind, PyObject **obj) {
     }
     if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 2) {
         Py_DECREF(e);
-        PyErr_SetString(PyExc_TypeError, "query tracker FIFO entry is not a (kind, object) pair");
+        PyErr_SetString(PyExc_TypeError, BAD_ENTRY);
         return -1;
     }
     long k = PyLong_AsLong(PyTuple_GET_ITEM(e, 0));
@@ -465,7 +470,7 @@ static int ready_for_query(Core *self, PyObject *body) {
         }
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
             Py_DECREF(entry);
-            PyErr_SetString(PyExc_TypeError, "query tracker FIFO entry is not a (kind, object) pair");
+            PyErr_SetString(PyExc_TypeError, BAD_ENTRY);
             return -1;
         }
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
