@@ -90,6 +90,16 @@ static void exec_defaults(Exec *e) {
     Py_SETREF(e->finished, zero_float);
 }
 
+/* The constructor's arguments: path, text, statement_name, portal, bind, row_description. */
+static void exec_set_args(Exec *e, PyObject *const v[6]) {
+    PyObject **slots[6] = {&e->path, &e->text, &e->statement_name, &e->portal, &e->bind,
+                           &e->row_description};
+    for (int i = 0; i < 6; i++) {
+        Py_INCREF(v[i]);
+        Py_XSETREF(*slots[i], v[i]);
+    }
+}
+
 static PyObject *Exec_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     Exec *e = (Exec *)type->tp_alloc(type, 0);
     if (e != NULL) {
@@ -106,12 +116,7 @@ static int Exec_init(Exec *e, PyObject *args, PyObject *kwds) {
                                      &v[2], &v[3], &v[4], &v[5])) {
         return -1;
     }
-    PyObject **slots[6] = {&e->path, &e->text, &e->statement_name, &e->portal, &e->bind,
-                           &e->row_description};
-    for (int i = 0; i < 6; i++) {
-        Py_INCREF(v[i]);
-        Py_XSETREF(*slots[i], v[i]);
-    }
+    exec_set_args(e, v);
     return 0;
 }
 
@@ -165,26 +170,19 @@ static PyObject *new_execution(PyTypeObject *type, PyObject *path, PyObject *tex
         return NULL;
     }
     exec_defaults(e);
-    PyObject **slots[6] = {&e->path, &e->text, &e->statement_name, &e->portal, &e->bind,
-                           &e->row_description};
-    PyObject *v[6] = {path, text, name, portal, bind, row_description};
-    for (int i = 0; i < 6; i++) {
-        Py_INCREF(v[i]);
-        Py_SETREF(*slots[i], v[i]);
-    }
+    PyObject *const v[6] = {path, text, name, portal, bind, row_description};
+    exec_set_args(e, v);
     return (PyObject *)e;
 }
 
 /* Set once by configure(): tracker.Execution, the compiled parse_bind (a callable taking
    the body), collections.deque, and the shared (kind, None) entries. */
 static PyObject *execution_type, *parse_bind, *deque_type;
-static int execution_is_core; /* execution_type subclasses ExecutionCore: built in C */
 static PyObject *entry_bind, *entry_sync;
 static PyObject *str_append, *str_popleft, *str_frontend_py, *str_backend_py;
 static PyObject *str_drop_portals, *str_execution_started;
-static PyObject *str_execution_finished, *str_query, *str_row_description, *str_skipped;
-static PyObject *str_suspended, *str_tag_bodies, *str_extended, *str_prepared;
-static PyObject *kwnames_execution, *empty_bytes;
+static PyObject *str_execution_finished, *str_query, *str_row_description;
+static PyObject *str_extended, *str_prepared, *empty_bytes;
 
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (deque_type == NULL) {
@@ -289,15 +287,25 @@ static PyObject *fifo_popleft(Core *self) {
     return PyObject_CallMethodNoArgs(self->fifo, str_popleft);
 }
 
-/* ex.<name> = value: the C field when ex is an ExecutionCore, setattr otherwise. */
-static int set_field(PyObject *ex, size_t offset, PyObject *name, PyObject *value) {
-    if (PyObject_TypeCheck(ex, &ExecType)) {
-        PyObject **field = (PyObject **)((char *)ex + offset);
-        Py_INCREF(value);
-        Py_XSETREF(*field, value);
-        return 0;
+/* An execution of the FIFO as its C state (every one is a tracker.Execution, whose base
+   is ExecutionCore: configure() insists); NULL with TypeError otherwise. */
+static Exec *as_exec(PyObject *obj) {
+    if (!PyObject_TypeCheck(obj, &ExecType)) {
+        PyErr_SetString(PyExc_TypeError, "query tracker FIFO holds a non-Execution");
+        return NULL;
     }
-    return PyObject_SetAttr(ex, name, value);
+    return (Exec *)obj;
+}
+
+/* ex.<field> = True (skipped, suspended). */
+static int set_true(PyObject *ex, size_t offset) {
+    if (as_exec(ex) == NULL) {
+        return -1;
+    }
+    PyObject **field = (PyObject **)((char *)ex + offset);
+    Py_INCREF(Py_True);
+    Py_XSETREF(*field, Py_True);
+    return 0;
 }
 
 static int finish(Core *self, PyObject *ex) {
@@ -361,16 +369,9 @@ static int execute(Core *self, PyObject *body) {
         }
     }
     int unnamed = PyBytes_Check(name) && PyBytes_GET_SIZE(name) == 0;
-    /* Execution(path, text, statement_name=, portal=, bind=, row_description=) */
     PyObject *path = unnamed ? str_extended : str_prepared;
-    PyObject *ex;
-    if (execution_is_core) {
-        ex = new_execution((PyTypeObject *)execution_type, path, query, name, portal, bind,
-                           row_description);
-    } else {
-        PyObject *args[6] = {path, query, name, portal, bind, row_description};
-        ex = PyObject_Vectorcall(execution_type, args, 2, kwnames_execution);
-    }
+    PyObject *ex = new_execution((PyTypeObject *)execution_type, path, query, name, portal,
+                                 bind, row_description);
     Py_DECREF(query);
     Py_DECREF(row_description);
     Py_DECREF(bind);
@@ -485,7 +486,7 @@ static int ready_for_query(Core *self, PyObject *body) {
             stop = 1;
         } else if (kind == K_EXECUTE) {
             /* Should not happen (the server answers every Execute before Z). */
-            rc = set_field(obj, offsetof(Exec, skipped), str_skipped, Py_True);
+            rc = set_true(obj, offsetof(Exec, skipped));
             if (rc == 0) {
                 rc = finish(self, obj);
             }
@@ -528,10 +529,12 @@ static int result_end(Core *self, long mtype, PyObject *body) {
         return 1;
     }
     int rc = 0;
-    if (mtype == 'C' && PyObject_TypeCheck(ex, &ExecType)) {
+    if (mtype == 'C') {
         /* Execution.add_tag, on the C fields */
-        Exec *e = (Exec *)ex;
-        if (e->_tag_bodies == Py_None) {
+        Exec *e = as_exec(ex);
+        if (e == NULL) {
+            rc = -1;
+        } else if (e->_tag_bodies == Py_None) {
             PyObject *list = PyList_New(1);
             if (list == NULL) {
                 rc = -1;
@@ -547,29 +550,8 @@ static int result_end(Core *self, long mtype, PyObject *body) {
             rc = r == NULL ? -1 : 0;
             Py_XDECREF(r);
         }
-    } else if (mtype == 'C') {
-        PyObject *tags = PyObject_GetAttr(ex, str_tag_bodies);
-        if (tags == NULL) {
-            rc = -1;
-        } else if (tags == Py_None) {
-            PyObject *list = PyList_New(1);
-            if (list == NULL) {
-                rc = -1;
-            } else {
-                Py_INCREF(body);
-                PyList_SET_ITEM(list, 0, body);
-                rc = PyObject_SetAttr(ex, str_tag_bodies, list);
-                Py_DECREF(list);
-            }
-        } else {
-            rc = PyList_Check(tags) ? PyList_Append(tags, body) : -1;
-            if (rc < 0 && !PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError, "Execution._tag_bodies is not a list");
-            }
-        }
-        Py_XDECREF(tags);
     } else if (mtype == 's') {
-        rc = set_field(ex, offsetof(Exec, suspended), str_suspended, Py_True);
+        rc = set_true(ex, offsetof(Exec, suspended));
     }
     self->copy_in = 0;
     if (rc == 0 && kind == K_EXECUTE) {
@@ -738,8 +720,6 @@ static PyObject *Core_frontend_run(Core *self, PyObject *const *args, Py_ssize_t
     return PyLong_FromSsize_t(i);
 }
 
-static PyObject *str_rows_attr;
-
 /* backend_run(buf, entries, rows) -> (index, idle): tracker.QueryTracker.backend_run_py. */
 static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyList_Check(args[1])) {
@@ -769,15 +749,13 @@ static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t 
                 if (ex != Py_None) {
                     /* ex.rows += count */
                     PyObject *n = PyTuple_GET_ITEM(entry, 3);
-                    PyObject *old = PyObject_GetAttr(ex, str_rows_attr);
-                    PyObject *sum = old == NULL ? NULL : PyNumber_InPlaceAdd(old, n);
-                    Py_XDECREF(old);
-                    if (sum == NULL || PyObject_SetAttr(ex, str_rows_attr, sum) < 0) {
-                        Py_XDECREF(sum);
+                    Exec *e = as_exec(ex);
+                    PyObject *sum = e == NULL ? NULL : PyNumber_InPlaceAdd(e->rows, n);
+                    if (sum == NULL) {
                         Py_DECREF(ex);
                         return NULL;
                     }
-                    Py_DECREF(sum);
+                    Py_SETREF(e->rows, sum);
                     if (rows != Py_None) {
                         PyObject *call[5] = {ex, buf, PyTuple_GET_ITEM(entry, 1),
                                              PyTuple_GET_ITEM(entry, 2), n};
@@ -895,13 +873,12 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     }
     Py_XSETREF(entry_bind, eb);
     Py_XSETREF(entry_sync, es);
-    if (!PyType_Check(ex_type)) {
-        PyErr_SetString(PyExc_TypeError, "execution_type must be a class");
+    if (!PyType_Check(ex_type) || !PyType_IsSubtype((PyTypeObject *)ex_type, &ExecType)) {
+        PyErr_SetString(PyExc_TypeError, "execution_type must subclass ExecutionCore");
         return NULL;
     }
     Py_INCREF(ex_type);
     Py_XSETREF(execution_type, ex_type);
-    execution_is_core = PyType_IsSubtype((PyTypeObject *)ex_type, &ExecType);
     Py_INCREF(bind_fn);
     Py_XSETREF(parse_bind, bind_fn);
     Py_INCREF(dq);
@@ -932,15 +909,12 @@ PyMODINIT_FUNC PyInit__tracker(void) {
         intern(&str_execution_started, "execution_started") < 0 ||
         intern(&str_execution_finished, "execution_finished") < 0 ||
         intern(&str_query, "query") < 0 || intern(&str_row_description, "row_description") < 0 ||
-        intern(&str_skipped, "skipped") < 0 || intern(&str_suspended, "suspended") < 0 ||
-        intern(&str_tag_bodies, "_tag_bodies") < 0 || intern(&str_extended, "extended") < 0 ||
-        intern(&str_prepared, "prepared") < 0 || intern(&str_rows_attr, "rows") < 0) {
+        intern(&str_extended, "extended") < 0 ||
+        intern(&str_prepared, "prepared") < 0) {
         return NULL;
     }
-    kwnames_execution = Py_BuildValue("(ssss)", "statement_name", "portal", "bind",
-                                      "row_description");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
-    if (kwnames_execution == NULL || empty_bytes == NULL) {
+    if (empty_bytes == NULL) {
         return NULL;
     }
     zero_float = PyFloat_FromDouble(0.0);

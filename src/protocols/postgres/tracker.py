@@ -64,6 +64,15 @@ class PreparedStatement:
     row_description: bytes | None = None  # body of the RowDescription from Describe S
 
 
+if TYPE_CHECKING:
+    _tracker = None
+else:
+    try:  # the compiled state and fast paths, built by setuptools where a C compiler is
+        from . import _tracker  # present (optional: the classes below are the reference)
+    except ImportError:  # pragma: no cover - exercised where no compiler is available
+        _tracker = None
+
+
 class _ExecutionMethods:
     """One Query, Execute or FunctionCall and what came back for it.
 
@@ -179,18 +188,15 @@ class ExecutionPy(_ExecutionMethods):
         self._tag_bodies: list[bytes] | None = None
 
 
-if TYPE_CHECKING:  # one interface either way: type checkers see the reference
+# One interface either way (type checkers see the reference); the reference runs where the
+# extension was not built.
+if TYPE_CHECKING or _tracker is None:
     Execution = ExecutionPy
 else:
-    try:  # the compiled state, built by setuptools where a C compiler is present
-        from ._tracker import ExecutionCore
-    except ImportError:  # pragma: no cover - exercised where no compiler is available
-        Execution = ExecutionPy
-    else:
 
-        class Execution(_ExecutionMethods, ExecutionCore):
-            __doc__ = _ExecutionMethods.__doc__
-            __slots__ = ()
+    class Execution(_ExecutionMethods, _tracker.ExecutionCore):
+        __doc__ = _ExecutionMethods.__doc__
+        __slots__ = ()
 
 
 class ExecutionObserver(Protocol):
@@ -233,9 +239,9 @@ class _TrackerMethods:
     """The query tracker (see the module docstring).
 
     The methods ending in ``_py`` are the reference implementation. The compiled base
-    (``_tracker.TrackerCore``) provides ``frontend``, ``backend`` and ``head_execution``
-    for the common messages and calls the ``_py`` methods, on the same state, for the rest;
-    without it they are used directly.
+    (``_tracker.TrackerCore``) provides ``frontend``, ``backend``, ``head_execution``,
+    ``frontend_run`` and ``backend_run`` for the common messages and calls the ``_py``
+    methods, on the same state, for the rest; without it they are used directly.
     """
 
     if TYPE_CHECKING:  # a mixin: the state is the other base's
@@ -585,21 +591,18 @@ _KINDS: Final = (
     _DENIED_PARSE,
 )
 
-if TYPE_CHECKING:  # one interface either way: type checkers see the reference
+# One interface either way (type checkers see the reference); the reference runs where the
+# extension was not built.
+if TYPE_CHECKING or _tracker is None:
     QueryTracker = QueryTrackerPy
 else:
-    try:  # the compiled fast path, built by setuptools where a C compiler is present
-        from . import _tracker
-    except ImportError:  # pragma: no cover - exercised where no compiler is available
-        QueryTracker = QueryTrackerPy
-    else:
-        # What the compiled frontend builds and calls: the same Execution class and Bind
-        # parser (itself compiled where _wire was built) as the reference.
-        _tracker.configure(Execution, parse_bind, deque, _KINDS)
+    # What the compiled tracker builds and calls: the same Execution class and Bind parser
+    # (itself compiled where _wire was built) as the reference.
+    _tracker.configure(Execution, parse_bind, deque, _KINDS)
 
-        class QueryTracker(_TrackerMethods, _tracker.TrackerCore):
-            __doc__ = _TrackerMethods.__doc__
-            __slots__ = ()
+    class QueryTracker(_TrackerMethods, _tracker.TrackerCore):
+        __doc__ = _TrackerMethods.__doc__
+        __slots__ = ()
 
 
 COMPILED = QueryTracker is not QueryTrackerPy
