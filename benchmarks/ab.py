@@ -29,7 +29,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,15 +47,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def worktree(base: str, into: Path) -> Path:
-    """Check out `base` at `into` and copy the compiled helpers; returns its `src`."""
+    """Check out `base` at `into` and build its own compiled helpers there (copying this
+    checkout's would run new C code under the base's Python); returns its `src`."""
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(into), base],
         check=True,
     )
-    for built in (ROOT / "src").rglob("*.so"):
-        target = into / "src" / built.relative_to(ROOT / "src")
-        if target.parent.is_dir():
-            shutil.copy2(built, target)
+    # The base's own ext-modules (pyproject.toml), compiled beside their sources as the
+    # build backend would; one that does not build is left out, as the optional flag does.
+    include = sysconfig.get_paths()["include"]
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    project = tomllib.loads((into / "pyproject.toml").read_text())
+    for ext in project.get("tool", {}).get("setuptools", {}).get("ext-modules", []):
+        target = into / "src" / (ext["name"].replace(".", "/") + suffix)
+        sources = [str(into / source) for source in ext["sources"]]
+        argv = ["cc", "-O2", "-shared", "-fPIC", f"-I{include}", *sources, "-o", str(target)]
+        if subprocess.run(argv, capture_output=True, check=False).returncode != 0:
+            log(f"{base}: {ext['name']} did not build; its pure-Python fallback runs")
     return into / "src"
 
 

@@ -149,6 +149,7 @@ def postgres(args: argparse.Namespace, sources: dict[str, Path], work: Path) -> 
                 recording=args.realistic,
                 launcher=callgrind(src, out),
                 policy_extra=REALISTIC if args.realistic else "",
+                config_extra=args.config_extra.replace("\\n", "\n"),
             )
             pgbench = ["-S", "-M", args.mode, "-c", "1"]
             run_pgbench(gw, [*pgbench, "-t", str(WARM_UP)], timeout=START_TIMEOUT)
@@ -224,6 +225,12 @@ def main() -> int:
         help="pgbench -M (MySQL: prepared = prepared statements, else text protocol)",
     )
     parser.add_argument("--transactions", type=int, default=2000)
+    parser.add_argument(
+        "--config-extra",
+        default="",
+        help='appended to every gateway\'s config file (PostgreSQL), "\\n" for a new line; '
+        'e.g. "[audit]\\nenabled = false" to count without the audit log',
+    )
     parser.add_argument(
         "--realistic",
         action="store_true",

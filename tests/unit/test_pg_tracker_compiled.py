@@ -51,6 +51,8 @@ class Recorder:
 
     def execution_started(self, ex: Execution) -> None:
         self.calls.append(("started", self.index(ex)))
+        # As the driver does: a plan the tracker must drop when a new description arrives.
+        ex.mask_plan = "planned"
 
     def result_described(self, ex: Execution) -> None:
         self.calls.append(("described", self.index(ex)))
@@ -62,6 +64,8 @@ class Recorder:
 NAMES = st.sampled_from([b"", b"s1", b"s2"])
 PORTALS = st.sampled_from([b"", b"p1", b"cur"])
 ERROR = build_error_response("42P01", 'relation "x" does not exist')[5:]
+# A second shape, so that a description given to the wrong execution shows.
+ROWDESC2 = pack("!h", 1) + b"y\0" + pack("!IhIhih", 0, 0, 25, -1, -1, 0)
 
 
 def _garbage(direction: str, types: str, size: int) -> st.SearchStrategy[tuple[Any, ...]]:
@@ -105,6 +109,10 @@ def _frontend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
             ("F", ord("H"), b""),
             ("F", ord("F"), b"\0\0\0\1"),
             ("F", ord("Q"), b"SELECT 1\0"),
+            # Describes the reference refuses: unknown kind, no name terminator, empty.
+            ("F", ord("D"), b"X\0"),
+            ("F", ord("D"), b"S"),
+            ("F", ord("D"), b""),
         ]
     )
     return st.one_of(b, e, e_odd, d, c, p, fixed, _garbage("F", "BESDCPQ", 12))
@@ -127,6 +135,7 @@ def _backend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
             ("B", ord("n"), b""),
             ("B", ord("t"), pack("!h", 0)),
             ("B", ord("T"), ROWDESC),
+            ("B", ord("T"), ROWDESC2),
             ("B", ord("E"), ERROR),
             ("B", ord("G"), b"\0\0\0"),
             ("B", ord("H"), b"\0\0\0"),
@@ -157,12 +166,15 @@ def _cycle(
     name: bytes,
     portal: bytes,
     parsed: bool,
-    describe: tuple[int, bool] | None,
+    describe: tuple[int, bytes | None] | None,
     ending: tuple[Any, ...],
     sync: bool,
+    executes: int,
 ) -> list[tuple[Any, ...]]:
     """A client's extended-protocol cycle and the server's answers, as drivers and servers
-    produce them, so that the compiled fast paths run and not only the fallbacks."""
+    produce them, so that the compiled fast paths run and not only the fallbacks. With
+    ``executes`` 2 the portal runs twice in one pipeline (a fetch in two parts), both
+    queued before the description arrives."""
     ops: list[tuple[Any, ...]] = []
     if parsed:
         ops += [("parse", name, b"SELECT $1"), ("B", ord("1"), b"")]
@@ -170,7 +182,7 @@ def _cycle(
     if describe is not None:  # Describe S or P, answered with a RowDescription or NoData
         kind, _ = describe
         ops.append(("F", ord("D"), bytes([kind]) + (name if kind == ord("S") else portal) + b"\0"))
-    ops.append(("F", ord("E"), execute(portal)))
+    ops += [("F", ord("E"), execute(portal, 1 if executes > 1 else 0))] * executes
     if sync:
         ops.append(("F", ord("S"), b""))
     ops.append(("B", ord("2"), b""))
@@ -178,8 +190,8 @@ def _cycle(
         kind, described = describe
         if kind == ord("S"):
             ops.append(("B", ord("t"), pack("!hI", 1, 23)))
-        ops.append(("B", ord("T"), ROWDESC) if described else ("B", ord("n"), b""))
-    ops += [("rows", 1), ending]
+        ops.append(("B", ord("T"), described) if described else ("B", ord("n"), b""))
+    ops += [("rows", 1), ("B", ord("s"), b"")] * (executes - 1) + [("rows", 1), ending]
     if sync:
         ops.append(("B", ord("Z"), b"I"))
     return ops
@@ -190,7 +202,8 @@ CYCLES = st.builds(
     NAMES,
     PORTALS,
     st.booleans(),
-    st.none() | st.tuples(st.sampled_from([ord("S"), ord("P")]), st.booleans()),
+    st.none()
+    | st.tuples(st.sampled_from([ord("S"), ord("P")]), st.sampled_from([None, ROWDESC, ROWDESC2])),
     st.sampled_from(
         [
             ("B", ord("C"), b"SELECT 1\0"),
@@ -200,6 +213,7 @@ CYCLES = st.builds(
         ]
     ),
     st.booleans(),
+    st.sampled_from([1, 2]),
 )
 # COPY FROM STDIN: CopyInResponse, then the CopyData the client streams, then the end.
 COPY_IN = st.just(
@@ -331,6 +345,37 @@ def test_a_prepared_transaction_in_the_fast_path() -> None:
     assert ex.tags == ["SELECT 1"] and obs.calls == [("started", 0), ("finished", 0)]
     t.backend(ord("Z"), b"I")
     assert not t.busy() and t.status == ord("I") and list(t.portals) == [b""]
+
+
+@compiled_only
+def test_a_statement_described_again_keeps_the_description_of_queued_executions() -> None:
+    """An execution queued behind a Describe of its statement already carries the old
+    description: only executions without one take the new one (both implementations)."""
+    ops = [
+        ("parse", b"s1", b"SELECT $1"),
+        ("F", ord("D"), b"Ss1\0"),
+        ("B", ord("1"), b""),
+        ("B", ord("t"), pack("!hI", 1, 23)),
+        ("B", ord("T"), ROWDESC),
+        # Pipelined: Bind, Describe S, Execute, Sync before any answer.
+        ("F", ord("B"), bind(b"", b"s1", [b"1"])),
+        ("F", ord("D"), b"Ss1\0"),
+        ("F", ord("E"), execute()),
+        ("F", ord("S"), b""),
+        ("B", ord("2"), b""),
+        ("B", ord("t"), pack("!hI", 1, 23)),
+        ("B", ord("T"), ROWDESC2),
+    ]
+    states = []
+    for cls in (QueryTrackerPy, QueryTracker):
+        obs = Recorder()
+        t = cls(obs)
+        for op in ops:
+            _outcome(t, obs, op)
+        assert t.statements[b"s1"].row_description == ROWDESC2
+        assert t.head_execution().row_description == ROWDESC
+        states.append(_state(t, obs))
+    assert states[1] == states[0]
 
 
 @compiled_only

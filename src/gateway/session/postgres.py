@@ -382,8 +382,8 @@ class PgSession(LegPair):
         # A statement held for review: it and everything after it wait for the decision.
         held: tuple[int, bytes, Decision] | None = None
         try:
-            # Bind / Execute / Sync need no decision (unless a "privilege" statement may be
-            # bound): the tracker takes the leading ones of the read itself.
+            # Bind / Describe / Execute / Sync need no decision (unless a "privilege"
+            # statement may be bound): the tracker takes the leading ones of the read itself.
             done = 0 if gate.privileged_statements else tracker.frontend_run(buf, entries)
             for mtype, start, stop, _ in entries[done:] if done else entries:
                 if mtype == _COPY_DATA:

@@ -3,20 +3,21 @@
  *
  * Why it exists: the tracker runs for every frontend message the driver forwards and for
  * every backend message other than DataRow. In the running gateway a pgbench -M prepared
- * transaction crosses it seven times (Bind, Execute, Sync; BindComplete, CommandComplete,
- * ReadyForQuery, and the head lookup for the row run), about 2 us of interpreted code per
- * transaction with warm caches (benchmarks/tracker_micro.py, docs/performance.md).
+ * transaction crosses it nine times (Bind, Describe, Execute, Sync, as libpq sends them;
+ * BindComplete, RowDescription, CommandComplete, ReadyForQuery, and the head lookup for
+ * the row run), several us of interpreted code per transaction with warm caches
+ * (benchmarks/tracker_micro.py, docs/performance.md).
  *
  * Two types. ExecutionCore is the state of tracker.Execution (one per Query / Execute),
  * created here without running Python; its methods stay in tracker.py. TrackerCore holds
  * the tracker's state and answers the common messages without running Python: Bind
- * (parsed by the compiled Bind parser it is given), Execute of a bound portal, Sync;
- * ReadyForQuery, CommandComplete / EmptyQueryResponse / PortalSuspended, ParseComplete /
- * BindComplete / CloseComplete, NoData, CopyInResponse; head_execution. frontend_run and
- * backend_run feed the leading messages of one read of that kind, the driver's loop for
- * the common case. Everything else (Parse, Query, Describe, Close, FunctionCall,
- * RowDescription, ErrorResponse, an Execute of an unknown portal or with a body it cannot
- * read, the portal clean-up after a transaction) is handed, unchanged, to the pure-Python
+ * (parsed by the compiled Bind parser it is given), Describe, Execute of a bound portal,
+ * Sync; ReadyForQuery, RowDescription, CommandComplete / EmptyQueryResponse /
+ * PortalSuspended, ParseComplete / BindComplete / CloseComplete, NoData, CopyInResponse;
+ * head_execution. frontend_run and backend_run feed the leading messages of one read of
+ * that kind, the driver's loop for the common case. Everything else (Parse, Query, Close,
+ * FunctionCall, ErrorResponse, an Execute of an unknown portal, a message whose body it
+ * cannot read, the portal clean-up after a transaction) is handed, unchanged, to the pure-Python
  * methods of the same object (``frontend_py``, ``backend_py``, ``_drop_portals``), which
  * stay the reference and raise the protocol errors. The unit tests drive both
  * implementations with the same messages and reads and compare every observer call and
@@ -182,7 +183,7 @@ static PyObject *entry_bind, *entry_sync;
 static PyObject *str_append, *str_popleft, *str_frontend_py, *str_backend_py;
 static PyObject *str_drop_portals, *str_execution_started;
 static PyObject *str_execution_finished, *str_query, *str_row_description;
-static PyObject *str_extended, *str_prepared, *empty_bytes;
+static PyObject *str_extended, *str_prepared, *empty_bytes, *str_result_described;
 
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (deque_type == NULL) {
@@ -401,6 +402,37 @@ static int execute(Core *self, PyObject *body) {
     return rc < 0 ? -1 : 1;
 }
 
+/* Describe: Byte1 'S' or 'P', String name (trailing bytes ignored, as
+   parse_describe_or_close). Returns 1 if handled, 0 to leave it to frontend_py. */
+static int describe(Core *self, PyObject *body) {
+    if (!PyBytes_CheckExact(body) || PyBytes_GET_SIZE(body) < 1) {
+        return 0;
+    }
+    const char *b = PyBytes_AS_STRING(body);
+    Py_ssize_t n = PyBytes_GET_SIZE(body);
+    if (b[0] != 'S' && b[0] != 'P') {
+        return 0; /* malformed: the reference raises its error */
+    }
+    const char *nul = memchr(b + 1, 0, (size_t)(n - 1));
+    if (nul == NULL) {
+        return 0;
+    }
+    PyObject *name = PyBytes_FromStringAndSize(b + 1, nul - b - 1);
+    if (name == NULL) {
+        return -1;
+    }
+    PyObject *kind = PyLong_FromLong(b[0] == 'S' ? K_DESCRIBE_S : K_DESCRIBE_P);
+    PyObject *entry = kind == NULL ? NULL : PyTuple_Pack(2, kind, name);
+    Py_XDECREF(kind);
+    Py_DECREF(name);
+    if (entry == NULL) {
+        return -1;
+    }
+    int rc = fifo_append(self, entry);
+    Py_DECREF(entry);
+    return rc < 0 ? -1 : 1;
+}
+
 static PyObject *Core_frontend(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "frontend(mtype, body)");
@@ -444,6 +476,14 @@ static PyObject *Core_frontend(Core *self, PyObject *const *args, Py_ssize_t nar
             return NULL;
         }
         Py_RETURN_NONE;
+    } else if (mtype == 'D') {
+        int rc = describe(self, body);
+        if (rc < 0) {
+            return NULL;
+        }
+        if (rc > 0) {
+            Py_RETURN_NONE;
+        }
     }
     PyObject *call[3] = {(PyObject *)self, args[0], body};
     return PyObject_VectorcallMethod(str_frontend_py, call,
@@ -567,6 +607,101 @@ static int result_end(Core *self, long mtype, PyObject *body) {
     return rc < 0 ? -1 : 1;
 }
 
+/* The first queued Execute (after the head, which the caller popped) matching `name`:
+   by statement name when `by_statement` (every one still undescribed gets `body`), else
+   by portal (the first one gets it). */
+static int describe_queued(Core *self, PyObject *name, PyObject *body, int by_statement) {
+    PyObject *it = PyObject_GetIter(self->fifo);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *entry;
+    int rc = 0;
+    while ((entry = PyIter_Next(it)) != NULL) {
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+            PyErr_SetString(PyExc_TypeError, BAD_ENTRY);
+            rc = -1;
+        } else {
+            long kind = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+            PyObject *obj = PyTuple_GET_ITEM(entry, 1);
+            if (kind == -1 && PyErr_Occurred()) {
+                rc = -1;
+            } else if (kind == K_EXECUTE && PyObject_TypeCheck(obj, &ExecType)) {
+                Exec *e = (Exec *)obj;
+                PyObject *key = by_statement ? e->statement_name : e->portal;
+                int same = PyObject_RichCompareBool(key, name, Py_EQ);
+                if (same < 0) {
+                    rc = -1;
+                } else if (same && (!by_statement || e->row_description == Py_None)) {
+                    Py_INCREF(body);
+                    Py_SETREF(e->row_description, body);
+                    if (!by_statement) {
+                        rc = 1; /* the first one only */
+                    }
+                }
+            }
+        }
+        Py_DECREF(entry);
+        if (rc != 0) {
+            break;
+        }
+    }
+    Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred()) {
+        rc = -1;
+    }
+    return rc < 0 ? -1 : 1;
+}
+
+/* RowDescription 'T': tracker.QueryTracker._row_description. */
+static int row_description(Core *self, PyObject *body) {
+    PyObject *entry;
+    long kind;
+    PyObject *obj;
+    if (fifo_head(self, &entry, &kind, &obj) < 0) {
+        return -1;
+    }
+    int rc = 1;
+    if (kind == K_DESCRIBE_S || kind == K_DESCRIBE_P) {
+        if (kind == K_DESCRIBE_S) {
+            PyObject *stmt = PyDict_GetItemWithError(self->statements, obj); /* borrowed */
+            if (stmt == NULL) {
+                rc = PyErr_Occurred() ? -1 : 1;
+            } else {
+                Py_INCREF(stmt); /* setattr may run Python */
+                rc = PyObject_SetAttr(stmt, str_row_description, body) < 0 ? -1 : 1;
+                Py_DECREF(stmt);
+            }
+        }
+        if (rc > 0) {
+            PyObject *popped = fifo_popleft(self);
+            if (popped == NULL) {
+                rc = -1;
+            } else {
+                Py_DECREF(popped);
+                /* Executions queued behind (pipelined) were created before this
+                   description arrived. `entry` keeps the name alive. */
+                rc = describe_queued(self, obj, body, kind == K_DESCRIBE_S);
+            }
+        }
+    } else if (kind == K_EXECUTE || kind == K_QUERY) {
+        Exec *e = as_exec(obj);
+        if (e == NULL) {
+            rc = -1;
+        } else {
+            Py_INCREF(body);
+            Py_SETREF(e->row_description, body);
+            Py_INCREF(Py_None);
+            Py_SETREF(e->mask_plan, Py_None);
+            PyObject *r = PyObject_CallMethodOneArg(self->observer, str_result_described, obj);
+            rc = r == NULL ? -1 : 1;
+            Py_XDECREF(r);
+        }
+    }
+    Py_XDECREF(entry);
+    return rc;
+}
+
 /* Pops the head if its kind is a or b (responses that only acknowledge). */
 static int acknowledge(Core *self, long a, long b, long c) {
     PyObject *entry;
@@ -619,8 +754,10 @@ static PyObject *Core_backend(Core *self, PyObject *const *args, Py_ssize_t narg
         rc = 1;
         break;
     case 'T':
+        rc = PyBytes_CheckExact(body) ? row_description(self, body) : 0;
+        break;
     case 'E':
-        rc = 0; /* RowDescription, ErrorResponse: the reference */
+        rc = 0; /* ErrorResponse: the reference */
         break;
     default:
         rc = 1; /* ParameterDescription, copy responses, notices...: nothing to track */
@@ -707,7 +844,7 @@ static PyObject *Core_frontend_run(Core *self, PyObject *const *args, Py_ssize_t
         if (ok < 0) {
             return NULL;
         }
-        if (!ok || (mtype != 'B' && mtype != 'E' && mtype != 'S') || start < 0 ||
+        if (!ok || (mtype != 'B' && mtype != 'D' && mtype != 'E' && mtype != 'S') || start < 0 ||
             stop > PyBytes_GET_SIZE(buf) || stop - start < 5) {
             break;
         }
@@ -803,7 +940,7 @@ static PyMethodDef Core_methods[] = {
     {"head_execution", (PyCFunction)Core_head_execution, METH_NOARGS,
      "The execution the next DataRows belong to, if any."},
     {"frontend_run", (PyCFunction)(void (*)(void))Core_frontend_run, METH_FASTCALL,
-     "Feed the leading Bind/Execute/Sync entries of a read (see frontend_run_py)."},
+     "Feed the leading Bind/Describe/Execute/Sync entries of a read (see frontend_run_py)."},
     {"backend_run", (PyCFunction)(void (*)(void))Core_backend_run, METH_FASTCALL,
      "Feed the leading entries of a read the tracker alone handles (see backend_run_py)."},
     {NULL, NULL, 0, NULL},
@@ -910,6 +1047,7 @@ PyMODINIT_FUNC PyInit__tracker(void) {
         intern(&str_execution_finished, "execution_finished") < 0 ||
         intern(&str_query, "query") < 0 || intern(&str_row_description, "row_description") < 0 ||
         intern(&str_extended, "extended") < 0 ||
+        intern(&str_result_described, "result_described") < 0 ||
         intern(&str_prepared, "prepared") < 0) {
         return NULL;
     }

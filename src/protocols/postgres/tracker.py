@@ -54,7 +54,7 @@ _PARSE, _BIND, _DESCRIBE_S, _DESCRIBE_P, _EXECUTE, _CLOSE, _SYNC, _QUERY = range
 _DENIED_QUERY, _DENIED_PARSE = 8, 9
 # What frontend_run / backend_run feed (see there): Bind, Execute, Sync; the tracked
 # backend messages but ErrorResponse (whose replacement is the driver's business).
-_RUN_FRONTEND: Final = frozenset(b"BES")
+_RUN_FRONTEND: Final = frozenset(b"BDES")
 _RUN_BACKEND: Final = frozenset(b"TCZIsn123G")
 
 
@@ -316,7 +316,7 @@ class _TrackerMethods:
             self.observer.execution_started(ex)
 
     def frontend_run_py(self, buf: bytes, entries: list[tuple[int, int, int, int]]) -> int:
-        """Feed the leading Bind, Execute and Sync messages of a read (the scanner's
+        """Feed the leading Bind, Describe, Execute and Sync messages of a read (the scanner's
         ``entries`` over ``buf``), the extended protocol's common case; returns the index of
         the first entry left to the driver (which decides on everything else)."""
         done = 0
