@@ -293,6 +293,51 @@ def test_statement_durations_in_milliseconds_match_rounding() -> None:
     assert json.dumps(_milliseconds(0.0001234)) == "0.123"
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=40),
+    path=st.sampled_from(["simple", "prepared", "extended", "text"]),
+    action=st.sampled_from(["allow", "deny"]),
+    rule=st.none() | st.text(max_size=12),
+    cls=st.text(min_size=1, max_size=12),
+    rows=st.integers(0, 10**12),
+    nbytes=st.integers(0, 10**15),
+    duration=st.floats(0, 10**6, allow_nan=False) | st.sampled_from([0.0, 1e-9, 4.9e-7, 5e-7]),
+    redact_literals=st.booleans(),
+    repeat=st.booleans(),
+)
+def test_a_statement_line_from_cached_parts_is_the_encoded_line(
+    text: str,
+    path: str,
+    action: str,
+    rule: str | None,
+    cls: str,
+    rows: int,
+    nbytes: int,
+    duration: float,
+    redact_literals: bool,
+    repeat: bool,
+) -> None:
+    """SessionAudit._line (parts encoded once per statement shape) gives, byte for byte,
+    what encoding the whole StatementLine gives, and it is one JSON object per line."""
+    from gateway.audit import AuditService
+    from gateway.audit.service import _milliseconds
+    from gateway.identity import Identity
+
+    svc = AuditService(config("[audit]\nenabled = false\n"))
+    svc.redact = redact_literals
+    ident = Identity(subject='ann "the" \\ admin', issuer="i", groups=("dba", "ops\n"))
+    audit = svc.session("s-1", ident, "t", "postgres", "10.0.0.1:5", None)
+    now = timestamp()
+    for _ in range(2 if repeat else 1):  # the second time from the cached parts
+        fast = audit._line(now, text, path, action, rows, nbytes, duration, rule, cls)
+    reference = audit._encoded(
+        now, text, path, action, rows, nbytes, _milliseconds(duration), rule, cls, None, None, None
+    )
+    assert fast == reference and fast.endswith(b"}\n")
+    assert json.loads(fast)["rows"] == rows
+
+
 def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:
     extra = """
 [alerts]
