@@ -318,24 +318,28 @@ def test_a_statement_line_from_cached_parts_is_the_encoded_line(
     redact_literals: bool,
     repeat: bool,
 ) -> None:
-    """SessionAudit._line (parts encoded once per statement shape) gives, byte for byte,
-    what encoding the whole StatementLine gives, and it is one JSON object per line."""
+    """SessionAudit._line (the session's fields encoded once, the statement's parts once
+    per shape and shared by sessions) gives, byte for byte, what encoding the whole
+    StatementLine gives, for each of two sessions, and it is one JSON object per line."""
     from gateway.audit import AuditService
     from gateway.audit.service import _milliseconds
     from gateway.identity import Identity
 
     svc = AuditService(config("[audit]\nenabled = false\n"))
     svc.redact = redact_literals
-    ident = Identity(subject='ann "the" \\ admin', issuer="i", groups=("dba", "ops\n"))
-    audit = svc.session("s-1", ident, "t", "postgres", "10.0.0.1:5", None)
+    ann = Identity(subject='ann "the" \\ admin', issuer="i", groups=("dba", "ops\n"))
+    bob = Identity(subject="bob", issuer="i")
     now = timestamp()
-    for _ in range(2 if repeat else 1):  # the second time from the cached parts
-        fast = audit._line(now, text, path, action, rows, nbytes, duration, rule, cls)
-    reference = audit._encoded(
-        now, text, path, action, rows, nbytes, _milliseconds(duration), rule, cls, None, None, None
-    )
-    assert fast == reference and fast.endswith(b"}\n")
-    assert json.loads(fast)["rows"] == rows
+    for sid, ident in (("s-1", ann), ("s-2", bob)):
+        audit = svc.session(sid, ident, "t", "postgres", "10.0.0.1:5", None)
+        for _ in range(2 if repeat else 1):  # the second time from the cached parts
+            fast = audit._line(now, text, path, action, rows, nbytes, duration, rule, cls)
+        reference = audit._encoded(
+            now, text, path, action, rows, nbytes, _milliseconds(duration), rule, cls,
+            None, None, None,
+        )  # fmt: skip
+        assert fast == reference and fast.endswith(b"}\n")
+        assert json.loads(fast)["subject"] == ident.subject
 
 
 def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:

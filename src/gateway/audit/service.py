@@ -65,10 +65,17 @@ class StatementLine(msgspec.Struct, omit_defaults=True, gc=False):
 _REVIEW_OUTCOMES: Final = (" approved", " denied", " timed_out", " withdrawn")
 
 _encode = msgspec.json.Encoder().encode
-# The start of every encoded statement line with an empty time (SessionAudit._line).
+# Markers in an encoded statement line (SessionAudit._line). JSON escapes every quote
+# inside a string, so each occurs once, where the field is.
 _TIME_FIELD: Final = b'{"time":""'
-# Statement shapes whose encoded parts a session keeps (bounded: cleared when full).
-_LINES_SIZE: Final = 256
+_FINGERPRINT_FIELD: Final = b',"fingerprint":'
+_ZERO_NUMBERS: Final = b',"rows":0,"bytes":0,"duration_ms":' + _encode(0.0)
+# Encoded parts per statement shape, shared by the sessions: {(text, path, decision, rule,
+# class, redact, dialect): (fingerprint .. decision, rule .. end of line)}. Bounded in
+# entries (cleared when full) and in text length (long texts rarely repeat).
+_PARTS: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+_PARTS_SIZE: Final = 4096
+_PARTS_MAX_TEXT: Final = 1024
 # The last time text and its bytes (one per millisecond, like ``timestamp``'s).
 _time_text = ""
 _time_bytes = b""
@@ -291,7 +298,7 @@ class SessionAudit:
 
     __slots__ = (
         "_classes",
-        "_lines",
+        "_session_fields",
         "_tally",
         "analyse",
         "approval_id",
@@ -333,8 +340,8 @@ class SessionAudit:
         self.before_event: Callable[[], None] | None = None
         self._tally = service.metrics.tally(target)
         self._classes: dict[frozenset[str], str] = {}
-        # Encoded line parts per statement shape: see ``_line``.
-        self._lines: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        # This session's fields as encoded in its statement lines: see ``_line``.
+        self._session_fields: bytes | None = None
 
     def _class(self, classes: frozenset[str]) -> str:
         name = self._classes.get(classes)
@@ -376,7 +383,8 @@ class SessionAudit:
                 approval = tail
         writer = service.writer
         if writer is not None:
-            if masked or approval is not None or error is not None:
+            if path == "simple" or masked or approval is not None or error is not None:
+                # Simple queries carry their literals in the text, which rarely repeats.
                 line = self._encoded(
                     timestamp(finished_at), text, path, action, rows, nbytes,
                     _milliseconds(duration), rule, cls, masked, approval, error,
@@ -458,27 +466,34 @@ class SessionAudit:
         cls: str,
     ) -> bytes:
         """``_encoded``'s bytes for a line without masked columns, approval or error, from
-        parts encoded once per statement shape: everything between the time and the row
-        count (the session's fields, fingerprint, text, path, decision) and after the
-        duration (rule, class, the closing brace and newline). A prepared statement's
-        executions differ only in the time and the three numbers, which are all that is
+        parts encoded once: the session's fields (once per session), and per statement
+        shape everything from the fingerprint to the decision and after the duration
+        (rule, class, the closing brace and newline). The executions of a prepared
+        statement differ only in the time and the three numbers, which are all that is
         encoded per line."""
-        key = (text, path, action, rule, cls, self.service.redact)
-        parts = self._lines.get(key)
-        if parts is None:
+        redact = self.service.redact
+        key = (text, path, action, rule, cls, redact, self.dialect)
+        parts = _PARTS.get(key)
+        session = self._session_fields
+        if parts is None or session is None:
             template = self._encoded("", text, path, action, 0, 0, 0.0, rule, cls, None, None, None)
-            numbers = b',"rows":0,"bytes":0,"duration_ms":' + _encode(0.0)
-            # JSON escapes every quote inside a string, so the keys occur once each.
-            at = template.index(numbers)
-            parts = (template[len(_TIME_FIELD) : at] + b',"rows":', template[at + len(numbers) :])
-            if len(self._lines) >= _LINES_SIZE:
-                self._lines.clear()
-            self._lines[key] = parts
+            at = template.index(_FINGERPRINT_FIELD)
+            numbers = template.index(_ZERO_NUMBERS, at)
+            session = self._session_fields = template[len(_TIME_FIELD) : at]
+            parts = (
+                template[at:numbers] + b',"rows":',
+                template[numbers + len(_ZERO_NUMBERS) :],
+            )
+            if len(text) <= _PARTS_MAX_TEXT:
+                if len(_PARTS) >= _PARTS_SIZE:
+                    _PARTS.clear()
+                _PARTS[key] = parts
         global _time_text, _time_bytes
         if time_text is not _time_text:
             _time_text, _time_bytes = time_text, time_text.encode()
-        return b'{"time":"%s"%s%d,"bytes":%d,"duration_ms":%s%s' % (
+        return b'{"time":"%s"%s%s%d,"bytes":%d,"duration_ms":%s%s' % (
             _time_bytes,
+            session,
             parts[0],
             rows,
             nbytes,

@@ -12,6 +12,7 @@
  * created here without running Python; its methods stay in tracker.py. TrackerCore holds
  * the tracker's state and answers the common messages without running Python: Bind
  * (parsed by the compiled Bind parser it is given), Describe, Execute of a bound portal,
+ * a simple Query whose text the driver read (``query``),
  * Sync; ReadyForQuery, RowDescription, CommandComplete / EmptyQueryResponse /
  * PortalSuspended, ParseComplete / BindComplete / CloseComplete, NoData, CopyInResponse;
  * head_execution. frontend_run and backend_run feed the leading messages of one read of
@@ -183,7 +184,7 @@ static PyObject *entry_bind, *entry_sync;
 static PyObject *str_append, *str_popleft, *str_frontend_py, *str_backend_py;
 static PyObject *str_drop_portals, *str_execution_started;
 static PyObject *str_execution_finished, *str_query, *str_row_description;
-static PyObject *str_extended, *str_prepared, *empty_bytes, *str_result_described;
+static PyObject *str_extended, *str_prepared, *str_simple, *empty_bytes, *str_result_described;
 
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (deque_type == NULL) {
@@ -488,6 +489,36 @@ static PyObject *Core_frontend(Core *self, PyObject *const *args, Py_ssize_t nar
     PyObject *call[3] = {(PyObject *)self, args[0], body};
     return PyObject_VectorcallMethod(str_frontend_py, call,
                                      3, NULL);
+}
+
+/* query(text): tracker.QueryTracker.query_py, a simple Query whose text the driver read. */
+static PyObject *Core_query(Core *self, PyObject *text) {
+    /* A simple query destroys the unnamed statement. */
+    int has = PyDict_Contains(self->statements, empty_bytes);
+    if (has < 0 || (has && PyDict_DelItem(self->statements, empty_bytes) < 0)) {
+        return NULL;
+    }
+    PyObject *ex = new_execution((PyTypeObject *)execution_type, str_simple, text, Py_None,
+                                 Py_None, Py_None, Py_None);
+    if (ex == NULL) {
+        return NULL;
+    }
+    PyObject *kind = PyLong_FromLong(K_QUERY);
+    PyObject *entry = kind == NULL ? NULL : PyTuple_Pack(2, kind, ex);
+    Py_XDECREF(kind);
+    if (entry == NULL || fifo_append(self, entry) < 0) {
+        Py_XDECREF(entry);
+        Py_DECREF(ex);
+        return NULL;
+    }
+    Py_DECREF(entry);
+    PyObject *r = PyObject_CallMethodOneArg(self->observer, str_execution_started, ex);
+    Py_DECREF(ex);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
 }
 
 /* -- backend -------------------------------------------------------------------------- */
@@ -937,6 +968,8 @@ static PyMethodDef Core_methods[] = {
      "Feed one frontend message (see QueryTracker.frontend_py)."},
     {"backend", (PyCFunction)(void (*)(void))Core_backend, METH_FASTCALL,
      "Feed one backend message other than DataRow (see QueryTracker.backend_py)."},
+    {"query", (PyCFunction)Core_query, METH_O,
+     "A simple Query, its text already read (see QueryTracker.query_py)."},
     {"head_execution", (PyCFunction)Core_head_execution, METH_NOARGS,
      "The execution the next DataRows belong to, if any."},
     {"frontend_run", (PyCFunction)(void (*)(void))Core_frontend_run, METH_FASTCALL,
@@ -1046,7 +1079,7 @@ PyMODINIT_FUNC PyInit__tracker(void) {
         intern(&str_execution_started, "execution_started") < 0 ||
         intern(&str_execution_finished, "execution_finished") < 0 ||
         intern(&str_query, "query") < 0 || intern(&str_row_description, "row_description") < 0 ||
-        intern(&str_extended, "extended") < 0 ||
+        intern(&str_extended, "extended") < 0 || intern(&str_simple, "simple") < 0 ||
         intern(&str_result_described, "result_described") < 0 ||
         intern(&str_prepared, "prepared") < 0) {
         return NULL;

@@ -239,9 +239,10 @@ class _TrackerMethods:
     """The query tracker (see the module docstring).
 
     The methods ending in ``_py`` are the reference implementation. The compiled base
-    (``_tracker.TrackerCore``) provides ``frontend``, ``backend``, ``head_execution``,
-    ``frontend_run`` and ``backend_run`` for the common messages and calls the ``_py``
-    methods, on the same state, for the rest; without it they are used directly.
+    (``_tracker.TrackerCore``) provides ``frontend``, ``query``, ``backend``,
+    ``head_execution``, ``frontend_run`` and ``backend_run`` for the common messages and
+    calls the ``_py`` methods, on the same state, for the rest; without it they are used
+    directly.
     """
 
     if TYPE_CHECKING:  # a mixin: the state is the other base's
@@ -256,6 +257,8 @@ class _TrackerMethods:
         def head_execution(self) -> Execution | None: ...
 
         def frontend(self, mtype: int, body: bytes) -> None: ...
+
+        def query(self, text: bytes) -> None: ...
 
         def backend(self, mtype: int, body: bytes) -> None: ...
     else:
@@ -333,7 +336,7 @@ class _TrackerMethods:
         self.statements[name] = PreparedStatement(query)
         self._fifo.append((_PARSE, None))
 
-    def query(self, text: bytes) -> None:
+    def query_py(self, text: bytes) -> None:
         """A simple Query, its text already read."""
         self.statements.pop(b"", None)  # a simple query destroys the unnamed statement
         ex = Execution("simple", text)
@@ -571,6 +574,7 @@ class QueryTrackerPy(_TrackerMethods, _TrackerState):
 
     __slots__ = ()
     frontend = _TrackerMethods.frontend_py
+    query = _TrackerMethods.query_py
     backend = _TrackerMethods.backend_py
     head_execution = _TrackerMethods.head_execution_py
     frontend_run = _TrackerMethods.frontend_run_py
