@@ -146,6 +146,17 @@ def test_window_counter_slides() -> None:
     assert w.total("zzz") == 0
 
 
+def test_window_counter_memory_does_not_grow_with_the_event_rate() -> None:
+    # A client refused as fast as it can send: one slice entry per 1/64 of the window.
+    w = WindowCounter(600)
+    for i in range(200_000):
+        w.add("mallory", 1, now=1000 + i * 0.001)  # 1,000 events a second for 200 s
+    slices, total = w._keys["mallory"]
+    assert len(slices) <= 65 and total[0] == 200_000
+    assert w.total("mallory", now=1200) == 200_000
+    assert w.total("mallory", now=1000 + 600 + 200 + 600 / 64 + 1) == 0
+
+
 def engine(extra: str, tmp_path: Path) -> tuple[AlertEngine, list[Alert]]:
     fired: list[Alert] = []
     return AlertEngine(config(extra), fired.append, state_dir=tmp_path), fired

@@ -15,10 +15,13 @@ Rules (each off when its threshold is 0):
   ``<state_dir>/alerts_first_access.json`` so it survives restarts.
 
 The same alert (rule + identity or address, + table) fires at most once per ``cooldown``:
-a burst fires once. The engine is synchronous and cheap: one deque append and a comparison
-per event; what a fired alert does (audit line, metric, webhook) is the ``fire`` callback's.
-Keys are bounded (``MAX_KEYS`` per rule, oldest dropped) so a scan from many addresses
-cannot grow memory without limit.
+a burst fires once. The engine is synchronous and cheap: at most one deque append and a
+comparison per event; what a fired alert does (audit line, metric, webhook) is the ``fire``
+callback's. Keys are bounded (``MAX_KEYS`` per rule, oldest dropped) so a scan from many
+addresses cannot grow memory without limit, and so is what one key holds: events are summed
+in ``SLICES`` slices of the window, so a client sending refused statements as fast as it
+can does not grow memory with its rate (a window may therefore count events up to one
+slice older than itself: alerts fire a little early, never late).
 """
 
 from __future__ import annotations
@@ -40,17 +43,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.alerts")
 
 MAX_KEYS: Final = 10_000
+SLICES: Final = 64
 STATE_FILE: Final = "alerts_first_access.json"
 
 
 class WindowCounter:
-    """Sums of values per key over the last ``window`` seconds."""
+    """Sums of values per key over the last ``window`` seconds, in ``SLICES`` slices."""
 
-    __slots__ = ("_keys", "window")
+    __slots__ = ("_keys", "_width", "window")
 
     def __init__(self, window: float) -> None:
         self.window = window
-        self._keys: dict[str, tuple[deque[tuple[float, int]], list[int]]] = {}
+        self._width = window / SLICES
+        # key -> (slices as [start, sum], oldest first; [total])
+        self._keys: dict[str, tuple[deque[list[Any]], list[int]]] = {}
 
     def add(self, key: str, value: int = 1, now: float | None = None) -> int:
         """Add ``value`` at ``now``; return the key's total within the window."""
@@ -60,12 +66,14 @@ class WindowCounter:
             if len(self._keys) >= MAX_KEYS:
                 self._keys.pop(next(iter(self._keys)))
             entry = self._keys[key] = (deque(), [0])
-        events, total = entry
-        events.append((now, value))
+        slices, total = entry
+        start = now - now % self._width
+        if slices and slices[-1][0] == start:
+            slices[-1][1] += value
+        else:
+            slices.append([start, value])
         total[0] += value
-        horizon = now - self.window
-        while events and events[0][0] <= horizon:
-            total[0] -= events.popleft()[1]
+        self._expire(slices, total, now)
         return total[0]
 
     def total(self, key: str, now: float | None = None) -> int:
@@ -73,11 +81,15 @@ class WindowCounter:
         entry = self._keys.get(key)
         if entry is None:
             return 0
-        events, total = entry
-        horizon = now - self.window
-        while events and events[0][0] <= horizon:
-            total[0] -= events.popleft()[1]
+        slices, total = entry
+        self._expire(slices, total, now)
         return total[0]
+
+    def _expire(self, slices: deque[list[Any]], total: list[int], now: float) -> None:
+        # A slice leaves when all of it is older than the window.
+        horizon = now - self.window - self._width
+        while slices and slices[0][0] <= horizon:
+            total[0] -= slices.popleft()[1]
 
     def reset(self, key: str) -> None:
         self._keys.pop(key, None)
