@@ -288,6 +288,7 @@ def _execution(ex: Execution) -> tuple[Any, ...]:
         ex.suspended,
         ex._tag_bodies,
         ex.mask_plan,
+        ex.bytes,
     )
 
 
@@ -422,13 +423,15 @@ DATA_ROW = ("B", ord("D"), pack("!hi", 1, 1) + b"x")
     OPS,
     st.lists(st.one_of(_frontend_messages(), _backend_messages(), st.just(DATA_ROW)), max_size=12),
     st.booleans(),
+    st.booleans(),
 )
 def test_runs_of_a_read_match_the_reference(
-    ops: list[tuple[Any, ...]], read: list[tuple[Any, ...]], backend: bool
+    ops: list[tuple[Any, ...]], read: list[tuple[Any, ...]], backend: bool, callback: bool
 ) -> None:
     """frontend_run / backend_run (the driver's fast loop over one read) against the
-    reference, from the same state: same index, same idle flag, same rows reported, same
-    state and observer calls, same errors."""
+    reference, from the same state: same index, same idle flag, same rows reported (or,
+    without a rows callback, the same bytes counted), same state and observer calls, same
+    errors."""
     side = "B" if backend else "F"
     messages = [(t, body) for d, t, body in read if d == side]
     data = b"".join(build_message(t, body) for t, body in messages)
@@ -447,7 +450,7 @@ def test_runs_of_a_read_match_the_reference(
 
         try:
             if backend:
-                result: Any = t.backend_run(buf, entries, rows)
+                result: Any = t.backend_run(buf, entries, rows if callback else None)
             else:
                 result = t.frontend_run(buf, entries)
         except PeerViolation as exc:

@@ -924,7 +924,18 @@ static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t 
                         return NULL;
                     }
                     Py_SETREF(e->rows, sum);
-                    if (rows != Py_None) {
+                    if (rows == Py_None) {
+                        /* ex.bytes += stop - start (the rows callback counts them itself) */
+                        PyObject *n_bytes = PyLong_FromSsize_t(stop - start);
+                        PyObject *total =
+                            n_bytes == NULL ? NULL : PyNumber_InPlaceAdd(e->bytes, n_bytes);
+                        Py_XDECREF(n_bytes);
+                        if (total == NULL) {
+                            Py_DECREF(ex);
+                            return NULL;
+                        }
+                        Py_SETREF(e->bytes, total);
+                    } else {
                         PyObject *call[5] = {ex, buf, PyTuple_GET_ITEM(entry, 1),
                                              PyTuple_GET_ITEM(entry, 2), n};
                         PyObject *r = PyObject_Vectorcall(rows, call, 5, NULL);

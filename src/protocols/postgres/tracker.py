@@ -471,7 +471,8 @@ class _TrackerMethods:
     ) -> tuple[int, bool]:
         """Feed the leading messages of a read that need nothing but the tracker, for a
         driver that neither masks, limits nor discards them: DataRow runs (counted into the
-        head execution and passed to ``rows``), the tracked messages but ErrorResponse, and
+        head execution, and passed to ``rows``, which counts their bytes too; without it
+        the bytes are counted here), the tracked messages but ErrorResponse, and
         ParameterDescription. Returns the index of the first entry left to the driver and
         whether a ReadyForQuery left nothing pending."""
         done = 0
@@ -483,6 +484,8 @@ class _TrackerMethods:
                     ex.rows += count
                     if rows is not None:
                         rows(ex, buf, start, stop, count)
+                    else:
+                        ex.bytes += stop - start
             elif mtype in _RUN_BACKEND:
                 self.backend(mtype, buf[start + 5 : stop])
                 if mtype == 0x5A and not self._fifo:
