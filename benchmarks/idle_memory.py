@@ -20,8 +20,9 @@ then stays idle), and after they are closed. Target (issue 2): 1,000 idle sessio
                `disable` leaves one TLS leg per session.
 --tls-floor    also measure a reference: a bare uvloop process that holds, per session, one
                server-side and one client-side TLS leg upgraded with loop.start_tls (as the
-               gateway does), after one small exchange on each. No PostgreSQL logic: the memory
-               floor of two TLS legs in this runtime.
+               gateway does), after small exchanges on each (two upstream, after the TLS 1.3
+               session tickets, as the gateway's login: see _floor_middle). No PostgreSQL
+               logic: the memory floor of two TLS legs in this runtime.
 """
 
 from __future__ import annotations
@@ -191,7 +192,15 @@ def _server_ctx(cert: str, key: str) -> ssl.SSLContext:
 
 async def _floor_middle(port: int, upstream: int, cert: str, key: str) -> None:
     """Per client: plaintext hello -> 'S' -> start_tls (server side); then a TCP connection to
-    `upstream`, start_tls (client side), one ping/pong on each leg; then hold both."""
+    `upstream`, start_tls (client side), two ping/pongs upstream and one on the client's leg;
+    then hold both.
+
+    Two upstream, because the gateway's upstream leg writes again after the server's TLS 1.3
+    session tickets arrived (they come after the handshake, with the first answer): OpenSSL
+    sets up a record write buffer (~16 KB) when it processes them and frees it only after
+    the next complete write (SSL_MODE_RELEASE_BUFFERS). With one exchange that buffer stays
+    allocated, which the gateway's idle sessions do not pay (its login writes several
+    messages after the first answer)."""
     loop = asyncio.get_running_loop()
     server_ctx, client_ctx = _server_ctx(cert, key), client_tls()
     held: list[object] = []
@@ -206,8 +215,9 @@ async def _floor_middle(port: int, upstream: int, cert: str, key: str) -> None:
             tls = await loop.start_tls(side.transport, side, server_ctx, server_side=True)  # type: ignore[arg-type]
             raw, up = await loop.create_connection(_Side, "127.0.0.1", upstream)
             up_tls = await loop.start_tls(raw, up, client_ctx, server_hostname="localhost")
-            up_tls.write(b"ping")
-            await up.queue.get()
+            for _ in range(2):
+                up_tls.write(b"ping")
+                await up.queue.get()
             await side.queue.get()
             tls.write(b"pong")  # type: ignore[union-attr]
             held.append((tls, up_tls))
