@@ -362,16 +362,19 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def tree_cpu_seconds(proc: subprocess.Popen[bytes] | None) -> float | None:
-    """User+system CPU seconds of a process and its children (pgbouncer runs under runuser
-    as root; py-spy or a launcher may sit above the gateway). None if it is gone."""
+def tree_cpu_seconds(
+    proc: subprocess.Popen[bytes] | None, *, user_only: bool = False
+) -> float | None:
+    """User+system (``user_only``: user) CPU seconds of a process and its children
+    (pgbouncer runs under runuser as root; py-spy or a launcher may sit above the gateway).
+    None if it is gone."""
     if proc is None:
         return None
     try:
         total = 0.0
         for p in _tree(proc.pid):
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.user if user_only else t.user + t.system
         return total
     except psutil.Error:
         return None

@@ -9,8 +9,9 @@ access, pgbouncer, the bare forwarder, the TLS-terminating forwarder and the gat
 policy, no recording) in turn, this runs `pgbench -S -M MODE -c N` and prints, per
 transaction: the machine's busy time (from /proc/stat), PostgreSQL's (the postmaster and its
 children, those that exited during the run included), pgbench's (this process's children),
-the proxy's, and how much of the time the machine was idle. Medians of `--rounds`, targets
-interleaved.
+the proxy's (and its split into user and system time: the proxy's own code against the
+kernel's reads and writes), and how much of the time the machine was idle. Medians of
+`--rounds`, targets interleaved.
 """
 
 from __future__ import annotations
@@ -84,9 +85,10 @@ def main() -> int:
         pgbench += ["-j", str(min(args.clients, 2)), "-T", str(args.seconds)]
         for r in range(args.rounds):
             for t in targets if r % 2 == 0 else targets[::-1]:
-                pg0, px0, cl0, (all0, idle0) = (
+                pg0, px0, pu0, cl0, (all0, idle0) = (
                     postgres_seconds(data_dir),
                     tree_cpu_seconds(t.proc) or 0.0,
+                    tree_cpu_seconds(t.proc, user_only=True) or 0.0,
                     children_seconds(),
                     machine(),
                 )
@@ -104,20 +106,29 @@ def main() -> int:
                         "proxy": ((tree_cpu_seconds(t.proc) or 0.0) - px0) / n * 1e6
                         if t.proc
                         else 0.0,
+                        "proxy_user": ((tree_cpu_seconds(t.proc, user_only=True) or 0.0) - pu0)
+                        / n
+                        * 1e6
+                        if t.proc
+                        else 0.0,
                     }
                 )
     print(
         f"pgbench -S -M {args.mode} -c {args.clients}: CPU µs per transaction, "
         f"median of {args.rounds} rounds of {args.seconds}s"
     )
-    print("| target | TPS | machine idle | machine busy | PostgreSQL | pgbench | proxy | other |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| target | TPS | machine idle | machine busy | PostgreSQL | pgbench | proxy "
+        "| proxy user / system | other |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, runs in rows.items():
         m = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
         other = m["busy"] - m["postgres"] - m["pgbench"] - m["proxy"]
         print(
             f"| {name} | {m['tps']:,.0f} | {m['idle'] * 100:.1f}% | {m['busy']:.1f} | "
-            f"{m['postgres']:.1f} | {m['pgbench']:.1f} | {m['proxy']:.1f} | {other:.1f} |"
+            f"{m['postgres']:.1f} | {m['pgbench']:.1f} | {m['proxy']:.1f} | "
+            f"{m['proxy_user']:.1f} / {m['proxy'] - m['proxy_user']:.1f} | {other:.1f} |"
         )
     return 0
 

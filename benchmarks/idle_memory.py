@@ -232,9 +232,9 @@ async def _floor_middle(port: int, upstream: int, cert: str, key: str) -> None:
 
 async def _floor_echo(port: int, cert: str, key: str) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(await reader.read(64))
-        await writer.drain()
-        await reader.read()  # hold until the peer closes
+        while data := await reader.read(64):  # echo each ping; hold until the peer closes
+            writer.write(data)
+            await writer.drain()
 
     await asyncio.start_server(handle, "127.0.0.1", port, ssl=_server_ctx(cert, key))
     await asyncio.Event().wait()
