@@ -273,6 +273,15 @@ def _outcome(t: Any, obs: Recorder, op: tuple[Any, ...]) -> Any:
     return ("returned", result)
 
 
+def _replay(cls: Any, ops: list[tuple[Any, ...]]) -> tuple[Any, Recorder]:
+    """A new tracker of ``cls`` after ``ops``, and its observer."""
+    obs = Recorder()
+    t = cls(obs)
+    for op in ops:
+        _outcome(t, obs, op)
+    return t, obs
+
+
 def _execution(ex: Execution) -> tuple[Any, ...]:
     return (
         type(ex),
@@ -369,10 +378,7 @@ def test_a_statement_described_again_keeps_the_description_of_queued_executions(
     ]
     states = []
     for cls in (QueryTrackerPy, QueryTracker):
-        obs = Recorder()
-        t = cls(obs)
-        for op in ops:
-            _outcome(t, obs, op)
+        t, obs = _replay(cls, ops)
         assert t.statements[b"s1"].row_description == ROWDESC2
         assert t.head_execution().row_description == ROWDESC
         states.append(_state(t, obs))
@@ -438,10 +444,7 @@ def test_runs_of_a_read_match_the_reference(
     buf, _, entries = MessageScanner(1 << 20).feed(data)
     outcomes = []
     for cls in (QueryTrackerPy, QueryTracker):
-        obs = Recorder()
-        t = cls(obs)
-        for op in ops:
-            _outcome(t, obs, op)
+        t, obs = _replay(cls, ops)
         reported: list[tuple[int, int, int, int]] = []
 
         def rows(ex: Execution, b: bytes, start: int, stop: int, count: int) -> None:
