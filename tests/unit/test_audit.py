@@ -4,6 +4,7 @@ buffered writer (reopen after rotation) and the summary."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.audit.alerts import Alert, AlertEngine, WindowCounter
 from gateway.audit.fingerprint import fingerprint_of, normalize, redact
-from gateway.audit.service import client_host, refusal_category, timestamp
+from gateway.audit.service import client_host, refusal_category, timestamp, timestamp_bytes
 from gateway.audit.summary import line_time, render, summarize_lines
 from gateway.audit.writer import AuditWriter
 from gateway.config import parse_config
@@ -340,13 +341,13 @@ def test_a_statement_line_from_cached_parts_is_the_encoded_line(
     svc.redact = redact_literals
     ann = Identity(subject='ann "the" \\ admin', issuer="i", groups=("dba", "ops\n"))
     bob = Identity(subject="bob", issuer="i")
-    now = timestamp()
+    now = time.time()
     for sid, ident in (("s-1", ann), ("s-2", bob)):
         audit = svc.session(sid, ident, "t", "postgres", "10.0.0.1:5", None)
         for _ in range(2 if repeat else 1):  # the second time from the cached parts
             fast = audit._line(now, text, path, action, rows, nbytes, duration, rule, cls)
         reference = audit._encoded(
-            now, text, path, action, rows, nbytes, _milliseconds(duration), rule, cls,
+            timestamp(now), text, path, action, rows, nbytes, _milliseconds(duration), rule, cls,
             None, None, None,
         )  # fmt: skip
         assert fast == reference and fast.endswith(b"}\n")
@@ -422,6 +423,7 @@ def test_timestamps_cached_per_millisecond_match_a_fresh_format(millis: list[int
         sec = milli // 1000
         expected = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec)) + f".{milli % 1000:03d}Z"
         assert timestamp(now) == expected
+        assert timestamp_bytes(now) == expected.encode()
 
 
 # -- the writer ----------------------------------------------------------------------------

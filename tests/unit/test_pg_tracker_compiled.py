@@ -92,11 +92,12 @@ def _frontend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
         PORTALS,
         st.integers(0, 6),
     )
-    d = st.builds(
-        lambda k, n: ("F", ord("D"), bytes([k]) + n + b"\0"), st.sampled_from(b"SP"), NAMES
-    )
-    c = st.builds(
-        lambda k, n: ("F", ord("C"), bytes([k]) + n + b"\0"), st.sampled_from(b"SP"), NAMES
+    # Describe and Close: a kind byte ('S' statement, 'P' portal) and a name.
+    d_or_c = st.builds(
+        lambda t, k, n: ("F", t, bytes([k]) + n + b"\0"),
+        st.sampled_from(b"DC"),
+        st.sampled_from(b"SP"),
+        NAMES,
     )
     p = st.builds(
         lambda n, q: ("F", ord("P"), parse(n, q)),
@@ -115,7 +116,7 @@ def _frontend_messages() -> st.SearchStrategy[tuple[Any, ...]]:
             ("F", ord("D"), b""),
         ]
     )
-    return st.one_of(b, e, e_odd, d, c, p, fixed, _garbage("F", "BESDCPQ", 12))
+    return st.one_of(b, e, e_odd, d_or_c, p, fixed, _garbage("F", "BESDCPQ", 12))
 
 
 def _backend_messages() -> st.SearchStrategy[tuple[Any, ...]]:

@@ -76,19 +76,17 @@ _ZERO_NUMBERS: Final = b',"rows":0,"bytes":0,"duration_ms":' + _encode(0.0)
 _PARTS: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 _PARTS_SIZE: Final = 4096
 _PARTS_MAX_TEXT: Final = 1024
-# The last time text and its bytes (one per millisecond, like ``timestamp``'s).
-_time_text = ""
-_time_bytes = b""
 _second = -1
 _second_text = ""
 _milli = -1
 _milli_text = ""
+_milli_bytes = b""
 
 
 def timestamp(now: float | None = None) -> str:
     """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second and
     the whole text once per millisecond (a busy gateway logs many lines per millisecond)."""
-    global _second, _second_text, _milli, _milli_text
+    global _second, _second_text, _milli, _milli_text, _milli_bytes
     now = time.time() if now is None else now
     milli = int(now * 1000)
     if milli == _milli:
@@ -97,7 +95,14 @@ def timestamp(now: float | None = None) -> str:
     if sec != _second:
         _second, _second_text = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
     _milli, _milli_text = milli, f"{_second_text}.{milli - sec * 1000:03d}Z"
+    _milli_bytes = _milli_text.encode()
     return _milli_text
+
+
+def timestamp_bytes(now: float | None = None) -> bytes:
+    """``timestamp`` as UTF-8, from the same per-millisecond cache."""
+    timestamp(now)
+    return _milli_bytes
 
 
 def refusal_category(detail: str) -> str:
@@ -391,7 +396,7 @@ class SessionAudit:
                 )  # fmt: skip
             else:
                 line = self._line(
-                    timestamp(finished_at), text, path, action, rows, nbytes, duration, rule, cls
+                    finished_at, text, path, action, rows, nbytes, duration, rule, cls
                 )
             writer.write(line)
         alerts = service.alerts
@@ -455,7 +460,7 @@ class SessionAudit:
 
     def _line(
         self,
-        time_text: str,
+        finished_at: float | None,
         text: str,
         path: str,
         action: str,
@@ -488,11 +493,8 @@ class SessionAudit:
                 if len(_PARTS) >= _PARTS_SIZE:
                     _PARTS.clear()
                 _PARTS[key] = parts
-        global _time_text, _time_bytes
-        if time_text is not _time_text:
-            _time_text, _time_bytes = time_text, time_text.encode()
         return b'{"time":"%s"%s%s%d,"bytes":%d,"duration_ms":%s%s' % (
-            _time_bytes,
+            timestamp_bytes(finished_at),
             session,
             parts[0],
             rows,

@@ -98,6 +98,7 @@ class PgRecordingObserver:
         "planner",
         "record_rows",
         "recording",
+        "recording_rows",
         "reporting",
         "rows_total",
         "rule",
@@ -116,6 +117,9 @@ class PgRecordingObserver:
         self.audit = audit
         # Whether the driver reports forwarded row runs (their bytes count for both).
         self.counting = recording is not None or audit is not None
+        # Whether ``rows`` records anything; without it the tracker's ``backend_run`` counts
+        # a row run's bytes itself and ``rows`` need not be called.
+        self.recording_rows = recording is not None
         self.record_rows = record_rows
         self.rule = rule
         self.statements = 0

@@ -470,10 +470,9 @@ class PgSession(LegPair):
         done = 0
         if masking is None and limits is None and not swallow:
             # Nothing to rewrite, limit or discard: the tracker takes the leading messages
-            # it alone handles (row runs, completions, ReadyForQuery) itself, and counts the
-            # rows' bytes itself unless they are recorded.
-            record_rows = observer.rows if observer.recording is not None else None
-            done, idle = tracker.backend_run(buf, entries, record_rows)
+            # it alone handles (row runs, completions, ReadyForQuery) itself.
+            record = observer.rows if observer.recording_rows else None
+            done, idle = tracker.backend_run(buf, entries, record)
             if idle and self.policy_gate is not None:
                 self.policy_gate.privilege_in_flight = False
         for mtype, start, stop, count in entries[done:] if done else entries:

@@ -487,8 +487,7 @@ static PyObject *Core_frontend(Core *self, PyObject *const *args, Py_ssize_t nar
         }
     }
     PyObject *call[3] = {(PyObject *)self, args[0], body};
-    return PyObject_VectorcallMethod(str_frontend_py, call,
-                                     3, NULL);
+    return PyObject_VectorcallMethod(str_frontend_py, call, 3, NULL);
 }
 
 /* query(text): tracker.QueryTracker.query_py, a simple Query whose text the driver read. */
@@ -800,8 +799,7 @@ static PyObject *Core_backend(Core *self, PyObject *const *args, Py_ssize_t narg
         Py_RETURN_NONE;
     }
     PyObject *call[3] = {(PyObject *)self, args[0], body};
-    return PyObject_VectorcallMethod(str_backend_py, call,
-                                     3, NULL);
+    return PyObject_VectorcallMethod(str_backend_py, call, 3, NULL);
 }
 
 static PyObject *Core_head_execution(Core *self, PyObject *unused) {

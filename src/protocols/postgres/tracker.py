@@ -52,7 +52,7 @@ from .messages import (
 # (its ErrorResponse to send instead of the server's).
 _PARSE, _BIND, _DESCRIBE_S, _DESCRIBE_P, _EXECUTE, _CLOSE, _SYNC, _QUERY = range(8)
 _DENIED_QUERY, _DENIED_PARSE = 8, 9
-# What frontend_run / backend_run feed (see there): Bind, Execute, Sync; the tracked
+# What frontend_run / backend_run feed (see there): Bind, Describe, Execute, Sync; the tracked
 # backend messages but ErrorResponse (whose replacement is the driver's business).
 _RUN_FRONTEND: Final = frozenset(b"BDES")
 _RUN_BACKEND: Final = frozenset(b"TCZIsn123G")
