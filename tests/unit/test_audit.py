@@ -354,6 +354,77 @@ def test_a_statement_line_from_cached_parts_is_the_encoded_line(
         assert json.loads(fast)["subject"] == ident.subject
 
 
+_BATCH_ITEM = st.tuples(
+    st.sampled_from(["SELECT 1", "SELECT n FROM cards WHERE id = $1", "UPDATE t SET a = 1"]),
+    st.sampled_from(["simple", "prepared", "extended"]),
+    st.sampled_from(["allow", "allow", "allow", "deny"]),
+    st.sampled_from([None, "r", "needs review approved:apr_7"]),
+    st.sampled_from([frozenset({"read"}), frozenset({"write"}), frozenset()]),
+    st.integers(0, 30),
+    st.integers(0, 10**6),
+    st.floats(0, 100, allow_nan=False),
+    st.sampled_from([None, None, None, "57014"]),
+    st.sampled_from([None, None, None, ["email"]]),
+    st.floats(1.7e9, 1.7e9 + 5, allow_nan=False),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(_BATCH_ITEM, max_size=12),
+    approval_first=st.booleans(),
+    alerts=st.sampled_from(["", "rows = 40\n", "large_result_rows = 20\nlarge_results = 2\n"]),
+    sensitive=st.booleans(),
+    max_buffer=st.sampled_from([None, 600]),
+)
+def test_a_batch_of_statements_is_one_statement_call_per_item(
+    items: list[Any], approval_first: bool, alerts: str, sensitive: bool, max_buffer: int | None
+) -> None:
+    """SessionAudit.statements (the observers' batches) gives the log lines and alerts, in
+    order, and the metrics that calling ``statement`` for each item gives."""
+    from gateway.audit import AuditService
+    from gateway.identity import Identity
+    from gateway.policy.engine import PolicyEngine
+    from gateway.policy.spec import PolicySpec
+
+    extra = "[alerts]\n" + alerts + ('sensitive_tables = ["cards"]\n' if sensitive else "")
+    engine = PolicyEngine.build([PolicySpec(name="p", allow=("*",))], "postgres")
+    outcomes = []
+    for batch in (False, True):
+        svc = AuditService(config(extra))
+        assert svc.writer is not None
+        if max_buffer is not None:
+            svc.writer.max_buffer = max_buffer
+        # An alert as a line of its own (the service's has the time of day): its place
+        # among the statement lines is checked too.
+        writer = svc.writer
+        svc.alerts._fire = lambda a, w=writer: w.write(f"alert {a.rule} {a.key}\n".encode())
+        svc.alerts._save = lambda fn: None
+        audit = svc.session(
+            "s1", Identity(subject="ann", issuer="i"), "t", "postgres", "c", engine.analyse
+        )
+        if approval_first:
+            audit.approval_id = "apr_1"
+        if batch:
+            audit.statements(items)
+        else:
+            for item in items:
+                audit.statement(*item)
+        tally = svc.metrics.tally("t")
+        outcomes.append(
+            (
+                svc.writer._buf,
+                svc.writer.dropped,
+                tally.statements,
+                (tally.rows, tally.bytes, tally.errors, tally.buckets),
+                pytest.approx(tally.latency_sum),
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    lines, dropped = outcomes[0][:2]
+    assert sum(not line.startswith(b"alert") for line in lines) + dropped >= len(items)
+
+
 def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:
     extra = """
 [alerts]

@@ -31,6 +31,10 @@ class AuditLines:
         self.lines.append(("statement", text))
         self.finished_at.append(rest[-1])
 
+    def statements(self, items: list[tuple[Any, ...]]) -> None:
+        for item in items:
+            self.statement(*item)
+
     def event(self, kind: str) -> None:
         if self.before_event is not None:
             self.before_event()

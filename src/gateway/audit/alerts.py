@@ -221,6 +221,20 @@ class AlertEngine:
 
     # -- inputs --------------------------------------------------------------------------------
 
+    def allowed_rows_floor(self) -> int | None:
+        """The fewest rows for which ``statement`` does anything with an allowed statement
+        (None: it never does), so that a batch of them calls it only for those."""
+        if not self.enabled:
+            return None
+        s = self.section
+        if self.sensitive:
+            return 0  # any statement may read a sensitive table
+        if s.rows:
+            return 1
+        if s.large_results:
+            return s.large_result_rows
+        return None
+
     def statement(
         self,
         subject: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -21,7 +22,7 @@ import msgspec
 
 from .alerts import Alert, AlertEngine
 from .fingerprint import normalize
-from .metrics import GatewayMetrics
+from .metrics import LATENCY_BUCKETS, GatewayMetrics
 from .writer import AuditWriter
 
 if TYPE_CHECKING:
@@ -76,6 +77,14 @@ _ZERO_NUMBERS: Final = b',"rows":0,"bytes":0,"duration_ms":' + _encode(0.0)
 _PARTS: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 _PARTS_SIZE: Final = 4096
 _PARTS_MAX_TEXT: Final = 1024
+# A statement line from its time, the session's fields, the shape's two parts and the numbers.
+_LINE: Final = b'{"time":"%s"%s%s%d,"bytes":%d,"duration_ms":%s%s'
+# ``SessionAudit.statement``'s arguments: text, path, action, rule, classes, rows, bytes,
+# duration, error, masked, finished_at.
+StatementArgs = tuple[
+    str, str, str, "str | None", frozenset[str], int, int, float, "str | None",
+    "list[str] | None", "float | None",
+]  # fmt: skip
 _second = -1
 _second_text = ""
 _milli = -1
@@ -399,16 +408,94 @@ class SessionAudit:
                     finished_at, text, path, action, rows, nbytes, duration, rule, cls
                 )
             writer.write(line)
-        alerts = service.alerts
-        if alerts.enabled:
-            analyse = self.analyse
-            tables = None
-            sensitive = alerts.sensitive
-            if sensitive and analyse is not None and action == "allow":
-                read = _sensitive_read(analyse(text), sensitive)
-                if read:  # most statements read no sensitive table: nothing to look up
-                    tables = lambda: read  # noqa: E731
-            alerts.statement(self.subject, self.target, action, rows, tables)
+        if service.alerts.enabled:
+            self._alert(text, action, rows)
+
+    def _alert(self, text: str, action: str, rows: int) -> None:
+        alerts = self.service.alerts
+        analyse = self.analyse
+        tables = None
+        sensitive = alerts.sensitive
+        if sensitive and analyse is not None and action == "allow":
+            read = _sensitive_read(analyse(text), sensitive)
+            if read:  # most statements read no sensitive table: nothing to look up
+                tables = lambda: read  # noqa: E731
+        alerts.statement(self.subject, self.target, action, rows, tables)
+
+    def statements(self, items: Iterable[StatementArgs]) -> None:
+        """Several completed statements, in order: ``statement``'s arguments per item (the
+        observers' batches, see session/reporting.py). The same lines, metrics and alert
+        inputs as one ``statement`` call per item; what differs is the cost. An allowed
+        statement of the extended protocol without masked columns, approval or error --
+        every execution of a prepared statement, nearly -- is handled in this loop with
+        everything looked up once per batch; any other item goes through ``statement``."""
+        service = self.service
+        writer = service.writer
+        alert_floor = service.alerts.allowed_rows_floor()
+        tally = self._tally
+        counts = tally.statements
+        buckets = tally.buckets
+        names = self._classes
+        key_tail = (service.redact, self.dialect)
+        lines: list[bytes] = []
+        total_rows = total_bytes = 0
+        latency = 0.0
+        last_milli = -1
+        time_bytes = b""
+        for item in items:
+            text, path, action, rule, classes, rows, nbytes, duration, error, masked, at = item
+            if (
+                action != "allow"
+                or path == "simple"
+                or error is not None
+                or masked
+                or at is None
+                or self.approval_id is not None
+                or (rule is not None and ":apr_" in rule)
+            ):
+                if lines:  # keep the log in order
+                    writer.write_lines(lines)  # type: ignore[union-attr]
+                    lines = []
+                self.statement(*item)
+                continue
+            cls = names.get(classes)
+            if cls is None:
+                cls = self._class(classes)
+            counts[("allow", cls)] = counts.get(("allow", cls), 0) + 1
+            total_rows += rows
+            total_bytes += nbytes
+            latency += duration
+            buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
+            if writer is not None:
+                parts = _PARTS.get((text, path, action, rule, cls, *key_tail))
+                session = self._session_fields
+                if parts is None or session is None:
+                    line = self._line(at, text, path, action, rows, nbytes, duration, rule, cls)
+                else:
+                    milli = int(at * 1000)  # timestamp()'s cache key: once per millisecond
+                    if milli != last_milli:
+                        last_milli = milli
+                        time_bytes = timestamp_bytes(at)
+                    line = _LINE % (
+                        time_bytes,
+                        session,
+                        parts[0],
+                        rows,
+                        nbytes,
+                        _encode(int(duration * 1_000_000 + 0.5) / 1000),  # _milliseconds
+                        parts[1],
+                    )
+                lines.append(line)
+            if alert_floor is not None and rows >= alert_floor:
+                if lines:  # an alert is logged after the statement that raised it
+                    writer.write_lines(lines)  # type: ignore[union-attr]
+                    lines = []
+                self._alert(text, action, rows)
+        tally.rows += total_rows
+        tally.bytes += total_bytes
+        tally.latency_sum += latency
+        if lines:
+            writer.write_lines(lines)  # type: ignore[union-attr]
 
     def _encoded(
         self,
@@ -493,7 +580,7 @@ class SessionAudit:
                 if len(_PARTS) >= _PARTS_SIZE:
                     _PARTS.clear()
                 _PARTS[key] = parts
-        return b'{"time":"%s"%s%s%d,"bytes":%d,"duration_ms":%s%s' % (
+        return _LINE % (
             timestamp_bytes(finished_at),
             session,
             parts[0],

@@ -77,6 +77,18 @@ class AuditWriter:
         if self._size >= self.flush_bytes and self._wake is not None:
             self._wake.set()
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """``write`` for each of ``lines``, in order."""
+        size = self._size + sum(map(len, lines))
+        if size >= self.max_buffer:  # some may not fit: one by one, as ``write`` drops
+            for line in lines:
+                self.write(line)
+            return
+        self._buf.extend(lines)
+        self._size = size
+        if size >= self.flush_bytes and self._wake is not None:
+            self._wake.set()
+
     def reopen(self) -> None:
         """Open the path again at the next flush (log rotation); safe from a signal handler
         installed with ``loop.add_signal_handler``."""

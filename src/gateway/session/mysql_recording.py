@@ -593,10 +593,14 @@ class MyRecordingObserver:
         audit = self.audit
         rec = self.recording
         offset = time.time() - time.monotonic()  # completion times on the wall clock
-        for line, done, finished in items:
-            if line is not None and audit is not None:
-                audit.statement(*line, finished + offset)
-            if done is not None and rec is not None:
+        if audit is not None:
+            audit.statements(
+                [(*line, finished + offset) for line, _, finished in items if line is not None]
+            )
+        if rec is None:
+            return
+        for _, done, _ in items:
+            if done is not None:
                 if type(done[0]) is int:
                     rec.executed(done[0], done[1] + offset, *done[2:])
                 else:

@@ -34,6 +34,7 @@ from .reporting import ReportBatch
 
 if TYPE_CHECKING:
     from ..audit import SessionAudit
+    from ..audit.service import StatementArgs
     from ..policy import Decision
     from ..recording import SessionRecording
 
@@ -368,11 +369,18 @@ class PgRecordingObserver:
         rec = self.recording
         # Arrival and completion times on the wall clock, from the monotonic ones.
         offset = time.time() - time.monotonic()
-        for ex in done:
-            if audit is not None and ex.decided is not None:
-                self._audit(audit, ex, None, ex.finished - ex.started, ex.finished + offset)
-            if rec is not None and ex.context is not None:
-                self._record(rec, ex, offset)
+        if audit is not None:
+            audit.statements(
+                [
+                    self._audit_args(ex, None, ex.finished - ex.started, ex.finished + offset)
+                    for ex in done
+                    if ex.decided is not None
+                ]
+            )
+        if rec is not None:
+            for ex in done:
+                if ex.context is not None:
+                    self._record(rec, ex, offset)
 
     def _record(self, rec: SessionRecording, ex: Execution, offset: float) -> None:
         st = ex.context
@@ -428,17 +436,13 @@ class PgRecordingObserver:
         now = time.monotonic()
         for ex in executions:
             if ex.decided is not None:
-                self._audit(audit, ex, "interrupted", now - ex.started)
+                audit.statement(*self._audit_args(ex, "interrupted", now - ex.started, None))
                 ex.decided = None  # reported once
 
-    def _audit(
-        self,
-        audit: SessionAudit,
-        ex: Execution,
-        code: str | None,
-        duration: float,
-        finished_at: float | None = None,
-    ) -> None:
+    def _audit_args(
+        self, ex: Execution, code: str | None, duration: float, finished_at: float | None
+    ) -> StatementArgs:
+        """``SessionAudit.statement``'s arguments for an allowed execution that ended."""
         decided: tuple[str | None, frozenset[str]] = ex.decided  # type: ignore[assignment]
         rule, classes = decided
         error = ex.error
@@ -448,7 +452,7 @@ class PgRecordingObserver:
             code = "skipped"
         plan = ex.mask_plan
         masked = masked_names(plan) if isinstance(plan, ResultPlan) and plan.columns else None
-        audit.statement(
+        return (
             self._label(ex)[0],
             ex.path,
             "allow",
