@@ -36,7 +36,7 @@ class Leg(asyncio.Protocol):
         self.buffer = ReceiveBuffer()
         self.closed = False
         self.close_exc: BaseException | None = None
-        self.on_data: Callable[[bytes], None] | None = None
+        self.on_data: Callable[[bytes], object] | None = None
         self.on_lost: Callable[[BaseException | None], None] | None = None
         self.on_pause_writing: Callable[[], None] = _ignore
         self.on_resume_writing: Callable[[], None] = _ignore
@@ -118,7 +118,7 @@ class Leg(asyncio.Protocol):
             self.bytes_out += len(data)
             t.write(data)
 
-    def start_streaming(self, on_data: Callable[[bytes], None]) -> None:
+    def start_streaming(self, on_data: Callable[[bytes], object]) -> None:
         """Switch to streaming mode; bytes already buffered are delivered first."""
         self.on_data = on_data
         if self.buffer:

@@ -13,6 +13,7 @@ no reference cycle keeps the session alive.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..net.leg import couple_flow_control
@@ -57,6 +58,14 @@ class LegPair:
     def _server_data(self, data: bytes) -> None:
         raise NotImplementedError
 
+    def _client_reader(self) -> Callable[[bytes], object]:
+        """What the client leg hands each read to (``_client_data`` unless the driver
+        has a faster reader)."""
+        return self._client_data
+
+    def _server_reader(self) -> Callable[[bytes], object]:
+        return self._server_data
+
     def _client_lost(self, exc: BaseException | None) -> None:
         raise NotImplementedError
 
@@ -74,8 +83,8 @@ class LegPair:
         if upstream.closed:
             self._upstream_lost(upstream.close_exc)
             return
-        upstream.start_streaming(self._server_data)
-        client.start_streaming(self._client_data)
+        upstream.start_streaming(self._server_reader())
+        client.start_streaming(self._client_reader())
 
     def _legs(self) -> list[Leg]:
         return [self.client] if self.upstream is None else [self.client, self.upstream.leg]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from protocols.errors import MessageTooLarge, PeerViolation
@@ -40,6 +41,7 @@ from protocols.postgres.messages import (
     first_packet_length,
     parse_first_packet,
 )
+from protocols.postgres.pump import ReadPump
 from protocols.postgres.rows import rewrite_data_rows, skip_data_rows, split_data_rows
 from protocols.postgres.tracker import Execution, QueryTracker
 
@@ -118,6 +120,8 @@ class PgSession(LegPair):
         max_size = runtime.config.gateway.max_message_size
         self._client_scanner = MessageScanner(max_size, collapse_data_rows=False)
         self._server_scanner = MessageScanner(max_size)
+        self._client_pump: Callable[[bytes], object] | None = None  # set when streaming starts
+        self._server_pump: Callable[[bytes], object] | None = None
 
     # ================================================================ login phase
 
@@ -357,21 +361,72 @@ class PgSession(LegPair):
 
     # ============================================================ streaming phase
 
+    # Each read goes to a ReadPump (protocols/postgres/pump.py): one compiled call takes a
+    # read the query tracker alone handles (a prepared statement's Bind, Describe,
+    # Execute, Sync; its results) from the scanner to the other leg. Everything else
+    # comes here: ``_client_messages`` / ``_server_messages`` from the first message the
+    # tracker left, ``_client_refused`` / ``_server_refused`` for a stream the scanner
+    # refuses.
+
+    def _client_reader(self) -> Callable[[bytes], object]:
+        tracker, gate, upstream = self.tracker, self.policy_gate, self.upstream
+        assert tracker is not None and gate is not None and upstream is not None
+        self._client_pump = ReadPump(
+            self._client_scanner,
+            tracker,
+            upstream.leg.write,
+            self._client_messages,
+            self._client_refused,
+            backend=False,
+            # A Bind of a "privilege" statement must reach the policy gate.
+            unless=(gate, "privileged_statements"),
+        )
+        return self._client_pump
+
+    def _server_reader(self) -> Callable[[bytes], object]:
+        tracker, gate, observer = self.tracker, self.policy_gate, self.observer
+        assert tracker is not None and observer is not None
+        self._server_pump = ReadPump(
+            self._server_scanner,
+            tracker,
+            self.client.write,
+            self._server_messages,
+            self._server_refused,
+            backend=True,
+            # Masking and limits may rewrite, hold or drop any message (and only they
+            # set _swallow); without them the tracker alone handles results.
+            run=self.masking is None and self.limits is None,
+            rows=observer.rows if observer.recording_rows else None,
+            # The loop clears the gate's flag at the next idle ReadyForQuery.
+            unless=None if gate is None else (gate, "privilege_in_flight"),
+        )
+        return self._server_pump
+
     def _client_data(self, data: bytes) -> None:
-        try:
-            buf, end, entries = self._client_scanner.feed(data)
-        except MessageTooLarge as exc:
+        """A read of the client's, or ``b""`` to go on with what the scanner holds."""
+        if self._client_pump is not None:
+            self._client_pump(data)
+
+    def _server_data(self, data: bytes) -> None:
+        if self._server_pump is not None:
+            self._server_pump(data)
+
+    def _client_refused(self, exc: Exception) -> None:
+        if isinstance(exc, MessageTooLarge):
             self.terminate(
                 SqlState.PROGRAM_LIMIT_EXCEEDED,
                 f"message too large: {exc.message}",
                 "oversized client message",
             )
-            return
-        except PeerViolation as exc:
+        elif isinstance(exc, PeerViolation):
             self.terminate(SqlState.PROTOCOL_VIOLATION, exc.message, "client protocol violation")
-            return
-        if not entries:
-            return
+        else:
+            raise exc
+
+    def _client_messages(
+        self, buf: bytes, end: int, entries: list[tuple[int, int, int, int]], done: int
+    ) -> None:
+        """The messages of a read from ``entries[done]`` on (the tracker took those before)."""
         tracker = self.tracker
         gate = self.policy_gate
         assert tracker is not None and gate is not None
@@ -382,9 +437,6 @@ class PgSession(LegPair):
         # A statement held for review: it and everything after it wait for the decision.
         held: tuple[int, bytes, Decision] | None = None
         try:
-            # Bind / Describe / Execute / Sync need no decision (unless a "privilege"
-            # statement may be bound): the tracker takes the leading ones of the read itself.
-            done = 0 if gate.privileged_statements else tracker.frontend_run(buf, entries)
             for mtype, start, stop, _ in entries[done:] if done else entries:
                 if mtype == _COPY_DATA:
                     continue
@@ -435,22 +487,23 @@ class PgSession(LegPair):
             self.end_reason = "client terminated"
             self._close_both()
 
-    def _server_data(self, data: bytes) -> None:
-        try:
-            buf, end, entries = self._server_scanner.feed(data)
-        except PeerViolation as exc:
-            log.warning(
-                "upstream protocol violation",
-                extra={"session_id": self.session_id, "detail": str(exc)},
-            )
-            self.terminate(
-                SqlState.PROTOCOL_VIOLATION,
-                "the database sent an invalid message",
-                "upstream protocol violation",
-            )
-            return
-        if not entries:
-            return
+    def _server_refused(self, exc: Exception) -> None:
+        if not isinstance(exc, PeerViolation):
+            raise exc
+        log.warning(
+            "upstream protocol violation",
+            extra={"session_id": self.session_id, "detail": str(exc)},
+        )
+        self.terminate(
+            SqlState.PROTOCOL_VIOLATION,
+            "the database sent an invalid message",
+            "upstream protocol violation",
+        )
+
+    def _server_messages(
+        self, buf: bytes, end: int, entries: list[tuple[int, int, int, int]], done: int
+    ) -> None:
+        """The messages of a read from ``entries[done]`` on (the tracker took those before)."""
         tracker = self.tracker
         observer = self.observer
         assert tracker is not None and observer is not None
@@ -467,14 +520,6 @@ class PgSession(LegPair):
         # A result paused for approval: what is forwarded ends here, the rest is held.
         hold_at = -1
         complete = end
-        done = 0
-        if masking is None and limits is None and not swallow:
-            # Nothing to rewrite, limit or discard: the tracker takes the leading messages
-            # it alone handles (row runs, completions, ReadyForQuery) itself.
-            record = observer.rows if observer.recording_rows else None
-            done, idle = tracker.backend_run(buf, entries, record)
-            if idle and self.policy_gate is not None:
-                self.policy_gate.privilege_in_flight = False
         for mtype, start, stop, count in entries[done:] if done else entries:
             replacement: bytes | None = None
             if mtype == _DATA_ROW:
@@ -910,6 +955,8 @@ class PgSession(LegPair):
         self.runtime.registry.remove(self, self.cancel_key)
         if self.control is not None:
             self.control.withdraw("session ended: " + self.end_reason)
+        # The pumps hold bound methods of the session: no cycle outlives it.
+        self._client_pump = self._server_pump = None
 
 
 def _edit(

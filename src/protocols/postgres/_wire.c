@@ -34,6 +34,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -277,6 +278,261 @@ done:
     return out;
 }
 
+
+/* -- the read pump ------------------------------------------------------------------- */
+
+/* pump.ReadPumpPy in C: one read of one direction, from the scanner to the forwarded
+   bytes, without running Python when the tracker alone handles every message of it. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *scanner, *tracker, *write, *slow, *failed, *rows, *unless, *unless_attr;
+    char backend, run;
+} Pump;
+
+static PyObject *str_feed, *str_frontend_run, *str_backend_run;
+
+static int Pump_traverse(Pump *self, visitproc visit, void *arg) {
+    Py_VISIT(self->scanner);
+    Py_VISIT(self->tracker);
+    Py_VISIT(self->write);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->failed);
+    Py_VISIT(self->rows);
+    Py_VISIT(self->unless);
+    Py_VISIT(self->unless_attr);
+    return 0;
+}
+
+static int Pump_clear(Pump *self) {
+    Py_CLEAR(self->scanner);
+    Py_CLEAR(self->tracker);
+    Py_CLEAR(self->write);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->failed);
+    Py_CLEAR(self->rows);
+    Py_CLEAR(self->unless);
+    Py_CLEAR(self->unless_attr);
+    return 0;
+}
+
+static void Pump_dealloc(Pump *self) {
+    PyObject_GC_UnTrack(self);
+    Pump_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Whether the tracker's walk runs for this read: ``run``, and ``unless``'s attribute
+   ``unless_attr`` false (-1 on error). */
+static int pump_walks(Pump *self) {
+    if (!self->run) {
+        return 0;
+    }
+    if (self->unless == Py_None) {
+        return 1;
+    }
+    PyObject *flag = PyObject_GetAttr(self->unless, self->unless_attr);
+    if (flag == NULL) {
+        return -1;
+    }
+    int set = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    return set < 0 ? -1 : !set;
+}
+
+/* The tracker's walk over the leading entries: the index of the first one left. */
+static Py_ssize_t pump_walk(Pump *self, PyObject *buf, PyObject *entries) {
+    PyObject *r;
+    if (self->backend) {
+        PyObject *args[4] = {self->tracker, buf, entries, self->rows};
+        r = PyObject_VectorcallMethod(str_backend_run, args, 4, NULL);
+        if (r == NULL) {
+            return -1;
+        }
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+            Py_DECREF(r);
+            PyErr_SetString(PyExc_TypeError, "backend_run must return (index, idle)");
+            return -1;
+        }
+        Py_ssize_t done = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 0));
+        Py_DECREF(r);
+        return done;
+    }
+    PyObject *args[3] = {self->tracker, buf, entries};
+    r = PyObject_VectorcallMethod(str_frontend_run, args, 3, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_ssize_t done = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    return done;
+}
+
+/* The scanner or the tracker raised (an Exception, not a KeyboardInterrupt...): the
+   driver's ``failed(exc)`` answers, as its loop's ``except`` would. */
+static PyObject *pump_failed(Pump *self) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return NULL;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    PyObject *r = PyObject_CallOneArg(self->failed, value);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return r;
+}
+
+static PyObject *Pump_vectorcall(Pump *self, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "ReadPump(data) takes one positional argument");
+        return NULL;
+    }
+    PyObject *feed_args[2] = {self->scanner, args[0]};
+    PyObject *fed = PyObject_VectorcallMethod(str_feed, feed_args, 2, NULL);
+    if (fed == NULL) {
+        return pump_failed(self);
+    }
+    if (!PyTuple_Check(fed) || PyTuple_GET_SIZE(fed) != 3 ||
+        !PyList_Check(PyTuple_GET_ITEM(fed, 2))) {
+        Py_DECREF(fed);
+        PyErr_SetString(PyExc_TypeError, "feed must return (buf, end, entries: list)");
+        return NULL;
+    }
+    PyObject *buf = PyTuple_GET_ITEM(fed, 0), *end = PyTuple_GET_ITEM(fed, 1);
+    PyObject *entries = PyTuple_GET_ITEM(fed, 2);
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    PyObject *result = NULL;
+    if (n == 0) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    Py_ssize_t done = 0;
+    int walks = pump_walks(self);
+    if (walks < 0) {
+        goto done;
+    }
+    if (walks) {
+        done = pump_walk(self, buf, entries);
+        if (done < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "negative run index");
+            }
+            result = pump_failed(self);
+            goto done;
+        }
+    }
+    if (done < n) {
+        PyObject *slow_args[4] = {buf, end, entries, NULL};
+        slow_args[3] = PyLong_FromSsize_t(done);
+        if (slow_args[3] == NULL) {
+            goto done;
+        }
+        result = PyObject_Vectorcall(self->slow, slow_args, 4, NULL);
+        Py_DECREF(slow_args[3]);
+        goto done;
+    }
+    /* Every message went through the tracker alone: forward buf[:end]. */
+    Py_ssize_t stop = PyLong_AsSsize_t(end);
+    Py_ssize_t size = PyObject_Length(buf);
+    if (stop < 0 || size < 0) {
+        goto done;
+    }
+    PyObject *out;
+    if (stop == size) {
+        out = buf;
+        Py_INCREF(out);
+    } else {
+        PyObject *view = PyMemoryView_FromObject(buf);
+        if (view == NULL) {
+            goto done;
+        }
+        out = PySequence_GetSlice(view, 0, stop);
+        Py_DECREF(view);
+        if (out == NULL) {
+            goto done;
+        }
+    }
+    result = PyObject_CallOneArg(self->write, out);
+    Py_DECREF(out);
+    if (result != NULL) {
+        Py_SETREF(result, Py_None);
+        Py_INCREF(result);
+    }
+done:
+    Py_DECREF(fed);
+    return result;
+}
+
+static PyObject *Pump_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"scanner", "tracker", "write",  "slow", "failed", "backend",
+                             "run",     "rows",    "unless", NULL};
+    PyObject *scanner, *tracker, *write, *slow, *failed, *rows = Py_None, *unless = Py_None;
+    int backend = -1, run = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$ppOO:ReadPump", kwlist, &scanner,
+                                     &tracker, &write, &slow, &failed, &backend, &run, &rows,
+                                     &unless)) {
+        return NULL;
+    }
+    if (backend < 0) {
+        PyErr_SetString(PyExc_TypeError, "ReadPump() missing keyword argument 'backend'");
+        return NULL;
+    }
+    PyObject *owner = Py_None, *attr = Py_None;
+    if (unless != Py_None) {
+        if (!PyTuple_Check(unless) || PyTuple_GET_SIZE(unless) != 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(unless, 1))) {
+            PyErr_SetString(PyExc_TypeError, "unless must be (object, attribute name) or None");
+            return NULL;
+        }
+        owner = PyTuple_GET_ITEM(unless, 0);
+        attr = PyTuple_GET_ITEM(unless, 1);
+    }
+    Pump *self = (Pump *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = (vectorcallfunc)Pump_vectorcall;
+    PyObject **slots[8] = {&self->scanner, &self->tracker, &self->write, &self->slow,
+                           &self->failed,  &self->rows,    &self->unless, &self->unless_attr};
+    PyObject *values[8] = {scanner, tracker, write, slow, failed, rows, owner, attr};
+    for (int i = 0; i < 8; i++) {
+        Py_INCREF(values[i]);
+        *slots[i] = values[i];
+    }
+    self->backend = (char)backend;
+    self->run = (char)run;
+    return (PyObject *)self;
+}
+
+static PyObject *Pump_get_run(Pump *self, void *closure) { return PyBool_FromLong(self->run); }
+
+static PyGetSetDef Pump_getset[] = {
+    {"run", (getter)Pump_get_run, NULL, "Whether the tracker's walk may run.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PumpType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "protocols.postgres._wire.ReadPump",
+    .tp_basicsize = sizeof(Pump),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "One direction's reads, scanner to forwarded bytes (see pump.ReadPumpPy).",
+    .tp_new = Pump_new,
+    .tp_dealloc = (destructor)Pump_dealloc,
+    .tp_traverse = (traverseproc)Pump_traverse,
+    .tp_clear = (inquiry)Pump_clear,
+    .tp_vectorcall_offset = offsetof(Pump, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getset = Pump_getset,
+};
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(buf, limit, collapse) -> (entries, pos, bad)\n\n"
@@ -292,4 +548,23 @@ static struct PyModuleDef module = {
     "Compiled message scanning and Bind parsing (see framing.py, messages.py).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__wire(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__wire(void) {
+    str_feed = PyUnicode_InternFromString("feed");
+    str_frontend_run = PyUnicode_InternFromString("frontend_run");
+    str_backend_run = PyUnicode_InternFromString("backend_run");
+    if (str_feed == NULL || str_frontend_run == NULL || str_backend_run == NULL ||
+        PyType_Ready(&PumpType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&PumpType);
+    if (PyModule_AddObject(m, "ReadPump", (PyObject *)&PumpType) < 0) {
+        Py_DECREF(&PumpType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

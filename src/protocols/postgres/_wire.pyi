@@ -12,3 +12,22 @@ def scan(
 def parse_bind(
     bind_type: type[_T], violation: Callable[[str], BaseException], body: bytes, /
 ) -> _T: ...
+
+class ReadPump:
+    """pump.ReadPumpPy, compiled."""
+
+    run: bool
+    def __init__(
+        self,
+        scanner: object,
+        tracker: object,
+        write: Callable[..., object],
+        slow: Callable[..., object],
+        failed: Callable[[Exception], object],
+        *,
+        backend: bool,
+        run: bool = ...,
+        rows: Callable[..., object] | None = ...,
+        unless: tuple[object, str] | None = ...,
+    ) -> None: ...
+    def __call__(self, data: bytes, /) -> None: ...
