@@ -1,10 +1,11 @@
 """The compiled message scanner and Bind parser (_wire.c) against their pure-Python
-references (framing.scan_py, messages.parse_bind_py): same results and same errors on
-valid and malformed input, lying lengths included."""
+references (framing.scan_py, framing.MessageScannerPy, messages.parse_bind_py): same
+results and same errors on valid and malformed input, lying lengths included."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import shutil
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from protocols.errors import MessageTooLarge, PeerViolation
 from protocols.postgres import framing, messages
 from protocols.postgres.constants import SqlState
-from protocols.postgres.framing import MessageScanner, build_message, scan_py
+from protocols.postgres.framing import MessageScanner, MessageScannerPy, build_message, scan_py
 from protocols.postgres.messages import Bind, parse_bind, parse_bind_py
 
 from .test_pg_messages import _bind_body
@@ -32,6 +33,7 @@ def test_the_compiled_scanner_and_bind_parser_are_built_and_used() -> None:
     from protocols.postgres import _wire
 
     assert framing._scan is _wire.scan
+    assert framing.SCANNER_COMPILED and issubclass(MessageScanner, _wire.ScannerCore)
     assert isinstance(messages.parse_bind, functools.partial)
     assert messages.parse_bind.func is _wire.parse_bind
 
@@ -89,6 +91,70 @@ def test_feed_raises_and_stays_broken(header: bytes, error: type[Exception]) -> 
     with pytest.raises(error):
         scanner.feed(build_message(ord("S")))
     assert scanner.pending == 0
+
+
+def _drive(scanner: Any, reads: list[bytes], unread_at: int, limit_after: int | None) -> Any:
+    """Every outcome of feeding ``reads``: results (``buf`` as bytes), errors, held bytes;
+    the messages of read ``unread_at`` are put back once and fed again (a paused result)."""
+    out: list[Any] = []
+    for i, data in enumerate(reads):
+        try:
+            buf, end, entries = scanner.feed(data)
+            out.append(("ok", bytes(buf), end, entries, scanner.pending))
+            if i == unread_at and end:
+                scanner.unread(memoryview(buf)[:end])
+                buf, end, entries = scanner.feed(b"")
+                out.append(("again", bytes(buf), end, entries, scanner.pending))
+        except PeerViolation as exc:
+            out.append((type(exc).__name__, exc.message, exc.code, scanner.pending))
+        if limit_after == i:
+            scanner.max_message_size = 16
+    out.append(("held", scanner.take_pending(), scanner.pending))
+    return out
+
+
+@compiled_only
+@settings(max_examples=300)
+@given(
+    messages_strategy,
+    st.lists(st.integers(0, 600), max_size=6),
+    st.booleans(),
+    st.integers(5, 64),
+    st.binary(max_size=12),
+    st.integers(0, 6),
+    st.none() | st.integers(0, 6),
+)
+def test_the_compiled_scanner_feeds_as_the_reference_does(
+    msgs: list[tuple[int, bytes]],
+    cuts: list[int],
+    collapse: bool,
+    limit: int,
+    tail: bytes,
+    unread_at: int,
+    limit_after: int | None,
+) -> None:
+    """The same reads (messages in random splits, then random bytes: lying lengths) give
+    the same results, errors and held bytes, put back and fed again included."""
+    stream = b"".join(build_message(t, body) for t, body in msgs) + tail
+    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    reads = [stream[a:b] for a, b in itertools.pairwise(bounds)] + [b""]
+    compiled = MessageScanner(limit, collapse_data_rows=collapse)
+    reference = MessageScannerPy(limit, collapse_data_rows=collapse)
+    assert _drive(compiled, reads, unread_at, limit_after) == _drive(
+        reference, reads, unread_at, limit_after
+    )
+
+
+@compiled_only
+def test_a_read_that_completes_no_message_is_held_whole() -> None:
+    scanner = MessageScanner(1024)
+    read = build_message(ord("Z"), b"I")
+    buf, end, entries = scanner.feed(read)
+    assert buf is read and end == len(read)  # nothing is copied
+    assert scanner.feed(read[:3]) == (read[:3], 0, []) and scanner.pending == 3
+    buf, end, entries = scanner.feed(read[3:] + read[:1])
+    assert (buf, end, entries) == (read + read[:1], 6, [(ord("Z"), 0, 6, 1)])
+    assert scanner._pending == read[:1]
 
 
 bind_strategy = st.builds(

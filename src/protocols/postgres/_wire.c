@@ -34,6 +34,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -73,21 +74,16 @@ static int append_entry(PyObject *entries, long mtype, Py_ssize_t start, Py_ssiz
     return rc;
 }
 
-static PyObject *scan(PyObject *self, PyObject *args) {
-    Py_buffer in;
-    long long limit;
-    int collapse;
-    if (!PyArg_ParseTuple(args, "y*Lp:scan", &in, &limit, &collapse)) {
-        return NULL;
-    }
-    const unsigned char *b = (const unsigned char *)in.buf;
-    Py_ssize_t n = in.len;
+/* The header walk over b[0:n]: a new list of entries; *pos where the incomplete tail
+   starts, *bad -1 or the invalid declared length of the header at *pos. */
+static PyObject *walk(const unsigned char *b, Py_ssize_t n, long long limit, int collapse,
+                      Py_ssize_t *pos_out, long long *bad_out) {
     Py_ssize_t pos = 0;
     long long bad = -1;
     Py_ssize_t run_start = -1, run_count = 0;
     PyObject *entries = PyList_New(0);
     if (entries == NULL) {
-        goto fail;
+        return NULL;
     }
     while (n - pos >= HEADER_SIZE) {
         unsigned char mtype = b[pos];
@@ -123,14 +119,189 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     if (run_count && append_entry(entries, DATA_ROW, run_start, pos, run_count) < 0) {
         goto fail;
     }
-    PyBuffer_Release(&in);
-    return Py_BuildValue("(NnL)", entries, pos, bad);
+    *pos_out = pos;
+    *bad_out = bad;
+    return entries;
 
 fail:
-    Py_XDECREF(entries);
-    PyBuffer_Release(&in);
+    Py_DECREF(entries);
     return NULL;
 }
+
+static PyObject *scan(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    long long limit;
+    int collapse;
+    if (!PyArg_ParseTuple(args, "y*Lp:scan", &in, &limit, &collapse)) {
+        return NULL;
+    }
+    Py_ssize_t pos;
+    long long bad;
+    PyObject *entries = walk((const unsigned char *)in.buf, in.len, limit, collapse, &pos, &bad);
+    PyBuffer_Release(&in);
+    if (entries == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(NnL)", entries, pos, bad);
+}
+
+/* -- the scanner ---------------------------------------------------------------------- */
+
+/* framing.MessageScannerPy's state and ``feed`` (its other methods are Python, in
+   framing._ScannerMethods, and read and write these names). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *pending; /* bytes */
+    PyObject *broken;  /* the exception raised again, or None */
+    Py_ssize_t max_message_size;
+    char collapse_data_rows;
+} Scanner;
+
+static PyObject *str_refuse;
+
+static PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Scanner *self = (Scanner *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->pending = PyBytes_FromStringAndSize(NULL, 0);
+    if (self->pending == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_INCREF(Py_None);
+    self->broken = Py_None;
+    self->collapse_data_rows = 1;
+    return (PyObject *)self;
+}
+
+static int Scanner_traverse(Scanner *self, visitproc visit, void *arg) {
+    Py_VISIT(self->pending);
+    Py_VISIT(self->broken);
+    return 0;
+}
+
+static int Scanner_clear(Scanner *self) {
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->broken);
+    return 0;
+}
+
+static void Scanner_dealloc(Scanner *self) {
+    PyObject_GC_UnTrack(self);
+    Scanner_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* feed(data) -> (buf, end, entries): framing.MessageScannerPy.feed. */
+static PyObject *Scanner_feed(Scanner *self, PyObject *data) {
+    if (self->broken != NULL && self->broken != Py_None) {
+        PyErr_SetObject((PyObject *)Py_TYPE(self->broken), self->broken);
+        return NULL;
+    }
+    if (self->pending == NULL || !PyBytes_Check(self->pending)) {
+        PyErr_SetString(PyExc_TypeError, "_pending must be bytes");
+        return NULL;
+    }
+    PyObject *buf;
+    if (PyBytes_GET_SIZE(self->pending) == 0) {
+        buf = data; /* the read itself: nothing is copied */
+        Py_INCREF(buf);
+    } else {
+        buf = PyNumber_Add(self->pending, data); /* a message straddled two reads */
+        if (buf == NULL) {
+            return NULL;
+        }
+    }
+    Py_buffer in;
+    if (PyObject_GetBuffer(buf, &in, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(buf);
+        return NULL;
+    }
+    Py_ssize_t pos;
+    long long bad;
+    PyObject *entries = walk((const unsigned char *)in.buf, in.len,
+                             (long long)self->max_message_size, self->collapse_data_rows,
+                             &pos, &bad);
+    Py_ssize_t n = in.len;
+    PyBuffer_Release(&in);
+    if (entries == NULL) {
+        Py_DECREF(buf);
+        return NULL;
+    }
+    if (bad >= 0) {
+        /* The reference builds the exception and breaks the scanner: framing's _refuse. */
+        Py_DECREF(entries);
+        Py_DECREF(buf);
+        PyObject *length = PyLong_FromLongLong(bad);
+        if (length == NULL) {
+            return NULL;
+        }
+        PyObject *exc = PyObject_CallMethodOneArg((PyObject *)self, str_refuse, length);
+        Py_DECREF(length);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    PyObject *rest = pos < n ? PySequence_GetSlice(buf, pos, n) : PyBytes_FromStringAndSize(NULL, 0);
+    if (rest == NULL) {
+        Py_DECREF(entries);
+        Py_DECREF(buf);
+        return NULL;
+    }
+    if (!PyBytes_Check(rest)) { /* a read that is not bytes: the tail is held as bytes */
+        Py_SETREF(rest, PyBytes_FromObject(rest));
+        if (rest == NULL) {
+            Py_DECREF(entries);
+            Py_DECREF(buf);
+            return NULL;
+        }
+    }
+    Py_SETREF(self->pending, rest);
+    PyObject *out = PyTuple_New(3);
+    PyObject *end = PyLong_FromSsize_t(pos);
+    if (out == NULL || end == NULL) {
+        Py_XDECREF(out);
+        Py_XDECREF(end);
+        Py_DECREF(entries);
+        Py_DECREF(buf);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, buf);
+    PyTuple_SET_ITEM(out, 1, end);
+    PyTuple_SET_ITEM(out, 2, entries);
+    return out;
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"feed", (PyCFunction)Scanner_feed, METH_O,
+     "feed(data) -> (buf, end, entries): see framing.MessageScannerPy.feed."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Scanner_members[] = {
+    {"_pending", T_OBJECT_EX, offsetof(Scanner, pending), 0, NULL},
+    {"_broken", T_OBJECT, offsetof(Scanner, broken), 0, NULL},
+    {"max_message_size", T_PYSSIZET, offsetof(Scanner, max_message_size), 0, NULL},
+    {"collapse_data_rows", T_BOOL, offsetof(Scanner, collapse_data_rows), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "protocols.postgres._wire.ScannerCore",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "State and feed of framing.MessageScanner.",
+    .tp_new = Scanner_new,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_traverse = (traverseproc)Scanner_traverse,
+    .tp_clear = (inquiry)Scanner_clear,
+    .tp_methods = Scanner_methods,
+    .tp_members = Scanner_members,
+};
 
 static PyObject *raise_violation(PyObject *violation, const char *message) {
     PyObject *exc = PyObject_CallFunction(violation, "s", message);
@@ -549,6 +720,10 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__wire(void) {
+    str_refuse = PyUnicode_InternFromString("_refuse");
+    if (str_refuse == NULL || PyType_Ready(&ScannerType) < 0) {
+        return NULL;
+    }
     str_feed = PyUnicode_InternFromString("feed");
     str_frontend_run = PyUnicode_InternFromString("frontend_run");
     str_backend_run = PyUnicode_InternFromString("backend_run");
@@ -558,6 +733,12 @@ PyMODINIT_FUNC PyInit__wire(void) {
     }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(m, "ScannerCore", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(&ScannerType);
+        Py_DECREF(m);
         return NULL;
     }
     Py_INCREF(&PumpType);

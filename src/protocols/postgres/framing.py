@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from struct import Struct
+from typing import TYPE_CHECKING
 
 from ..errors import MessageTooLarge, PeerViolation, UsageError
 from .constants import HEADER_SIZE
@@ -59,7 +60,7 @@ def splice(buf: bytes, end: int, edits: list[tuple[int, int, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-class MessageScanner:
+class _ScannerMethods:
     """Splits a stream into complete messages; one instance per direction.
 
     ``feed(data)`` returns ``(buf, end, entries)``: ``buf[:end]`` is the run of
@@ -69,7 +70,13 @@ class MessageScanner:
     ``end`` are kept for the next call.
     """
 
-    __slots__ = ("_broken", "_pending", "collapse_data_rows", "max_message_size")
+    if not TYPE_CHECKING:  # a mixin: the state is the other base's (its types below)
+        __slots__ = ()
+
+    _pending: bytes
+    _broken: PeerViolation | None
+    max_message_size: int
+    collapse_data_rows: bool
 
     def __init__(self, max_message_size: int, *, collapse_data_rows: bool = True) -> None:
         if max_message_size < HEADER_SIZE:
@@ -77,7 +84,7 @@ class MessageScanner:
         self.max_message_size = max_message_size
         self.collapse_data_rows = collapse_data_rows
         self._pending = b""
-        self._broken: PeerViolation | None = None
+        self._broken = None
 
     @property
     def pending(self) -> int:
@@ -96,22 +103,42 @@ class MessageScanner:
         if data:
             self._pending = bytes(data) + self._pending
 
-    def feed(self, data: bytes) -> tuple[bytes, int, list[tuple[int, int, int, int]]]:
+    def feed_py(self, data: bytes) -> tuple[bytes, int, list[tuple[int, int, int, int]]]:
         if self._broken is not None:
             raise self._broken
         buf = self._pending + data if self._pending else data
-        limit = self.max_message_size
-        entries, pos, bad = _scan(buf, limit, self.collapse_data_rows)
+        entries, pos, bad = _scan(buf, self.max_message_size, self.collapse_data_rows)
         if bad >= 0:
-            self._broken = (
-                PeerViolation(f"invalid message length {bad}")
-                if bad < 4
-                else MessageTooLarge(bad, limit)
-            )
-            self._pending = b""
-            raise self._broken
+            raise self._refuse(bad)
         self._pending = buf[pos:] if pos < len(buf) else b""
         return buf, pos, entries
+
+    def _refuse(self, length: int) -> PeerViolation:
+        """The error for a header declaring ``length``; the stream is terminal from now on
+        (every later ``feed`` raises it again)."""
+        self._broken = (
+            PeerViolation(f"invalid message length {length}")
+            if length < 4
+            else MessageTooLarge(length, self.max_message_size)
+        )
+        self._pending = b""
+        return self._broken
+
+
+class _ScannerState:
+    """The scanner's state as plain slots: the base of the pure-Python scanner. The
+    compiled ``_wire.ScannerCore`` has the same attributes (in C) and is the base of
+    ``MessageScanner`` where the extension was built."""
+
+    __slots__ = ("_broken", "_pending", "collapse_data_rows", "max_message_size")
+
+
+class MessageScannerPy(_ScannerMethods, _ScannerState):
+    """The pure-Python scanner: the reference the compiled one is tested against."""
+
+    __doc__ = _ScannerMethods.__doc__
+    __slots__ = ()
+    feed = _ScannerMethods.feed_py
 
 
 def scan_py(
@@ -158,3 +185,20 @@ except ImportError:  # pragma: no cover - exercised where no compiler is availab
     _scan = scan_py
 
 COMPILED = _scan is not scan_py
+
+
+if TYPE_CHECKING:  # one interface either way: type checkers see the reference
+    MessageScanner = MessageScannerPy
+else:
+    try:  # the compiled state and feed, built by setuptools where a C compiler is present
+        from ._wire import ScannerCore
+    except ImportError:  # pragma: no cover - exercised where no compiler is available
+        MessageScanner = MessageScannerPy
+    else:
+
+        class MessageScanner(_ScannerMethods, ScannerCore):
+            __doc__ = _ScannerMethods.__doc__
+            __slots__ = ()
+
+
+SCANNER_COMPILED = MessageScanner is not MessageScannerPy
