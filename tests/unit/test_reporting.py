@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.session.mysql_recording import Exchange, MyRecordingObserver
 from gateway.session.pg_recording import PgRecordingObserver
@@ -167,3 +169,69 @@ def test_mysql_change_user_reports_to_the_previous_identity_first() -> None:
     assert second.lines == [("statement", "SELECT 2")]
     second.event("approval_requested")  # the new identity's events flush too
     assert second.lines[-1] == ("event", "approval_requested")
+
+
+class Items:
+    """Stands in for SessionAudit, keeping every argument it is given."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, ...]] = []
+        self.before_event: Callable[[], None] | None = None
+
+    def statements(self, items: list[tuple[Any, ...]]) -> None:
+        self.items.extend(items)
+
+
+_EXECUTION = st.tuples(
+    st.sampled_from(["simple", "extended", "prepared", "cursor"]),
+    st.sampled_from([b"SELECT 1", b"SELECT $1", None]),
+    st.sampled_from([None, b"s1"]),
+    st.sampled_from([None, ("57014", "canceled"), ("", "")]),
+    st.booleans(),  # skipped
+    st.sampled_from([None, "no mask", "masked"]),
+    st.integers(0, 5),
+    st.booleans(),  # reported (decided) or not
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_EXECUTION, max_size=8), st.booleans())
+def test_batched_audit_arguments_are_those_of_each_execution(
+    executions: list[tuple[Any, ...]], labelled_before: bool
+) -> None:
+    """The observer's batch (its inline common case included) gives the audit what
+    ``_audit_args`` gives for each execution, in order."""
+    from gateway.masking.plan import ColumnPlan, ResultPlan
+    from gateway.session.pg_masking import NO_MASK
+
+    audit = Items()
+    obs = PgRecordingObserver(None, 0, "rule", audit)  # type: ignore[arg-type]
+    done = []
+    for path, text, name, error, skipped, masked, rows, decided in executions:
+        ex = Execution(path, text, name)
+        obs.execution_started(ex)
+        ex.rows, ex.bytes, ex.error, ex.skipped = rows, rows * 7, error, skipped
+        if masked == "no mask":
+            ex.mask_plan = NO_MASK
+        elif masked == "masked":
+            column = ColumnPlan(None, True, "public.customers.email", False)
+            ex.mask_plan = ResultPlan(rewriters=(), columns=(column,))
+        if not decided:
+            ex.decided = None
+        if labelled_before:
+            obs._label(ex)
+        ex.finished = ex.started + 0.001 * rows
+        done.append(ex)
+    offset_before = time.time() - time.monotonic()
+    obs._report(done)
+    offset_after = time.time() - time.monotonic()
+    expected = [
+        obs._audit_args(ex, None, ex.finished - ex.started, ex.finished + offset_before)
+        for ex in done
+        if ex.decided is not None
+    ]
+    assert len(audit.items) == len(expected)
+    for got, want in zip(audit.items, expected, strict=True):
+        assert got[:-1] == want[:-1]
+        # The wall-clock time: the same offset, taken once per batch.
+        assert want[-1] - 0.01 <= got[-1] <= want[-1] + (offset_after - offset_before) + 0.01

@@ -79,6 +79,13 @@ _PARTS_SIZE: Final = 4096
 _PARTS_MAX_TEXT: Final = 1024
 # A statement line from its time, the session's fields, the shape's two parts and the numbers.
 _LINE: Final = b'{"time":"%s"%s%s%d,"bytes":%d,"duration_ms":%s%s'
+# The same from the time, everything up to the rows (a shape's head: see ``_shape``), the
+# numbers and the rest.
+_SHAPE_LINE: Final = b'{"time":"%s"%s%d,"bytes":%d,"duration_ms":%s%s'
+# A statement shape's metric key and line parts (``SessionAudit._shape``); at most this
+# many per session, cleared when full.
+_Shape = tuple[tuple[str, str], bytes, bytes]
+_SHAPES_SIZE: Final = 128
 # ``SessionAudit.statement``'s arguments: text, path, action, rule, classes, rows, bytes,
 # duration, error, masked, finished_at.
 StatementArgs = tuple[
@@ -313,6 +320,8 @@ class SessionAudit:
     __slots__ = (
         "_classes",
         "_session_fields",
+        "_shapes",
+        "_shapes_redact",
         "_tally",
         "analyse",
         "approval_id",
@@ -356,6 +365,10 @@ class SessionAudit:
         self._classes: dict[frozenset[str], str] = {}
         # This session's fields as encoded in its statement lines: see ``_line``.
         self._session_fields: bytes | None = None
+        # {(text, path, rule, classes): shape} for ``statements``: see ``_shape``. Made on
+        # the first batch (an idle session has none) and again when redaction changes.
+        self._shapes: dict[tuple[str, str, str | None, frozenset[str]], _Shape] | None = None
+        self._shapes_redact: bool | None = None
 
     def _class(self, classes: frozenset[str]) -> str:
         name = self._classes.get(classes)
@@ -435,13 +448,16 @@ class SessionAudit:
         tally = self._tally
         counts = tally.statements
         buckets = tally.buckets
-        names = self._classes
-        key_tail = (service.redact, self.dialect)
+        shapes = self._shapes
+        if shapes is None or self._shapes_redact is not service.redact:
+            shapes = self._shapes = {}
+            self._shapes_redact = service.redact
         lines: list[bytes] = []
         total_rows = total_bytes = 0
         latency = 0.0
         last_milli = -1
         time_bytes = b""
+        approval = self.approval_id is not None
         for item in items:
             text, path, action, rule, classes, rows, nbytes, duration, error, masked, at = item
             if (
@@ -450,52 +466,80 @@ class SessionAudit:
                 or error is not None
                 or masked
                 or at is None
-                or self.approval_id is not None
-                or (rule is not None and ":apr_" in rule)
+                or approval
             ):
                 if lines:  # keep the log in order
                     writer.write_lines(lines)  # type: ignore[union-attr]
                     lines = []
                 self.statement(*item)
+                approval = self.approval_id is not None
                 continue
-            cls = names.get(classes)
-            if cls is None:
-                cls = self._class(classes)
-            counts[("allow", cls)] = counts.get(("allow", cls), 0) + 1
+            shape = shapes.get((text, path, rule, classes))
+            if shape is None:
+                shape = self._shape(text, path, rule, classes)
+                if shape is None:  # a reviewed statement's rule, or an uncached text
+                    if lines:
+                        writer.write_lines(lines)  # type: ignore[union-attr]
+                        lines = []
+                    self.statement(*item)
+                    continue
+            key, head, tail = shape
+            counts[key] = counts.get(key, 0) + 1
             total_rows += rows
             total_bytes += nbytes
             latency += duration
             buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
             if writer is not None:
-                parts = _PARTS.get((text, path, action, rule, cls, *key_tail))
-                session = self._session_fields
-                if parts is None or session is None:
-                    line = self._line(at, text, path, action, rows, nbytes, duration, rule, cls)
-                else:
-                    milli = int(at * 1000)  # timestamp()'s cache key: once per millisecond
-                    if milli != last_milli:
-                        last_milli = milli
-                        time_bytes = timestamp_bytes(at)
-                    line = _LINE % (
+                milli = int(at * 1000)  # timestamp()'s cache key: once per millisecond
+                if milli != last_milli:
+                    last_milli = milli
+                    time_bytes = timestamp_bytes(at)
+                lines.append(
+                    _SHAPE_LINE
+                    % (
                         time_bytes,
-                        session,
-                        parts[0],
+                        head,
                         rows,
                         nbytes,
                         _encode(int(duration * 1_000_000 + 0.5) / 1000),  # _milliseconds
-                        parts[1],
+                        tail,
                     )
-                lines.append(line)
+                )
             if alert_floor is not None and rows >= alert_floor:
                 if lines:  # an alert is logged after the statement that raised it
                     writer.write_lines(lines)  # type: ignore[union-attr]
                     lines = []
-                self._alert(text, action, rows)
+                self._alert(text, "allow", rows)
         tally.rows += total_rows
         tally.bytes += total_bytes
         tally.latency_sum += latency
         if lines:
             writer.write_lines(lines)  # type: ignore[union-attr]
+
+    def _shape(
+        self, text: str, path: str, rule: str | None, classes: frozenset[str]
+    ) -> _Shape | None:
+        """What ``statements`` needs of an allowed statement of this shape, computed once
+        per session and shape: its metric key and its line's bytes before and after the
+        numbers (the session's fields and the statement's parts, as ``_line`` encodes
+        them). None when lines of it must go through ``statement``: a reviewed
+        statement's rule names its approval, and long texts are not kept."""
+        if (rule is not None and ":apr_" in rule) or len(text) > _PARTS_MAX_TEXT:
+            return None
+        cls = self._class(classes)
+        template = self._encoded("", text, path, "allow", 0, 0, 0.0, rule, cls, None, None, None)
+        numbers = template.index(_ZERO_NUMBERS, template.index(_FINGERPRINT_FIELD))
+        shape = (
+            ("allow", cls),
+            template[len(_TIME_FIELD) : numbers] + b',"rows":',
+            template[numbers + len(_ZERO_NUMBERS) :],
+        )
+        shapes = self._shapes
+        assert shapes is not None
+        if len(shapes) >= _SHAPES_SIZE:
+            shapes.clear()
+        shapes[(text, path, rule, classes)] = shape
+        return shape
 
     def _encoded(
         self,

@@ -1,8 +1,8 @@
 """Wiring and ending the two legs of a session, the same way for every protocol.
 
 Streaming starts with the lost-connection callbacks and two-way backpressure
-wired, then hands each leg's reads to the driver's ``_client_data`` /
-``_server_data``. At the end both legs are closed (pending writes flushed
+wired, then hands each leg's reads to the driver's readers (``_client_data`` /
+``_server_data`` unless the driver has faster ones: ``_client_reader``). At the end both legs are closed (pending writes flushed
 first); the session finishes once both transports report ``connection_lost``,
 or after ``CLOSE_TIMEOUT`` when a peer never drains its socket. Finishing
 cancels the session's timers, ends its recording, lets the protocol driver

@@ -370,13 +370,35 @@ class PgRecordingObserver:
         # Arrival and completion times on the wall clock, from the monotonic ones.
         offset = time.time() - time.monotonic()
         if audit is not None:
-            audit.statements(
-                [
-                    self._audit_args(ex, None, ex.finished - ex.started, ex.finished + offset)
-                    for ex in done
-                    if ex.decided is not None
-                ]
-            )
+            items: list[StatementArgs] = []
+            append = items.append
+            labels = self._labels
+            for ex in done:
+                decided = ex.decided
+                if decided is None:
+                    continue
+                label = labels.get((ex.text, ex.statement_name))
+                if label is None or ex.error is not None or ex.skipped or ex.mask_plan is not None:
+                    append(self._audit_args(ex, None, ex.finished - ex.started, ex.finished + offset))
+                    continue
+                # _audit_args for the common case: no error, nothing masked, label cached.
+                finished = ex.finished
+                append(
+                    (
+                        label[0],
+                        ex.path,
+                        "allow",
+                        decided[0],  # type: ignore[index]
+                        decided[1],  # type: ignore[index]
+                        ex.rows,
+                        ex.bytes,
+                        finished - ex.started,
+                        None,
+                        None,
+                        finished + offset,
+                    )
+                )
+            audit.statements(items)
         if rec is not None:
             for ex in done:
                 if ex.context is not None:
