@@ -2,12 +2,12 @@
 
 Streaming starts with the lost-connection callbacks and two-way backpressure
 wired, then hands each leg's reads to the driver's readers (``_client_data`` /
-``_server_data`` unless the driver has faster ones: ``_client_reader``). At the end both legs are closed (pending writes flushed
-first); the session finishes once both transports report ``connection_lost``,
-or after ``CLOSE_TIMEOUT`` when a peer never drains its socket. Finishing
-cancels the session's timers, ends its recording, lets the protocol driver
-release what it registered, logs the end, and detaches the legs' callbacks so
-no reference cycle keeps the session alive.
+``_server_data``, unless the driver has faster ones: ``_client_reader``). At the
+end both legs are closed (pending writes flushed first); the session finishes
+once both transports report ``connection_lost``, or after ``CLOSE_TIMEOUT`` when
+a peer never drains its socket. Finishing cancels the session's timers, ends its
+recording, lets the protocol driver release what it registered, logs the end,
+and detaches the legs' callbacks so no reference cycle keeps the session alive.
 """
 
 from __future__ import annotations
