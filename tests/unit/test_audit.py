@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.audit.alerts import Alert, AlertEngine, WindowCounter
@@ -355,7 +355,9 @@ def test_a_statement_line_from_cached_parts_is_the_encoded_line(
 
 
 _BATCH_ITEM = st.tuples(
-    st.sampled_from(["SELECT 1", "SELECT n FROM cards WHERE id = $1", "UPDATE t SET a = 1"]),
+    st.sampled_from(
+        ["SELECT 1", "SELECT 2", "SELECT n FROM cards WHERE id = $1", "UPDATE t SET a = 1"]
+    ),
     st.sampled_from(["simple", "prepared", "extended"]),
     st.sampled_from(["allow", "allow", "allow", "deny"]),
     st.sampled_from([None, "r", "needs review approved:apr_7"]),
@@ -369,16 +371,33 @@ _BATCH_ITEM = st.tuples(
 )
 
 
-@settings(max_examples=200, deadline=None)
+_SIMPLE = ("SELECT 1", "simple", "allow", None, frozenset({"read"}), 1, 10, 0.1, None, None, 1.7e9)
+
+
+@settings(max_examples=300, deadline=None)
+@example(  # two texts redacted alike, literals kept: each line has its own text
+    items=[_SIMPLE, ("SELECT 2", *_SIMPLE[1:])],
+    approval_first=False,
+    alerts="",
+    sensitive=False,
+    max_buffer=None,
+    redact_literals=False,
+)
 @given(
     items=st.lists(_BATCH_ITEM, max_size=12),
     approval_first=st.booleans(),
     alerts=st.sampled_from(["", "rows = 40\n", "large_result_rows = 20\nlarge_results = 2\n"]),
     sensitive=st.booleans(),
     max_buffer=st.sampled_from([None, 600]),
+    redact_literals=st.booleans(),
 )
 def test_a_batch_of_statements_is_one_statement_call_per_item(
-    items: list[Any], approval_first: bool, alerts: str, sensitive: bool, max_buffer: int | None
+    items: list[Any],
+    approval_first: bool,
+    alerts: str,
+    sensitive: bool,
+    max_buffer: int | None,
+    redact_literals: bool,
 ) -> None:
     """SessionAudit.statements (the observers' batches) gives the log lines and alerts, in
     order, and the metrics that calling ``statement`` for each item gives."""
@@ -392,6 +411,7 @@ def test_a_batch_of_statements_is_one_statement_call_per_item(
     outcomes = []
     for batch in (False, True):
         svc = AuditService(config(extra))
+        svc.redact = redact_literals
         assert svc.writer is not None
         if max_buffer is not None:
             svc.writer.max_buffer = max_buffer

@@ -85,6 +85,8 @@ _SHAPE_LINE: Final = b'{"time":"%s"%s%d,"bytes":%d,"duration_ms":%s%s'
 # A statement shape's metric key and line parts (``SessionAudit._shape``); at most this
 # many per session, cleared when full.
 _Shape = tuple[tuple[str, str], bytes, bytes]
+# (text -- redacted for a simple query --, path, rule, classes)
+_ShapeKey = tuple[str, str, "str | None", frozenset[str]]
 _SHAPES_SIZE: Final = 128
 # ``SessionAudit.statement``'s arguments: text, path, action, rule, classes, rows, bytes,
 # duration, error, masked, finished_at.
@@ -367,7 +369,7 @@ class SessionAudit:
         self._session_fields: bytes | None = None
         # {(text, path, rule, classes): shape} for ``statements``: see ``_shape``. Made on
         # the first batch (an idle session has none) and again when redaction changes.
-        self._shapes: dict[tuple[str, str, str | None, frozenset[str]], _Shape] | None = None
+        self._shapes: dict[_ShapeKey, _Shape] | None = None
         self._shapes_redact: bool | None = None
 
     def _class(self, classes: frozenset[str]) -> str:
@@ -421,8 +423,14 @@ class SessionAudit:
                     finished_at, text, path, action, rows, nbytes, duration, rule, cls
                 )
             writer.write(line)
-        if service.alerts.enabled:
-            self._alert(text, action, rows)
+        alerts = service.alerts
+        if alerts.enabled:
+            if action != "allow":
+                self._alert(text, action, rows)
+            else:
+                floor = alerts.allowed_rows_floor()
+                if floor is not None and rows >= floor:
+                    self._alert(text, action, rows)
 
     def _alert(self, text: str, action: str, rows: int) -> None:
         alerts = self.service.alerts
@@ -439,9 +447,10 @@ class SessionAudit:
         """Several completed statements, in order: ``statement``'s arguments per item (the
         observers' batches, see session/reporting.py). The same lines, metrics and alert
         inputs as one ``statement`` call per item; what differs is the cost. An allowed
-        statement of the extended protocol without masked columns, approval or error --
-        every execution of a prepared statement, nearly -- is handled in this loop with
-        everything looked up once per batch; any other item goes through ``statement``."""
+        statement without masked columns, approval or error -- nearly every execution of a
+        prepared statement, and a simple query's when literals are redacted -- is handled
+        in this loop with everything looked up once per batch or statement shape; any other
+        item goes through ``statement``."""
         service = self.service
         writer = service.writer
         alert_floor = service.alerts.allowed_rows_floor()
@@ -449,9 +458,11 @@ class SessionAudit:
         counts = tally.statements
         buckets = tally.buckets
         shapes = self._shapes
-        if shapes is None or self._shapes_redact is not service.redact:
+        redact = service.redact
+        if shapes is None or self._shapes_redact is not redact:
             shapes = self._shapes = {}
-            self._shapes_redact = service.redact
+            self._shapes_redact = redact
+        dialect = self.dialect
         lines: list[bytes] = []
         total_rows = total_bytes = 0
         latency = 0.0
@@ -462,11 +473,11 @@ class SessionAudit:
             text, path, action, rule, classes, rows, nbytes, duration, error, masked, at = item
             if (
                 action != "allow"
-                or path == "simple"
                 or error is not None
                 or masked
                 or at is None
                 or approval
+                or (path == "simple" and (not redact or len(text) > _PARTS_MAX_TEXT))
             ):
                 if lines:  # keep the log in order
                     writer.write_lines(lines)  # type: ignore[union-attr]
@@ -474,17 +485,20 @@ class SessionAudit:
                 self.statement(*item)
                 approval = self.approval_id is not None
                 continue
-            shape = shapes.get((text, path, rule, classes))
+            # A simple query's text carries its literals: its line is the same as that of
+            # every text redacted alike (the fingerprint is the redacted text's).
+            key = (normalize(text, dialect)[1] if path == "simple" else text, path, rule, classes)
+            shape = shapes.get(key)
             if shape is None:
-                shape = self._shape(text, path, rule, classes)
+                shape = self._shape(text, path, rule, classes, key)
                 if shape is None:  # a reviewed statement's rule, or an uncached text
                     if lines:
                         writer.write_lines(lines)  # type: ignore[union-attr]
                         lines = []
                     self.statement(*item)
                     continue
-            key, head, tail = shape
-            counts[key] = counts.get(key, 0) + 1
+            series, head, tail = shape
+            counts[series] = counts.get(series, 0) + 1
             total_rows += rows
             total_bytes += nbytes
             latency += duration
@@ -517,7 +531,7 @@ class SessionAudit:
             writer.write_lines(lines)  # type: ignore[union-attr]
 
     def _shape(
-        self, text: str, path: str, rule: str | None, classes: frozenset[str]
+        self, text: str, path: str, rule: str | None, classes: frozenset[str], key: _ShapeKey
     ) -> _Shape | None:
         """What ``statements`` needs of an allowed statement of this shape, computed once
         per session and shape: its metric key and its line's bytes before and after the
@@ -538,7 +552,7 @@ class SessionAudit:
         assert shapes is not None
         if len(shapes) >= _SHAPES_SIZE:
             shapes.clear()
-        shapes[(text, path, rule, classes)] = shape
+        shapes[key] = shape
         return shape
 
     def _encoded(

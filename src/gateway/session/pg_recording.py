@@ -377,13 +377,13 @@ class PgRecordingObserver:
                 decided = ex.decided
                 if decided is None:
                     continue
-                label = labels.get((ex.text, ex.statement_name))
-                if label is None or ex.error is not None or ex.skipped or ex.mask_plan is not None:
+                label = labels.get((ex.text, ex.statement_name)) or self._label(ex)
+                if ex.error is not None or ex.skipped or ex.mask_plan is not None:
                     append(
                         self._audit_args(ex, None, ex.finished - ex.started, ex.finished + offset)
                     )
                     continue
-                # _audit_args for the common case: no error, nothing masked, label cached.
+                # _audit_args for the common case: no error, nothing masked.
                 finished = ex.finished
                 append(
                     (
