@@ -682,13 +682,6 @@ static PyObject *Pump_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-static PyObject *Pump_get_run(Pump *self, void *closure) { return PyBool_FromLong(self->run); }
-
-static PyGetSetDef Pump_getset[] = {
-    {"run", (getter)Pump_get_run, NULL, "Whether the tracker's walk may run.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
 static PyTypeObject PumpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "protocols.postgres._wire.ReadPump",
@@ -701,7 +694,6 @@ static PyTypeObject PumpType = {
     .tp_clear = (inquiry)Pump_clear,
     .tp_vectorcall_offset = offsetof(Pump, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_getset = Pump_getset,
 };
 
 static PyMethodDef methods[] = {

@@ -16,7 +16,6 @@ def parse_bind(
 class ReadPump:
     """pump.ReadPumpPy, compiled."""
 
-    run: bool
     def __init__(
         self,
         scanner: object,
