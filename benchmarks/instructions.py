@@ -236,6 +236,11 @@ def main() -> int:
         action="store_true",
         help="suite.py's realistic policy (limits, masks on another table) and recording",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy the callgrind dumps here (for callgrind_annotate: which functions)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gw-instr-"))
     work.chmod(0o755)
@@ -246,6 +251,10 @@ def main() -> int:
     try:
         dumps = (mysql if args.mysql else postgres)(args, sources, work)
         totals = {name: split_by_object(dump) for name, dump in dumps.items()}
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for name, dump in dumps.items():
+                shutil.copy(dump, args.keep / f"callgrind.out.{name}")
     finally:
         if args.base:
             subprocess.run(

@@ -2,11 +2,12 @@
 
     uv run --no-sync python benchmarks/pg_compare.py [--duration 8] [--scale 10] [--quick]
                                                      [--rounds 2] [--forwarder] [--tls-forwarder]
-                                                     [--json FILE]
+                                                     [--plaintext-gateway] [--json FILE]
 
 Starts a throwaway PostgreSQL, pgbouncer (session pool mode), two gateways (recording off and
 on), with --forwarder a bare Python TCP forwarder (TLS passed through) and with
---tls-forwarder a Python forwarder that terminates TLS on both legs; runs `pgbench -i -s SCALE`
+--tls-forwarder a Python forwarder that terminates TLS on both legs, with --plaintext-gateway
+the gateway with TLS off on both legs (what TLS costs it); runs `pgbench -i -s SCALE`
 directly; then for each configuration runs pgbench against every target, the targets
 interleaved and their order reversed every round so slow drift on a shared machine hits all of
 them alike.
@@ -17,6 +18,7 @@ docs/performance.md for the method and a reading of the results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -175,6 +177,12 @@ def main() -> int:
         "does (one Python hop, no parsing): the floor of a Python proxy in the gateway's place",
     )
     ap.add_argument(
+        "--plaintext-gateway",
+        action="store_true",
+        help="also measure the gateway (no recording) with TLS off on both legs: the share of "
+        "its cost that is TLS (pgbouncer and the other proxies keep TLS on)",
+    )
+    ap.add_argument(
         "--pgbouncer-auth",
         default="scram-sha-256",
         choices=["scram-sha-256", "plain"],
@@ -216,7 +224,13 @@ def main() -> int:
         wide_file.write_text(WIDE_SQL)
         wide_file.chmod(0o644)
         targets = setup(
-            bench, scale, args.forwarder, args.pgbouncer_auth, args.no_audit, args.tls_forwarder
+            bench,
+            scale,
+            args.forwarder,
+            args.pgbouncer_auth,
+            args.no_audit,
+            args.tls_forwarder,
+            args.plaintext_gateway,
         )
         names = [t.name for t in targets]
         plan = configs(args.quick, wide_file)
@@ -276,6 +290,7 @@ def setup(
     pgbouncer_auth: str,
     no_audit: bool = False,
     tls_forwarder: bool = False,
+    plaintext_gateway: bool = False,
 ) -> list[Endpoint]:
     log("starting PostgreSQL")
     bench.start_postgres()
@@ -291,6 +306,14 @@ def setup(
     if tls_forwarder:
         targets.append(bench.start_tls_forwarder())
     extra = "[audit]\nenabled = false\n" if no_audit else ""
+    if plaintext_gateway:
+        plain = bench.start_gateway(
+            "gateway-plaintext",
+            recording=False,
+            upstream_tls="disable",
+            config_extra=extra + "[tls]\nallow_plaintext = true\n",
+        )
+        targets.append(dataclasses.replace(plain, settings={"PGSSLMODE": "disable"}))
     targets.append(bench.start_gateway("gateway", recording=False, config_extra=extra))
     targets.append(bench.start_gateway("gateway+rec", recording=True, config_extra=extra))
     # Warm up every path (page cache, imports done lazily on the first session).
@@ -335,7 +358,9 @@ def render(
     add(
         f"Scale {scale}; each cell = median of {rounds} round(s) x {per_run}s, "
         "targets interleaved; "
-        f"-j = min(c, 2); TLS on every leg. Total {elapsed:.0f}s; "
+        "-j = min(c, 2); TLS on every leg"
+        + (" (except gateway-plaintext's)" if "gateway-plaintext" in names else "")
+        + f". Total {elapsed:.0f}s; "
         f"1-minute load average {info['load']}."
     )
     add("")
