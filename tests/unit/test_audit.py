@@ -445,6 +445,31 @@ def test_a_batch_of_statements_is_one_statement_call_per_item(
     assert sum(not line.startswith(b"alert") for line in lines) + dropped >= len(items)
 
 
+def test_a_failing_item_keeps_what_the_batch_did_before_it() -> None:
+    """An item that raises (here a duration no line can hold) leaves the lines and the
+    metrics of the items before it, as one ``statement`` call per item does."""
+    from gateway.audit import AuditService
+    from gateway.identity import Identity
+
+    ok = ("SELECT 1", "prepared", "allow", "r", frozenset({"read"}), 2, 10, 0.001, None, None, 1e9)
+    bad = (*ok[:7], float("inf"), *ok[8:])
+    outcomes = []
+    for batch in (False, True):
+        svc = AuditService(config())
+        assert svc.writer is not None
+        audit = svc.session("s1", Identity(subject="ann", issuer="i"), "t", "postgres", "c", None)
+        with pytest.raises(OverflowError):
+            if batch:
+                audit.statements([ok, ok, bad])
+            else:
+                for item in (ok, ok, bad):
+                    audit.statement(*item)
+        tally = svc.metrics.tally("t")
+        outcomes.append((list(svc.writer._buf), tally.statements, tally.rows, tally.bytes))
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[0][0]) == 2
+
+
 def test_first_sensitive_access_survives_restarts(tmp_path: Path) -> None:
     extra = """
 [alerts]

@@ -134,6 +134,27 @@ def test_without_a_loop_each_is_reported_at_once() -> None:
         run(obs, "SELECT 2")
 
 
+def test_executions_without_text_are_labelled_each_by_their_own_fields() -> None:
+    """Cursors' and fast-path calls' executions carry no text: each is labelled from its
+    own portal or path, not from a label cached for another one."""
+    obs, audit, later = observer()
+    for ex in (
+        Execution("function", None),
+        Execution("cursor", None, portal=b"c1"),
+        Execution("cursor", None, portal=b"c2"),
+        Execution("function", None),
+    ):
+        obs.execution_started(ex)
+        obs.execution_finished(ex)
+    later.run()
+    assert audit.lines == [
+        ("statement", "<fast-path function call>"),
+        ("statement", "<execute portal b'c1'>"),
+        ("statement", "<execute portal b'c2'>"),
+        ("statement", "<fast-path function call>"),
+    ]
+
+
 def my_observer() -> tuple[MyRecordingObserver, AuditLines, Later]:
     audit = AuditLines()
     obs = MyRecordingObserver(None, 0, audit)  # type: ignore[arg-type]

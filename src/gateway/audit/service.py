@@ -469,66 +469,71 @@ class SessionAudit:
         last_milli = -1
         time_bytes = b""
         approval = self.approval_id is not None
-        for item in items:
-            text, path, action, rule, classes, rows, nbytes, duration, error, masked, at = item
-            if (
-                action != "allow"
-                or error is not None
-                or masked
-                or at is None
-                or approval
-                or (path == "simple" and (not redact or len(text) > _PARTS_MAX_TEXT))
-            ):
-                if lines:  # keep the log in order
-                    writer.write_lines(lines)  # type: ignore[union-attr]
-                    lines = []
-                self.statement(*item)
-                approval = self.approval_id is not None
-                continue
-            # A simple query's text carries its literals: its line is the same as that of
-            # every text redacted alike (the fingerprint is the redacted text's).
-            key = (normalize(text, dialect)[1] if path == "simple" else text, path, rule, classes)
-            shape = shapes.get(key)
-            if shape is None:
-                shape = self._shape(text, path, rule, classes, key)
-                if shape is None:  # a reviewed statement's rule, or an uncached text
-                    if lines:
+        try:
+            for item in items:
+                text, path, action, rule, classes, rows, nbytes, duration, error, masked, at = item
+                if (
+                    action != "allow"
+                    or error is not None
+                    or masked
+                    or at is None
+                    or approval
+                    or (path == "simple" and (not redact or len(text) > _PARTS_MAX_TEXT))
+                ):
+                    if lines:  # keep the log in order
                         writer.write_lines(lines)  # type: ignore[union-attr]
                         lines = []
                     self.statement(*item)
+                    approval = self.approval_id is not None
                     continue
-            series, head, tail = shape
-            counts[series] = counts.get(series, 0) + 1
-            total_rows += rows
-            total_bytes += nbytes
-            latency += duration
-            buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
-            if writer is not None:
-                milli = int(at * 1000)  # timestamp()'s cache key: once per millisecond
-                if milli != last_milli:
-                    last_milli = milli
-                    time_bytes = timestamp_bytes(at)
-                lines.append(
-                    _SHAPE_LINE
-                    % (
-                        time_bytes,
-                        head,
-                        rows,
-                        nbytes,
-                        _encode(int(duration * 1_000_000 + 0.5) / 1000),  # _milliseconds
-                        tail,
+                # A simple query's text carries its literals: its line is the same as that of
+                # every text redacted alike (the fingerprint is the redacted text's).
+                shown = normalize(text, dialect)[1] if path == "simple" else text
+                key = (shown, path, rule, classes)
+                shape = shapes.get(key)
+                if shape is None:
+                    shape = self._shape(text, path, rule, classes, key)
+                    if shape is None:  # a reviewed statement's rule, or an uncached text
+                        if lines:
+                            writer.write_lines(lines)  # type: ignore[union-attr]
+                            lines = []
+                        self.statement(*item)
+                        continue
+                series, head, tail = shape
+                counts[series] = counts.get(series, 0) + 1
+                total_rows += rows
+                total_bytes += nbytes
+                latency += duration
+                buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
+                if writer is not None:
+                    milli = int(at * 1000)  # timestamp()'s cache key: once per millisecond
+                    if milli != last_milli:
+                        last_milli = milli
+                        time_bytes = timestamp_bytes(at)
+                    lines.append(
+                        _SHAPE_LINE
+                        % (
+                            time_bytes,
+                            head,
+                            rows,
+                            nbytes,
+                            _encode(int(duration * 1_000_000 + 0.5) / 1000),  # _milliseconds
+                            tail,
+                        )
                     )
-                )
-            if alert_floor is not None and rows >= alert_floor:
-                if lines:  # an alert is logged after the statement that raised it
-                    writer.write_lines(lines)  # type: ignore[union-attr]
-                    lines = []
-                self._alert(text, "allow", rows)
-        tally.rows += total_rows
-        tally.bytes += total_bytes
-        tally.latency_sum += latency
-        if lines:
-            writer.write_lines(lines)  # type: ignore[union-attr]
+                if alert_floor is not None and rows >= alert_floor:
+                    if lines:  # an alert is logged after the statement that raised it
+                        writer.write_lines(lines)  # type: ignore[union-attr]
+                        lines = []
+                    self._alert(text, "allow", rows)
+        finally:
+            # Also when an item raises: what was counted and encoded before it is kept,
+            # as one ``statement`` call per item would have kept it.
+            tally.rows += total_rows
+            tally.bytes += total_bytes
+            tally.latency_sum += latency
+            if lines:
+                writer.write_lines(lines)  # type: ignore[union-attr]
 
     def _shape(
         self, text: str, path: str, rule: str | None, classes: frozenset[str], key: _ShapeKey

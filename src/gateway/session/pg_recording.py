@@ -259,6 +259,10 @@ class PgRecordingObserver:
                 self._register(ex)
 
     def _label(self, ex: Execution) -> tuple[str, str | None]:
+        if ex.text is None:
+            # A SQL-level cursor's or a fast-path call's: labelled from other fields (the
+            # portal, the path), so not cached by (text, name), which they all share.
+            return _label(ex)
         key = (ex.text, ex.statement_name)
         label = self._labels.get(key)
         if label is None:
