@@ -241,3 +241,43 @@ def test_the_compiled_pump_checks_its_arguments() -> None:
     p = pump.ReadPump(BadScanner(), Tracker(b"", []), print, print, print, backend=False)
     with pytest.raises(TypeError, match="feed must return"):
         p(b"x")
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_the_pump_returns_none_and_failed_runs_as_in_an_except_block(impl: Any) -> None:
+    """Whatever the driver's callbacks return, the pump returns None; ``failed`` sees the
+    refusal as the exception being handled, so one it raises is chained to it."""
+    import sys
+
+    seen: list[object] = []
+
+    def failed(exc: BaseException) -> str:
+        seen.append(sys.exc_info()[1] is exc)
+        return "ignored"
+
+    p = impl(
+        MessageScanner(1000),
+        Tracker(b"", []),
+        print,
+        lambda *_: "ignored",
+        failed,
+        backend=False,
+    )
+    assert p(message(b"Q", b"\x00")) is None  # slow
+    assert p(b"B\x00\x00\x00\x00") is None  # failed
+    assert seen == [True]
+
+    def raising(exc: BaseException) -> None:
+        raise KeyError("driver bug")
+
+    p = impl(MessageScanner(1000), Tracker(b"", []), print, print, raising, backend=False)
+    with pytest.raises(KeyError) as info:
+        p(b"B\x00\x00\x00\x00")
+    assert isinstance(info.value.__context__, PeerViolation)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_an_unless_owner_of_none_is_looked_up_like_any_other(impl: Any) -> None:
+    p, _, _ = make(impl, b"B", unless=(None, "flag"))
+    with pytest.raises(AttributeError):
+        p(message(b"B"))

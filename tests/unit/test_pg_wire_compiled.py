@@ -8,7 +8,7 @@ import functools
 import itertools
 import shutil
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -215,3 +215,31 @@ def test_compiled_bind_is_a_bind() -> None:
     bind = parse_bind(body)
     assert bind == Bind(b"p", b"s1", (1,), (b"\x00\x01", None), (0, 1))
     assert bind.parameter_format(1) == 1 and bind._replace(portal=b"q").portal == b"q"
+
+
+class _Sneaky(bytearray):
+    """A read whose ``__radd__`` drops the scanner's held bytes (their last reference),
+    allocates bytes of the same size (which reuse the freed block) and declines: the
+    scanner must still add the bytes it held. The compiled one once added freed memory."""
+
+    scanner: Any = None
+    keep: ClassVar[list[bytes]] = []
+
+    def __radd__(self, other: object) -> object:
+        del other
+        self.scanner._pending = b""
+        self.keep.append(bytes([0x41, 0x41, 0x41]))
+        return NotImplemented
+
+
+@pytest.mark.parametrize("cls", [framing.MessageScannerPy, framing.MessageScanner])
+def test_a_read_that_replaces_the_held_bytes_while_added_is_safe(cls: Any) -> None:
+    scanner = cls(1000)
+    # A Sync, then three bytes of the next message, held (a slice: the scanner's only
+    # reference to them).
+    assert len(scanner.feed(b"S\x00\x00\x00\x04" + bytes([66, 0, 0]))[2]) == 1
+    read = _Sneaky(b"\x00\x04")
+    read.scanner = scanner
+    buf, end, entries = scanner.feed(read)
+    assert bytes(buf[:end]) == b"B\x00\x00\x00\x04"
+    assert [tuple(e) for e in entries] == [(ord("B"), 0, 5, 1)]

@@ -193,11 +193,21 @@ static void Scanner_dealloc(Scanner *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Raise ``exc`` as the reference's ``raise exc`` would (a TypeError for anything that is
+   not an exception instance). Returns NULL. */
+static PyObject *raise_instance(PyObject *exc) {
+    if (PyExceptionInstance_Check(exc)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+    return NULL;
+}
+
 /* feed(data) -> (buf, end, entries): framing.MessageScannerPy.feed. */
 static PyObject *Scanner_feed(Scanner *self, PyObject *data) {
     if (self->broken != NULL && self->broken != Py_None) {
-        PyErr_SetObject((PyObject *)Py_TYPE(self->broken), self->broken);
-        return NULL;
+        return raise_instance(self->broken);
     }
     if (self->pending == NULL || !PyBytes_Check(self->pending)) {
         PyErr_SetString(PyExc_TypeError, "_pending must be bytes");
@@ -208,7 +218,11 @@ static PyObject *Scanner_feed(Scanner *self, PyObject *data) {
         buf = data; /* the read itself: nothing is copied */
         Py_INCREF(buf);
     } else {
-        buf = PyNumber_Add(self->pending, data); /* a message straddled two reads */
+        /* A message straddled two reads. ``data``'s ``__radd__`` may run first and may
+           replace ``_pending``: hold the bytes being added. */
+        PyObject *pending = Py_NewRef(self->pending);
+        buf = PyNumber_Add(pending, data);
+        Py_DECREF(pending);
         if (buf == NULL) {
             return NULL;
         }
@@ -240,7 +254,7 @@ static PyObject *Scanner_feed(Scanner *self, PyObject *data) {
         PyObject *exc = PyObject_CallMethodOneArg((PyObject *)self, str_refuse, length);
         Py_DECREF(length);
         if (exc != NULL) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            raise_instance(exc);
             Py_DECREF(exc);
         }
         return NULL;
@@ -499,7 +513,7 @@ static int pump_walks(Pump *self) {
     if (!self->run) {
         return 0;
     }
-    if (self->unless == Py_None) {
+    if (self->unless_attr == Py_None) { /* no ``unless`` given (its name is a str) */
         return 1;
     }
     PyObject *flag = PyObject_GetAttr(self->unless, self->unless_attr);
@@ -551,7 +565,16 @@ static PyObject *pump_failed(Pump *self) {
     if (tb != NULL) {
         PyException_SetTraceback(value, tb);
     }
+    /* Called as from the reference's ``except`` block: sys.exc_info() is the exception,
+       and one raised by ``failed`` has it as its __context__. */
+    PyObject *handled = PyErr_GetHandledException();
+    PyErr_SetHandledException(value);
     PyObject *r = PyObject_CallOneArg(self->failed, value);
+    PyErr_SetHandledException(handled);
+    Py_XDECREF(handled);
+    if (r != NULL) { /* the pump returns None, whatever ``failed`` returns */
+        Py_SETREF(r, Py_NewRef(Py_None));
+    }
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);
@@ -562,6 +585,10 @@ static PyObject *Pump_vectorcall(Pump *self, PyObject *const *args, size_t nargs
                                  PyObject *kwnames) {
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
         PyErr_SetString(PyExc_TypeError, "ReadPump(data) takes one positional argument");
+        return NULL;
+    }
+    if (self->scanner == NULL) { /* cleared by the cycle collector */
+        PyErr_SetString(PyExc_RuntimeError, "ReadPump is cleared");
         return NULL;
     }
     PyObject *feed_args[2] = {self->scanner, args[0]};
@@ -613,6 +640,9 @@ static PyObject *Pump_vectorcall(Pump *self, PyObject *const *args, size_t nargs
     Py_ssize_t stop = PyLong_AsSsize_t(end);
     Py_ssize_t size = PyObject_Length(buf);
     if (stop < 0 || size < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "feed returned a negative end");
+        }
         goto done;
     }
     PyObject *out;
@@ -638,6 +668,9 @@ static PyObject *Pump_vectorcall(Pump *self, PyObject *const *args, size_t nargs
     }
 done:
     Py_DECREF(fed);
+    if (result != NULL && result != Py_None) { /* slow's: the pump returns None */
+        Py_SETREF(result, Py_NewRef(Py_None));
+    }
     return result;
 }
 
