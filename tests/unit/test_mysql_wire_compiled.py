@@ -204,3 +204,19 @@ def test_the_failure_it_keeps_is_visible_to_the_cycle_collector() -> None:
     with pytest.raises(MessageTooLarge):
         s.next_packet()
     assert s._broken in gc.get_referents(s)
+
+
+@pytest.mark.parametrize("pos", [-3, -100_000_000, 10**9])
+def test_an_offset_outside_the_buffer_takes_the_reference_path(pos: int) -> None:
+    """``_pos`` is writable: one outside ``_buf`` is the reference's to handle (the
+    compiled fast path once read before the buffer)."""
+    outcomes = []
+    for cls in (PacketScannerPy, PacketScanner):
+        scanner = cls(1 << 24)
+        scanner.feed(b"\x01\x00\x00\x00A" * 4)
+        scanner._pos = pos
+        try:
+            outcomes.append(("ok", scanner.next_row_run()))
+        except Exception as exc:
+            outcomes.append(("raised", type(exc).__name__))
+    assert outcomes[0] == outcomes[1]

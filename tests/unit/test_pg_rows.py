@@ -523,3 +523,54 @@ def test_split_and_skip_data_rows() -> None:
     assert split_data_rows(buf, start, stop, 0, 1000) == (start, 0)
     assert split_data_rows(buf, start, stop, 10, 10**6) == (stop, 5)
     assert skip_data_rows(buf, start, 2) == start + len(rows[0]) + len(rows[1])
+
+
+@pytest.mark.parametrize("rewrite", IMPLEMENTATIONS)
+def test_a_rewrite_that_empties_the_columns_list_masks_every_column(rewrite: Any) -> None:
+    """The rewriter works on the columns it was given, even if a rewrite empties the
+    caller's list (the compiled one once called freed rewrites; the reference stopped
+    masking: failing open)."""
+    columns: list[Any] = []
+
+    def first(value: bytes) -> bytes:
+        columns.clear()
+        return b"X"
+
+    columns += [(0, first), (1, lambda value: b"MASKED")]
+    buf = b"".join(build_data_row([b"a%d" % i, b"b%d" % i]) for i in range(5))
+    out = bytes(rewrite(buf, 0, len(buf), columns))
+    assert out == build_data_row([b"X", b"MASKED"]) * 5
+
+
+def test_a_screened_rewrite_that_changes_its_results_later_is_not_read_again() -> None:
+    """The compiled rewriter keeps a screened column's batch results as its own: a later
+    column's rewrite emptying the list the batch returned changes nothing."""
+    if not rows_module.COMPILED:
+        pytest.skip("extension not built")
+    kept: list[list[bytes]] = []
+
+    def batch(values: list[bytes], hits: list[int]) -> list[bytes]:
+        kept.append([b"MASKED"] * len(values))
+        return kept[-1]
+
+    screened = ScreenedValue(lambda v: b"MASKED", batch, 0, (), ((-1, b"@", 1, -1, False),))
+
+    def other(value: bytes) -> bytes:
+        for results in kept:
+            results.clear()
+        return value
+
+    buf = b"".join(build_data_row([b"a%d@x" % i, b"b"]) for i in range(3))
+    out = bytes(_compiled(buf, 0, len(buf), ((0, screened), (1, other))))
+    assert out == build_data_row([b"MASKED", b"b"]) * 3
+
+
+def test_screen_needles_out_of_range_are_refused_not_narrowed() -> None:
+    if not rows_module.COMPILED:
+        pytest.skip("extension not built")
+    buf = build_data_row([b"a@b"])
+    for needle in ((2**32, b"@", 1, -1, False), (-1, b"@", 1, 2**32 - 1, False)):
+        screened = ScreenedValue(lambda v: b"M", lambda vs, hs: [b"M"] * len(vs), 0, (), ())
+        screened.needles = (needle,)
+        with pytest.raises((ValueError, IndexError)):
+            _compiled(buf, 0, len(buf), ((0, screened),))

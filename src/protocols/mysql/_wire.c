@@ -94,10 +94,12 @@ static void Core_dealloc(Core *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The fast paths read _buf as exact bytes; the Python methods only ever store bytes there,
- * but the attribute is writable, so anything else goes to the Python path. */
+/* The fast paths read _buf as exact bytes from offset _pos; the Python methods only ever
+ * store bytes and an offset within them, but both attributes are writable, so anything
+ * else goes to the Python path. */
 static inline int usable(Core *self) {
-    return self->broken == Py_None && self->buf != NULL && PyBytes_CheckExact(self->buf);
+    return self->broken == Py_None && self->buf != NULL && PyBytes_CheckExact(self->buf) &&
+           self->pos >= 0 && self->pos <= PyBytes_GET_SIZE(self->buf);
 }
 
 static PyObject *Core_feed(Core *self, PyObject *data) {

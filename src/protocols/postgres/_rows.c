@@ -276,17 +276,19 @@ static int load_screen(Column *c) {
         if (nd->at_start < 0) {
             goto done;
         }
-        nd->table = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        /* Range-checked as longs, before narrowing (2**32 must not pass as 0). */
+        long table = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
         nd->bits = PyLong_AsLong(PyTuple_GET_ITEM(item, 2));
-        nd->guard = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 3));
+        long guard = PyLong_AsLong(PyTuple_GET_ITEM(item, 3));
         if (PyErr_Occurred()) {
             goto done;
         }
-        if (nd->table < -1 || nd->table >= sc->ntables || nd->guard < -1 || nd->guard >= i ||
-            nd->bits < 0) {
+        if (table < -1 || table >= sc->ntables || guard < -1 || guard >= i || nd->bits < 0) {
             PyErr_SetString(PyExc_ValueError, "a screen needle is malformed");
             goto done;
         }
+        nd->table = (int)table;
+        nd->guard = (int)guard;
         nd->text = PyBytes_AS_STRING(text);
         nd->len = PyBytes_GET_SIZE(text);
     }
@@ -385,7 +387,7 @@ static int put_rewritten(Out *out, Column *c, const unsigned char *value, Py_ssi
     }
     if (c->screen != NULL) {
         if (c->next < c->nselected && c->selected[c->next] == at) {
-            PyObject *res = PyList_GET_ITEM(c->results, c->next);
+            PyObject *res = PyTuple_GET_ITEM(c->results, c->next);
             c->next++;
             Py_INCREF(res);
             return put_result(out, res);
@@ -529,7 +531,13 @@ static int rewrite_batches(Column *cols, Py_ssize_t ncols) {
                             "a screened rewrite must return a list with one result per value");
             return -1;
         }
-        c->results = res;
+        /* Held as a tuple of our own: the list is the rewrite's, which may keep it and
+           change it while later columns' rewrites run. */
+        c->results = PyList_AsTuple(res);
+        Py_DECREF(res);
+        if (c->results == NULL) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -550,11 +558,14 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
     Py_ssize_t ncols = 0;
     Out out = {NULL, 0, 0};
     Scratch scratch = {NULL, 0};
-    PyObject *seq = PySequence_Fast(columns, "columns must be a sequence");
+    /* A tuple of our own (the caller's if it is one): it keeps every (index, rewrite) and
+       so every rewrite alive while Python code runs, even if ``columns`` is a list that
+       code changes. */
+    PyObject *seq = PySequence_Tuple(columns);
     if (seq == NULL) {
         goto done;
     }
-    ncols = PySequence_Fast_GET_SIZE(seq);
+    ncols = PyTuple_GET_SIZE(seq);
     if (ncols == 0) {
         PyErr_SetString(PyExc_ValueError, "no columns to rewrite");
         goto done;
@@ -569,7 +580,7 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < ncols; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
             PyErr_SetString(PyExc_TypeError, "columns must hold (index, rewrite) tuples");
             goto done;

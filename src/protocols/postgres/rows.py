@@ -286,6 +286,7 @@ def rewrite_data_rows_py(
 ) -> bytearray:
     """The pure-Python ``rewrite_data_rows``: the reference the compiled one is tested
     against, and what runs where the extension could not be built."""
+    columns = tuple(columns)  # ours: a rewrite that changes the caller's list cannot skip one
     out = bytearray()
     view = memoryview(buf)
     unpack_i32 = _I32.unpack_from
