@@ -461,3 +461,91 @@ def test_runs_of_a_read_match_the_reference(
             result = ("raised", str(exc))
         outcomes.append((result, reported, _state(t, obs)))
     assert outcomes[1] == outcomes[0]
+
+
+@compiled_only
+def test_entries_that_are_not_exact_ints_go_to_the_driver() -> None:
+    """A read's entries are borrowed while the tracker runs Python code: only the
+    scanner's exact ints are walked (an int subclass or an ``__index__`` object could drop
+    the entry while it is in use); anything else is left for the driver's loop."""
+
+    class Count(int):
+        def __radd__(self, other: object) -> int:
+            entries.clear()
+            return int(other) + int(self)  # type: ignore[call-overload]
+
+    class MType:
+        def __index__(self) -> int:
+            entries.clear()
+            return ord("S")
+
+    t = QueryTracker(Recorder())
+    t.query(b"SELECT 1")
+    buf = b"\0" * 300 + b"D" + b"\0" * 2000
+    entries: list[Any] = [(ord("D"), int("300"), int("1300"), Count(123456))]
+    assert t.backend_run(buf, entries, None) == (0, False)
+    buf = b"\0" * 1000 + b"S" + pack("!i", 4)
+    entries = [(MType(), int("1000"), int("1005"), int("1"))]
+    assert t.frontend_run(buf, entries) == 0
+
+
+@compiled_only
+def test_a_data_row_run_keeps_its_entry_while_python_runs() -> None:
+    """ex.rows may be anything the driver stored: adding to it runs Python, which may drop
+    the list's entry; the rows callback still gets that entry's bounds and count."""
+    seen: list[tuple[int, int, int]] = []
+
+    class Rows:
+        def __add__(self, other: int) -> int:
+            entries.clear()
+            return other
+
+    t = QueryTracker(Recorder())
+    t.query(b"SELECT 1")
+    ex = t.head_execution()
+    assert ex is not None
+    ex.rows = Rows()
+    buf = b"\0" * 300 + b"D" + b"\0" * 2000
+    entries: list[Any] = [(ord("D"), int("300"), int("1300"), int("123456"))]
+    t.backend_run(buf, entries, lambda ex, b, start, stop, n: seen.append((start, stop, n)))
+    assert seen == [(300, 1300, 123456)]
+
+
+@compiled_only
+def test_a_statement_read_by_execute_is_held_while_its_attributes_are_read() -> None:
+    order: list[str] = []
+    t = QueryTracker(Recorder())
+
+    class Statement:
+        @property
+        def query(self) -> bytes:
+            t.statements.clear()  # the tracker's only reference
+            return b"SELECT 1"
+
+        @property
+        def row_description(self) -> None:
+            order.append("read")
+
+        def __del__(self) -> None:
+            order.append("freed")
+
+    t.statements[b"s1"] = Statement()
+    t.frontend(ord("B"), bind(b"p", b"s1", []))
+    t.backend(ord("2"), b"")
+    t.frontend(ord("E"), execute(b"p"))
+    assert order == ["read", "freed"]
+
+
+@compiled_only
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [("tracker", "observer"), ("tracker", "statements"), ("tracker", "portals"),
+     ("execution", "rows"), ("execution", "statement_name"), ("execution", "mask_plan")],
+)  # fmt: skip
+def test_fields_the_c_code_uses_cannot_be_deleted(owner: str, name: str) -> None:
+    t = QueryTracker(Recorder())
+    t.query(b"SELECT 1")
+    obj = t if owner == "tracker" else t.head_execution()
+    with pytest.raises(AttributeError):
+        delattr(obj, name)
+    getattr(obj, name)  # still there

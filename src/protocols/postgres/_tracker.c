@@ -142,11 +142,30 @@ static void Exec_dealloc(Exec *e) {
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
-static PyMemberDef Exec_members[] = {
-#define MEMBER(f) {#f, T_OBJECT_EX, offsetof(Exec, f), 0, NULL},
-    EXEC_FIELDS(MEMBER)
-#undef MEMBER
-    {NULL, 0, 0, 0, NULL},
+/* Object fields as attributes that can be read and set but not deleted: the C code uses
+   them without checking for NULL (a member descriptor's ``del`` would leave NULL). */
+static PyObject *field_get(PyObject *self, void *offset) {
+    PyObject *v = *(PyObject **)((char *)self + (size_t)offset);
+    return Py_NewRef(v != NULL ? v : Py_None);
+}
+
+static int field_set(PyObject *self, PyObject *value, void *offset) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "this attribute cannot be deleted");
+        return -1;
+    }
+    Py_XSETREF(*(PyObject **)((char *)self + (size_t)offset), Py_NewRef(value));
+    return 0;
+}
+
+#define FIELD(type, name, field) \
+    {name, field_get, field_set, NULL, (void *)offsetof(type, field)},
+
+static PyGetSetDef Exec_getset[] = {
+#define EXEC_FIELD(f) FIELD(Exec, #f, f)
+    EXEC_FIELDS(EXEC_FIELD)
+#undef EXEC_FIELD
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject ExecType = {
@@ -160,7 +179,7 @@ static PyTypeObject ExecType = {
     .tp_dealloc = (destructor)Exec_dealloc,
     .tp_traverse = (traverseproc)Exec_traverse,
     .tp_clear = (inquiry)Exec_clear,
-    .tp_members = Exec_members,
+    .tp_getset = Exec_getset,
 };
 
 /* A new execution of ``type`` (a subclass of ExecutionCore) without running __init__. */
@@ -360,8 +379,10 @@ static int execute(Core *self, PyObject *body) {
     Py_INCREF(query);
     Py_INCREF(row_description);
     if (stmt != NULL) {
+        Py_INCREF(stmt); /* reading its attributes may run Python that drops it */
         Py_SETREF(query, PyObject_GetAttr(stmt, str_query));
         Py_SETREF(row_description, PyObject_GetAttr(stmt, str_row_description));
+        Py_DECREF(stmt);
         if (query == NULL || row_description == NULL) {
             Py_XDECREF(query);
             Py_XDECREF(row_description);
@@ -826,6 +847,13 @@ static int entry_fields(PyObject *entry, long *mtype, Py_ssize_t *start, Py_ssiz
     if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4) {
         return 0;
     }
+    /* Exact ints, as the scanner makes them: reading them runs no Python code that could
+       drop the borrowed entry (anything else is the driver's loop's). */
+    for (Py_ssize_t k = 0; k < 4; k++) {
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(entry, k))) {
+            return 0;
+        }
+    }
     *mtype = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
     *start = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
     *stop = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
@@ -912,6 +940,9 @@ static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t 
                 if (ex == NULL) {
                     return NULL;
                 }
+                /* Its fields go to Python (``+=`` on ex.rows, the rows callback), which may
+                   drop the list's reference to it. */
+                Py_INCREF(entry);
                 if (ex != Py_None) {
                     /* ex.rows += count */
                     PyObject *n = PyTuple_GET_ITEM(entry, 3);
@@ -919,6 +950,7 @@ static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t 
                     PyObject *sum = e == NULL ? NULL : PyNumber_InPlaceAdd(e->rows, n);
                     if (sum == NULL) {
                         Py_DECREF(ex);
+                        Py_DECREF(entry);
                         return NULL;
                     }
                     Py_SETREF(e->rows, sum);
@@ -930,6 +962,7 @@ static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t 
                         Py_XDECREF(n_bytes);
                         if (total == NULL) {
                             Py_DECREF(ex);
+                            Py_DECREF(entry);
                             return NULL;
                         }
                         Py_SETREF(e->bytes, total);
@@ -939,12 +972,14 @@ static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t 
                         PyObject *r = PyObject_Vectorcall(rows, call, 5, NULL);
                         if (r == NULL) {
                             Py_DECREF(ex);
+                            Py_DECREF(entry);
                             return NULL;
                         }
                         Py_DECREF(r);
                     }
                 }
                 Py_DECREF(ex);
+                Py_DECREF(entry);
                 continue;
             }
             if (mtype <= 0 || mtype > 127 || mtype == 'E' ||
@@ -988,10 +1023,13 @@ static PyMethodDef Core_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyGetSetDef Core_getset[] = {
+    FIELD(Core, "observer", observer) FIELD(Core, "statements", statements)
+    FIELD(Core, "portals", portals)
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMemberDef Core_members[] = {
-    {"observer", T_OBJECT_EX, offsetof(Core, observer), 0, NULL},
-    {"statements", T_OBJECT_EX, offsetof(Core, statements), 0, NULL},
-    {"portals", T_OBJECT_EX, offsetof(Core, portals), 0, NULL},
     {"_fifo", T_OBJECT_EX, offsetof(Core, fifo), READONLY, NULL},
     {"status", T_INT, offsetof(Core, status), 0, NULL},
     {"copy_in", T_BOOL, offsetof(Core, copy_in), 0, NULL},
@@ -1012,6 +1050,7 @@ static PyTypeObject CoreType = {
     .tp_clear = (inquiry)Core_clear,
     .tp_methods = Core_methods,
     .tp_members = Core_members,
+    .tp_getset = Core_getset,
 };
 
 /* configure(execution_type, parse_bind, deque_type, kinds): called once by tracker.py,
