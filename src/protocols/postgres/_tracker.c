@@ -142,31 +142,23 @@ static void Exec_dealloc(Exec *e) {
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
-/* Object fields as attributes that can be read and set but not deleted: the C code uses
-   them without checking for NULL (a member descriptor's ``del`` would leave NULL). */
-static PyObject *field_get(PyObject *self, void *offset) {
-    PyObject *v = *(PyObject **)((char *)self + (size_t)offset);
-    return Py_NewRef(v != NULL ? v : Py_None);
-}
+static PyMemberDef Exec_members[] = {
+#define MEMBER(f) {#f, T_OBJECT_EX, offsetof(Exec, f), 0, NULL},
+    EXEC_FIELDS(MEMBER)
+#undef MEMBER
+    {NULL, 0, 0, 0, NULL},
+};
 
-static int field_set(PyObject *self, PyObject *value, void *offset) {
+/* Attributes can be set but not deleted: the C code uses the object fields without
+   checking for NULL, which a member descriptor's ``del`` would leave. (Members rather than
+   getset descriptors: the interpreter reads and writes members in place, a hot path.) */
+static int setattr_no_delete(PyObject *self, PyObject *name, PyObject *value) {
     if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "this attribute cannot be deleted");
+        PyErr_Format(PyExc_AttributeError, "attribute %R cannot be deleted", name);
         return -1;
     }
-    Py_XSETREF(*(PyObject **)((char *)self + (size_t)offset), Py_NewRef(value));
-    return 0;
+    return PyObject_GenericSetAttr(self, name, value);
 }
-
-#define FIELD(type, name, field) \
-    {name, field_get, field_set, NULL, (void *)offsetof(type, field)},
-
-static PyGetSetDef Exec_getset[] = {
-#define EXEC_FIELD(f) FIELD(Exec, #f, f)
-    EXEC_FIELDS(EXEC_FIELD)
-#undef EXEC_FIELD
-    {NULL, NULL, NULL, NULL, NULL},
-};
 
 static PyTypeObject ExecType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -179,7 +171,8 @@ static PyTypeObject ExecType = {
     .tp_dealloc = (destructor)Exec_dealloc,
     .tp_traverse = (traverseproc)Exec_traverse,
     .tp_clear = (inquiry)Exec_clear,
-    .tp_getset = Exec_getset,
+    .tp_members = Exec_members,
+    .tp_setattro = setattr_no_delete,
 };
 
 /* A new execution of ``type`` (a subclass of ExecutionCore) without running __init__. */
@@ -1023,13 +1016,10 @@ static PyMethodDef Core_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyGetSetDef Core_getset[] = {
-    FIELD(Core, "observer", observer) FIELD(Core, "statements", statements)
-    FIELD(Core, "portals", portals)
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
 static PyMemberDef Core_members[] = {
+    {"observer", T_OBJECT_EX, offsetof(Core, observer), 0, NULL},
+    {"statements", T_OBJECT_EX, offsetof(Core, statements), 0, NULL},
+    {"portals", T_OBJECT_EX, offsetof(Core, portals), 0, NULL},
     {"_fifo", T_OBJECT_EX, offsetof(Core, fifo), READONLY, NULL},
     {"status", T_INT, offsetof(Core, status), 0, NULL},
     {"copy_in", T_BOOL, offsetof(Core, copy_in), 0, NULL},
@@ -1050,7 +1040,7 @@ static PyTypeObject CoreType = {
     .tp_clear = (inquiry)Core_clear,
     .tp_methods = Core_methods,
     .tp_members = Core_members,
-    .tp_getset = Core_getset,
+    .tp_setattro = setattr_no_delete,
 };
 
 /* configure(execution_type, parse_bind, deque_type, kinds): called once by tracker.py,
