@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import struct
 import subprocess
 import time
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ import pytest
 from gateway.embedded.seed import customer_rows
 
 from .conftest import GatewayProcess, StartGateway
+from .pgwire import Wire
 from .test_recording_e2e import session_file
 
 pytestmark = pytest.mark.integration
@@ -431,3 +433,89 @@ def test_recording_holds_only_masked_rows(gw: GatewayProcess) -> None:
     found = [raw for raw in RAW_VALUES if raw.encode() in data]
     assert found == []
     assert b"****" in data  # the masked rows themselves are recorded
+
+
+# -- protocol names the server and the gateway could see differently --------------------------
+
+_LEAKY = "SELECT lower(email) AS v, ssn || '' AS s FROM customers ORDER BY id LIMIT 2"
+_HARMLESS = "SELECT lower(name) AS v, name || '' AS s FROM customers ORDER BY id LIMIT 2"
+
+
+def _m(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def _parse(name: str, sql: str) -> bytes:
+    return _m(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + b"\0\0")
+
+
+def _bind(portal: str, statement: str) -> bytes:
+    return _m(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + b"\0\0\0\0\0\0")
+
+
+def _describe(kind: bytes, name: str) -> bytes:
+    return _m(b"D", kind + name.encode() + b"\0")
+
+
+def _execute(portal: str) -> bytes:
+    return _m(b"E", portal.encode() + b"\0" + b"\0\0\0\0")
+
+
+_SYNC = _m(b"S", b"")
+
+
+def _until_ready(client: Wire) -> list[tuple[str, bytes]]:
+    out = []
+    while True:
+        kind, body = client.message()
+        out.append((kind, body))
+        if kind == "Z":
+            return out
+
+
+def _data(messages: list[tuple[str, bytes]]) -> list[bytes]:
+    return [body for kind, body in messages if kind == "D"]
+
+
+def _no_raw_rows(messages: list[tuple[str, bytes]]) -> None:
+    """Either refused or only masked rows: no raw value, nothing shaped like an SSN."""
+    rows = _data(messages)
+    text = [row.decode("utf-8", "replace") for row in rows]
+    assert not leaked(text), text
+
+
+@pytest.mark.parametrize("who", ["contractor", "strict"])
+@pytest.mark.parametrize("case", ["failed_reparse", "sql_prepare", "sql_cursor"])
+def test_names_the_server_changed_behind_the_gateway_stay_masked(
+    gw: GatewayProcess, who: str, case: str
+) -> None:
+    """A Parse the server rejects, and SQL-level PREPARE / DEALLOCATE / DECLARE / CLOSE of
+    a protocol name, leave the gateway's record of that name stale: the leaky text runs
+    while the gateway would plan the harmless one. It must forget such names instead."""
+    subject = CONTRACTOR if who == "contractor" else STRICT
+    group = "contractors" if who == "contractor" else "strict"
+    client = Wire(gw.host, gw.port)
+    try:
+        status, _ = client.login(gw.token(subject, (group,)), user=subject)
+        assert status == "ok"
+        if case == "failed_reparse":
+            client.send(_parse("s1", _LEAKY) + _SYNC)
+            _until_ready(client)
+            client.send(_parse("s1", _HARMLESS) + _SYNC)  # 42P05: the server keeps the first
+            assert any(kind == "E" for kind, _ in _until_ready(client))
+            client.send(_describe(b"S", "s1") + _bind("", "s1") + _execute("") + _SYNC)
+        elif case == "sql_prepare":
+            client.send(_parse("s2", _HARMLESS) + _SYNC)
+            _until_ready(client)
+            client.query(f"DEALLOCATE s2; PREPARE s2 AS {_LEAKY}")
+            client.send(_describe(b"S", "s2") + _bind("", "s2") + _execute("") + _SYNC)
+        else:
+            client.query("BEGIN")
+            statement = _parse("s3", _HARMLESS) + _describe(b"S", "s3")
+            client.send(statement + _bind("p1", "s3") + _SYNC)
+            _until_ready(client)
+            client.query(f"CLOSE p1; DECLARE p1 CURSOR FOR {_LEAKY}")
+            client.send(_describe(b"P", "p1") + _execute("p1") + _SYNC)
+        _no_raw_rows(_until_ready(client))
+    finally:
+        client.close()

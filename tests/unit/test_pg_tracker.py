@@ -355,3 +355,37 @@ def test_execution_state_defaults_and_tags(cls: type[Execution]) -> None:
     assert (simple.statement_name, simple.bind, simple.result_formats) == (None, None, ())
     with pytest.raises(AttributeError):
         simple.unknown = 1  # type: ignore[attr-defined]
+
+
+def test_a_failed_parse_and_an_error_drop_the_records_they_made_stale(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    """A Parse the server rejects (42P05: the name exists) leaves the older statement there;
+    an error ends the transaction and its portals: the records of those names are dropped,
+    so their executions carry no text (masked whole, labelled as not seen)."""
+    t = QueryTracker(Log())
+    t.frontend(ord("P"), parse(b"s1", b"SELECT email FROM customers"))
+    t.frontend(ord("B"), bind(b"p1", b"s1", []))
+    t.frontend(ord("S"), b"")
+    for mtype in (b"1", b"2", b"Z"):
+        t.backend(mtype[0], b"I" if mtype == b"Z" else b"")
+    assert b"s1" in t.statements
+    t.frontend(ord("P"), parse(b"s1", b"SELECT name FROM customers"))
+    t.frontend(ord("S"), b"")
+    t.backend(ord("E"), error_body("42P05", 'prepared statement "s1" already exists'))
+    t.backend(ord("Z"), b"I")
+    assert b"s1" not in t.statements and not t.portals
+    t.frontend(ord("B"), bind(b"", b"s1", []))
+    t.frontend(ord("E"), execute())
+    ex = t.head_execution()
+    assert ex is None or ex.text is None
+
+
+def test_sql_level_names_make_the_tracker_forget(QueryTracker: type[QueryTrackerPy]) -> None:
+    t = QueryTracker(Log())
+    t.frontend(ord("P"), parse(b"s1", b"SELECT 1"))
+    t.frontend(ord("B"), bind(b"p1", b"s1", []))
+    t.forget_names(statements=False, portals=True)
+    assert b"s1" in t.statements and not t.portals
+    t.forget_names(statements=True, portals=False)
+    assert not t.statements

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -81,6 +82,13 @@ _TRACKED = frozenset(b"TCZEIsn123G")
 # Messages that end one statement's result (CommandComplete, PortalSuspended,
 # ErrorResponse, EmptyQueryResponse).
 _RESULT_END = frozenset(b"CsEI")
+# SQL-level statements that create or drop names in the protocol's namespaces: prepared
+# statements (PREPARE, DEALLOCATE, DISCARD) and portals (DECLARE, CLOSE, DISCARD). Found
+# anywhere in a text, words in literals included: a false match only makes the tracker
+# forget names (fail closed), a missed one would let its records drift from the server's.
+_RENAMES = re.compile(rb"(?i)\b(prepare|deallocate|discard|declare|close)\b")
+_STATEMENT_WORDS = frozenset({b"prepare", b"deallocate", b"discard"})
+_PORTAL_WORDS = frozenset({b"declare", b"close", b"discard"})
 # Startup parameters never forwarded upstream: the gateway picks user/database,
 # and _pq_.* protocol options are answered with NegotiateProtocolVersion.
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
@@ -462,10 +470,18 @@ class PgSession(LegPair):
                         edits.append((start, stop, replacement))
                     elif text is None:  # FunctionCall
                         tracker.frontend(mtype, body)
-                    elif name is None:
-                        tracker.query(text)
                     else:
-                        tracker.parse(name, text)
+                        renames = _RENAMES.findall(text)
+                        if renames:  # before this Parse's own record: it stays
+                            words = {w.lower() for w in renames}
+                            tracker.forget_names(
+                                not words.isdisjoint(_STATEMENT_WORDS),
+                                not words.isdisjoint(_PORTAL_WORDS),
+                            )
+                        if name is None:
+                            tracker.query(text)
+                        else:
+                            tracker.parse(name, text)
                     continue
                 if mtype == _BIND and gate.privileged_statements:
                     gate.bind(body)

@@ -334,7 +334,7 @@ class _TrackerMethods:
         """A Parse, already split into its statement name and text (the driver reads
         them once for the policy and hands them on)."""
         self.statements[name] = PreparedStatement(query)
-        self._fifo.append((_PARSE, None))
+        self._fifo.append((_PARSE, name))
 
     def query_py(self, text: bytes) -> None:
         """A simple Query, its text already read."""
@@ -546,8 +546,18 @@ class _TrackerMethods:
         # execution owns the error, unless the error answers a refused Parse (the
         # refusal is the driver's to report; the server's error is to the replacement).
         first = kind != _DENIED_PARSE
+        # The error ends the transaction the pipeline ran in, and with it every portal the
+        # protocol made (SQL-level cursors are not among ours): Bind records of the names
+        # no longer describe what the server holds.
+        self.portals.clear()
         while fifo and fifo[0][0] != _SYNC:
             kind, obj = fifo.popleft()
+            if kind == _PARSE:
+                # This Parse failed or was skipped: the name holds an older statement, or
+                # none (the unnamed one is dropped first). Unknown from now on: its
+                # executions have no text, so masking redacts them and the audit says so.
+                self.statements.pop(obj, None)  # type: ignore[arg-type]
+                continue
             if isinstance(obj, Execution):
                 if first:
                     obj.error = error
@@ -564,6 +574,17 @@ class _TrackerMethods:
     def _drop_portals(self) -> None:
         if len(self.portals) > 1 or (self.portals and b"" not in self.portals):
             self.portals = {k: v for k, v in self.portals.items() if k == b""}
+
+    def forget_names(self, statements: bool, portals: bool) -> None:
+        """SQL-level PREPARE / DEALLOCATE / DISCARD and DECLARE / CLOSE share the protocol's
+        statement and portal names: after one, the records of the names may not be what
+        the server holds, so they are dropped (executions of a dropped name have no known
+        text: masking redacts every column of them, the audit log says the statement was
+        not seen)."""
+        if statements:
+            self.statements.clear()
+        if portals:
+            self.portals.clear()
 
     def reset(self) -> None:
         """Forget everything (DISCARD ALL / new upstream connection)."""
