@@ -52,6 +52,20 @@ BENIGN: list[Row] = [
     ('DO SLEEP(0)', 'DO', 'read', ''),
     ("DO RELEASE_LOCK('x'), (SELECT 1)", 'DO', 'read', ''),
     ('SeLeCt 1', 'SELECT', 'read', ''),
+    # neighbours of the executable-comment, "--" and EXPLAIN fixes that must still pass
+    ('SELECT 1 /*!50000 STRAIGHT_JOIN */', 'SELECT', 'read', ''),
+    ('SELECT /*!50000 STRAIGHT_JOIN */ a FROM t', 'SELECT', 'read', ''),
+    ('/*!40101 SET NAMES utf8 */', 'SET', 'session', ''),
+    ("/*!40101 SET @x = 'a;b' */", 'SET', 'session', ''),
+    ('/*!500000 SELECT 1 */', 'SELECT', 'read', ''),
+    ('SELECT 1 -- comment', 'SELECT', 'read', ''),
+    ('SELECT 1 --\x7f; DROP TABLE t', 'SELECT', 'read', ''),
+    ("SELECT 'a' 'b'", 'SELECT', 'read', ''),
+    ("SELECT '--\u00e9'", 'SELECT', 'read', ''),
+    ('EXPLAIN FOR SCHEMA db SELECT * FROM t', 'EXPLAIN', 'read', ''),
+    ('EXPLAIN FORMAT=JSON FOR CONNECTION 5', 'EXPLAIN', 'read', ''),
+    ('EXPLAIN extended t', 'DESCRIBE', 'read', ''),
+    ('SELECT LASTVAL(s)', 'SELECT', 'read', ''),
 ]
 
 EVASIONS: list[Row] = [
@@ -81,6 +95,21 @@ EVASIONS: list[Row] = [
     ("SELECT a INTO DUMPFILE '/tmp/x' FROM t", 'SELECT INTO OUTFILE', 'read,export,file', 'file_access'),
     ("SELECT 1 /*!INTO OUTFILE '/tmp/x' */", 'SELECT INTO OUTFILE', 'read,export,file', 'file_access'),
     ("TABLE t INTO OUTFILE '/tmp/x'", 'SELECT INTO OUTFILE', 'read,export,file', 'file_access'),
+    # "--" + DEL is a comment to the server, like "--" + any other control character
+    ("SHOW TABLES --\x7f '\n; DELETE FROM t; -- '", 'SHOW | DELETE', 'read | write', ' | delete_without_where'),
+    ("DO 1 --\x7f '\n; UPDATE t SET a = 1; -- '", 'DO | UPDATE', 'read | write', ' | update_without_where'),
+    # EXPLAIN ANALYZE ... FOR SCHEMA db <statement> runs the statement
+    ('EXPLAIN ANALYZE FOR SCHEMA db DELETE t FROM t JOIN u ON t.id = u.id', 'DELETE', 'write', 'delete_without_where'),
+    ('EXPLAIN ANALYZE FOR DATABASE `db` UPDATE t SET a = 1', 'UPDATE', 'write', 'update_without_where'),
+    ('EXPLAIN ANALYZE FORMAT=TREE FOR SCHEMA db DELETE FROM t WHERE id = 1', 'DELETE', 'write', ''),
+    ('EXPLAIN FOR SCHEMA db DELETE FROM t', 'EXPLAIN', 'read', ''),
+    # sequences (MariaDB): reading the next value advances the sequence for good
+    ('SELECT NEXTVAL(s)', 'SELECT', 'read,write', ''),
+    ('SELECT nextval(db.s)', 'SELECT', 'read,write', ''),
+    ('SELECT SETVAL(s, 10)', 'SELECT', 'read,write', ''),
+    ('DO NEXT VALUE FOR s', 'DO', 'read,write', ''),
+    ('SET @v = NEXT VALUE FOR s', 'SET', 'session,write', ''),
+    ('SET @v = NEXTVAL(s)', 'SET', 'session,write', ''),
 ]
 
 LOOK_INSIDE: list[Row] = [
@@ -256,6 +285,23 @@ UNKNOWN: list[Row] = [
     ('USE', 'UNKNOWN', 'unknown', ''),
     ("PREPARE s FROM CONCAT('DROP ', 'TABLE t')", 'UNKNOWN', 'unknown', ''),
     ('LOAD', 'UNKNOWN', 'unknown', ''),
+    # executable comments read differently by a server that skips them (F1)
+    ("SELECT 1 /*!999999 '*/; DELETE FROM t; SELECT 1 /*'*/", 'UNKNOWN', 'unknown', ''),
+    ("SELECT 1 /*M! '*/; DROP TABLE t; SELECT 1 /*'*/", 'UNKNOWN', 'unknown', ''),
+    ("SHOW TABLES /*!999999 '*/; GRANT ALL ON *.* TO app; SHOW TABLES /*'*/", 'UNKNOWN', 'unknown', ''),
+    ('SELECT 1 /*!50000 "*/; DROP TABLE t; " */', 'UNKNOWN', 'unknown', ''),
+    ('SELECT 1 /*!50000 # */; DROP TABLE t\n*/', 'UNKNOWN', 'unknown', ''),
+    # version digits the servers read differently (F4)
+    ('SET sql_mode = /*!500000x414E53495F51554F544553*/', 'UNKNOWN', 'unknown', ''),
+    ('/*!5000 DROP TABLE t */', 'UNKNOWN', 'unknown', ''),
+    ('/*!1234567 SELECT 1 */', 'UNKNOWN', 'unknown', ''),
+    # "--" + a non-ASCII character: a comment or not depending on the charset (F2)
+    ("SHOW TABLES --\x80 '\n; DELETE FROM t; -- '", 'UNKNOWN', 'unknown', ''),
+    ('SELECT 1 --\u00e9 x', 'UNKNOWN', 'unknown', ''),
+    # EXPLAIN options are followed by a statement, never a table (F5)
+    ('EXPLAIN ANALYZE FOR SCHEMA db', 'UNKNOWN', 'unknown', ''),
+    ('EXPLAIN ANALYZE t', 'UNKNOWN', 'unknown', ''),
+    ('EXPLAIN FOR SCHEMA db t', 'UNKNOWN', 'unknown', ''),
 ]
 
 ALL_ROWS = BENIGN + EVASIONS + LOOK_INSIDE + DML_DDL + DCL_ADMIN_SESSION + UNKNOWN

@@ -67,7 +67,11 @@ BENIGN_READS: list[Row] = [
     ('SELECT U&"d!0061ta" UESCAPE \'!\' FROM t', 'SELECT', 'read', ''),
     ('SELECT * FROM t WHERE a IS NOT DISTINCT FROM b', 'SELECT', 'read', ''),
     ("SELECT current_setting('work_mem')", 'SELECT', 'read', ''),
-    ("SELECT nextval('seq')", 'SELECT', 'read', ''),
+    ("SELECT currval('seq'), lastval()", 'SELECT', 'read', ''),
+    ("SELECT pg_logical_slot_peek_changes('slot', NULL, NULL)", 'SELECT', 'read', ''),
+    ("SELECT 'a' 'b'", 'SELECT', 'read', ''),
+    ("SELECT E'a\\'b'", 'SELECT', 'read', ''),
+    ("SELECT 'a',\n'b'", 'SELECT', 'read', ''),
     ('SELECT pg_sleep(0)', 'SELECT', 'read', ''),
     ('SELECT 1 FROM t t1 LEFT OUTER JOIN u ON true', 'SELECT', 'read', ''),
     ('SELECT count(*) FROM pg_stat_activity', 'SELECT', 'read', ''),
@@ -111,6 +115,13 @@ EVASIONS: list[Row] = [
     ("SELECT set_config('work_mem', '64MB', false)", 'SELECT', 'read,session', ''),
     ("SELECT set_config('standard_conforming_strings', 'off', false)", 'SELECT', 'read,privilege', ''),
     ("SELECT setval('s', 1)", 'SELECT', 'read,write', ''),
+    # nextval advances the sequence for good (a rollback does not undo it)
+    ("SELECT nextval('seq')", 'SELECT', 'read,write', ''),
+    ("SELECT nextval('orders_id_seq')", 'SELECT', 'read,write', ''),
+    ("SELECT pg_catalog.NEXTVAL('s')", 'SELECT', 'read,write', ''),
+    # consuming a logical slot's changes takes them from every later reader
+    ("SELECT pg_logical_slot_get_changes('slot', NULL, NULL)", 'SELECT', 'read,admin', ''),
+    ("SELECT * FROM pg_logical_slot_get_binary_changes('slot', NULL, NULL)", 'SELECT', 'read,admin', ''),
 ]
 
 LOOK_INSIDE: list[Row] = [
@@ -339,6 +350,13 @@ UNKNOWN: list[Row] = [
     ('PREPARE p AS', 'UNKNOWN', 'unknown', ''),
     ('EXECUTE', 'UNKNOWN', 'unknown', ''),
     ('U&"d\\XYZ" x', 'UNKNOWN', 'unknown', ''),
+    # a literal continued on another line: one literal of the first one's kind (E'' keeps
+    # backslash escapes), which the lexer would read as a second, standard string
+    ("SET application_name = E'x'\n'\\' , '; DELETE FROM t; --'", 'UNKNOWN', 'unknown', ''),
+    ("PREPARE TRANSACTION E'x'\n'\\' '; DELETE FROM t; --'", 'UNKNOWN', 'unknown', ''),
+    ("SELECT 'a'\n'b'", 'UNKNOWN', 'unknown', ''),
+    ("SELECT 'a' -- c\n'b'", 'UNKNOWN', 'unknown', ''),
+    ("SELECT U&'a'\n'b'", 'UNKNOWN', 'unknown', ''),
 ]
 
 PREPARE_EXECUTE: list[Row] = [

@@ -60,6 +60,8 @@ def test_split_postgres(sql: str, expected: list[str] | None) -> None:
         ("SELECT /* a /* b */ 1; SELECT 2", ["SELECT /* a /* b */ 1", "SELECT 2"]),
         ("SELECT `;`; SELECT 2", ["SELECT `;`", "SELECT 2"]),
         ("/*!50000 SELECT 1; SELECT 2 */", ["SELECT 1", "SELECT 2"]),
+        # "--" + DEL starts a comment, like "--" + any other control character
+        ("SHOW TABLES --\x7f '\n; DELETE FROM t; -- '", ["SHOW TABLES", "DELETE FROM t"]),
     ],
 )
 def test_split_mysql(sql: str, expected: list[str]) -> None:
@@ -97,10 +99,94 @@ def test_executable_comment_markers_are_blanked_in_place() -> None:
 
 
 def test_executable_comment_content_is_lexed_as_code() -> None:
-    # a string inside the comment may contain */ without closing it
-    lexed = lex("SELECT /*! 'a*/b' */ 1", "mysql")
-    assert "'a*/b'" in lexed.text
+    # a ; inside a string in the comment does not split the statement
+    lexed = lex("SELECT /*! 'a;b' */ 1", "mysql")
+    assert "'a;b'" in lexed.text
     assert lexed.text.strip().endswith("1")
+    assert len(split_statements(lexed, "mysql")) == 1
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect"),
+    [
+        # F1: a quote or comment in an executable comment runs over its first */, where a
+        # server that skips the comment (newer version, /*M! on MySQL) ends it
+        ("SELECT 1 /*!999999 '*/; DELETE FROM t; SELECT 1 /*'*/", "mysql"),
+        ("SELECT 1 /*M! '*/; DROP TABLE t; SELECT 1 /*'*/", "mysql"),
+        ("SHOW TABLES /*!999999 '*/; GRANT ALL ON *.* TO app; SHOW TABLES /*'*/", "mysql"),
+        ("SELECT /*! 'a*/b' */ 1", "mysql"),
+        ('SELECT 1 /*!50000 "*/; DROP TABLE t; " */', "mysql"),
+        ("SELECT 1 /*!50000 `*/; DROP TABLE t; ` */", "mysql"),
+        ("SELECT 1 /*!50000 # */; DROP TABLE t\n*/", "mysql"),
+        ("SELECT 1 /*!50000 -- */; DROP TABLE t\n*/", "mysql"),
+        ("SELECT 1 /*!50000 /*/ 2 */", "mysql"),
+        # F4: version digits the servers read differently (5, or 6 + whitespace, only)
+        ("SET sql_mode = /*!500000x414E53495F51554F544553*/", "mysql"),
+        ("/*!500000x41*/", "mysql"),
+        ("/*!1 SELECT 1 */", "mysql"),
+        ("/*!5000 SELECT 1 */", "mysql"),
+        ("/*!1234567 SELECT 1 */", "mysql"),
+        ("/*M!1000000 SELECT 1 */", "mysql"),
+        ("/*!100000*/", "mysql"),
+        # F2: "--" + a non-ASCII character: a comment or not depending on the charset
+        ("SELECT 1 --\x80 '\n; DELETE FROM t; -- '", "mysql"),
+        ("SELECT 1 --\u00e9 x", "mysql"),
+        ("SELECT 1 --\u00a0 x", "mysql"),
+        # F3: a literal continued on another line stays one literal of the same kind
+        ("SET application_name = E'x'\n'\\' , '; DELETE FROM t; --'", "postgres"),
+        ("PREPARE TRANSACTION E'x'\n'\\' '; DELETE FROM t; --'", "postgres"),
+        ("SELECT 'a'\n'b'", "postgres"),
+        ("SELECT 'a'\r'b'", "postgres"),
+        ("SELECT 'a' -- c\n'b'", "postgres"),
+        ("SELECT 'a'\n-- c\n  'b'", "postgres"),
+        ("SELECT E'a'  \n\t'b'", "postgres"),
+        ("SELECT U&'a'\n'b'", "postgres"),
+        ("SELECT B'1'\n'0'", "postgres"),
+        ("SELECT X'1'\n'0'", "postgres"),
+        ("SELECT N'a'\n'b'", "postgres"),
+    ],
+)
+def test_server_dependent_readings_are_lex_errors(sql: str, dialect: str) -> None:
+    with pytest.raises(LexError):
+        lex(sql, dialect)
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect", "count"),
+    [
+        ("SELECT 1 /*!50000 STRAIGHT_JOIN */", "mysql", 1),
+        ("SELECT /*!50000 STRAIGHT_JOIN */ a FROM t", "mysql", 1),
+        ("/*!40101 SET NAMES utf8 */", "mysql", 1),
+        ("/*!40101 SET @x = 'a;b' */; SELECT 1", "mysql", 2),
+        ("/*!SELECT 1*/", "mysql", 1),
+        ("/*!500000 SELECT 1 */", "mysql", 1),
+        ("/*!500000\tSELECT 1 */", "mysql", 1),
+        ("/*M!100100 SELECT 1 */", "mysql", 1),
+        ("/*M! SELECT 1 */", "mysql", 1),
+        ("SELECT 1 /*!50000 , 2*/ FROM t", "mysql", 1),
+        ("SELECT 1 /* '*/ , 2", "mysql", 1),
+        ("SELECT 1 -- comment", "mysql", 1),
+        ("SELECT 1 --\x7f ; x\n; SELECT 2", "mysql", 2),
+        ("SELECT 1--1", "mysql", 1),
+        ("SELECT '--\u00e9', `--\u00e9` # --\u00e9", "mysql", 1),
+        ("SELECT 'a' 'b'", "postgres", 1),
+        ("SELECT E'a\\'b'", "postgres", 1),
+        ("SELECT 'a',\n'b'", "postgres", 1),
+        ("SELECT 'a'\n, 'b'", "postgres", 1),
+        ("SELECT 'a' /* c */\n'b'", "postgres", 1),
+        ("SELECT $$a$$\n'b'", "postgres", 1),
+        ("SELECT 'a'\nFROM t\nWHERE b = 'c'\n;\n'd'", "postgres", 2),
+    ],
+)
+def test_unambiguous_neighbours_still_lex(sql: str, dialect: str, count: int) -> None:
+    assert len(statements(sql, dialect)) == count
+
+
+def test_string_continuation_check_is_linear() -> None:
+    # a run of dashes after a literal must not make the continuation check backtrack
+    with pytest.raises(LexError):
+        lex("SELECT 'a' " + "-" * 50_000 + "\n'b'", "postgres")
+    assert len(statements("SELECT 'a' " + "-" * 50_000 + "x", "postgres")) == 1
 
 
 def test_unicode_escaped_identifiers_are_rewritten() -> None:
@@ -149,6 +235,7 @@ def test_unicode_escaped_identifiers_are_rewritten() -> None:
         ("SELECT `a1`, @v2, 3abc, x'41' # 4\n", "mysql", "SELECT `a1`, @v2, 3abc, x'41' # 4\n"),
         ("SELECT 1--2", "mysql", "SELECT 0--0"),
         ("SELECT 1 -- 2", "mysql", "SELECT 0 -- 2"),
+        ("SELECT 1 --\x7f 2", "mysql", "SELECT 0 --\x7f 2"),
     ],
 )
 def test_fingerprint(sql: str, dialect: str, expected: str) -> None:
@@ -166,6 +253,7 @@ def test_fingerprint(sql: str, dialect: str, expected: str) -> None:
         ("SELECT a$b$ FROM t", "postgres"),
         ("SELECT 'open", "mysql"),
         ("SELECT `open", "mysql"),
+        ("SELECT 1 --\u00e9 '", "mysql"),
     ],
 )
 def test_no_fingerprint_when_unsure(sql: str, dialect: str) -> None:
@@ -246,6 +334,10 @@ _FRAGMENTS = [
     "x'41'",
     "_utf8'u'",
     "U&'u'",
+    "--\x7f",
+    "--\u00e9",
+    "/*!99999 '*/",
+    "/*!500000x1*/",
 ]
 
 

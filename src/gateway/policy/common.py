@@ -117,6 +117,10 @@ def scan_functions(stmt: Stmt) -> Scan:
     toks = stmt.toks
     for i in range(len(toks) - 1):
         if toks[i + 1].kind != LPAREN or toks[i].kind not in (WORD, QIDENT):
+            if stmt.kws(i, 3) == ("NEXT", "VALUE", "FOR"):
+                # MariaDB's NEXT VALUE FOR s is nextval(s) without the parentheses.
+                scan.functions.add("nextval")
+                scan.classes.update(FUNCTION_CLASSES["nextval"])
             continue
         ident = stmt.ident(i)
         assert ident is not None

@@ -9,12 +9,16 @@ Rules this module enforces:
   character in '...'), E'...' with backslash escapes, dollar quotes, nested block comments,
   U&"..." identifiers. MySQL: backslash escapes in '...' and "..." (both are strings),
   backquoted identifiers, `#` comments, `-- ` only when followed by a space or control
-  character, non-nesting block comments, and executable comments (below).
+  character (DEL included), non-nesting block comments, and executable comments (below).
 * MySQL executable comments (`/*! ... */`, `/*!50000 ... */`, MariaDB `/*M! ... */`) are
   code: their markers are blanked (same length, so positions survive) and the content is
-  lexed like any other text, whatever the version number says.
+  lexed like any other text, whatever the version number says. A server that skips one
+  ends it at its first `*/`, so content that does not end there, and version digits the
+  servers read differently, are LexErrors.
 * Anything the lexer cannot close (a quote, a comment, a dollar quote) raises LexError; the
-  caller classifies the whole text as ``unknown``.
+  caller classifies the whole text as ``unknown``. So does text servers may read in more
+  than one way: the executable comments above, MySQL `--` + a non-ASCII character
+  (charset-dependent), PostgreSQL string literals continued on another line.
 * The fingerprint replaces standard '...' strings with '' and decimal numbers with 0 and keeps
   everything else byte for byte (comments, identifiers, dollar-quoted bodies, `/*!` comments),
   so two texts with one fingerprint differ only in those literal values. It is a single
@@ -104,8 +108,8 @@ _PG_TOKEN: Final = re.compile(
 _MY_TOKEN: Final = re.compile(
     rf"""
     (?P<ws>[ \t\n\r\f\v]+)
-  | (?P<line>\#[^\n]*|--(?=[\x00-\x20]|$)[^\n]*)
-  | (?P<exec>/\*M?![0-9]{{0,6}})
+  | (?P<line>\#[^\n]*|--(?=[\x00-\x20\x7f]|$)[^\n]*)
+  | (?P<exec>/\*M?![0-9]*)
   | (?P<block>/\*)
   | (?P<xstr>[xXbB]'[^']*'|[nN]'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
   | (?P<open>[xXbBnN]')
@@ -169,10 +173,12 @@ def _lex_pg(text: str) -> list[Tok]:
             stop = close + len(tag)
             tokens.append(Tok(XSTRING, pos, stop))
         elif kind == "estr" or kind == "xstr":
+            _check_no_continuation(text, stop)
             tokens.append(Tok(XSTRING, pos, stop))
         elif kind == "open":
             raise LexError("unterminated prefixed string")
         elif kind == "str":
+            _check_no_continuation(text, stop)
             tokens.append(Tok(STRING, pos, stop))
         elif kind == "qident":
             tokens.append(Tok(QIDENT, pos, stop))
@@ -193,6 +199,21 @@ def _lex_pg(text: str) -> list[Tok]:
             tokens.append(Tok(OP, pos, stop))
         pos = stop
     return tokens
+
+
+# After a quoted literal: whitespace and "--" comments, then a quote. PostgreSQL continues
+# the literal there (same kind: an E'' string keeps its backslash escapes) when that
+# whitespace holds a newline; the lexer would read a new, standard string.
+# Possessive: a comment always runs to the end of its line (no backtracking on "-----").
+_PG_CONTINUATION: Final = re.compile(r"(?:[ \t\n\r\f\v]++|--[^\n\r]*+)*+'")
+
+
+def _check_no_continuation(text: str, stop: int) -> None:
+    """Refuse a string literal continued on another line ('a'<newline>'b' is one literal)."""
+    m = _PG_CONTINUATION.match(text, stop)
+    if m is not None and ("\n" in m.group() or "\r" in m.group()):
+        # Rare in client SQL; refusing it keeps this lexer's literal boundaries the server's.
+        raise LexError("string literal continued on another line")
 
 
 def _skip_nested_comment(text: str, pos: int) -> int:
@@ -269,10 +290,11 @@ def _lex_mysql(text: str) -> Lexed:
     blanks: list[tuple[int, int]] = []  # marker spans to blank
     exec_spans: list[tuple[int, int]] = []
     exec_start = -1
+    exec_close = -1  # the first "*/" after the open executable comment's marker
     pos, end = 0, len(text)
     match = _MY_TOKEN.match
     while pos < end:
-        if exec_start >= 0 and text.startswith("*/", pos):
+        if exec_start >= 0 and pos == exec_close:
             # Closes the executable comment: the marker is whitespace to the server.
             blanks.append((pos, pos + 2))
             exec_spans.append((exec_start, pos + 2))
@@ -283,12 +305,22 @@ def _lex_mysql(text: str) -> Lexed:
         assert m is not None
         kind = m.lastgroup
         stop = m.end()
+        if exec_start >= 0 and stop > exec_close:
+            # A string, identifier or comment inside the executable comment runs over its
+            # first "*/". A server that skips the comment (version above its own, /*M! on
+            # MySQL) ends it there, ignoring quotes: the two readings disagree on where
+            # the code resumes.
+            raise LexError("executable comment content spans its first */")
         if kind == "ws" or kind == "line":
             pass
         elif kind == "exec":
             if exec_start >= 0:
                 raise LexError("nested executable comment")
+            _check_exec_version(text, pos + m.group().index("!") + 1, stop)
             exec_start = pos
+            exec_close = text.find("*/", stop)
+            if exec_close < 0:
+                raise LexError("unterminated executable comment")
             blanks.append((pos, stop))
         elif kind == "block":
             if exec_start >= 0:
@@ -318,6 +350,10 @@ def _lex_mysql(text: str) -> Lexed:
         else:
             if m.group() in "'\"`":
                 raise LexError("unterminated quoted string or identifier")
+            if text.startswith("--", pos) and pos + 2 < end and text[pos + 2] >= "\x80":
+                # The server starts a comment at "--" + a space or control character of
+                # the client charset: for a non-ASCII byte that depends on the charset.
+                raise LexError("'--' followed by a non-ASCII character")
             tokens.append(Tok(OP, pos, stop))
         pos = stop
     if exec_start >= 0:
@@ -328,6 +364,24 @@ def _lex_mysql(text: str) -> Lexed:
             chars[a:b] = " " * (b - a)
         text = "".join(chars)
     return Lexed(text, tokens, exec_spans)
+
+
+def _check_exec_version(text: str, start: int, stop: int) -> None:
+    """Reject a ``/*!`` version the servers would read differently from the gateway.
+
+    ``text[start:stop]`` is the digit run after ``/*!`` (or ``/*M!``). MySQL reads 6 digits
+    only when whitespace follows (else 5, the rest being code); MariaDB reads 6 whenever
+    there are 6; fewer than 5 are code to older servers. Only no digits, 5 digits, or 6
+    digits and whitespace read the same everywhere.
+    """
+    # (An older MySQL reads 6 digits + whitespace as 5 and a lone digit of code; a number
+    # token followed by whitespace cannot move where a quote or comment ends.)
+    digits = stop - start
+    if digits in (0, 5):
+        return
+    if digits == 6 and stop < len(text) and text[stop] in " \t\n\r\f\v":
+        return
+    raise LexError("ambiguous executable comment version")
 
 
 # --------------------------------------------------------------------------- statements
@@ -545,7 +599,7 @@ _MY_FP: Final = re.compile(
     (?:
         (?P<keep>
             \#[^\n]*
-          | --(?=[\x00-\x20]|$)[^\n]*
+          | --(?=[\x00-\x20\x7f]|$)[^\n]*
           | /\*M?!(?:[^*'"`]|\*(?!/)|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`)*\*/
           | /\*.*?\*/
           | `(?:[^`]|``)*`
@@ -554,7 +608,7 @@ _MY_FP: Final = re.compile(
       | (?P<prefixed>[xXbB]'[^']*'|[nN]'(?:[^'\\]|\\.|'')*')
       | (?P<str>'(?:[^'\\]|\\.|'')*')
       | (?<![{_IDENT_CONT}.@])(?<![0-9._][eE][+-])(?P<num>{_DECIMAL}(?P<tail>[{_NUMBER_TAIL}]*))
-      | (?P<bad>['"`]|/\*|[xXbBnN]')
+      | (?P<bad>['"`]|/\*|[xXbBnN]'|--[^\x00-\x7f])
     )
     """,
     re.VERBOSE | re.DOTALL,

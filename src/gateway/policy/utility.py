@@ -109,23 +109,39 @@ def _explained(stmt: Stmt, inner_stmt: Stmt, analyze: bool, recurse: Recurse) ->
 def explain_mysql(stmt: Stmt, recurse: Recurse) -> StatementFacts:
     i = 1
     analyze = False
+    options = False  # seen something only EXPLAIN <statement> takes
+    schema: Name | None = None
     while True:
         word = stmt.kw(i)
+        if word in ("EXTENDED", "PARTITIONS"):
+            i += 1  # not reserved words: "EXPLAIN extended" may describe a table
+            continue
         if word == "ANALYZE":
             analyze = True
-            i += 1
-        elif word in ("EXTENDED", "PARTITIONS"):
             i += 1
         elif word == "FORMAT" and stmt.raw(i + 1) == "=":
             i += 3
         elif word == "INTO" and stmt.kind(i + 1) == VAR:
             i += 2
+        elif word == "FOR" and stmt.kw(i + 1) in ("SCHEMA", "DATABASE"):
+            # EXPLAIN ... FOR SCHEMA db <statement>: db is only the default schema.
+            schema = stmt.ident(i + 2)
+            if schema is None:
+                return unknown(stmt)
+            i += 3
         else:
             break
-    if stmt.kw(i) == "FOR" and stmt.kw(i + 1) == "CONNECTION":
+        options = True
+    if stmt.kw(i) == "FOR" and stmt.kw(i + 1) == "CONNECTION" and not analyze:
         return build(stmt, "EXPLAIN", {"read"})
     if stmt.kw(i) in STATEMENT_STARTS or stmt.kind(i) == LPAREN:
-        return _explained(stmt, stmt.sub(i), analyze, recurse)
+        facts = _explained(stmt, stmt.sub(i), analyze, recurse)
+        if schema is not None:  # schema rules see the default schema it runs in
+            facts = replace(facts, schemas=frozenset(facts.schemas) | {schema})
+        return facts
+    if options:
+        # Options are followed by a statement, never a table: refuse what is not one.
+        return unknown(stmt)
     # DESCRIBE t [column]: table metadata
     return build(stmt, "DESCRIBE", {"read"})
 

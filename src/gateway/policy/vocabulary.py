@@ -324,6 +324,9 @@ _ADMIN_FUNCTIONS: Final = (
     "pg_copy_physical_replication_slot",
     "pg_copy_logical_replication_slot",
     "pg_replication_slot_advance",
+    # consume the slot's changes: a later reader no longer gets them
+    "pg_logical_slot_get_changes",
+    "pg_logical_slot_get_binary_changes",
     "pg_wal_replay_pause",
     "pg_wal_replay_resume",
     "pg_log_backend_memory_contexts",
@@ -336,7 +339,9 @@ _ADMIN_FUNCTIONS: Final = (
     "pg_stat_statements_reset",
 )
 _WRITE_FUNCTIONS: Final = (
+    # sequences (PostgreSQL, MariaDB): nextval advances one for good, even in a rollback
     "setval",
+    "nextval",
     "lo_create",
     "lo_creat",
     "lo_unlink",
