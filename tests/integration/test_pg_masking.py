@@ -367,6 +367,25 @@ def test_server_side_cursor_and_prepared(contractor_dsn: str) -> None:
             assert row is not None and leaked(row) == []
 
 
+def test_sql_prepare_that_copies_masked_values_is_refused(contractor_dsn: str) -> None:
+    """PREPARE is judged by the statement it prepares: set_config(.., email, ..) would copy
+    the raw email into a setting that SHOW returns unmasked (found by review)."""
+    with psycopg.connect(contractor_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "PREPARE leak AS SELECT set_config('my.x', email, false) "
+                "FROM customers WHERE id = 1"
+            )
+        with pytest.raises(psycopg.Error):
+            conn.execute("EXECUTE leak")  # never prepared
+        setting = conn.execute("SELECT current_setting('my.x', true)").fetchone()
+        assert setting is not None and leaked(setting) == []
+        # A PREPARE that only reads masked columns works, and EXECUTE's rows are masked.
+        conn.execute("PREPARE reads AS SELECT ssn, email FROM customers WHERE id = 1")
+        rows = conn.execute("EXECUTE reads").fetchall()
+        assert rows and leaked(flat(rows)) == []
+
+
 def test_error_messages_do_not_echo_masked_values(contractor_dsn: str) -> None:
     with psycopg.connect(contractor_dsn, autocommit=True) as conn:
         for sql in (

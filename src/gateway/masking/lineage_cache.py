@@ -6,6 +6,15 @@ depend on literal values. Texts without a fingerprint are keyed by themselves. E
 the catalog version and search path they were computed with; a reloaded catalog makes them
 miss.
 
+Except where a string literal's value can change the lineage: MySQL takes strings as names
+(``SELECT lower(ssn) AS 'e'``, ``... lower(ssn) 'e'``, ``FROM t 'x'``), so ``... AS 'e', ...
+AS 'n'`` and the same with the aliases swapped share a fingerprint but not a lineage; and a
+MySQL ``PREPARE s FROM '...'`` body is a string. A text is filed under its fingerprint only if
+every string the fingerprint strips is a plain value in the AST (``_literal_dependent``);
+otherwise its fingerprint is marked, and it and every text of that shape are keyed by their
+exact text. Whether a string token is read as a name depends on the tokens around it, which
+the fingerprint keeps, not on its value, so the mark holds for the whole shape.
+
 In front of it, a cheaper key: the text's skeleton (every ASCII digit turned into 0, one C
 call; the policy engine's fast key), for texts whose digits all sit in plain number
 literals (``skeleton_eligible``), which read the same to the lexer whatever the digit
@@ -21,8 +30,20 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Final, TypeVar
 
-from ..policy.lexer import LexError, fingerprint, lex, skeleton, skeleton_eligible
+from ..policy.lexer import (
+    LPAREN,
+    STRING,
+    LexError,
+    Stmt,
+    fingerprint,
+    lex,
+    skeleton,
+    skeleton_eligible,
+    split_statements,
+)
 from ..policy.lineage import LineageCatalog, StatementLineage, statement_lineage
+from ..policy.sqlast import parse_statement
+from .prepared import prepared_body, with_prepared_bodies
 
 __all__ = ["LineageCache"]
 
@@ -34,12 +55,17 @@ _MAX_TEXT: Final = 64 * 1024  # longer texts are analysed but not cached
 _SKELETON_TRIES: Final = 8
 
 _Key = tuple[str, int, tuple[str, ...]]
+# Filed under a fingerprint whose texts are keyed by exact text (see above). A unique tuple
+# (compared by identity) that reads as "unknown" if it ever escaped.
+_BY_TEXT: Final[tuple[StatementLineage, ...]] = (
+    StatementLineage(None, frozenset(), frozenset(), True),
+)
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
 class LineageCache:
-    __slots__ = ("_by_skeleton", "_data", "_tries", "dialect", "misses")
+    __slots__ = ("_by_skeleton", "_by_text", "_data", "_tries", "dialect", "misses")
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
@@ -48,6 +74,9 @@ class LineageCache:
             tuple[bytes, int, tuple[str, ...]], tuple[StatementLineage, ...]
         ] = OrderedDict()
         self._tries: OrderedDict[_Key, int] = OrderedDict()
+        # Texts whose lineage may depend on a string literal, by exact text (a separate
+        # map: an exact text can equal another text's fingerprint).
+        self._by_text: OrderedDict[_Key, tuple[StatementLineage, ...]] = OrderedDict()
         self.misses = 0
 
     def lineage(
@@ -64,13 +93,27 @@ class LineageCache:
             found = self._by_skeleton.get((sk, catalog.version, path))
             if found is not None:
                 return found
-        key = (fingerprint(text, self.dialect) or text, catalog.version, path)
+        fp = fingerprint(text, self.dialect)
+        key = (fp or text, catalog.version, path)
         data = self._data
         found = data.get(key)
-        if found is None:
+        if found is _BY_TEXT:
+            key = (text, catalog.version, path)
+            found = self._by_text.get(key)
+            if found is None:
+                self.misses += 1
+                found = self._analyse(text, catalog, path)
+                _put(self._by_text, key, found)
+        elif found is None:
             self.misses += 1
             found = self._analyse(text, catalog, path)
-            _put(data, key, found)
+            # (Without a quote there is no string; fp == text does not say so: AS '' keeps.)
+            if fp is not None and "'" in text and _literal_dependent(text, self.dialect):
+                _put(data, key, _BY_TEXT)
+                key = (text, catalog.version, path)
+                _put(self._by_text, key, found)
+            else:
+                _put(data, key, found)
         if sk is not None and self._try_skeleton(key, text):
             _put(self._by_skeleton, (sk, catalog.version, path), found)
         return found
@@ -80,7 +123,8 @@ class LineageCache:
     ) -> tuple[StatementLineage, ...]:
         if path != catalog.search_path:
             catalog = replace(catalog, search_path=path)
-        return statement_lineage(text, self.dialect, catalog)
+        found = statement_lineage(text, self.dialect, catalog)
+        return with_prepared_bodies(text, self.dialect, catalog, found)
 
     def _try_skeleton(self, key: _Key, text: str) -> bool:
         """Whether ``text`` may be filed under its skeleton (lexed to check, a bounded
@@ -93,6 +137,45 @@ class LineageCache:
             return skeleton_eligible(text, lex(text, self.dialect))
         except LexError:
             return False
+
+
+def _literal_dependent(text: str, dialect: str) -> bool:
+    """Whether the lineage of ``text`` may depend on the value of a string literal the
+    fingerprint strips (when unsure: yes)."""
+    try:
+        statements = split_statements(lex(text, dialect), dialect)
+    except LexError:
+        return True
+    return any(_statement_literal_dependent(stmt, nested=False) for stmt in statements)
+
+
+def _statement_literal_dependent(stmt: Stmt, *, nested: bool) -> bool:
+    strings = {t.start for t in stmt.toks if t.kind == STRING}
+    if not strings:
+        return False
+    first = "(" if stmt.kind(0) == LPAREN else stmt.kw(0)
+    if first == "PREPARE" and stmt.dialect == "postgres" and not nested:
+        body = prepared_body(stmt)
+        return (
+            not isinstance(body, Stmt)
+            or body is stmt
+            or _statement_literal_dependent(body, nested=True)
+        )
+    # Only query and DML statements are checked on their AST; anything else holding a
+    # string (MySQL PREPARE ... FROM '...' included) is keyed by its text.
+    root = parse_statement(stmt, first)
+    if root is None:
+        return True
+    # Walked by node key: only policy/ imports sqlglot (tests/unit/test_layering.py).
+    for node in root.walk():
+        if node.key != "identifier":
+            continue
+        start = node.meta.get("start") if node.meta else None
+        # A string token read as a name ('e' as an alias, a table or CTE name); or a name
+        # sqlglot made up without a position (PIVOT ... IN ('x') names columns by strings).
+        if start is None or start in strings:
+            return True
+    return False
 
 
 def _put(cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:

@@ -7,7 +7,9 @@ After the statement policy allowed a statement, masking may still refuse it:
   mask applies to the session;
 * statements that write values of masked columns into a table (``CREATE TABLE AS``,
   ``INSERT ... SELECT``, ``UPDATE ... SET``): reading that table later would show them
-  unmasked;
+  unmasked; SQL-level ``PREPARE`` is judged by the statement it prepares, and refused
+  while column masks apply when that statement cannot be seen or followed (MySQL
+  ``PREPARE s FROM @sql``): what ``EXECUTE`` would write is unknown;
 * with ``on_unknown_lineage = "deny"``: statements whose output columns cannot be traced to
   their sources.
 
@@ -22,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from ..masking.prepared import PREPARED_BODY
 from ..masking.styles import REDACTED
 from ..policy import Decision
 
@@ -57,6 +60,10 @@ def _redact_span(span: str, name: str) -> str:
 _EXPORT_REFUSED: Final = (
     "statement refused by the gateway: masking applies to this session, and an export "
     "(COPY ... TO, SELECT ... INTO OUTFILE) would send values that cannot be masked"
+)
+_PREPARE_REFUSED: Final = (
+    "statement refused by the gateway: masking applies to this session, and the statement "
+    "this PREPARE prepares cannot be analysed (it may copy values of masked columns)"
 )
 _FUNCTION_CALL_REFUSED: Final = (
     "fast-path function calls are refused by the gateway while masking applies to this "
@@ -178,6 +185,8 @@ class MaskingSession:
             return None
         for lineage in self._statements(text):
             for (schema, table), sources in lineage.writes:
+                if (schema, table) == PREPARED_BODY:
+                    return _deny("masking:unknown_prepared", _PREPARE_REFUSED, decision.classes)
                 if policy.any_masked(sources) is not None:
                     return _deny(
                         "masking:copies_masked",
