@@ -268,6 +268,13 @@ DCL_ADMIN_SESSION: list[Row] = [
     ('RELEASE SAVEPOINT s', 'RELEASE SAVEPOINT', 'transaction', ''),
     ("XA START 'x'", 'XA', 'transaction', ''),
     ("XA COMMIT 'x'", 'XA', 'transaction', ''),
+    ('ROLLBACK WORK AND NO CHAIN NO RELEASE', 'ROLLBACK', 'transaction', ''),
+    # A MariaDB compound statement runs what it holds: not a transaction statement.
+    ('BEGIN NOT ATOMIC DELETE FROM t', 'UNKNOWN', 'unknown', ''),
+    ('BEGIN NOT ATOMIC SELECT 1', 'UNKNOWN', 'unknown', ''),
+    ('BEGIN DELETE FROM t', 'UNKNOWN', 'unknown', ''),
+    ('SAVEPOINT s DELETE', 'UNKNOWN', 'unknown', ''),
+    ('ROLLBACK TO SAVEPOINT s x', 'UNKNOWN', 'unknown', ''),
 ]
 
 UNKNOWN: list[Row] = [

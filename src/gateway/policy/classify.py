@@ -23,7 +23,16 @@ from typing import Final
 from gateway.policy import utility as u
 from gateway.policy.common import build
 from gateway.policy.facts import StatementFacts, unknown_facts
-from gateway.policy.lexer import LPAREN, Lexed, LexError, Stmt, lex, split_statements
+from gateway.policy.lexer import (
+    COMMA,
+    LPAREN,
+    STRING,
+    Lexed,
+    LexError,
+    Stmt,
+    lex,
+    split_statements,
+)
 from gateway.policy.sqlast import parse_statement, query_facts
 
 __all__ = ["MAX_DEPTH", "classify_lexed", "classify_statement", "classify_text"]
@@ -132,10 +141,63 @@ def _first_word_kind(*classes: str) -> Handler:
     return handler
 
 
+# What may follow a transaction statement's first word: its modes and noise words
+# (PostgreSQL BEGIN/START TRANSACTION modes, AND [NO] CHAIN; MySQL WITH CONSISTENT
+# SNAPSHOT, [NO] RELEASE), commas between modes. A name (SAVEPOINT, ROLLBACK TO, RELEASE)
+# or a transaction id (COMMIT/ROLLBACK PREPARED) ends the statement.
+_TRANSACTION_WORDS: Final = frozenset(
+    [
+        "WORK",
+        "TRANSACTION",
+        "ISOLATION",
+        "LEVEL",
+        "SERIALIZABLE",
+        "REPEATABLE",
+        "READ",
+        "COMMITTED",
+        "UNCOMMITTED",
+        "WRITE",
+        "ONLY",
+        "NOT",
+        "DEFERRABLE",
+        "AND",
+        "NO",
+        "CHAIN",
+        "RELEASE",
+        "WITH",
+        "CONSISTENT",
+        "SNAPSHOT",
+    ]
+)
+
+
+def _transaction_tail_ok(stmt: Stmt) -> bool:
+    """Whether everything after the first word is what a transaction statement takes.
+    Anything else (MariaDB ``BEGIN NOT ATOMIC <statements> END``, a compound statement
+    that runs what it holds) is not a transaction statement: unknown."""
+    i, n = 1, len(stmt)
+    while i < n:
+        word = stmt.kw(i)
+        if word in ("SAVEPOINT", "TO") or (stmt.kw(0) in ("SAVEPOINT", "RELEASE") and i == 1):
+            # ROLLBACK [WORK] TO [SAVEPOINT] name; SAVEPOINT name; RELEASE [SAVEPOINT] name
+            j = i + 1 if word in ("SAVEPOINT", "TO") else i
+            if stmt.kw(j) == "SAVEPOINT":
+                j += 1
+            return stmt.ident(j) is not None and j + 1 == n
+        if word == "PREPARED":  # COMMIT PREPARED 'id' / ROLLBACK PREPARED 'id'
+            return stmt.kind(i + 1) == STRING and i + 2 == n
+        if word not in _TRANSACTION_WORDS and stmt.kind(i) != COMMA:
+            return False
+        i += 1
+    return True
+
+
 def _transaction(stmt: Stmt, depth: int) -> StatementFacts:
     words = [stmt.kw(i) for i in range(min(len(stmt), 4))]
     first = words[0]
     kind = first
+    if not _transaction_tail_ok(stmt) and not (first == "START" and words[1:2] != ["TRANSACTION"]):
+        return u.unknown(stmt)
     if first in ("START", "BEGIN"):
         if first == "START" and (len(words) < 2 or words[1] != "TRANSACTION"):
             return _start_mysql(stmt, depth) if stmt.dialect == "mysql" else u.unknown(stmt)
