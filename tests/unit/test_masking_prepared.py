@@ -122,3 +122,26 @@ def test_prepare_of_a_body_of_unknown_lineage_follows_on_unknown_lineage() -> No
     sql = "PREPARE p AS SELECT my_udf(name) FROM customers"
     assert rule("postgres", sql) is None
     assert rule("postgres", sql, on_unknown_lineage="deny") == "masking:unknown_lineage"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT ssn FROM customers WHERE id=1 INTO @x",
+        "SELECT ssn FROM customers WHERE id=1 INTO @x, @y",
+        "(SELECT ssn FROM customers WHERE id=1) INTO @x",
+        "SELECT ssn FROM customers UNION SELECT name FROM customers INTO @x",
+    ],
+)
+@pytest.mark.parametrize("mode", ["mask", "deny"])
+def test_a_store_in_variables_the_lineage_cannot_follow_is_refused(sql: str, mode: str) -> None:
+    """MySQL's INTO @x after FROM (or on a union) is not followed by the lineage: what it
+    stores is unknown, and reading the variable back has nothing to mask by."""
+    assert rule("mysql", sql, on_unknown_lineage=mode) == "masking:unknown_store"
+
+
+def test_stores_the_lineage_follows_keep_their_own_rules() -> None:
+    assert rule("mysql", "SELECT ssn INTO @x FROM customers WHERE id=1") == "masking:copies_masked"
+    assert rule("mysql", "SELECT name INTO @x FROM customers WHERE id=1") is None
+    assert rule("mysql", "SELECT @x") is None
+    assert rule("mysql", "SELECT 'into @x' FROM customers") is None  # a string, not a store

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final
 from ..masking.prepared import PREPARED_BODY
 from ..masking.styles import REDACTED
 from ..policy import Decision
+from ..policy.lexer import OP, VAR, WORD, LexError, lex
 
 if TYPE_CHECKING:
     from ..masking.catalog import Catalog
@@ -65,6 +66,12 @@ _PREPARE_REFUSED: Final = (
     "statement refused by the gateway: masking applies to this session, and the statement "
     "this PREPARE prepares cannot be analysed (it may copy values of masked columns)"
 )
+_STORE_REFUSED: Final = (
+    "statement refused by the gateway: masking applies to this session, and this statement "
+    "stores values in variables in a way the gateway cannot follow"
+)
+# A pre-filter for _stores_in_variables: texts without these are left alone unlexed.
+_MAY_STORE: Final = re.compile(r"(?i)\binto\b|:=").search
 _FUNCTION_CALL_REFUSED: Final = (
     "fast-path function calls are refused by the gateway while masking applies to this "
     "session: their results carry no column description to mask by"
@@ -194,6 +201,13 @@ class MaskingSession:
                         f"columns into {schema}.{table}, where they would not be masked",
                         decision.classes,
                     )
+            if (lineage.outputs is None or lineage.unresolved) and _stores_in_variables(
+                text, self._lineage.dialect
+            ):
+                # MySQL SELECT ... FROM t INTO @x (INTO last), or := in a statement the
+                # lineage cannot follow: what it stores is unknown, and reading the variable
+                # back has no lineage to mask by.
+                return _deny("masking:unknown_store", _STORE_REFUSED, decision.classes)
             if policy.on_unknown_lineage == "deny" and (
                 lineage.outputs is None or lineage.unresolved
             ):
@@ -245,3 +259,26 @@ def masked_names(plan: ResultPlan) -> list[str]:
         for i, col in enumerate(plan.columns)
         if col.mask is not None or col.detectors
     ]
+
+
+def _stores_in_variables(text: str, dialect: str) -> bool:
+    """Whether ``text`` stores values in MySQL user variables (``INTO @x``, ``@x := ...``);
+    True as well when it cannot be lexed (fail closed)."""
+    if dialect != "mysql" or not _MAY_STORE(text):
+        return False
+    try:
+        lexed = lex(text, dialect)
+    except LexError:
+        return True
+    tokens = lexed.tokens
+    body = lexed.text
+    for i, tok in enumerate(tokens):
+        word = body[tok.start : tok.end]
+        if tok.kind == WORD and word.upper() == "INTO":
+            if i + 1 < len(tokens) and tokens[i + 1].kind == VAR:
+                return True
+        elif tok.kind == OP and word == ":" and i + 1 < len(tokens):
+            after = tokens[i + 1]  # ":=" lexes as ":" and "="
+            if after.start == tok.end and body[after.start : after.end] == "=":
+                return True
+    return False

@@ -216,6 +216,30 @@ def test_exports_and_copies_refused(gw: MyGateway) -> None:
         assert cur.fetchone() == (1,)
 
 
+@pytest.mark.parametrize(
+    "store",
+    [
+        "SELECT ssn FROM customers WHERE id = 7 INTO @x",
+        "PREPARE s FROM 'SELECT ssn INTO @x FROM customers WHERE id = 7'",
+        "SELECT @x := ssn FROM customers WHERE id = 7",
+    ],
+)
+def test_values_stored_in_variables_do_not_come_back_raw(gw: MyGateway, store: str) -> None:
+    """A masked value copied into a user variable (INTO last, inside PREPARE, :=) is
+    refused: reading the variable back has no lineage to mask by."""
+    with pymysql.connect(**contractor(gw)) as conn, conn.cursor() as cur:
+        try:
+            cur.execute(store)
+            cur.fetchall()
+            if store.startswith("PREPARE"):
+                cur.execute("EXECUTE s")
+                cur.fetchall()
+        except pymysql.err.MySQLError:
+            pass  # refused: the point
+        cur.execute("SELECT @x")
+        assert leaked(flat(cur.fetchall())) == []
+
+
 def test_recording_holds_only_masked_rows(gw: MyGateway) -> None:
     subject = "rec-check@contractor.example"
     with pymysql.connect(**contractor(gw, subject)) as conn, conn.cursor() as cur:
