@@ -77,6 +77,10 @@ class Wire:
     def query(self, sql: str) -> list[tuple[str, bytes]]:
         body = sql.encode() + b"\0"
         self.send(b"Q" + struct.pack("!I", len(body) + 4) + body)
+        return self.until_ready()
+
+    def until_ready(self) -> list[tuple[str, bytes]]:
+        """Every message up to and including the next ReadyForQuery."""
         out = []
         while True:
             mtype, body = self.message()

@@ -483,15 +483,6 @@ def _execute(portal: str) -> bytes:
 _SYNC = _m(b"S", b"")
 
 
-def _until_ready(client: Wire) -> list[tuple[str, bytes]]:
-    out = []
-    while True:
-        kind, body = client.message()
-        out.append((kind, body))
-        if kind == "Z":
-            return out
-
-
 def _data(messages: list[tuple[str, bytes]]) -> list[bytes]:
     return [body for kind, body in messages if kind == "D"]
 
@@ -519,22 +510,22 @@ def test_names_the_server_changed_behind_the_gateway_stay_masked(
         assert status == "ok"
         if case == "failed_reparse":
             client.send(_parse("s1", _LEAKY) + _SYNC)
-            _until_ready(client)
+            client.until_ready()
             client.send(_parse("s1", _HARMLESS) + _SYNC)  # 42P05: the server keeps the first
-            assert any(kind == "E" for kind, _ in _until_ready(client))
+            assert any(kind == "E" for kind, _ in client.until_ready())
             client.send(_describe(b"S", "s1") + _bind("", "s1") + _execute("") + _SYNC)
         elif case == "sql_prepare":
             client.send(_parse("s2", _HARMLESS) + _SYNC)
-            _until_ready(client)
+            client.until_ready()
             client.query(f"DEALLOCATE s2; PREPARE s2 AS {_LEAKY}")
             client.send(_describe(b"S", "s2") + _bind("", "s2") + _execute("") + _SYNC)
         else:
             client.query("BEGIN")
             statement = _parse("s3", _HARMLESS) + _describe(b"S", "s3")
             client.send(statement + _bind("p1", "s3") + _SYNC)
-            _until_ready(client)
+            client.until_ready()
             client.query(f"CLOSE p1; DECLARE p1 CURSOR FOR {_LEAKY}")
             client.send(_describe(b"P", "p1") + _execute("p1") + _SYNC)
-        _no_raw_rows(_until_ready(client))
+        _no_raw_rows(client.until_ready())
     finally:
         client.close()
