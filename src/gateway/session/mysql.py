@@ -117,6 +117,8 @@ from .mysql_upstream import (
 )
 
 if TYPE_CHECKING:
+    from protocols.mysql.resultset import ColumnDefinition41
+
     from ..audit import SessionAudit
     from ..identity import Identity
     from ..runtime import Runtime, TargetRuntime
@@ -161,6 +163,7 @@ _PASS_THROUGH = frozenset(
     )
 )
 _KNOWN_COMMANDS = frozenset(int(c) for c in Command)
+_CURSOR_COLUMNS_MAX = 256
 _REFUSED = frozenset(int(c) for c in REFUSED_COMMANDS) | {int(Command.COM_STMT_BULK_EXECUTE)}
 
 ER_NO_SUCH_THREAD = 1094
@@ -246,6 +249,10 @@ class MySqlSession(LegPair):
         self._budget: Budget | None = None  # the result at the head of the response
         # A cursor's budget (by statement id) carries over its COM_STMT_FETCH batches.
         self._cursor_budgets: dict[str, Budget] = {}
+        # The column definitions of each statement's latest COM_STMT_EXECUTE result, by
+        # statement id: they describe its cursor's fetched rows (the prepare's may differ:
+        # a parameter in the select list has no type until it is bound).
+        self._cursor_columns: dict[str, tuple[ColumnDefinition41, ...]] = {}
         # The exchange a limit stopped: the rest of its response is dropped, then the
         # ERR (errno, SQLSTATE, message) is sent, or nothing after a truncation.
         self._limited: Exchange | None = None
@@ -747,6 +754,7 @@ class MySqlSession(LegPair):
             if cmd == _COM_RESET_CONNECTION:
                 # The server drops prepared statements and SQL-level PREPAREd ones.
                 self.statements.clear()
+                self._cursor_columns.clear()
                 observer.statements_closed()
                 gate.reset()
                 observer.control("reset_connection", {})
@@ -794,6 +802,7 @@ class MySqlSession(LegPair):
             stmt_id = int.from_bytes(buf[start + 5 : start + 9], "little")
             if cmd != _COM_STMT_FETCH:
                 self._cursor_budgets.pop(str(stmt_id), None)
+                self._cursor_columns.pop(str(stmt_id), None)
             if cmd == _COM_STMT_CLOSE:
                 self.statements.close(stmt_id)
                 observer.statements_closed(stmt_id)
@@ -810,12 +819,14 @@ class MySqlSession(LegPair):
                 if ex.name is None:
                     ex.name = str(stmt_id)  # the cursor's budget key
                 if self.masking is not None:
-                    # Fetched rows come without column definitions: the statement's own
-                    # (from its prepare) describe them, in the binary protocol.
+                    # Fetched rows come without column definitions: those of the execute
+                    # that opened the cursor describe them, in the binary protocol (not the
+                    # prepare's: a parameter's column has no type, and so no width, until
+                    # it is bound). Unknown (never executed here): refused, not guessed.
                     ex.mask_plan = self.masking.plan(
                         prepared.sql if prepared is not None else None,
                         0,
-                        prepared.columns if prepared is not None and prepared.columns else None,
+                        self._cursor_columns.get(str(stmt_id)) or None,
                         True,
                     )
             return None
@@ -1206,6 +1217,11 @@ class MySqlSession(LegPair):
         if ex.swallow:
             return False
         if isinstance(ev, ResultSetStarted):
+            if ex.command == _COM_STMT_EXECUTE and ex.name is not None:
+                cursors = self._cursor_columns
+                if len(cursors) >= _CURSOR_COLUMNS_MAX and ex.name not in cursors:
+                    cursors.clear()  # bounded; a fetch of a forgotten cursor is refused
+                cursors[ex.name] = ev.columns
             if self.masking is not None:
                 ex.mask_plan = self.masking.plan(
                     ex.mask_sql, ex.mask_results, ev.columns, ev.binary
@@ -1580,6 +1596,7 @@ class MySqlSession(LegPair):
                 self._close_both()
                 return
             self.statements.clear()
+            self._cursor_columns.clear()
             if request.charset:
                 self.charset = request.charset
             # A new identity: its own audit attribution, masks, limits and review approvers.

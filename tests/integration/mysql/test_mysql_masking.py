@@ -8,6 +8,7 @@ in the binary protocol), or its recording? Admins see raw values.
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from gateway.embedded.seed import customer_rows
 
 from .conftest import MyGateway, StartMyGateway
+from .mywire import Wire
 
 pytestmark = pytest.mark.integration
 
@@ -238,6 +240,44 @@ def test_values_stored_in_variables_do_not_come_back_raw(gw: MyGateway, store: s
             pass  # refused: the point
         cur.execute("SELECT @x")
         assert leaked(flat(cur.fetchall())) == []
+
+
+def test_cursor_rows_are_masked_by_the_executes_columns(gw: MyGateway) -> None:
+    """A parameter in the select list has no type at prepare (MYSQL_TYPE_NULL: no bytes in
+    a binary row) and a type once bound: fetched rows must be read with the columns of
+    the execute that opened the cursor, or the masks land on the wrong bytes."""
+    w = Wire(gw.host, gw.port)
+    w.login(gw.token(CONTRACTOR, groups=("contractors",)))
+    w.command(b"\x16SELECT ?, ssn FROM customers ORDER BY id LIMIT 3")
+    _, ok = w.packet()
+    assert ok[:1] == b"\x00", ok
+    stmt_id = ok[1:5]
+    columns, params = struct.unpack("<HH", ok[5:9])
+    for _ in range(params + 1 + columns + 1):  # definitions, each list ended by an EOF
+        w.packet()
+    for param in (struct.pack("<q", 0x0B00), b"\x05"):
+        kind = b"\x08\x00" if len(param) == 8 else b"\x01\x00"
+        # flags: read-only cursor; iterations 1; NULL bitmap; new-params-bound; types; values
+        w.command(b"\x17" + stmt_id + b"\x01\x01\x00\x00\x00" + b"\x00\x01" + kind + param)
+        while True:
+            _, packet = w.packet()
+            if (
+                packet[:1] == b"\xfe"
+                and len(packet) < 9
+                and struct.unpack("<H", packet[3:5])[0] & 0x40
+            ):
+                break  # the EOF after the column definitions: the cursor is open
+            assert packet[:1] != b"\xff", packet
+        w.command(b"\x1c" + stmt_id + struct.pack("<I", 5))
+        rows = []
+        while True:
+            _, row = w.packet()
+            if row[:1] in (b"\xfe", b"\xff"):
+                break
+            rows.append(row)
+        text = [row.decode("latin-1") for row in rows]
+        assert rows and not leaked(text), text
+    w.close()
 
 
 def test_recording_holds_only_masked_rows(gw: MyGateway) -> None:
