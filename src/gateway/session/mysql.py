@@ -156,8 +156,6 @@ _PASS_THROUGH = frozenset(
         Command.COM_STATISTICS,
         Command.COM_SET_OPTION,
         Command.COM_FIELD_LIST,
-        Command.COM_REFRESH,
-        Command.COM_DEBUG,
         Command.COM_INIT_DB,
         Command.COM_RESET_CONNECTION,
     )
@@ -166,6 +164,7 @@ _KNOWN_COMMANDS = frozenset(int(c) for c in Command)
 _CURSOR_COLUMNS_MAX = 256
 _REFUSED = frozenset(int(c) for c in REFUSED_COMMANDS) | {int(Command.COM_STMT_BULK_EXECUTE)}
 
+ER_DBACCESS_DENIED_ERROR = 1044
 ER_NO_SUCH_THREAD = 1094
 ER_KILL_DENIED = 1095
 ER_CONNECTION_KILLED = 1927
@@ -199,6 +198,18 @@ class _Refused(LoginRefused):
     def __init__(self, errno: int, sqlstate: str, message: str, log_detail: str) -> None:
         super().__init__(sqlstate, message, log_detail)
         self.errno = errno
+
+
+def _use_statement(database: bytes) -> bytes:
+    """``USE `database``` with backquotes doubled: what COM_INIT_DB does, as a statement."""
+    return b"USE `" + database.replace(b"`", b"``") + b"`"
+
+
+def _database_refused(decision: Decision) -> bool:
+    """Whether choosing a database (login, COM_INIT_DB, COM_CHANGE_USER) is refused: by a
+    deny rule (a schema or table rule), not by the class of ``USE`` (session), which the
+    command never needed."""
+    return decision.action != "allow" and not (decision.rule or "").startswith("class:")
 
 
 def _new_scramble() -> bytes:
@@ -356,6 +367,7 @@ class MySqlSession(LegPair):
         token = await self._read_password(response, scramble, self._login_seq)
         identity = await self._authorize(token)
         del token
+        self._check_database(identity, response.database)
 
         self.masking = await self._session_masking(identity, response.database)
 
@@ -491,6 +503,23 @@ class MySqlSession(LegPair):
             runtime.lineage_cache(target),
             (database or target.upstream.database.encode()).decode("utf-8", "surrogateescape"),
         )
+
+    def _check_database(self, identity: Identity, database: bytes | None) -> None:
+        """A database named at login or in COM_CHANGE_USER is decided as ``USE`` it
+        (schema rules: ``tables = ["hr.*"]``, ``schemas = ["hr"]``); refused as the server
+        refuses a database the user may not use."""
+        if not database:
+            return
+        name = database.decode("utf-8", "surrogateescape")
+        policy = self.runtime.session_policy(self.target, identity)
+        decision = policy.check_query(_use_statement(database).decode("utf-8", "surrogateescape"))
+        if _database_refused(decision):
+            raise _Refused(
+                ER_DBACCESS_DENIED_ERROR,
+                "42000",
+                f"Access denied to database '{name}' by the gateway's policy",
+                f"database {name!r} refused ({decision.rule})",
+            )
 
     async def _connect_upstream(
         self, response: HandshakeResponse41, identity: Identity
@@ -748,6 +777,13 @@ class MySqlSession(LegPair):
                 ex.name = str(stmt_id)
                 observer.execute_started(ex, self.statements.get(stmt_id), None)
             return None
+        if cmd == _COM_INIT_DB:
+            # Decided as the USE statement it is (schema rules must not be skipped by
+            # switching databases with the command instead of the statement).
+            use = _use_statement(bytes(buf[start + 5 : stop]))
+            if _database_refused(gate.policy.check_query(use.decode("utf-8", "surrogateescape"))):
+                decision = gate.check(use, "simple")  # recorded and logged as a refusal
+                return self._refuse_statement(decision.message, buf, start, stop)
         if cmd in _PASS_THROUGH:
             tracker.start(cmd)
             self._exchanges.append(Exchange(cmd))
@@ -1549,6 +1585,7 @@ class MySqlSession(LegPair):
                 )
                 identity = await self._authorize(token)
                 del token
+                self._check_database(identity, request.database)
                 # The new identity's masks (never the previous identity's: they may be
                 # laxer), resolved before the upstream session changes.
                 masking = await self._session_masking(identity, request.database)

@@ -144,6 +144,10 @@ class Command(IntEnum):
 # (PROTOCOLS.md 3.5): they bypass statement-level policy entirely.
 REFUSED_COMMANDS = frozenset(
     {
+        # FLUSH / RESET MASTER / RESET SLAVE with no statement text to decide (send
+        # FLUSH as a statement: the policy decides it as admin).
+        Command.COM_REFRESH,
+        Command.COM_DEBUG,
         Command.COM_BINLOG_DUMP,
         Command.COM_BINLOG_DUMP_GTID,
         Command.COM_REGISTER_SLAVE,

@@ -24,7 +24,7 @@ from gateway.recording.reader import RecordingReader
 from gateway.recording.schema import Done, End, Start, Stmt
 from protocols.mysql.packets import parse_err_packet
 
-from .conftest import MyGateway, StartMyGateway
+from .conftest import DEFAULT_POLICIES, MyGateway, StartMyGateway
 from .mywire import Wire
 
 pytestmark = pytest.mark.integration
@@ -312,3 +312,78 @@ def test_server_default_sql_mode_the_gateway_cannot_read_refuses_logins(
     with pymysql.connect(**kwargs) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1")
         assert cur.fetchall() == ((1,),)
+
+
+# -- commands that carry no statement text ---------------------------------------------------
+
+SCHEMA_RULED = (
+    DEFAULT_POLICIES
+    + """
+[[policies]]
+name = "schema-ruled"
+groups = ["schema-ruled"]
+targets = ["app-my"]
+allow = ["read", "session"]
+deny = ["no-info-schema"]
+
+[[policies.rules]]
+name = "no-info-schema"
+schemas = ["information_schema"]
+
+[[policies]]
+name = "read-only"
+groups = ["read-only"]
+targets = ["app-my"]
+allow = ["read"]
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def ruled_gw(start_mysql_gateway: StartMyGateway) -> MyGateway:
+    return start_mysql_gateway(policies=SCHEMA_RULED)
+
+
+def _ruled(gw: MyGateway, database: str | None = "app") -> dict[str, Any]:
+    subject = "ruled@example.com"
+    token = gw.token(subject, groups=("schema-ruled",))
+    return gw.pymysql_kwargs(token, user=subject, database=database)
+
+
+def test_a_schema_rule_covers_choosing_the_database(ruled_gw: MyGateway) -> None:
+    """COM_INIT_DB and the database named at login are decided as USE: a schema rule
+    refuses them (they once reached the server unchecked)."""
+    with pymysql.connect(**_ruled(ruled_gw)) as conn, conn.cursor() as cur:
+        with pytest.raises(pymysql.err.MySQLError) as refused:
+            conn.select_db("information_schema")  # COM_INIT_DB
+        assert refused.value.args[0] == ER_TABLEACCESS_DENIED_ERROR
+        conn.select_db("app")
+        cur.execute("SELECT DATABASE()")
+        assert cur.fetchone() == ("app",)
+    with pytest.raises(pymysql.err.OperationalError) as login:
+        pymysql.connect(**_ruled(ruled_gw, database="information_schema"))
+    assert login.value.args[0] == 1044
+
+
+def test_commands_that_flush_or_debug_are_refused(gw: MyGateway) -> None:
+    """COM_REFRESH (FLUSH, RESET MASTER / SLAVE) and COM_DEBUG carry no statement for the
+    policy to decide: refused, and the session goes on."""
+    w = Wire(gw.host, gw.port)
+    w.login(gw.token("dba-refresh@example.com", ("dba",)))
+    for command in (b"\x07\x01", b"\x07\x80", b"\x0d"):  # REFRESH GRANT, REFRESH MASTER, DEBUG
+        w.command(command)
+        _, reply = w.packet()
+        assert reply[:1] == b"\xff" and b"not allowed through the gateway" in reply, reply
+    w.query("SELECT 'still here'")
+    assert w.response_packets()[3][1] == b"\x0astill here"
+    w.close()
+
+
+def test_choosing_a_database_needs_no_session_class(ruled_gw: MyGateway) -> None:
+    """USE is class session, but COM_INIT_DB never needed it: only deny rules refuse it."""
+    w = Wire(ruled_gw.host, ruled_gw.port)
+    w.login(ruled_gw.token("reader@example.com", ("read-only",)))
+    w.command(b"\x02app")
+    _, reply = w.packet()
+    assert reply[:1] == b"\x00", reply
+    w.close()
