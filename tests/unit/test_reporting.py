@@ -256,3 +256,18 @@ def test_batched_audit_arguments_are_those_of_each_execution(
         assert got[:-1] == want[:-1]
         # The wall-clock time: the same offset, taken once per batch.
         assert want[-1] - 0.01 <= got[-1] <= want[-1] + (offset_after - offset_before) + 0.01
+
+
+def test_failed_and_skipped_executions_are_told_to_the_policy() -> None:
+    """The statement policy forgets SQL-level PREPAREs the server may not have run: the
+    observer tells it the text of every execution that failed or was skipped."""
+    obs, _, _ = observer()
+    told: list[bytes] = []
+    obs.failed = told.append
+    for error, skipped in ((("42P05", "exists"), False), (None, True), (None, False)):
+        ex = Execution("simple", b"PREPARE p AS SELECT 1")
+        obs.execution_started(ex)
+        ex.error = error
+        ex.skipped = skipped
+        obs.execution_finished(ex)
+    assert told == [b"PREPARE p AS SELECT 1"] * 2

@@ -272,6 +272,27 @@ class SessionPolicy:
         """DISCARD ALL / connection reset: forget SQL-level prepared statements."""
         self._prepared.clear()
 
+    def statement_failed(self, sql: str) -> None:
+        """The server answered this text with an error (or skipped it): the SQL-level
+        PREPARE / DEALLOCATE it holds may not have run, and the server may still hold an
+        older statement under the name (one approved by a reviewer, say). The names it
+        touched are forgotten: an EXECUTE of one is then ``unknown`` (fail closed)."""
+        if not self._prepared:
+            return
+        try:
+            analysis = self._exact.get(sql)
+            if analysis is None:
+                analysis = self._engine.analyse(sql)
+        except Exception:
+            self._prepared.clear()
+            return
+        for facts in analysis.statements:
+            if facts.deallocate == "*":
+                self._prepared.clear()
+            for name in (facts.prepare, facts.deallocate):
+                if name is not None:
+                    self._prepared.pop(name, None)
+
     def _decide_stateful(self, analysis: Analysis) -> Decision:
         # Prepared names are resolved in text order, so "PREPARE p AS ...; EXECUTE p" in one
         # text works; the session map changes only if the whole text is allowed.

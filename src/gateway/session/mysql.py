@@ -1271,6 +1271,11 @@ class MySqlSession(LegPair):
         elif isinstance(ev, ErrorReceived):
             if ex.command in _RESULT_COMMANDS:
                 observer.result_finished(ex, err=ev.err)
+            if ex.text is not None and ex.command in (_COM_QUERY, _COM_STMT_PREPARE):
+                # A SQL-level PREPARE / DEALLOCATE in it may not have run.
+                gate = self.policy_gate
+                assert gate is not None
+                gate.statement_failed(ex.text)
         elif isinstance(ev, RowsReceived):
             ex.rows += ev.count
             if observer.recording is not None:

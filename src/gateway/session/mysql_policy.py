@@ -208,6 +208,11 @@ class MyPolicyGate:
                     charset = value.decode("ascii", "replace").lower()
                     self.unsafe_charset = charset if charset in UNSAFE_CHARSETS else None
 
+    def statement_failed(self, sql: bytes) -> None:
+        """The server answered this text with an error: see
+        ``SessionPolicy.statement_failed``."""
+        self.policy.statement_failed(_text(sql))
+
     def check(self, sql: bytes, path: str) -> Decision:
         """The decision on one COM_QUERY (path "simple") or COM_STMT_PREPARE ("prepared")
         text; a refusal is recorded and logged here. A "review" decision is returned

@@ -198,6 +198,10 @@ class PgPolicyGate:
             return None
         return self._refuse(mtype, name, raw, decision)
 
+    def statement_failed(self, raw: bytes) -> None:
+        """The server failed or skipped this text: see ``SessionPolicy.statement_failed``."""
+        self.policy.statement_failed(_text(raw))
+
     def bind(self, body: bytes) -> None:
         """A Bind of a parsed "privilege" statement: it runs at the next Execute. Called
         only while some parsed statement is one (no cost otherwise)."""

@@ -94,6 +94,7 @@ class PgRecordingObserver:
         "audit",
         "counting",
         "denied",
+        "failed",
         "next_classes",
         "next_rule",
         "planner",
@@ -126,6 +127,9 @@ class PgRecordingObserver:
         self.statements = 0
         self.denied = 0
         self.rows_total = 0  # rows of finished executions (the admin API's live sessions)
+        # Told the text of an execution the server failed or skipped (the statement
+        # policy forgets the SQL-level PREPAREs that may not have run).
+        self.failed: Callable[[bytes], None] | None = None
         # Parsed column metadata per (RowDescription, result formats).
         self._columns: dict[tuple[bytes, tuple[int, ...]], list[ColumnInfo]] = {}
         # (text, statement name) as recorded, per (raw text, raw name).
@@ -360,6 +364,8 @@ class PgRecordingObserver:
         """Counted at once; reported (audit line, recording) in batches: see
         ``reporting.py``."""
         self.rows_total += ex.rows
+        if (ex.error is not None or ex.skipped) and self.failed is not None and ex.text:
+            self.failed(ex.text)
         if self.counting:
             ex.finished = time.monotonic()
             self.reporting.add(ex)

@@ -304,6 +304,7 @@ class PgSession(LegPair):
             self.session_id,
             self.masking,
         )
+        self.observer.failed = self.policy_gate.statement_failed
         if self.masking is not None:
             self.observer.planner = self.masking.plan
         self.control = runtime.limit_control(self, self.target, identity, recording)

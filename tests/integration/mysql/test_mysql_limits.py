@@ -381,6 +381,32 @@ def test_review_holds_a_statement_until_approved(gw: MyGateway, approver: AdminC
     admin.close()
 
 
+def test_a_failed_prepare_does_not_rename_an_approved_statement(
+    gw: MyGateway, approver: AdminClient
+) -> None:
+    """An approved PREPARE's body stays on the server under its name; a later PREPARE of
+    that name which the server rejects must not make the gateway believe the name holds
+    the harmless text (EXECUTE would then run the approved body, unreviewed, at will)."""
+    from pymysql.constants import CLIENT
+
+    user = "rex@example.com"
+    admin = connect(gw, "root@example.com", "dba")
+    exists = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'prep_t'"
+    query(admin, "DROP TABLE IF EXISTS prep_t")
+    conn = connect(gw, user, "reviewed", client_flag=CLIENT.MULTI_STATEMENTS)
+    future = in_thread(lambda: query(conn, "PREPARE p FROM 'CREATE TABLE prep_t (a int)'"))
+    approver.approve(approver.wait_pending(user)["id"])
+    future.result(timeout=30)
+    with pytest.raises(pymysql.err.MySQLError):  # fails at its first statement
+        query(conn, "SELECT * FROM no_such_table; PREPARE p FROM 'SELECT 1'")
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        query(conn, "EXECUTE p")  # the server's p is still the approved CREATE TABLE
+    assert refused.value.args[0] == 1142
+    assert query(admin, exists) == ((0,),)
+    conn.close()
+    admin.close()
+
+
 # --------------------------------------------------- bytes, masking, binary protocol
 
 
