@@ -1320,8 +1320,9 @@ class MySqlSession(LegPair):
         if ex.command == _COM_STMT_FETCH and ex.name is not None:
             budget = self._cursor_budgets.get(ex.name)
             if budget is None:
-                if len(self._cursor_budgets) >= 64:
-                    self._cursor_budgets.clear()
+                # Not evicted: a forgotten budget would start a stopped cursor afresh. One
+                # per prepared statement at most (dropped when it is executed again, reset
+                # or closed), so the server's max_prepared_stmt_count bounds them.
                 budget = self._cursor_budgets[ex.name] = Budget(ex.name)
         if budget is None:
             budget = Budget(ex)

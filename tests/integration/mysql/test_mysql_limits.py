@@ -502,6 +502,21 @@ def test_cursor_fetch_batches_share_one_budget(gw: MyGateway) -> None:
     ids, end = fetch(60)
     assert ids == list(range(61, 101))
     assert end[:1] == b"\xff" and b"max_rows=100" in end, end
+    # Many other cursors opened meanwhile do not make the gateway forget this one's budget.
+    for _ in range(70):
+        w.command(bytes((Command.COM_STMT_PREPARE,)) + b"SELECT id FROM big ORDER BY id")
+        _, other_ok = w.packet()
+        other = other_ok[1:5]
+        w.packet()
+        w.packet()
+        w.command(bytes((Command.COM_STMT_EXECUTE,)) + other + b"\x01" + b"\x01\x00\x00\x00")
+        for _ in range(3):
+            w.packet()
+        w.command(bytes((Command.COM_STMT_FETCH,)) + other + struct.pack("<I", 1))
+        w.packet()
+        w.packet()
+    ids, end = fetch(60)
+    assert ids == [] and end[:1] == b"\xff", (ids, end)
     w.command(bytes((Command.COM_STMT_CLOSE,)) + stmt_id)  # no reply
     w.query("SELECT 'after cursor'")
     assert w.response_packets()[3][1] == b"\x0cafter cursor"
