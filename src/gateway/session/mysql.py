@@ -147,6 +147,7 @@ _COM_CHANGE_USER = int(Command.COM_CHANGE_USER)
 _COM_RESET_CONNECTION = int(Command.COM_RESET_CONNECTION)
 _COM_PROCESS_KILL = int(Command.COM_PROCESS_KILL)
 _COM_INIT_DB = int(Command.COM_INIT_DB)
+_COM_FIELD_LIST = int(Command.COM_FIELD_LIST)
 _RESULT_COMMANDS = frozenset({_COM_QUERY, _COM_STMT_EXECUTE, _COM_STMT_FETCH})
 # Forwarded unchanged and tracked (their replies need no gateway attention).
 _PASS_THROUGH = frozenset(
@@ -200,15 +201,21 @@ class _Refused(LoginRefused):
         self.errno = errno
 
 
+def _quoted(name: bytes) -> bytes:
+    """A MySQL identifier in backquotes (backquotes in it doubled)."""
+    return b"`" + name.replace(b"`", b"``") + b"`"
+
+
 def _use_statement(database: bytes) -> bytes:
-    """``USE `database``` with backquotes doubled: what COM_INIT_DB does, as a statement."""
-    return b"USE `" + database.replace(b"`", b"``") + b"`"
+    """``USE `database```: what COM_INIT_DB does, as a statement."""
+    return b"USE " + _quoted(database)
 
 
 def _database_refused(decision: Decision) -> bool:
-    """Whether choosing a database (login, COM_INIT_DB, COM_CHANGE_USER) is refused: by a
-    deny rule (a schema or table rule), not by the class of ``USE`` (session), which the
-    command never needed."""
+    """Whether a command that names a database or table without a statement (login,
+    COM_INIT_DB, COM_CHANGE_USER, COM_FIELD_LIST) is refused: by a deny rule (a schema or
+    table rule), not by the class of the statement it stands for (``USE`` is session),
+    which the command never needed."""
     return decision.action != "allow" and not (decision.rule or "").startswith("class:")
 
 
@@ -777,6 +784,13 @@ class MySqlSession(LegPair):
                 ex.name = str(stmt_id)
                 observer.execute_started(ex, self.statements.get(stmt_id), None)
             return None
+        if cmd == _COM_FIELD_LIST:
+            # Decided as the SHOW COLUMNS it is: a table rule covers its column metadata.
+            table = bytes(buf[start + 5 : stop]).split(b"\x00", 1)[0]
+            show = b"SHOW COLUMNS FROM " + _quoted(table)
+            if _database_refused(gate.policy.check_query(show.decode("utf-8", "surrogateescape"))):
+                decision = gate.check(show, "simple")  # recorded and logged as a refusal
+                return self._refuse_statement(decision.message, buf, start, stop)
         if cmd == _COM_INIT_DB:
             # Decided as the USE statement it is (schema rules must not be skipped by
             # switching databases with the command instead of the statement).

@@ -324,11 +324,15 @@ name = "schema-ruled"
 groups = ["schema-ruled"]
 targets = ["app-my"]
 allow = ["read", "session"]
-deny = ["no-info-schema"]
+deny = ["no-info-schema", "no-policy-t"]
 
 [[policies.rules]]
 name = "no-info-schema"
 schemas = ["information_schema"]
+
+[[policies.rules]]
+name = "no-policy-t"
+tables = ["policy_t"]
 
 [[policies]]
 name = "read-only"
@@ -386,4 +390,18 @@ def test_choosing_a_database_needs_no_session_class(ruled_gw: MyGateway) -> None
     w.command(b"\x02app")
     _, reply = w.packet()
     assert reply[:1] == b"\x00", reply
+    w.close()
+
+
+def test_a_table_rule_covers_the_field_list_command(
+    ruled_gw: MyGateway, table: list[tuple[Any, ...]]
+) -> None:
+    """COM_FIELD_LIST is decided as SHOW COLUMNS: a table rule refuses its metadata."""
+    w = Wire(ruled_gw.host, ruled_gw.port)
+    w.login(ruled_gw.token("ruled-fields@example.com", ("schema-ruled",)))
+    w.command(b"\x04" + TABLE.encode() + b"\x00")
+    _, reply = w.packet()
+    assert reply[:1] == b"\xff" and b"no-policy-t" in reply, reply
+    w.query("SELECT 'still here'")
+    assert w.response_packets()[3][1] == b"\x0astill here"
     w.close()
