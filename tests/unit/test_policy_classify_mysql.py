@@ -142,6 +142,15 @@ LOOK_INSIDE: list[Row] = [
     ('PREPARE s FROM @sql', 'PREPARE', 'dynamic', ''),
     ('EXECUTE s', 'EXECUTE', '', ''),
     ('EXECUTE s USING @a, @b', 'EXECUTE', '', ''),
+    ('EXECUTE p USING @a', 'EXECUTE', '', ''),
+    ('EXECUTE `immediate`', 'EXECUTE', '', ''),
+    # C: MariaDB EXECUTE IMMEDIATE <expr> runs the text the expression evaluates to
+    ("EXECUTE IMMEDIATE 'DELETE FROM t'", 'EXECUTE', 'dynamic', ''),
+    ("EXECUTE immediate 'SELECT 1'", 'EXECUTE', 'dynamic', ''),
+    ('EXECUTE IMMEDIATE @sql USING @a, 1', 'EXECUTE', 'dynamic', ''),
+    ("PREPARE immediate FROM 'SELECT 1'; EXECUTE IMMEDIATE CONCAT('DROP ', 'TABLE t')", 'SELECT | EXECUTE', 'read | dynamic', ' | '),
+    ("EXECUTE IMMEDIATE CONCAT('SELECT ', LOAD_FILE('/etc/passwd'))", 'EXECUTE', 'dynamic,file', 'file_access'),
+    ('SELECT 1 /*!50000 STRAIGHT_JOIN */', 'SELECT', 'read', ''),
     ('DEALLOCATE PREPARE s', 'DEALLOCATE', 'session', ''),
     ('DROP PREPARE s', 'DEALLOCATE', 'session', ''),
 ]
@@ -309,6 +318,19 @@ UNKNOWN: list[Row] = [
     ('EXPLAIN ANALYZE FOR SCHEMA db', 'UNKNOWN', 'unknown', ''),
     ('EXPLAIN ANALYZE t', 'UNKNOWN', 'unknown', ''),
     ('EXPLAIN FOR SCHEMA db t', 'UNKNOWN', 'unknown', ''),
+    # B: a skipped executable comment allows one nested /* */, even inside a quote
+    ("SELECT 1 /*!99999 '/*' */ , ' */ ; DELETE FROM t; -- '", 'UNKNOWN', 'unknown', ''),
+    ("SELECT 1 /*M!999999 '/*' */ , ' */ ; DELETE FROM t; -- '", 'UNKNOWN', 'unknown', ''),
+    ("SELECT 1 /*!50700 `/*` */ , ' */ ; GRANT ALL ON *.* TO x@'%'; -- '", 'UNKNOWN', 'unknown', ''),
+    ('SELECT 1 /*!/*/ 2 */', 'UNKNOWN', 'unknown', ''),
+    # C: EXECUTE IMMEDIATE without an expression; EXECUTE name followed by anything but USING
+    ('EXECUTE IMMEDIATE', 'UNKNOWN', 'unknown', ''),
+    ('EXECUTE IMMEDIATE USING @a', 'UNKNOWN', 'unknown', ''),
+    ("EXECUTE IMMEDIATE 'SELECT 1' USING", 'UNKNOWN', 'unknown', ''),
+    ('EXECUTE s USING', 'UNKNOWN', 'unknown', ''),
+    ('EXECUTE s @a', 'UNKNOWN', 'unknown', ''),
+    ("EXECUTE s 'DELETE FROM t'", 'UNKNOWN', 'unknown', ''),
+    ('EXECUTE s(1)', 'UNKNOWN', 'unknown', ''),
 ]
 
 ALL_ROWS = BENIGN + EVASIONS + LOOK_INSIDE + DML_DDL + DCL_ADMIN_SESSION + UNKNOWN

@@ -523,6 +523,62 @@ READ_SESSION = spec(allow=("read", "session"), name="read+session")
         (READ_ONLY, "mysql", "SELECT SETVAL(s, 100)"),
         (READ_ONLY, "mysql", "DO NEXT VALUE FOR s"),
         (READ_ONLY, "mysql", "SELECT NEXT VALUE FOR s"),
+        # second review, A: EXPLAIN option names are identifiers ("analyze" runs it)
+        (READ_ONLY, "postgres", 'EXPLAIN ("analyze") DELETE FROM t'),
+        (READ_ONLY, "postgres", 'EXPLAIN (U&"analyze", costs off) DELETE FROM t'),
+        (READ_ONLY, "postgres", "EXPLAIN (\"analyze\") SELECT set_config('role','low',false)"),
+        (READ_ONLY, "postgres", "EXPLAIN (\"analyze\") SELECT lo_import('/etc/hostname', 4242)"),
+        (READ_ONLY, "postgres", 'PREPARE p AS EXPLAIN ("analyze") DELETE FROM t'),
+        (READ_ONLY, "postgres", "EXPLAIN (frobnicate) DELETE FROM t"),
+        # B: a skipped executable comment allows one nested /* */, even inside a quote
+        (READ_ONLY, "mysql", "SELECT 1 /*!99999 '/*' */ , ' */ ; DELETE FROM t; -- '"),
+        (READ_ONLY, "mysql", "SELECT 1 /*M!999999 '/*' */ , ' */ ; DELETE FROM t; -- '"),
+        (
+            READ_ONLY,
+            "mysql",
+            "SELECT 1 /*!50700 `/*` */ , ' */ ; GRANT ALL ON *.* TO x@'%'; -- '",
+        ),
+        # C: MariaDB EXECUTE IMMEDIATE runs the text of an expression
+        (READ_ONLY, "mysql", "EXECUTE IMMEDIATE 'DELETE FROM t'"),
+        (
+            READ_ONLY,
+            "mysql",
+            "PREPARE immediate FROM 'SELECT 1'; EXECUTE IMMEDIATE CONCAT('DROP ', 'TABLE t')",
+        ),
+        # D: UESCAPE in any but the simple form
+        (
+            READ_ONLY,
+            "postgres",
+            "EXECUTE p(U&\"pg!005fread!005ffile\" UESCAPE E'!' ('/etc/passwd'))",
+        ),
+        (
+            READ_ONLY,
+            "postgres",
+            "EXECUTE p(U&\"set!005fconfig\" /**/ UESCAPE '!' ('role','postgres',false))",
+        ),
+        (READ_SESSION, "postgres", "RESET U&\"rol!0065\" /**/ UESCAPE '!'"),
+        (READ_SESSION, "postgres", 'RESET U&"session!005fauthorization" UESCAPE $$!$$'),
+        (READ_SESSION, "postgres", "RESET work_mem role"),
+        # E: functions that run SQL text, change state or read server files
+        (
+            READ_ONLY,
+            "postgres",
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, plainto_tsquery(''simple'', "
+            "pg_read_file(''/etc/passwd''))')",
+        ),
+        (
+            READ_ONLY,
+            "postgres",
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, "
+            "set_config(''role'',''postgres'',false)::tsquery')",
+        ),
+        (READ_ONLY, "postgres", "SELECT pg_logical_emit_message(false, 'p', 'x')"),
+        (READ_ONLY, "postgres", "SELECT brin_summarize_new_values('i'::regclass)"),
+        (READ_ONLY, "postgres", "SELECT gin_clean_pending_list('i'::regclass)"),
+        (READ_ONLY, "postgres", "SELECT pg_replication_origin_create('o')"),
+        (READ_ONLY, "postgres", "SELECT pg_import_system_collations('public')"),
+        (READ_ONLY, "postgres", "SELECT pg_stat_reset_subscription_stats(NULL)"),
+        (READ_ONLY, "postgres", "SELECT * FROM pg_hba_file_rules()"),
     ],
 )
 def test_reviewed_bypasses_are_denied(policy: PolicySpec, dialect: str, sql: str) -> None:
@@ -551,9 +607,38 @@ def test_reviewed_bypasses_are_denied(policy: PolicySpec, dialect: str, sql: str
         ("postgres", "EXPLAIN ANALYZE SELECT * FROM t"),
         ("postgres", "SELECT currval('s')"),
         ("postgres", "SET application_name = 'x'"),
+        # second review
+        ("postgres", "EXPLAIN (ANALYZE false) SELECT 1"),
+        ("postgres", "EXPLAIN (COSTS off) SELECT 1"),
+        ("postgres", "EXPLAIN (COSTS off, FORMAT json) DELETE FROM t"),
+        ("postgres", 'EXPLAIN ("costs" off) DELETE FROM t'),
+        ("postgres", "SELECT U&\"d!0061t!+000061\" UESCAPE '!' FROM t"),
+        ("postgres", "RESET work_mem"),
+        ("postgres", "RESET myext.setting"),
+        ("postgres", "SELECT to_tsquery('a & b')"),
+        ("mysql", "SELECT /*!50000 STRAIGHT_JOIN */ a FROM t /* /* */"),
     ],
 )
 def test_neighbours_of_the_reviewed_bypasses_still_pass(dialect: str, sql: str) -> None:
     s = session(spec(allow=("read", "session")), dialect=dialect)
     for _ in range(2):
         assert s.check_query(sql).action == "allow", sql
+
+
+def test_execute_after_prepare_of_the_reviewed_bypasses() -> None:
+    pg = session(spec(allow=("read",)))
+    assert check(pg, "PREPARE p(text) AS SELECT $1") == ("allow", "allow:read")
+    for sql in (
+        "EXECUTE p(U&\"pg!005fread!005ffile\" UESCAPE E'!' ('/etc/passwd'))",
+        "EXECUTE p(U&\"set!005fconfig\" /**/ UESCAPE '!' ('role','postgres',false))",
+        "EXECUTE p('x') x",
+    ):
+        assert pg.check_query(sql).action == "deny", sql
+    assert check(pg, "EXECUTE p(U&\"d!0061t!+000061\" UESCAPE '!')") == ("allow", "allow:read")
+    my = session(spec(allow=("read",)), dialect="mysql")
+    assert check(my, "PREPARE immediate FROM 'SELECT 1'") == ("allow", "allow:read")
+    assert check(my, "EXECUTE IMMEDIATE 'DELETE FROM t'") == ("deny", "class:dynamic not allowed")
+    assert check(my, "EXECUTE `immediate`") == ("allow", "allow:read")
+    assert check(my, "PREPARE p FROM 'SELECT 1'") == ("allow", "allow:read")
+    assert check(my, "EXECUTE p USING @a") == ("allow", "allow:read")
+    assert check(my, "EXECUTE p @a") == ("deny", "class:unknown not allowed")

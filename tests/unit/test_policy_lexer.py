@@ -144,6 +144,25 @@ def test_executable_comment_content_is_lexed_as_code() -> None:
         ("SELECT B'1'\n'0'", "postgres"),
         ("SELECT X'1'\n'0'", "postgres"),
         ("SELECT N'a'\n'b'", "postgres"),
+        # B: a server that skips an executable comment allows one nested /* */ in it, even
+        # inside what looks like a quote, and then ends it at a later */
+        ("SELECT 1 /*!99999 '/*' */ , ' */ ; DELETE FROM t; -- '", "mysql"),
+        ("SELECT 1 /*M!999999 '/*' */ , ' */ ; DELETE FROM t; -- '", "mysql"),
+        ("SELECT 1 /*!50700 `/*` */ , ' */ ; GRANT ALL ON *.* TO x@'%'; -- '", "mysql"),
+        ("SELECT 1 /*!50000 \"/*\" */ , ' */ ; DELETE FROM t; -- '", "mysql"),
+        ("SELECT 1 /*!/*/ 2 */", "mysql"),
+        ("SELECT 1 /*! /* */ 2 */", "mysql"),
+        # D: a UESCAPE clause after a U& identifier or string in any but the simple form
+        ("EXECUTE p(U&\"pg!005fread!005ffile\" UESCAPE E'!' ('/etc/passwd'))", "postgres"),
+        ("EXECUTE p(U&\"set!005fconfig\" /**/ UESCAPE '!' ('role','postgres',false))", "postgres"),
+        ("RESET U&\"rol!0065\" /**/ UESCAPE '!'", "postgres"),
+        ('RESET U&"session!005fauthorization" UESCAPE $$!$$', "postgres"),
+        ("SELECT U&\"d!0061ta\" UESCAPE -- c\n '!'", "postgres"),
+        ('SELECT U&"d!0061ta" UESCAPE', "postgres"),
+        ("SELECT U&\"d!0061ta\" UESCAPE '!!'", "postgres"),
+        ("SELECT U&\"d!0061ta\" UESCAPE U&'!'", "postgres"),
+        ("SELECT U&'d!0061ta' UESCAPE E'!'", "postgres"),
+        ("SELECT U&'d!0061ta' /**/ UESCAPE '!'", "postgres"),
     ],
 )
 def test_server_dependent_readings_are_lex_errors(sql: str, dialect: str) -> None:
@@ -176,6 +195,14 @@ def test_server_dependent_readings_are_lex_errors(sql: str, dialect: str) -> Non
         ("SELECT 'a' /* c */\n'b'", "postgres", 1),
         ("SELECT $$a$$\n'b'", "postgres", 1),
         ("SELECT 'a'\nFROM t\nWHERE b = 'c'\n;\n'd'", "postgres", 2),
+        ("SELECT /*!50000 STRAIGHT_JOIN */ a FROM t /* /* */", "mysql", 1),
+        ("SELECT 1 /*!50000 '*' */", "mysql", 1),
+        ("SELECT U&\"d!0061t!+000061\" UESCAPE '!' FROM t", "postgres", 1),
+        ("SELECT U&\"d!0061ta\"UESCAPE'!' FROM t", "postgres", 1),
+        ("SELECT U&\"d!0061ta\"\n\tUESCAPE\n'!' FROM t", "postgres", 1),
+        ("SELECT U&'d!0061ta' UESCAPE '!'", "postgres", 1),
+        ("SELECT uescape FROM t WHERE a = 'UESCAPE'", "postgres", 1),
+        ('SELECT "x" uescape', "postgres", 1),
     ],
 )
 def test_unambiguous_neighbours_still_lex(sql: str, dialect: str, count: int) -> None:
@@ -194,6 +221,12 @@ def test_unicode_escaped_identifiers_are_rewritten() -> None:
     assert lex("SELECT U&\"d!0061ta\" UESCAPE '!'", "postgres").text == 'SELECT "data"'
     assert lex('SELECT U&"\\+000061"', "postgres").text == 'SELECT "a"'
     assert lex('SELECT U&"a""b\\0022"', "postgres").text == 'SELECT "a""b"""'
+    sql = "SELECT U&\"d!0061t!+000061\" UESCAPE '!'"
+    assert lex(sql, "postgres").text == 'SELECT "data"'
+    assert lex("SELECT U&\"d!0061ta\"UeScApE'!'", "postgres").text == 'SELECT "data"'
+    # a non-ASCII space is an identifier character: no UESCAPE clause, the default escape
+    nbsp = lex("SELECT U&\"d!0061ta\"\u00a0UESCAPE '!'", "postgres")
+    assert nbsp.text == "SELECT \"d!0061ta\"\u00a0UESCAPE '!'"
 
 
 # --------------------------------------------------------------------------- fingerprint
@@ -254,6 +287,8 @@ def test_fingerprint(sql: str, dialect: str, expected: str) -> None:
         ("SELECT 'open", "mysql"),
         ("SELECT `open", "mysql"),
         ("SELECT 1 --\u00e9 '", "mysql"),
+        ("SELECT 1 /*!99999 '/*' */ , ' */ ; DELETE FROM t; -- '", "mysql"),
+        ("SELECT 1 /*!/*/ 2 */", "mysql"),
     ],
 )
 def test_no_fingerprint_when_unsure(sql: str, dialect: str) -> None:

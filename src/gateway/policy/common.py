@@ -13,7 +13,12 @@ from typing import Final
 
 from gateway.policy.facts import Name, StatementFacts, TableRef
 from gateway.policy.lexer import DOT, LPAREN, NUMBER, QIDENT, STRING, WORD, XSTRING, Stmt
-from gateway.policy.vocabulary import FUNCTION_BUILTINS, FUNCTION_CLASSES, PG_PRIVILEGE_SETTINGS
+from gateway.policy.vocabulary import (
+    FUNCTION_BUILTINS,
+    FUNCTION_CLASSES,
+    FUNCTION_PREFIX_CLASSES,
+    PG_PRIVILEGE_SETTINGS,
+)
 
 __all__ = ["Recurse", "Scan", "build", "harvest_names", "pg_setting_classes", "scan_functions"]
 
@@ -135,6 +140,9 @@ def scan_functions(stmt: Stmt) -> Scan:
         if classes is not None:
             scan.classes.update(classes)
             scan.builtins.update(FUNCTION_BUILTINS.get(name, ()))
+        for prefix, prefix_classes in FUNCTION_PREFIX_CLASSES:
+            if name.startswith(prefix):
+                scan.classes.update(prefix_classes)
         if name == "set_config":
             _scan_set_config(stmt, i + 2, scan)
     if "file" in scan.classes:

@@ -26,7 +26,7 @@ from gateway.policy.vocabulary import BUILTIN_RULES, CLASS_ORDER, CLASSES
 __all__ = ["CLASSIFIER_VERSION", "CompiledRule", "Decision", "EffectivePolicy"]
 
 # Bumped whenever classification changes what a policy means; part of the digest.
-CLASSIFIER_VERSION: Final = 2
+CLASSIFIER_VERSION: Final = 3
 _PG_NAMEDATALEN: Final = 63  # PostgreSQL truncates identifiers to 63 bytes
 
 

@@ -13,8 +13,9 @@ Rules this module enforces:
 * MySQL executable comments (`/*! ... */`, `/*!50000 ... */`, MariaDB `/*M! ... */`) are
   code: their markers are blanked (same length, so positions survive) and the content is
   lexed like any other text, whatever the version number says. A server that skips one
-  ends it at its first `*/`, so content that does not end there, and version digits the
-  servers read differently, are LexErrors.
+  ends it at its first `*/` unless a `/*` comes first (it allows one nested comment, even
+  inside what looks like a quote), so content that contains `/*` before that `*/`, content
+  that does not end there, and version digits the servers read differently, are LexErrors.
 * Anything the lexer cannot close (a quote, a comment, a dollar quote) raises LexError; the
   caller classifies the whole text as ``unknown``. So does text servers may read in more
   than one way: the executable comments above, MySQL `--` + a non-ASCII character
@@ -126,7 +127,13 @@ _MY_TOKEN: Final = re.compile(
 )
 
 _PUNCT_KIND: Final = {";": SEMI, "(": LPAREN, ")": RPAREN, ",": COMMA, ".": DOT}
-_UESCAPE_TAIL: Final = re.compile(r"\s*UESCAPE\s*'(.)'", re.IGNORECASE | re.DOTALL)
+# The only UESCAPE clause read: whitespace, the keyword, whitespace, a one-character '...'
+# string. PostgreSQL also takes comments around it and any string constant (E'!', $$!$$);
+# those are refused (``_check_uescape``). ASCII: "UE\u017fCAPE" is an identifier, not UESCAPE.
+_PG_SPACE: Final = "[ \t\n\r\f\v]"
+_UESCAPE_TAIL: Final = re.compile(
+    rf"{_PG_SPACE}*UESCAPE{_PG_SPACE}*'([^'])'", re.IGNORECASE | re.DOTALL | re.ASCII
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +150,7 @@ def lex(text: str, dialect: str) -> Lexed:
     """Tokenize ``text``; raises LexError if a quote or comment is left open."""
     if dialect == "postgres":
         tokens = _lex_pg(text)
+        _check_uescape(text, tokens)
         if any(t.kind == "uident" for t in tokens):
             text = _rewrite_uidents(text, tokens)
             tokens = _lex_pg(text)
@@ -235,6 +243,34 @@ def _skip_nested_comment(text: str, pos: int) -> int:
     raise LexError("unterminated block comment")
 
 
+def _check_uescape(text: str, tokens: list[Tok]) -> None:
+    """Refuse a UESCAPE clause after a U& identifier or string that is not the simple form.
+
+    PostgreSQL reads ``U&"..." UESCAPE <string constant>`` with comments anywhere between
+    and any kind of string constant; this lexer decodes only ``UESCAPE 'c'`` separated by
+    whitespace, and would decode anything else with the default escape.
+    """
+    for i, tok in enumerate(tokens[:-1]):
+        if tok.kind != "uident" and not (
+            tok.kind == XSTRING and text.startswith(("U&", "u&"), tok.start)
+        ):
+            continue
+        nxt = tokens[i + 1]
+        if nxt.kind != WORD or text[nxt.start : nxt.end].upper() != "UESCAPE":
+            if _UESCAPE_TAIL.match(text, tok.end) is not None:  # not a token boundary
+                raise LexError("unsupported UESCAPE clause")
+            continue
+        tail = _UESCAPE_TAIL.match(text, tok.end)
+        string = tokens[i + 2] if i + 2 < len(tokens) else None
+        if (
+            tail is None
+            or string is None
+            or string.kind != STRING
+            or (string.start, string.end) != (tail.end() - 3, tail.end())
+        ):
+            raise LexError("unsupported UESCAPE clause")
+
+
 def _rewrite_uidents(text: str, tokens: list[Tok]) -> str:
     """Replace U&"d\\0061ta" [UESCAPE '!'] with the plain quoted identifier "data"."""
     out: list[str] = []
@@ -321,6 +357,11 @@ def _lex_mysql(text: str) -> Lexed:
             exec_close = text.find("*/", stop)
             if exec_close < 0:
                 raise LexError("unterminated executable comment")
+            if text.find("/*", stop, exec_close + 1) >= 0:
+                # A server that skips the comment allows one nested /* */ in it, wherever
+                # it starts (inside what looks like a quote too; "/*/" opens one): that
+                # reading ends the comment at a later "*/" than the first.
+                raise LexError("'/*' inside an executable comment")
             blanks.append((pos, stop))
         elif kind == "block":
             if exec_start >= 0:
@@ -658,7 +699,10 @@ def _my_repl(m: re.Match[str]) -> str:
     if group == "num":
         return _number(m)
     if group == "keep":
-        return m.group()
+        text = m.group()
+        if text.startswith(("/*!", "/*M!")) and "/*" in text[2:]:
+            raise _NoFingerprint  # "/*" in an executable comment: the full lexer refuses it
+        return text
     if group == "prefixed" and not _glued(m, _MY_WORDISH):
         return m.group()
     raise _NoFingerprint

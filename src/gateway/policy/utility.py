@@ -29,6 +29,7 @@ from gateway.policy.lexer import (
     LPAREN,
     NUMBER,
     QIDENT,
+    RPAREN,
     STRING,
     VAR,
     WORD,
@@ -76,15 +77,76 @@ def explain_pg(stmt: Stmt, recurse: Recurse) -> StatementFacts:
         close = stmt.matching_paren(1)
         if close < 0:
             return unknown(stmt)
-        # Any ANALYZE option counts, whatever its value: "(ANALYZE off)" is rare, and
-        # reading it as on can only deny more.
-        analyze = any(stmt.kw(j) in ("ANALYZE", "ANALYSE") for j in range(2, close))
+        options = _explain_pg_options(stmt, 2, close)
+        if options is None:
+            return unknown(stmt)
+        # An option name is an identifier ("analyze" and U&"analyze" are ANALYZE). Any
+        # ANALYZE option counts, whatever its value: "(ANALYZE off)" is rare, and reading
+        # it as on can only deny more. So does a name the gateway does not know: the
+        # server either rejects it or knows something the gateway does not.
+        analyze = any(name not in _PG_EXPLAIN_PLAN_ONLY for name in options)
         i = close + 1
     else:
         while stmt.kw(i) in ("ANALYZE", "ANALYSE", "VERBOSE"):
             analyze = analyze or stmt.kw(i) != "VERBOSE"
             i += 1
     return _explained(stmt, stmt.sub(i), analyze, recurse)
+
+
+# EXPLAIN options (PostgreSQL 13-18) that do not run the statement.
+_PG_EXPLAIN_PLAN_ONLY: Final[frozenset[str]] = frozenset(
+    {
+        "verbose",
+        "costs",
+        "settings",
+        "generic_plan",
+        "buffers",
+        "wal",
+        "timing",
+        "summary",
+        "memory",
+        "format",
+        "serialize",
+    }
+)
+
+
+def _explain_pg_options(stmt: Stmt, start: int, close: int) -> list[str] | None:
+    """The option names of ``EXPLAIN (name [value], ...)`` between ``start`` and ``close``.
+
+    Names as the server compares them: an unquoted one ASCII-lowercased, a quoted one (U&
+    ones are decoded by the lexer) as written. None for a list that is not name [value],
+    ... (a parenthesis, an empty item, an item that does not start with a name).
+    """
+    names: list[str] = []
+    item_start = True
+    for j in range(start, close):
+        kind = stmt.kind(j)
+        if kind in (LPAREN, RPAREN):
+            return None
+        if kind == COMMA:
+            if item_start:
+                return None
+            item_start = True
+            continue
+        if item_start:
+            ident = stmt.ident(j)
+            if ident is None:
+                return None
+            text, quoted = ident
+            names.append(text if quoted else _ascii_lower(text))
+            item_start = False
+    if item_start:  # "()" or a trailing comma
+        return None
+    return names
+
+
+def _ascii_lower(text: str) -> str:
+    """PostgreSQL's downcasing of an unquoted identifier (ASCII letters only)."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _explained(stmt: Stmt, inner_stmt: Stmt, analyze: bool, recurse: Recurse) -> StatementFacts:
@@ -208,8 +270,12 @@ def prepare_mysql(stmt: Stmt, recurse: Recurse) -> StatementFacts:
 
 
 def execute_stmt(stmt: Stmt) -> StatementFacts:
+    if stmt.dialect == "mysql" and stmt.kw(1) == "IMMEDIATE":
+        # MariaDB's EXECUTE IMMEDIATE <expr> [USING ...] runs the text <expr> evaluates to
+        # (a PREPARE'd statement may be called `immediate`: only the quoted name is one).
+        return _execute_immediate_mysql(stmt)
     name = canonical_statement_name(stmt, 1)
-    if name is None:
+    if name is None or not _execute_tail_ok(stmt):
         return unknown(stmt)
     own = build(stmt, "EXECUTE", (), tables=())
     return StatementFacts(
@@ -220,6 +286,41 @@ def execute_stmt(stmt: Stmt) -> StatementFacts:
         literal_dependent=own.literal_dependent,
         execute=name,
     )
+
+
+def _execute_tail_ok(stmt: Stmt) -> bool:
+    """Whether what follows ``EXECUTE name`` is its parameters and nothing else.
+
+    PostgreSQL: ``EXECUTE name [( expr [, ...] )]``; MySQL/MariaDB: ``EXECUTE name [USING
+    ...]``. Anything else is another statement the server may parse differently.
+    """
+    n = len(stmt)
+    if n == 2:
+        return True
+    if stmt.dialect == "postgres":
+        return stmt.kind(2) == LPAREN and stmt.matching_paren(2) == n - 1
+    return stmt.kw(2) == "USING" and n > 3
+
+
+def _execute_immediate_mysql(stmt: Stmt) -> StatementFacts:
+    n = len(stmt)
+    using = stmt.find_kw(frozenset({"USING"}), 2)
+    expr_end = using if using >= 0 else n
+    if expr_end <= 2 or (using >= 0 and using + 1 >= n):
+        return unknown(stmt)  # no expression, or USING with nothing after it
+    depth = 0
+    for j in range(2, n):
+        if stmt.kind(j) == LPAREN:
+            depth += 1
+        elif stmt.kind(j) == RPAREN:
+            depth -= 1
+            if depth < 0:
+                return unknown(stmt)
+    if depth:
+        return unknown(stmt)
+    # The text is not visible (a literal one may be built from functions, variables,
+    # CONCAT): dynamic, whatever it looks like; names in the expression still count.
+    return build(stmt, "EXECUTE", {"dynamic"})
 
 
 def deallocate_stmt(stmt: Stmt, first_name: int) -> StatementFacts:
@@ -402,15 +503,30 @@ def _value_sensitive(name: str) -> bool:
 
 
 def reset_pg(stmt: Stmt) -> StatementFacts:
-    word = stmt.kw(1)
-    if word == "ROLE" or (word == "SESSION" and stmt.kw(2) == "AUTHORIZATION"):
+    # RESET takes exactly one name (dotted for a custom setting) or one of its fixed forms;
+    # anything more is a shape the gateway does not read.
+    word, n = stmt.kw(1), len(stmt)
+    if (word == "ROLE" and n == 2) or (stmt.kws(1, 2) == ("SESSION", "AUTHORIZATION") and n == 3):
         return build(stmt, "RESET", {"privilege"}, tables=())
-    if word == "ALL":
+    if word == "ALL" and n == 2:
         return build(stmt, "RESET", {"session"}, tables=())
-    ident = stmt.ident(1)
-    if ident is None:
-        return unknown(stmt)
-    return build(stmt, "RESET", pg_setting_classes(ident[0].lower(), ["default"]), tables=())
+    if stmt.kws(1, 2) == ("TIME", "ZONE") and n == 3:
+        return build(stmt, "RESET", pg_setting_classes("timezone", ["default"]), tables=())
+    if stmt.kws(1, 3) == ("TRANSACTION", "ISOLATION", "LEVEL") and n == 4:
+        return build(stmt, "RESET", {"session"}, tables=())
+    parts: list[str] = []
+    i = 1
+    while True:
+        ident = stmt.ident(i)
+        if ident is None:
+            return unknown(stmt)
+        parts.append(ident[0].lower())  # setting names compare case-insensitively
+        if i + 1 == n:
+            break
+        if stmt.kind(i + 1) != DOT:
+            return unknown(stmt)
+        i += 2
+    return build(stmt, "RESET", pg_setting_classes(".".join(parts), ["default"]), tables=())
 
 
 def set_mysql(stmt: Stmt) -> StatementFacts:
@@ -700,7 +816,14 @@ def ddl(stmt: Stmt, recurse: Recurse) -> StatementFacts:
     if verb == "CREATE" and obj in ("TABLE", "MATERIALIZED VIEW", "VIEW"):
         query = _create_query_start(stmt, i)
         if query >= 0:
-            inner = recurse(stmt.sub(query))
+            end = len(stmt)
+            if stmt.kw(query) == "EXECUTE":
+                # CREATE TABLE x AS EXECUTE p [(...)] [WITH [NO] DATA]: not EXECUTE's own
+                if stmt.kws(end - 2, 2) == ("WITH", "DATA"):
+                    end -= 2
+                elif stmt.kws(end - 3, 3) == ("WITH", "NO", "DATA"):
+                    end -= 3
+            inner = recurse(stmt.sub(query, end))
             if "unknown" in inner.classes:
                 return unknown(stmt)
             if obj == "VIEW":

@@ -274,6 +274,10 @@ _FILE_FUNCTIONS: Final = (
     "pg_current_logfile",
     "lo_import",
     "lo_export",
+    # read the server's configuration files
+    "pg_hba_file_rules",
+    "pg_ident_file_mappings",
+    "pg_show_all_file_settings",
     # MySQL: server file read; lib_mysqludf_sys runs shell commands
     "load_file",
     "sys_exec",
@@ -303,6 +307,7 @@ _DYNAMIC_FUNCTIONS: Final = (
     "database_to_xmlschema",
     "database_to_xml_and_xmlschema",
     "ts_stat",
+    "ts_rewrite",  # ts_rewrite(tsquery, text) runs the text as a query
     "pg_background_launch",
     "run_command_on_workers",
 )
@@ -337,6 +342,16 @@ _ADMIN_FUNCTIONS: Final = (
     "pg_stat_reset_slru",
     "pg_stat_reset_replication_slot",
     "pg_stat_statements_reset",
+    "pg_stat_reset_subscription_stats",
+    "pg_import_system_collations",
+    # replication origins (the pg_replication_origin_ prefix: FUNCTION_PREFIX_CLASSES)
+    "pg_replication_origin_create",
+    "pg_replication_origin_drop",
+    "pg_replication_origin_session_setup",
+    "pg_replication_origin_session_reset",
+    "pg_replication_origin_xact_setup",
+    "pg_replication_origin_xact_reset",
+    "pg_replication_origin_advance",
 )
 _WRITE_FUNCTIONS: Final = (
     # sequences (PostgreSQL, MariaDB): nextval advances one for good, even in a rollback
@@ -351,6 +366,13 @@ _WRITE_FUNCTIONS: Final = (
     "lo_truncate",
     "lo_truncate64",
     "pg_notify",
+    # writes a message into the WAL for logical decoding consumers (like pg_notify)
+    "pg_logical_emit_message",
+    # change an index's contents
+    "brin_summarize_new_values",
+    "brin_summarize_range",
+    "brin_desummarize_range",
+    "gin_clean_pending_list",
 )
 
 FUNCTION_CLASSES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
@@ -360,6 +382,11 @@ FUNCTION_CLASSES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         **{f: frozenset({"admin"}) for f in _ADMIN_FUNCTIONS},
         **{f: frozenset({"write"}) for f in _WRITE_FUNCTIONS},
     }
+)
+# Name prefixes that classify every function they start, listed or not.
+FUNCTION_PREFIX_CLASSES: Final[tuple[tuple[str, frozenset[str]], ...]] = (
+    ("pg_replication_origin_", frozenset({"admin"})),
+    ("pg_stat_reset", frozenset({"admin"})),
 )
 FUNCTION_BUILTINS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
     {
