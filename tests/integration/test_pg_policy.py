@@ -373,3 +373,33 @@ def test_backslash_text_behind_a_bound_settings_statement_is_refused(
         stmts = [f for _, f in reader.logical_frames() if isinstance(f, Stmt)]
     refused = [s for s in stmts if s.text.startswith("SELECT 'x")]
     assert len(refused) == 1 and refused[0].rule == "unknown:settings_in_flight"
+
+
+# -- startup parameters: settings the server applies at login ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        ("-c role=pg_read_all_data", "role"),
+        ("-c session_authorization=postgres", "session_authorization"),
+        ("--search-path=pg_catalog -d 5", None),  # a server switch: refused whole
+        ("-c search_path=public", ""),  # a harmless session setting: allowed
+        ("-c application_name=tool -c statement_timeout=5s", ""),
+    ],
+)
+def test_startup_options_are_decided_as_the_settings_they_are(
+    gw: GatewayProcess, options: str, refused: str | None
+) -> None:
+    """libpq's options (PGOPTIONS) and other startup parameters set what SET would: a
+    role change at connect time is refused like SET ROLE (class privilege)."""
+    dsn = gw.dsn(gw.token(CONTRACTOR, ("contractors",)), user=CONTRACTOR)
+    if refused == "":
+        with psycopg.connect(dsn, options=options) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        return
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(dsn, options=options)
+    assert "startup" in str(info.value)
+    if refused:
+        assert refused in str(info.value)

@@ -92,6 +92,51 @@ _PORTAL_WORDS = frozenset({b"declare", b"close", b"discard"})
 # Startup parameters never forwarded upstream: the gateway picks user/database,
 # and _pq_.* protocol options are answered with NegotiateProtocolVersion.
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
+# A setting name as the server looks it up (case-folded; custom ones are dotted).
+_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_$]*(?:\.[a-z_][a-z0-9_$]*)*")
+_SESSION_ONLY = frozenset({"session"})
+
+
+def startup_options(value: str) -> list[tuple[str, str]] | None:
+    """The settings in a startup packet's ``options`` (libpq's PGOPTIONS): ``-c name=value``
+    and ``--name=value``, separated by spaces (a backslash escapes the next character).
+    None if it holds anything else (other server switches: refused)."""
+    words: list[str] = []
+    word: list[str] = []
+    escaped = False
+    for ch in value:
+        if escaped:
+            word.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in " \t\n\r\f\v":
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(ch)
+    if escaped:
+        return None
+    if word:
+        words.append("".join(word))
+    settings: list[tuple[str, str]] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w == "-c" and i + 1 < len(words):
+            pair, i = words[i + 1], i + 2
+        elif len(w) > 2 and w[:2] in ("-c", "--"):
+            pair, i = w[2:], i + 1
+        else:
+            return None
+        name, eq, setting = pair.partition("=")
+        if not eq or not name:
+            return None
+        settings.append((name.replace("-", "_"), setting))
+    return settings
+
+
 _MAX_PASSWORD_MESSAGE = 16 * 1024
 _TERMINATE_MESSAGE = b"X\x00\x00\x00\x04"
 
@@ -192,6 +237,50 @@ class PgSession(LegPair):
             self.tls_active = tls_active
             return first
 
+    def _check_startup_settings(self, identity: Identity, forwarded: dict[str, str]) -> None:
+        """Startup parameters are settings the server applies at login (``role``,
+        ``search_path``, ``options=-c name=value``): each is decided as the ``SET`` it
+        stands for, so a setting the policy refuses as a statement (SET ROLE, a search
+        path into a denied schema) cannot be had at connect time. Harmless session
+        settings (application_name, DateStyle...) pass even where the session class is not
+        allowed, as they always did; anything else the policy refuses ends the login."""
+        settings: list[tuple[str, str]] = []
+        for name, value in forwarded.items():
+            if name == "options":
+                parsed = startup_options(value)
+                if parsed is None:
+                    raise LoginRefused(
+                        SqlState.INSUFFICIENT_PRIVILEGE,
+                        "startup options other than -c name=value are not allowed",
+                        "startup options refused",
+                    )
+                settings.extend(parsed)
+            else:
+                settings.append((name, value))
+        if not settings:
+            return
+        policy = self.runtime.session_policy(self.target, identity)
+        for name, value in settings:
+            key = name.lower()
+            if not _SETTING_NAME.fullmatch(key):
+                raise LoginRefused(
+                    SqlState.INSUFFICIENT_PRIVILEGE,
+                    f'startup setting "{name[:64]}" is not allowed',
+                    "startup setting refused: name",
+                )
+            quoted = value.replace("'", "''")
+            decision = policy.check_query(f"SET {key} = '{quoted}'")
+            harmless = decision.classes == _SESSION_ONLY and (decision.rule or "").startswith(
+                "class:"
+            )
+            if decision.action == "allow" or harmless:
+                continue
+            raise LoginRefused(
+                SqlState.INSUFFICIENT_PRIVILEGE,
+                f'startup setting "{key}" refused by the gateway\'s policy: {decision.message}',
+                f"startup setting {key} refused ({decision.rule})",
+            )
+
     async def _login(self, startup: StartupMessage) -> None:
         runtime = self.runtime
         client = self.client
@@ -251,6 +340,7 @@ class PgSession(LegPair):
         forwarded = {
             k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")
         }
+        self._check_startup_settings(identity, forwarded)
         try:
             upstream = await connect_upstream(
                 self.target.upstream, forwarded, runtime.config.gateway.max_message_size
