@@ -457,3 +457,22 @@ def test_a_review_approval_id_goes_with_the_reviewed_statement(
     sleep, create = statements_of(lines, who)
     assert "pg_sleep" in sleep["text"] and "approval_id" not in sleep
     assert "audit_reviewed" in create["text"] and create["approval_id"] == request["id"]
+
+
+def test_copy_to_stdout_counts_its_rows(gw: GatewayProcess) -> None:
+    """COPY ... TO STDOUT sends one CopyData message per row: the audit line counts them
+    (the large-result alert reads this count)."""
+    who = "audit-copy@example.com"
+    sql = "COPY (SELECT id FROM audit_big WHERE id <= 5) TO STDOUT"
+    with (
+        psycopg.connect(gw.dsn(gw.token(who, ("dba",))), autocommit=True) as conn,
+        conn.cursor().copy(sql) as copy,
+    ):
+        data = b"".join(bytes(chunk) for chunk in copy)
+    assert data.count(b"\n") == 5
+    lines = wait_for(
+        gw,
+        lambda ls: any(x.get("event") == "session_end" and x["subject"] == who for x in ls),
+    )
+    (line,) = statements_of(lines, who)
+    assert line["rows"] == 5 and line["bytes"] > 0, line

@@ -620,7 +620,7 @@ class PgSession(LegPair):
         swallow = self._swallow
         # Result bytes per execution are its DataRow and CopyData bytes; CopyData (one
         # message per row in COPY TO STDOUT) is summed here and credited once.
-        copy_bytes = 0
+        copy_bytes = copy_rows = 0
         # Messages replaced in the forwarded stream: the server's errors for refused
         # messages, masked rows, scrubbed errors; b"" drops a message.
         edits: list[tuple[int, int, bytes]] | None = None
@@ -674,8 +674,8 @@ class PgSession(LegPair):
                     ex.rows += count
             elif mtype in _TRACKED:
                 if copy_bytes:
-                    self._credit_copy_bytes(copy_bytes)
-                    copy_bytes = 0
+                    self._credit_copy(copy_bytes, copy_rows)
+                    copy_bytes = copy_rows = 0
                 if limits is not None and not swallow and mtype in _RESULT_END:
                     ex = tracker.head_execution()
                     budget = ex.budget if ex is not None else None  # type: ignore[assignment]
@@ -716,6 +716,7 @@ class PgSession(LegPair):
                             swallow = True
                 if recording and not swallow:
                     copy_bytes += stop - start
+                    copy_rows += 1
             elif mtype == _PARAMETER_STATUS:
                 gate = self.policy_gate
                 if gate is not None:
@@ -738,7 +739,7 @@ class PgSession(LegPair):
                 edits = _edit(edits, start, stop, replacement)
         self._swallow = swallow
         if copy_bytes:
-            self._credit_copy_bytes(copy_bytes)
+            self._credit_copy(copy_bytes, copy_rows)
         if hold_at >= 0:
             # Paused for approval: the rest of this read waits in the scanner, and the
             # database is not read from (TCP backpressure) until the decision.
@@ -936,9 +937,12 @@ class PgSession(LegPair):
         )
         return build_error_response(INSUFFICIENT_PRIVILEGE, message)
 
-    def _credit_copy_bytes(self, n: int) -> None:
+    def _credit_copy(self, n: int, rows: int) -> None:
+        """CopyData sent to the client (COPY TO STDOUT): counted as the execution's rows
+        and bytes (the audit line, the alerts; their content is not recorded)."""
         ex = self.tracker.head_execution() if self.tracker is not None else None
         if ex is not None and self.observer is not None:
+            ex.rows += rows
             self.observer.add_bytes(ex, n)
 
     # ================================================================== teardown
