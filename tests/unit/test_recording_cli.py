@@ -289,3 +289,132 @@ def test_unknown_frame_notice(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 0 and "notice: frame 2" in out
     code, out, _ = run(capsys, "export", "fut", *d(tmp_path))
     assert json.loads(out.splitlines()[2])["t"] == "hologram"
+
+
+def test_verify_fails_a_file_named_after_another_session(
+    sessions: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # alice's genuine recording put in place of bob's (and bob's removed): every frame
+    # verifies, but the file does not hold the session it is named after.
+    directory = sessions / "sessions"
+    alice = directory / "20260101T000000Z-aaaa.gwrec"
+    bob = directory / "20260101T000100Z-bbbb.gwrec"
+    bob.write_bytes(alice.read_bytes())
+    state = ["--state-dir", str(sessions / "state")]
+    code, out, _ = run(capsys, "verify", "20260101T000100Z-bbbb", *d(sessions), *state)
+    assert code == 1
+    assert out.startswith(
+        "20260101T000100Z-bbbb: FAILED: file 20260101T000100Z-bbbb.gwrec holds session "
+        "20260101T000000Z-aaaa"
+    )
+    code, out, _ = run(capsys, "verify", "--all", *d(sessions), *state)
+    assert code == 1 and out.count("FAILED") == 1
+    # The writer's ~N suffix for a taken name is not a mismatch.
+    (directory / "20260101T000000Z-aaaa~1.gwrec").write_bytes(alice.read_bytes())
+    code, out, _ = run(capsys, "verify", "20260101T000000Z-aaaa~1", *d(sessions), *state)
+    assert code == 0 and ": OK:" in out
+    # `list` shows it without verifying.
+    code, out, _ = run(capsys, "list", *d(sessions))
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert lines["20260101T000100Z-bbbb"].endswith(
+        "FILE HOLDS SESSION 20260101T000000Z-aaaa (not its name; verify fails it)"
+    )
+    assert "FILE HOLDS" not in lines["20260101T000000Z-aaaa~1"]
+    assert "FILE HOLDS" not in lines["20260101T000000Z-aaaa"]
+    code, out, _ = run(capsys, "list", "--json", *d(sessions))
+    rows = {r["id"]: r for r in map(json.loads, out.splitlines())}
+    assert rows["20260101T000100Z-bbbb"]["name_matches"] is False
+    assert rows["20260101T000100Z-bbbb"]["session_id"] == "20260101T000000Z-aaaa"
+    assert rows["20260101T000000Z-aaaa~1"]["name_matches"] is True
+
+
+def test_verify_all_without_recordings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    load_or_create_signing_key(tmp_path / "state" / "recording_ed25519.pem")
+    (tmp_path / "sessions").mkdir()
+    state = ["--state-dir", str(tmp_path / "state")]
+    code, out, err = run(capsys, "verify", "--all", *d(tmp_path), *state)
+    # Nothing verified is not "every file intact" (0), nor any file's outcome.
+    assert code == rcli.EXIT_NO_RECORDINGS == 5
+    assert out == "" and "no recordings in" in err
+
+
+ESC = "\x1b[2J\x1b[1;1Hsession verified OK\x1b[8m"
+
+
+@pytest.fixture
+async def hostile(tmp_path: Path) -> Path:
+    """A session whose client-controlled strings carry terminal escapes."""
+    recorder = new_recorder(tmp_path)
+    await recorder.start()
+    try:
+        rec = recorder.open_session(
+            make_info(
+                "20260101T000000Z-evil",
+                protocol="mysql",
+                subject="mallory" + ESC,
+                target="app" + ESC,
+                client_address="10.0.0.1:5\x1b[31m",
+                tls={"version": "TLSv1.3\x1b[0m"},
+            )
+        )
+        rec.control("init_db", {"schema": "app" + ESC})
+        rec.control("change_user\x07", {"user\x1b": "root" + ESC})
+        n = rec.statement(text="SELECT 1 /*" + ESC + "*/\r\nFROM t", path="simple")
+        rec.result_metadata(n, BOB_COLUMNS)
+        data = build_data_row([b"1", ("a" + ESC).encode()])
+        rec.rows(n, "pg.DataRow", data, 1)
+        rec.complete(
+            n, tag="SELECT 1" + ESC, rows=1, rows_recorded=1, bytes_to_client=9, duration=0.001
+        )
+        e = rec.statement(text="SELECT x", path="simple", decision="deny", rule="r" + ESC)
+        rec.complete(
+            e,
+            tag=None,
+            rows=0,
+            rows_recorded=0,
+            bytes_to_client=0,
+            duration=0.0,
+            error=("4250\x1b", "denied\x1b[31m\nsecond line" + ESC),
+        )
+        rec.end("client closed" + ESC)
+        await recorder.flush()
+    finally:
+        await recorder.close()
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", ["show", "replay", "list"])
+def test_control_characters_are_never_printed(
+    hostile: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    argv = [command] + ([] if command == "list" else ["20260101T000000Z-evil"])
+    argv += ["--speed", "0"] if command == "replay" else []
+    code, out, err = run(capsys, *argv, *d(hostile))
+    assert code == 0, err
+    bad = [c for c in out if not c.isprintable() and c != "\n"]
+    assert not bad, bad
+    assert "\\x1b[2J\\x1b[1;1Hsession verified OK\\x1b[8m" in out
+    if command != "list":
+        assert "schema=app\\x1b[2J" in out  # ctl details (MySQL init_db)
+        assert "user\\x1b=root\\x1b[2J" in out and "[change_user\\x07]" in out
+        assert "SELECT 1 /*\\x1b[2J" in out
+        assert "denied\\x1b[31m" in out
+        assert "client closed\\x1b[2J" in out
+    if command == "replay":
+        # A multi-line statement stays multi-line; the carriage return is escaped.
+        assert "*/\\x0d\nFROM t" in out
+        assert "| a\\x1b[2J" in out  # row values, as before
+
+
+def test_verify_output_is_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Verification messages quote the file (here its session id): escaped too.
+    key = load_or_create_signing_key(tmp_path / "state" / "recording_ed25519.pem")
+    (tmp_path / "sessions").mkdir()
+    path = tmp_path / "sessions" / "evil.gwrec"
+    path.write_bytes(
+        seal_file([start_frame(key, "evil" + ESC), stmt_frame(1, 1), end_frame(2)], key)
+    )
+    state = ["--state-dir", str(tmp_path / "state")]
+    code, out, _ = run(capsys, "verify", "evil", *d(tmp_path), *state)
+    assert code == 1 and "\x1b" not in out
+    assert "holds session evil\\x1b[2J" in out

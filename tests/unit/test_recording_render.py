@@ -11,6 +11,7 @@ import pytest
 from gateway.recording.render import decode_value as dv
 from gateway.recording.render import (
     display_width,
+    escape,
     format_bytes,
     format_duration,
     one_line,
@@ -142,6 +143,14 @@ def test_control_characters_are_escaped() -> None:
     lines = render_table(["a"], [["\x1b[2Jboo"]], [False])
     assert "\x1b" not in "".join(lines) and "\\x1b[2Jboo" in lines[2]
     assert "\x1b" not in one_line("SELECT '\x1b[31m'")
+
+
+def test_escape_for_single_and_multi_line_output() -> None:
+    assert escape("plain text, ünïcode 漢字") == "plain text, ünïcode 漢字"
+    assert escape("a\x1b[2Jb\x07\x9b") == "a\\x1b[2Jb\\x07\\x9b"
+    # One-line fields (names, details): newlines, tabs and CRs are escaped too.
+    assert escape("a\nb\tc\r") == "a\\x0ab\\x09c\\x0d"
+    assert escape("a\nb\r", newlines=True) == "a\nb\\x0d"
 
 
 def test_wide_characters() -> None:

@@ -17,7 +17,7 @@ from gateway.recording.keys import load_or_create_signing_key, load_public_key
 from gateway.recording.reader import RecordingReader
 from gateway.recording.schema import HEADER, LENGTH, Rows, UnknownFrame, frame_hash
 from gateway.recording.sink import seal_frames
-from gateway.recording.verify import Status, VerifyResult, verify_file
+from gateway.recording.verify import Status, VerifyResult, named_session_id, verify_file
 from tests.unit.test_recording_helpers import (
     ckpt_frame,
     encode_frame,
@@ -195,7 +195,7 @@ def test_unsigned_forged_tail_on_a_crashed_file_is_reported(tmp_path: Path) -> N
     key = private_key(tmp_path)
     prefix = [start_frame(key), stmt_frame(1, 1), ckpt_frame(2)]
     genuine = seal_file(prefix, key)
-    path = tmp_path / "crashed.gwrec"
+    path = tmp_path / "s1.gwrec"  # named after its session (start_frame)
     path.write_bytes(genuine)
     offset, size = frame_spans(path)[-1]
     # The forger chains a new frame onto the genuine last frame; it is unsigned.
@@ -213,7 +213,7 @@ def test_unsigned_forged_tail_on_a_crashed_file_is_reported(tmp_path: Path) -> N
 def test_unknown_future_frame_type_is_skipped(tmp_path: Path) -> None:
     key = private_key(tmp_path)
     future = {"t": "approval2", "seq": 2, "prev": bytes(32), "approver": "bob", "votes": [1, 2]}
-    path = tmp_path / "future.gwrec"
+    path = tmp_path / "s1.gwrec"
     path.write_bytes(
         seal_file([start_frame(key), stmt_frame(1, 1), future, stmt_frame(3, 2), end_frame(4)], key)
     )
@@ -223,6 +223,55 @@ def test_unknown_future_frame_type_is_skipped(tmp_path: Path) -> None:
     with RecordingReader(path) as reader:
         frames = [f for _, f in reader.frames()]
     assert isinstance(frames[2], UnknownFrame) and frames[2].fields["approver"] == "bob"
+
+
+def test_named_session_id() -> None:
+    assert named_session_id(Path("d/20260101T000000Z-aaaa.gwrec")) == "20260101T000000Z-aaaa"
+    # The writer's suffix for a taken name (sink.SessionFile) is not part of the id.
+    assert named_session_id(Path("s1~1.gwrec")) == "s1"
+    assert named_session_id(Path("s1~12.gwrec")) == "s1"
+    assert named_session_id(Path("s1~x.gwrec")) == "s1~x"
+    assert named_session_id(Path("s1.gwrec.bak")) == "s1.gwrec.bak"
+
+
+async def test_file_named_after_another_session_fails(tmp_path: Path) -> None:
+    # Two genuine, intact recordings swapped: each verifies on its own, but neither is
+    # the session its name claims, so neither may pass as that session.
+    a = await write_sample(tmp_path, session_id="20260101T000000Z-aaaa")
+    c = await write_sample(tmp_path, session_id="20260101T000001Z-cccc")
+    a_bytes, c_bytes = a.read_bytes(), c.read_bytes()
+    a.write_bytes(c_bytes)
+    c.write_bytes(a_bytes)
+    result = check(a, tmp_path)
+    assert result.status is Status.ALTERED
+    assert result.message.startswith(
+        "file 20260101T000000Z-aaaa.gwrec holds session 20260101T000001Z-cccc"
+    )
+    assert "its frames verify" in result.message  # the contents themselves are intact
+    assert result.bad_index == 0 and result.bad_offset == len(HEADER)
+    assert result.session_id == "20260101T000001Z-cccc"
+    # Opting out (a caller that checks names itself) sees the intact file.
+    key = load_public_key(public_key_file(tmp_path))
+    assert verify_file(a, key, check_name=False).status is Status.OK
+
+
+async def test_renamed_incomplete_file_fails(tmp_path: Path) -> None:
+    path = await write_sample(tmp_path, session_id="s1", end=False)
+    moved = path.with_name("s2.gwrec")
+    path.rename(moved)
+    result = check(moved, tmp_path)
+    assert result.status is Status.ALTERED and "holds session s1" in result.message
+    assert "ended without an end frame" in result.message
+
+
+async def test_writer_suffix_for_a_taken_name_verifies(sample: Path, tmp_path: Path) -> None:
+    for name in ("s1~1.gwrec", "s1~27.gwrec"):
+        copy = sample.with_name(name)
+        copy.write_bytes(sample.read_bytes())
+        assert check(copy, tmp_path).status is Status.OK
+    odd = sample.with_name("s1~x.gwrec")
+    odd.write_bytes(sample.read_bytes())
+    assert check(odd, tmp_path).status is Status.ALTERED
 
 
 def test_not_a_recording(tmp_path: Path) -> None:

@@ -80,9 +80,10 @@ def register(sub: Any) -> None:
 
     p = commands.add_parser(
         "verify",
-        help="check hash chains and signatures",
-        description="Exit status: 0 intact, 1 altered/invalid, 2 usage error, "
-        "3 ended without an end frame, 4 truncated inside a frame (worst of all files).",
+        help="check hash chains, signatures and that each file holds its named session",
+        description="Exit status: 0 intact, 1 altered/invalid (or named after another "
+        "session), 2 usage error, 3 ended without an end frame, 4 truncated inside a frame "
+        "(worst of all files), 5 --all found no recordings.",
     )
     _common(p)
     p.add_argument("ids", nargs="*", metavar="ID", help="session ids, prefixes or files")

@@ -23,6 +23,7 @@ import msgspec
 from .keys import PUBLIC_KEY_NAME, KeyFileError, load_public_key, public_key_path
 from .reader import RecordingFormatError, RecordingReader
 from .render import (
+    escape,
     format_bytes,
     format_duration,
     format_time,
@@ -44,11 +45,13 @@ from .schema import (
     UnknownFrame,
 )
 from .summary import SessionSummary, summarize
-from .verify import SEVERITY, Status, VerifyResult, verify_file
+from .verify import SEVERITY, Status, VerifyResult, named_session_id, verify_file
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+# verify --all found no recordings: nothing was verified, which is not "all intact" (0).
+EXIT_NO_RECORDINGS: Final = 5
 
 DEFAULT_SESSION_DIR: Final = "sessions"
 DEFAULT_STATE_DIR: Final = ".gateway"
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return handlers[args.sessions_command](args)
     except UsageProblem as exc:
-        print(f"gateway sessions: {exc}", file=sys.stderr)
+        print(f"gateway sessions: {escape(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error. Point stdout at
@@ -215,11 +218,18 @@ def cmd_list(args: argparse.Namespace) -> int:
         if summary is None:
             continue
         if args.json:
-            out.write(json.dumps(summary.as_dict()) + "\n")
+            fields = summary.as_dict()
+            fields["name_matches"] = _name_matches(summary)
+            out.write(json.dumps(fields) + "\n")
         else:
             out.write(_list_line(summary) + "\n")
         out.flush()
     return EXIT_OK
+
+
+def _name_matches(s: SessionSummary) -> bool:
+    """False when the file's name claims another session than its start frame holds."""
+    return s.started_at is None or named_session_id(s.path) == s.session_id
 
 
 def _list_line(s: SessionSummary) -> str:
@@ -229,11 +239,15 @@ def _list_line(s: SessionSummary) -> str:
         "truncated": "TRUNCATED (last frame cut; totals from frames)",
         "unreadable": f"UNREADABLE: {s.problem}",
     }[s.status]
+    if not _name_matches(s):
+        # A file moved into another session's name: `verify` fails it.
+        mismatch = f"FILE HOLDS SESSION {s.session_id} (not its name; verify fails it)"
+        status = f"{mismatch}; {status}" if status else mismatch
     return (
-        f"{s.file_id:<30} {s.subject:<24} {s.target:<12} "
+        f"{escape(s.file_id):<30} {escape(s.subject):<24} {escape(s.target):<12} "
         f"{format_time(s.started_at, millis=False):<19} {format_duration(s.duration):>9} "
         f"{s.statements:>6} {s.rows:>8} {format_bytes(s.bytes_to_client):>9} {s.denied:>6}  "
-        f"{status}"
+        f"{escape(status)}"
     ).rstrip()
 
 
@@ -272,31 +286,30 @@ def cmd_show(args: argparse.Namespace) -> int:
                 t0 = frame.started_at
                 _write_start(out, frame)
             elif isinstance(frame, Stmt):
-                rule = f" [{frame.rule}]" if frame.rule else ""
-                decision = "DENY " if frame.decision == "deny" else frame.decision
-                name = f" {frame.name}" if frame.name else ""
+                rule = f" [{escape(frame.rule)}]" if frame.rule else ""
+                decision = "DENY " if frame.decision == "deny" else escape(frame.decision)
+                name = f" {escape(frame.name)}" if frame.name else ""
                 offset = f"+{frame.at - t0:.3f}s"
                 out.write(
                     f"  #{frame.stmt:<4} {offset:>10}  {decision:<5}{rule} "
-                    f"{frame.path}{name}: {one_line(frame.text, limit)}\n"
+                    f"{escape(frame.path)}{name}: {one_line(frame.text, limit)}\n"
                 )
                 if frame.params:
                     out.write(f"         params: {_params(frame.params, limit)}\n")
             elif isinstance(frame, Done):
                 out.write(f"         -> {_outcome(frame)}\n")
             elif isinstance(frame, Ctl):
-                detail = ", ".join(f"{k}={v}" for k, v in frame.detail.items())
-                out.write(f"  [{frame.kind}] +{frame.at - t0:.3f}s {detail}\n")
+                out.write(f"  [{escape(frame.kind)}] +{frame.at - t0:.3f}s {_detail(frame)}\n")
             elif isinstance(frame, End):
                 ended = True
                 out.write(
                     f"ended {format_time(frame.ended_at)} UTC after "
-                    f"{format_duration(frame.ended_at - t0)}: {frame.reason}; "
+                    f"{format_duration(frame.ended_at - t0)}: {escape(frame.reason)}; "
                     f"{frame.statements} statements, {frame.rows} rows, "
                     f"{format_bytes(frame.bytes_to_client)} to the client, {frame.denied} denied\n"
                 )
     except RecordingFormatError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {escape(exc.message)}", file=sys.stderr)
         return EXIT_FAILED
     if not ended:
         out.write("(no end frame: the session crashed, was cut off, or is still open)\n")
@@ -304,16 +317,23 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _write_start(out: TextIO, start: Start) -> None:
-    groups = ",".join(start.groups)
-    tls = start.tls.get("version", "none") if start.tls else "none"
+    e = escape
+    groups = e(",".join(start.groups))
+    tls = e(start.tls.get("version", "none")) if start.tls else "none"
     out.write(
-        f"session {start.session_id}\n"
-        f"  user {start.subject} (groups: {groups or '-'})  token {start.token_id or '-'}\n"
-        f"  target {start.target} ({start.protocol}) as {start.upstream_user}  "
-        f"client {start.client_address}  TLS {tls}\n"
-        f"  started {format_time(start.started_at)} UTC  gateway {start.gateway_version}  "
-        f"policy {start.policy_digest}\n"
+        f"session {e(start.session_id)}\n"
+        f"  user {e(start.subject)} (groups: {groups or '-'})  "
+        f"token {e(start.token_id or '-')}\n"
+        f"  target {e(start.target)} ({e(start.protocol)}) as {e(start.upstream_user)}  "
+        f"client {e(start.client_address)}  TLS {tls}\n"
+        f"  started {format_time(start.started_at)} UTC  gateway {e(start.gateway_version)}  "
+        f"policy {e(start.policy_digest)}\n"
     )
+
+
+def _detail(ctl: Ctl) -> str:
+    """A control event's details (names a client chose: schemas, users, ...), escaped."""
+    return ", ".join(f"{escape(k)}={escape(v)}" for k, v in ctl.detail.items())
 
 
 def _params(params: list[Any], limit: int | None) -> str:
@@ -329,7 +349,8 @@ def _params(params: list[Any], limit: int | None) -> str:
 
 
 def _outcome(done: Done) -> str:
-    return ", ".join(outcome_parts(done, lambda message: one_line(message, 200)))
+    # The message is shortened (and escaped) by one_line; the rest (tag, code) by escape.
+    return escape(", ".join(outcome_parts(done, lambda message: one_line(message, 200))))
 
 
 # --------------------------------------------------------------------------- replay
@@ -356,11 +377,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         for _, frame in frames:
             if isinstance(frame, Start):
-                target = frame.target
+                target = escape(frame.target)
                 clock.wait(frame.started_at)
                 out.write(
-                    f"-- {format_time(frame.started_at)} UTC  {frame.subject} connected to "
-                    f"{frame.target} from {frame.client_address}\n"
+                    f"-- {format_time(frame.started_at)} UTC  {escape(frame.subject)} connected "
+                    f"to {target} from {escape(frame.client_address)}\n"
                 )
             elif isinstance(frame, Stmt):
                 clock.wait(frame.at)
@@ -368,9 +389,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 note = (
                     ""
                     if frame.decision != "deny"
-                    else "   -- DENIED" + (f" by {frame.rule}" if frame.rule else "")
+                    else "   -- DENIED" + (f" by {escape(frame.rule)}" if frame.rule else "")
                 )
-                out.write(f"{target}=> {frame.text.rstrip()}{note}\n")
+                # Multi-line statements stay multi-line; every other control character
+                # is escaped, as in the result tables.
+                text = escape(frame.text.rstrip(), newlines=True)
+                out.write(f"{target}=> {text}{note}\n")
             elif isinstance(frame, Meta) and frame.stmt in pending:
                 pending[frame.stmt].columns = frame.columns
             elif isinstance(frame, Rows) and frame.stmt in pending:
@@ -384,14 +408,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 out.write("\n")
             elif isinstance(frame, Ctl):
                 clock.wait(frame.at)
-                detail = ", ".join(f"{k}={v}" for k, v in frame.detail.items())
-                out.write(f"-- [{frame.kind}] {detail}\n")
+                out.write(f"-- [{escape(frame.kind)}] {_detail(frame)}\n")
             elif isinstance(frame, End):
                 clock.wait(frame.ended_at)
-                out.write(f"-- session ended: {frame.reason}\n")
+                out.write(f"-- session ended: {escape(frame.reason)}\n")
             out.flush()
     except RecordingFormatError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {escape(exc.message)}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -422,10 +445,10 @@ def _result_lines(state: _Pending | None, done: Done) -> list[str]:
     if state is not None and state.columns is not None:
         lines.extend(_table(state))
     if done.error is not None:
-        code = f"  ({done.error.code})" if done.error.code else ""
-        lines.append(f"ERROR:  {done.error.message}{code}")
+        code = f"  ({escape(done.error.code)})" if done.error.code else ""
+        lines.append(f"ERROR:  {escape(done.error.message, newlines=True)}{code}")
     elif done.command_tag and not (state and state.columns is not None):
-        lines.append(done.command_tag)
+        lines.append(escape(done.command_tag))
     if done.rows_recorded < done.rows:
         lines.append(
             f"-- {done.rows} rows sent to the client; {done.rows_recorded} recorded (policy cap)"
@@ -436,7 +459,7 @@ def _result_lines(state: _Pending | None, done: Done) -> list[str]:
 def _table(state: _Pending) -> list[str]:
     result = decode_result(state.columns or [], state.data, state.encodings)
     if result.problem is not None:
-        return [f"-- {result.problem}"]
+        return [f"-- {escape(result.problem)}"]
     return render_table(result.headers, result.rows, result.right)
 
 
@@ -458,7 +481,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 print(f"warning: {reader.truncation.describe()}", file=sys.stderr)
     except RecordingFormatError as exc:
         out.flush()
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {escape(exc.message)}", file=sys.stderr)
         return EXIT_FAILED
     out.flush()
     return EXIT_OK
@@ -492,7 +515,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if SEVERITY[result.status] > SEVERITY[worst]:
             worst = result.status
     if args.all and not paths:
-        print(f"no recordings in {directory}", file=sys.stderr)
+        print(f"no recordings in {directory}: nothing verified", file=sys.stderr)
+        return EXIT_NO_RECORDINGS
     return int(worst)
 
 
@@ -503,7 +527,7 @@ def _progress_printer(path: Path) -> Callable[[int, int], None]:
         if total <= 0:
             return
         pct = 100 * done // total
-        text = f"verifying {path.name}: {pct}% ({done >> 20}/{total >> 20} MiB)"
+        text = f"verifying {escape(path.name)}: {pct}% ({done >> 20}/{total >> 20} MiB)"
         if tty:
             sys.stderr.write("\r" + text + ("\n" if done >= total else ""))
         else:
@@ -522,7 +546,8 @@ _LABELS: Final = {
 
 
 def _print_verify(result: VerifyResult) -> None:
-    name = result.path.name.removesuffix(FILE_SUFFIX)
-    print(f"{name}: {_LABELS[result.status]}: {result.message}")
+    # The message can quote the file (a session id, a key fingerprint): escaped.
+    name = escape(result.path.name.removesuffix(FILE_SUFFIX))
+    print(f"{name}: {_LABELS[result.status]}: {escape(result.message)}")
     for notice in result.notices:
-        print(f"  notice: {notice}")
+        print(f"  notice: {escape(notice)}")

@@ -204,12 +204,21 @@ def _pad(text: str, width: int, align: str) -> str:
     return text + " " * gap
 
 
-def _clean(text: str) -> str:
-    # Control characters other than newline would move the cursor on an auditor's
-    # terminal: show them escaped (recorded data is untrusted input).
-    if text.isprintable() or all(c.isprintable() or c == "\n" for c in text):
+def escape(text: str, *, newlines: bool = False) -> str:
+    """``text`` safe for an auditor's terminal: control characters (and every other
+    character Python does not consider printable: tabs, line and paragraph separators,
+    bidi overrides, ...) are shown as ``\\x1b``, never sent to the terminal; recorded and
+    client-supplied text is untrusted input. With ``newlines`` a newline is kept (for
+    multi-line output), otherwise it is escaped too."""
+    if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text)
+    keep = "\n" if newlines else ""
+    return "".join(c if c.isprintable() or c == keep else f"\\x{ord(c):02x}" for c in text)
+
+
+def _clean(text: str) -> str:
+    # Table cells: newlines stay (continued lines), everything else is escaped.
+    return escape(text, newlines=True)
 
 
 def render_table(

@@ -8,7 +8,10 @@ Streams the file (one frame in memory). Checks, frame by frame:
 * frame 0 is a start frame whose key fingerprint matches the verifying key;
 * every ckpt/end frame carries a valid Ed25519 signature over its own payload, and
   with it (through ``prev``) over everything before it;
-* nothing follows the end frame.
+* nothing follows the end frame;
+* the file is named after the session its start frame holds (``<session_id>.gwrec``,
+  or ``<session_id>~N.gwrec`` when the writer found the name taken): a recording
+  renamed, or copied over another session's file, fails.
 
 Frames of an unknown type are chain-checked and reported, not failed. The outcome
 (``Status``) doubles as the CLI's exit status; see docs/auditing.md.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +31,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .keys import fingerprint, signature_valid
 from .reader import RecordingFormatError, RecordingReader
 from .schema import (
+    FILE_SUFFIX,
     HEADER_HASH,
+    HEADER_SIZE,
     KNOWN_TAGS,
     SIGNATURE_SIZE,
     SIGNED_TAGS,
@@ -42,6 +48,18 @@ from .schema import (
 )
 
 Progress = Callable[[int, int], None]
+
+# The writer adds ``~N`` when ``<session_id>.gwrec`` exists (sink.SessionFile); session
+# ids never contain ``~``, so the suffix cannot be part of the id.
+_TAKEN_SUFFIX_RE = re.compile(r"(.+)~[0-9]+")
+
+
+def named_session_id(path: Path) -> str:
+    """The session id a recording's file name claims: the name without ``.gwrec`` and
+    without the ``~N`` the writer adds when the plain name is taken."""
+    stem = path.name.removesuffix(FILE_SUFFIX)
+    taken = _TAKEN_SUFFIX_RE.fullmatch(stem)
+    return taken.group(1) if taken else stem
 
 
 class Status(enum.IntEnum):
@@ -83,8 +101,49 @@ def verify_file(
     path: Path,
     public_key: Ed25519PublicKey,
     *,
+    check_name: bool = True,
     progress: Progress | None = None,
     progress_every: int = 64 << 20,
+) -> VerifyResult:
+    """Verify one recording. With ``check_name`` (the default) a file whose name does not
+    match the session id in its start frame fails (see ``named_session_id``)."""
+    result = _verify(path, public_key, progress, progress_every)
+    if check_name and result.session_id is not None:
+        _check_name(result)
+    return result
+
+
+_OUTCOME_WORDS = {
+    Status.OK: "its frames verify",
+    Status.ALTERED: "and it fails verification",
+    Status.INCOMPLETE: "its frames",
+    Status.TRUNCATED: "its frames",
+}
+
+
+def _check_name(result: VerifyResult) -> None:
+    """Fail a file named after another session than the one it holds: a genuine,
+    intact recording moved into the place of another session's file (or renamed) must
+    not verify as that session."""
+    assert result.session_id is not None
+    if named_session_id(result.path) == result.session_id:
+        return
+    before = result.message
+    result.message = (
+        f"file {result.path.name} holds session {result.session_id}, not the session it is "
+        f"named after (renamed, or put in place of another session's recording); "
+        f"{_OUTCOME_WORDS[result.status]}: {before}"
+    )
+    if result.status is not Status.ALTERED:
+        result.bad_index, result.bad_offset = 0, HEADER_SIZE
+    result.status = Status.ALTERED
+
+
+def _verify(
+    path: Path,
+    public_key: Ed25519PublicKey,
+    progress: Progress | None,
+    progress_every: int,
 ) -> VerifyResult:
     result = VerifyResult(path)
     expected_fp = fingerprint(public_key)
