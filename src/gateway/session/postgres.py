@@ -95,6 +95,9 @@ _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 # A setting name as the server looks it up (case-folded; custom ones are dotted).
 _SETTING_NAME = re.compile(r"[a-z_][a-z0-9_$]*(?:\.[a-z_][a-z0-9_$]*)*")
 _SESSION_ONLY = frozenset({"session"})
+# Settings the gateway checks from the server's ParameterStatus once logged in (the policy
+# gate refuses a session whose reading of SQL they would change): not decided twice.
+_READ_AFTER_LOGIN = frozenset({"client_encoding", "standard_conforming_strings"})
 
 
 def startup_options(value: str) -> list[tuple[str, str]] | None:
@@ -262,6 +265,8 @@ class PgSession(LegPair):
         policy = self.runtime.session_policy(self.target, identity)
         for name, value in settings:
             key = name.lower()
+            if key in _READ_AFTER_LOGIN:
+                continue
             if not _SETTING_NAME.fullmatch(key):
                 raise LoginRefused(
                     SqlState.INSUFFICIENT_PRIVILEGE,
