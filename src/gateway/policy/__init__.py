@@ -14,7 +14,7 @@ See docs/policy.md for the model, the classes, the built-in rules and custom rul
 
 from __future__ import annotations
 
-from gateway.policy.decide import CLASSIFIER_VERSION, Decision
+from gateway.policy.decide import CLASSIFIER_VERSION, Decision, refused_beyond
 from gateway.policy.engine import PolicyEngine, SessionPolicy
 from gateway.policy.spec import PolicySpec, RuleSpec, spec_from_mapping, validate_policy
 from gateway.policy.vocabulary import BUILTIN_RULES, CLASS_DESCRIPTIONS, CLASSES, KINDS
@@ -30,6 +30,7 @@ __all__ = [
     "PolicySpec",
     "RuleSpec",
     "SessionPolicy",
+    "refused_beyond",
     "spec_from_mapping",
     "validate_policy",
 ]

@@ -38,6 +38,16 @@ class Decision:
     classes: frozenset[str]  # classes of the statement(s)
 
 
+def refused_beyond(decision: Decision, classes: frozenset[str]) -> bool:
+    """Whether ``decision`` refuses more than ``classes`` not being allowed: by a deny rule,
+    a review, or a class outside ``classes``. For what a client does without a statement
+    (startup settings, choosing a database, listing a table's fields): it is decided as the
+    statement it stands for, but never needed that statement's class."""
+    if decision.action == "allow":
+        return False
+    return not ((decision.rule or "").startswith("class:") and decision.classes <= classes)
+
+
 # --------------------------------------------------------------------------- names
 
 

@@ -90,7 +90,7 @@ from ..approvals import ApprovalRequest
 from ..limits import DRAINING, OPEN, PAUSED, STOPPED, Budget, Cut, SessionLimits
 from ..masking.plan import ResultPlan
 from ..net.leg import Leg, LegClosed
-from ..policy import Decision
+from ..policy import Decision, refused_beyond
 from .errors import AccessRevoked, LoginRefused
 from .leg_pair import LegPair
 from .limit_control import LimitControl
@@ -211,12 +211,15 @@ def _use_statement(database: bytes) -> bytes:
     return b"USE " + _quoted(database)
 
 
-def _database_refused(decision: Decision) -> bool:
-    """Whether a command that names a database or table without a statement (login,
-    COM_INIT_DB, COM_CHANGE_USER, COM_FIELD_LIST) is refused: by a deny rule (a schema or
-    table rule), not by the class of the statement it stands for (``USE`` is session),
-    which the command never needed."""
-    return decision.action != "allow" and not (decision.rule or "").startswith("class:")
+# The classes a command without a statement never needed (COM_INIT_DB is USE: session;
+# COM_FIELD_LIST is SHOW COLUMNS: read): only deny rules and other classes refuse it.
+_COMMAND_CLASSES = frozenset({"session", "read"})
+
+
+def _command_refused(decision: Decision) -> bool:
+    """Whether the policy refuses a database choice or field list (login, COM_INIT_DB,
+    COM_CHANGE_USER, COM_FIELD_LIST) decided as the statement it stands for."""
+    return refused_beyond(decision, _COMMAND_CLASSES)
 
 
 def _new_scramble() -> bytes:
@@ -520,7 +523,7 @@ class MySqlSession(LegPair):
         name = database.decode("utf-8", "surrogateescape")
         policy = self.runtime.session_policy(self.target, identity)
         decision = policy.check_query(_use_statement(database).decode("utf-8", "surrogateescape"))
-        if _database_refused(decision):
+        if _command_refused(decision):
             raise _Refused(
                 ER_DBACCESS_DENIED_ERROR,
                 "42000",
@@ -788,14 +791,14 @@ class MySqlSession(LegPair):
             # Decided as the SHOW COLUMNS it is: a table rule covers its column metadata.
             table = bytes(buf[start + 5 : stop]).split(b"\x00", 1)[0]
             show = b"SHOW COLUMNS FROM " + _quoted(table)
-            if _database_refused(gate.policy.check_query(show.decode("utf-8", "surrogateescape"))):
+            if _command_refused(gate.policy.check_query(show.decode("utf-8", "surrogateescape"))):
                 decision = gate.check(show, "simple")  # recorded and logged as a refusal
                 return self._refuse_statement(decision.message, buf, start, stop)
         if cmd == _COM_INIT_DB:
             # Decided as the USE statement it is (schema rules must not be skipped by
             # switching databases with the command instead of the statement).
             use = _use_statement(bytes(buf[start + 5 : stop]))
-            if _database_refused(gate.policy.check_query(use.decode("utf-8", "surrogateescape"))):
+            if _command_refused(gate.policy.check_query(use.decode("utf-8", "surrogateescape"))):
                 decision = gate.check(use, "simple")  # recorded and logged as a refusal
                 return self._refuse_statement(decision.message, buf, start, stop)
         if cmd in _PASS_THROUGH:
@@ -1269,9 +1272,12 @@ class MySqlSession(LegPair):
         if isinstance(ev, ResultSetStarted):
             if ex.command == _COM_STMT_EXECUTE and ex.name is not None:
                 cursors = self._cursor_columns
-                if len(cursors) >= _CURSOR_COLUMNS_MAX and ex.name not in cursors:
-                    cursors.clear()  # bounded; a fetch of a forgotten cursor is refused
-                cursors[ex.name] = ev.columns
+                if ev.columns is None:  # not described: its fetches are refused
+                    cursors.pop(ex.name, None)
+                else:
+                    if len(cursors) >= _CURSOR_COLUMNS_MAX and ex.name not in cursors:
+                        cursors.clear()  # bounded; a fetch of a forgotten cursor is refused
+                    cursors[ex.name] = ev.columns
             if self.masking is not None:
                 ex.mask_plan = self.masking.plan(
                     ex.mask_sql, ex.mask_results, ev.columns, ev.binary

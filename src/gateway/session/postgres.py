@@ -50,7 +50,7 @@ from ..approvals import ApprovalRequest
 from ..limits import DRAINING, OPEN, PAUSED, STOPPED, Budget, Cut, SessionLimits
 from ..masking.plan import ResultPlan
 from ..net.leg import Leg, LegClosed
-from ..policy import Decision
+from ..policy import Decision, refused_beyond
 from .errors import LoginRefused
 from .leg_pair import LegPair
 from .limit_control import CANCELED_SQLSTATE, LIMIT_SQLSTATE, LimitControl
@@ -275,10 +275,7 @@ class PgSession(LegPair):
                 )
             quoted = value.replace("'", "''")
             decision = policy.check_query(f"SET {key} = '{quoted}'")
-            harmless = decision.classes == _SESSION_ONLY and (decision.rule or "").startswith(
-                "class:"
-            )
-            if decision.action == "allow" or harmless:
+            if not refused_beyond(decision, _SESSION_ONLY):
                 continue
             raise LoginRefused(
                 SqlState.INSUFFICIENT_PRIVILEGE,
@@ -567,7 +564,10 @@ class PgSession(LegPair):
                     elif text is None:  # FunctionCall
                         tracker.frontend(mtype, body)
                     else:
-                        renames = _RENAMES.findall(text)
+                        # Only named records can drift (SQL-level names are never empty),
+                        # and the tracker holds none in the common case: no search then.
+                        named = any(tracker.statements) or any(tracker.portals)
+                        renames = _RENAMES.findall(text) if named else None
                         if renames:  # before this Parse's own record: it stays
                             words = {w.lower() for w in renames}
                             tracker.forget_names(

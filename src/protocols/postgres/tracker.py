@@ -556,7 +556,8 @@ class _TrackerMethods:
                 # This Parse failed or was skipped: the name holds an older statement, or
                 # none (the unnamed one is dropped first). Unknown from now on: its
                 # executions have no text, so masking redacts them and the audit says so.
-                self.statements.pop(obj, None)  # type: ignore[arg-type]
+                assert isinstance(obj, bytes)
+                self.statements.pop(obj, None)
                 continue
             if isinstance(obj, Execution):
                 if first:
