@@ -29,6 +29,7 @@ from protocols.postgres.messages import (
     parse_execute,
     parse_first_packet,
     parse_parse,
+    startup_options,
 )
 
 # psql 15's StartupMessage (sslmode=disable application_name=psql), captured
@@ -205,3 +206,23 @@ def test_malformed_execute(body: bytes, message: str) -> None:
 def test_malformed_describe_or_close(body: bytes, message: str) -> None:
     with pytest.raises(PeerViolation, match=message):
         parse_describe_or_close(body)
+
+
+@pytest.mark.parametrize(
+    ("options", "settings"),
+    [
+        ("-c search_path=hr", [("search_path", "hr")]),
+        ("-csearch_path=hr --role=x", [("search_path", "hr"), ("role", "x")]),
+        ("-c a=b\\ c  -c geqo=off", [("a", "b c"), ("geqo", "off")]),
+        ("--statement-timeout=5s", [("statement_timeout", "5s")]),
+        ("", []),
+        ("-d 5", None),  # a server switch other than a setting
+        ("-c", None),
+        ("-c novalue", None),
+        ("-c a=b\\", None),
+    ],
+)
+def test_startup_options_are_read_as_libpq_writes_them(
+    options: str, settings: list[tuple[str, str]] | None
+) -> None:
+    assert startup_options(options) == settings

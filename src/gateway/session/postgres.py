@@ -41,6 +41,7 @@ from protocols.postgres.messages import (
     build_ready_for_query,
     first_packet_length,
     parse_first_packet,
+    startup_options,
 )
 from protocols.postgres.pump import ReadPump
 from protocols.postgres.rows import rewrite_data_rows, skip_data_rows, split_data_rows
@@ -98,46 +99,6 @@ _SESSION_ONLY = frozenset({"session"})
 # Settings the gateway checks from the server's ParameterStatus once logged in (the policy
 # gate refuses a session whose reading of SQL they would change): not decided twice.
 _READ_AFTER_LOGIN = frozenset({"client_encoding", "standard_conforming_strings"})
-
-
-def startup_options(value: str) -> list[tuple[str, str]] | None:
-    """The settings in a startup packet's ``options`` (libpq's PGOPTIONS): ``-c name=value``
-    and ``--name=value``, separated by spaces (a backslash escapes the next character).
-    None if it holds anything else (other server switches: refused)."""
-    words: list[str] = []
-    word: list[str] = []
-    escaped = False
-    for ch in value:
-        if escaped:
-            word.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch in " \t\n\r\f\v":
-            if word:
-                words.append("".join(word))
-                word = []
-        else:
-            word.append(ch)
-    if escaped:
-        return None
-    if word:
-        words.append("".join(word))
-    settings: list[tuple[str, str]] = []
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w == "-c" and i + 1 < len(words):
-            pair, i = words[i + 1], i + 2
-        elif len(w) > 2 and w[:2] in ("-c", "--"):
-            pair, i = w[2:], i + 1
-        else:
-            return None
-        name, eq, setting = pair.partition("=")
-        if not eq or not name:
-            return None
-        settings.append((name.replace("-", "_"), setting))
-    return settings
 
 
 _MAX_PASSWORD_MESSAGE = 16 * 1024

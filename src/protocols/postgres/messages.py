@@ -117,6 +117,46 @@ def parse_first_packet(packet: bytes) -> FirstPacket:
     return StartupMessage(code, parse_startup_parameters(body))
 
 
+def startup_options(value: str) -> list[tuple[str, str]] | None:
+    """The settings in a startup packet's ``options`` (libpq's PGOPTIONS): ``-c name=value``
+    and ``--name=value``, separated by spaces (a backslash escapes the next character).
+    None if it holds anything else (other server switches: refused)."""
+    words: list[str] = []
+    word: list[str] = []
+    escaped = False
+    for ch in value:
+        if escaped:
+            word.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in " \t\n\r\f\v":
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(ch)
+    if escaped:
+        return None
+    if word:
+        words.append("".join(word))
+    settings: list[tuple[str, str]] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w == "-c" and i + 1 < len(words):
+            pair, i = words[i + 1], i + 2
+        elif len(w) > 2 and w[:2] in ("-c", "--"):
+            pair, i = w[2:], i + 1
+        else:
+            return None
+        name, eq, setting = pair.partition("=")
+        if not eq or not name:
+            return None
+        settings.append((name.replace("-", "_"), setting))
+    return settings
+
+
 def parse_startup_parameters(body: bytes) -> dict[str, str]:
     params: dict[str, str] = {}
     pos = 0
