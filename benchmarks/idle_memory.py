@@ -18,6 +18,8 @@ then stays idle), and after they are closed. Target (issue 2): 1,000 idle sessio
                cyclic GC or by the allocator, not leaked. (The launcher changes nothing else.)
 --upstream-tls disable|require  the gateway's TLS mode towards PostgreSQL (default require);
                `disable` leaves one TLS leg per session.
+--plaintext    no TLS on either leg (clients without TLS, `[tls] allow_plaintext`, upstream
+               `tls = "disable"`): the gateway's own memory per session, without OpenSSL's.
 --tls-floor    also measure a reference: a bare uvloop process that holds, per session, one
                server-side and one client-side TLS leg upgraded with loop.start_tls (as the
                gateway does), after small exchanges on each (two upstream, after the TLS 1.3
@@ -67,7 +69,7 @@ def client_tls() -> ssl.SSLContext:
 
 
 async def open_sessions(
-    ep: Endpoint, n: int, concurrency: int, tls: ssl.SSLContext
+    ep: Endpoint, n: int, concurrency: int, tls: ssl.SSLContext | bool
 ) -> list[asyncpg.Connection]:
     sem = asyncio.Semaphore(concurrency)
 
@@ -113,14 +115,19 @@ async def measure(
     cycles: int,
     probe: bool,
     upstream_tls: str,
+    plaintext: bool = False,
 ) -> dict[str, object]:
     launcher = [sys.executable, HERE, "_gateway-with-gc-probe"] if probe else None
     ep = bench.start_gateway(
-        name, recording=recording, launcher=launcher, upstream_tls=upstream_tls
+        name,
+        recording=recording,
+        launcher=launcher,
+        upstream_tls="disable" if plaintext else upstream_tls,
+        config_extra="[tls]\nallow_plaintext = true\n" if plaintext else "",
     )
     assert ep.proc is not None
     proc = psutil.Process(ep.proc.pid)
-    tls = client_tls()
+    tls: ssl.SSLContext | bool = False if plaintext else client_tls()
     for conn in await open_sessions(ep, 2, 2, tls):
         await conn.close()
     gc.collect()
@@ -344,6 +351,11 @@ def main() -> int:
         default="require",
         help="the gateway's TLS mode to PostgreSQL (default require)",
     )
+    ap.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS on either leg: the gateway's own memory per session",
+    )
     args = ap.parse_args()
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     variants = {"on": [("gateway+rec", True)], "off": [("gateway", False)]}.get(
@@ -365,6 +377,7 @@ def main() -> int:
                     max(1, args.cycles),
                     args.gc_probe,
                     args.upstream_tls,
+                    args.plaintext,
                 )
             )
         if args.tls_floor:
@@ -377,7 +390,11 @@ def main() -> int:
     print(f"Command: `{command.strip()}`  ")
     print(
         f"Machine: {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; RSS from psutil; "
-        f"client TLS on, gateway -> PostgreSQL tls = {args.upstream_tls}."
+        + (
+            "no TLS on either leg (--plaintext)."
+            if args.plaintext
+            else f"client TLS on, gateway -> PostgreSQL tls = {args.upstream_tls}."
+        )
     )
     print()
     head = [

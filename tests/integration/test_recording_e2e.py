@@ -24,7 +24,7 @@ from gateway.recording.reader import RecordingFormatError, RecordingReader
 from gateway.recording.render import decode_value
 from gateway.recording.schema import Ckpt, Done, End, Error, Meta, Rows, Start, Stmt
 from gateway.recording.verify import Status, verify_file
-from protocols.postgres.rows import iter_data_rows
+from protocols.postgres.rows import iter_copy_data, iter_data_rows
 
 from .conftest import GatewayProcess, StartGateway
 
@@ -215,6 +215,75 @@ def test_record_rows_cap(gw: GatewayProcess) -> None:
     ((_, _, rows, done),) = recorded_results(session_file(gw, subject))
     assert (done.rows, done.rows_recorded) == (20, 5)  # policy record_rows = 5
     assert rows == received[:5]
+
+
+def copy_out(cur: psycopg.Cursor[Any], sql: str) -> list[bytes]:
+    """The CopyData payloads a ``COPY ... TO STDOUT`` sent the client, one per message."""
+    with cur.copy(sql) as copy:
+        return [bytes(chunk) for chunk in copy]
+
+
+def recorded_copy(path: Path) -> list[tuple[Stmt, list[bytes], Done]]:
+    """Per statement with CopyData recorded: its frame, the payloads, its completion."""
+    stmts: dict[int, Stmt] = {}
+    data: dict[int, bytearray] = {}
+    out = []
+    for f in frames(path):
+        if isinstance(f, Stmt):
+            stmts[f.stmt] = f
+        elif isinstance(f, Rows):
+            assert f.enc == "pg.CopyData"
+            data.setdefault(f.stmt, bytearray()).extend(f.data)
+        elif isinstance(f, Done) and f.stmt in data:
+            out.append((stmts[f.stmt], list(iter_copy_data(bytes(data[f.stmt]))), f))
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv", "binary"])
+def test_copy_to_stdout_is_recorded_as_received(gw: GatewayProcess, fmt: str) -> None:
+    """An export by COPY is in the recording as an export by SELECT is: every CopyData
+    message the client received, under the same per-statement cap."""
+    subject = f"copy-{fmt}@example.com"
+    small = (
+        f"COPY (SELECT id, name, email FROM customers ORDER BY id LIMIT 7) TO STDOUT (FORMAT {fmt})"
+    )
+    big = f"COPY (SELECT g, 'row ' || g FROM generate_series(1, 1500) g) TO STDOUT (FORMAT {fmt})"
+    with (
+        psycopg.connect(gw.dsn(gw.token(sub=subject)), autocommit=True) as conn,
+        conn.cursor() as cur,
+    ):
+        received = [copy_out(cur, small), copy_out(cur, big)]
+    recorded = recorded_copy(session_file(gw, subject))
+    assert [s.text for s, _, _ in recorded] == [small, big]
+    (_, first, done1), (_, second, done2) = recorded
+    assert first == received[0]
+    assert (done1.rows, done1.rows_recorded) == (len(received[0]), len(received[0]))
+    assert done1.bytes_to_client == sum(5 + len(p) for p in received[0])
+    # The fixture's default record_rows is 1,000: the client got every message, the
+    # recording the first 1,000.
+    # Binary: the header travels with the first row, the trailer in a message of its own.
+    assert len(received[1]) == (1501 if fmt == "binary" else 1500)
+    assert (done2.rows, done2.rows_recorded) == (len(received[1]), 1000)
+    assert second == received[1][:1000]
+    if fmt == "text":
+        assert received[0][0].startswith(b"1\t")
+
+
+def test_copy_shown_by_replay(gw: GatewayProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    subject = "copy-replay@example.com"
+    sql = "COPY (SELECT id, name FROM customers ORDER BY id LIMIT 3) TO STDOUT (FORMAT csv)"
+    with (
+        psycopg.connect(gw.dsn(gw.token(sub=subject)), autocommit=True) as conn,
+        conn.cursor() as cur,
+    ):
+        received = copy_out(cur, sql)
+    path = session_file(gw, subject)
+    config = ["--config", str(gw.config_path)]
+    assert main(["sessions", "replay", path.stem, *config, "--speed", "0"]) == 0
+    out = capsys.readouterr().out
+    for line in received:
+        assert line.decode().rstrip("\n") in out
+    assert "COPY data" in out and "(3 rows)" in out
 
 
 def test_cli_on_real_recordings(gw: GatewayProcess, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ from protocols.postgres.rows import (
     ScreenedValue,
     build_data_row,
     build_row_description,
+    iter_copy_data,
     iter_data_rows,
     parse_data_row,
     parse_row_description,
@@ -128,6 +129,32 @@ def test_row_description_malformed(bad: bytes) -> None:
 def test_iter_data_rows_malformed(bad: bytes) -> None:
     with pytest.raises(PeerViolation):
         list(iter_data_rows(bad))
+
+
+def copy_data(payload: bytes) -> bytes:
+    return b"d" + struct.pack("!I", 4 + len(payload)) + payload
+
+
+def test_iter_copy_data_over_a_run() -> None:
+    run = copy_data(b"1\talice\n") + copy_data(b"") + copy_data(b"2\t\\N\n")
+    assert list(iter_copy_data(run)) == [b"1\talice\n", b"", b"2\t\\N\n"]
+    assert list(iter_copy_data(memoryview(run))) == list(iter_copy_data(run))
+    assert list(iter_copy_data(b"")) == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        copy_data(b"abc")[:-1],  # partial message at the end
+        copy_data(b"abc") + b"d\x00",  # partial header
+        copy_data(b"abc") + DATA_ROW,  # not a CopyData
+        b"d\x00\x00\x00\x03",  # length below 4
+        b"d\x00\x00\x01\x00abc",  # length lies (too long)
+    ],
+)
+def test_iter_copy_data_malformed(bad: bytes) -> None:
+    with pytest.raises(PeerViolation):
+        list(iter_copy_data(bad))
 
 
 def test_inner_length_cannot_read_into_next_message() -> None:

@@ -166,3 +166,34 @@ def test_small_formatters() -> None:
     assert format_bytes(100) == "100 B"
     assert format_bytes(2048) == "2.0 kB"
     assert one_line("SELECT\n   1", 6) == "SELEC…"
+
+
+def _copy(payload: bytes) -> bytes:
+    return b"d" + struct.pack("!I", 4 + len(payload)) + payload
+
+
+def test_copy_data_rows_one_line_each() -> None:
+    from gateway.recording.results import decode_result
+
+    chunks = [_copy(b"1\talice\n") + _copy(b"2\t\\N\n"), _copy("3\tb\xc3\xa9\n".encode("latin-1"))]
+    result = decode_result([], chunks, {"pg.CopyData"})
+    assert result.problem is None
+    assert result.headers == ["COPY data"]
+    assert result.rows == [["1\talice"], ["2\t\\N"], ["3\tbé"]]
+
+
+def test_copy_data_binary_format_shown_as_bytes() -> None:
+    from gateway.recording.results import decode_result
+
+    header = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+    chunks = [_copy(header + b"\x00\x01\x00\x00\x00\x01A"), _copy(b"\xff\xff")]
+    result = decode_result([], chunks, {"pg.CopyData"})
+    assert result.rows == [["\\x" + (header + b"\x00\x01\x00\x00\x00\x01A").hex()], ["\\xffff"]]
+
+
+def test_copy_data_malformed_or_mixed() -> None:
+    from gateway.recording.results import decode_result
+
+    assert "malformed" in (decode_result([], [_copy(b"x")[:-1]], {"pg.CopyData"}).problem or "")
+    mixed = decode_result([], [_copy(b"x")], {"pg.CopyData", "pg.DataRow"})
+    assert mixed.problem is not None and "not rendered" in mixed.problem

@@ -315,8 +315,8 @@ def _finish(entry: StatementEntry, done: Done) -> None:
 
 
 def _decode(entry: StatementEntry) -> None:
-    if entry.columns is not None:
-        result = decode_result(entry.columns, entry._data, entry._encodings)
+    if entry.columns is not None or entry._data:  # rows without columns: COPY TO STDOUT
+        result = decode_result(entry.columns or [], entry._data, entry._encodings)
         del result.rows[MAX_ROWS_SHOWN:]
         for row in result.rows:
             for i, value in enumerate(row):

@@ -184,16 +184,21 @@ def _entry(e: StatementEntry | EventEntry) -> Markup:
 
 
 def _result(e: StatementEntry) -> Markup:
-    if e.columns is None:
+    if e.columns is None and e.result is None:
         return Markup("")
-    masked = [f"{c.name} ({c.masked})" for c in e.columns if c.masked]
+    columns = e.columns or []  # none described: a COPY TO STDOUT's data
+    masked = [f"{c.name} ({c.masked})" for c in columns if c.masked]
     note = Markup(f'<div class="muted">masked: {h(", ".join(masked))}</div>' if masked else "")
     r = e.result
     if r is None:
         return note
     if r.problem is not None:
         return Markup(f'{note}<p class="muted">{h(r.problem)}</p>')
-    headers = [f"{c.name} [{c.masked}]" if c.masked else c.name for c in e.columns]
+    headers = (
+        [f"{c.name} [{c.masked}]" if c.masked else c.name for c in columns]
+        if e.columns is not None
+        else r.headers
+    )
     rows = [["NULL" if v is None else v for v in row] for row in r.rows]
     more = (
         Markup(f'<p class="muted">{e.rows_hidden} more recorded row(s) not shown.</p>')

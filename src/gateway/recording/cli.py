@@ -442,7 +442,7 @@ class _ReplayClock:
 
 def _result_lines(state: _Pending | None, done: Done) -> list[str]:
     lines: list[str] = []
-    if state is not None and state.columns is not None:
+    if state is not None and (state.columns is not None or state.data):
         lines.extend(_table(state))
     if done.error is not None:
         code = f"  ({escape(done.error.code)})" if done.error.code else ""

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .render import NUMERIC_OIDS, decode_value
+from .render import NUMERIC_OIDS, decode_value, hex_value
 from .render_mysql import MYSQL_ENCODINGS
 from .render_mysql import decode_rows as decode_mysql_rows
 from .render_mysql import right_aligned as mysql_right_aligned
-from .schema import PG_DATAROW, ColumnInfo
+from .schema import PG_COPYDATA, PG_DATAROW, ColumnInfo
 
 
 @dataclass
@@ -29,6 +29,8 @@ def decode_result(
     headers = [c.name for c in columns]
     if encodings and encodings <= MYSQL_ENCODINGS and len(encodings) == 1:
         return _mysql(columns, data, next(iter(encodings)))
+    if encodings == {PG_COPYDATA}:
+        return _copy_data(data)
     if encodings - {PG_DATAROW}:
         problem = f"rows in encoding {sorted(encodings)} are not rendered by this version"
         return DecodedResult(headers, problem=problem)
@@ -59,3 +61,32 @@ def _mysql(columns: Sequence[ColumnInfo], data: Sequence[bytes], encoding: str) 
     except PeerViolation as exc:
         return DecodedResult(headers, problem=f"recorded rows are malformed: {exc.message}")
     return DecodedResult(headers, rows, mysql_right_aligned(list(columns)))
+
+
+# The signature that opens COPY's binary format ("COPY", "Binary Format").
+_PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+COPY_HEADER = "COPY data"
+
+
+def _copy_data(data: Sequence[bytes]) -> DecodedResult:
+    """A ``COPY ... TO STDOUT`` result: one row per CopyData message, its line as text
+    (text and CSV formats end each row with a newline, dropped here); the binary format
+    is shown as bytes."""
+    from protocols.errors import PeerViolation
+    from protocols.postgres.rows import iter_copy_data
+
+    rows: list[list[str | None]] = []
+    binary = False
+    try:
+        for chunk in data:
+            for payload in iter_copy_data(chunk):
+                if not rows and payload.startswith(_PGCOPY_SIGNATURE):
+                    binary = True
+                if binary:
+                    rows.append([hex_value(payload)])
+                else:
+                    line = payload[:-1] if payload.endswith(b"\n") else payload
+                    rows.append([line.decode("utf-8", "replace")])
+    except PeerViolation as exc:
+        return DecodedResult([COPY_HEADER], problem=f"recorded rows are malformed: {exc.message}")
+    return DecodedResult([COPY_HEADER], rows, [False])

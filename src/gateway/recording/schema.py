@@ -54,6 +54,7 @@ FILE_SUFFIX: Final = ".gwrec"
 
 # Row encodings (Rows.enc).
 PG_DATAROW: Final = "pg.DataRow"  # concatenated, framed PostgreSQL DataRow messages
+PG_COPYDATA: Final = "pg.CopyData"  # concatenated, framed CopyData messages (COPY TO STDOUT)
 
 
 # --------------------------------------------------------------------------- structs

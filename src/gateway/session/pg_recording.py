@@ -28,6 +28,7 @@ from protocols.postgres.tracker import Execution
 
 from ..masking.plan import ResultPlan
 from ..recording import ColumnInfo
+from ..recording.schema import PG_COPYDATA, PG_DATAROW
 from ..recording.session import HOLD_BYTES, Statement
 from .masking_common import masked_names
 from .reporting import ReportBatch
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from ..recording import SessionRecording
 
 _LEN = Struct("!I")
-ROW_ENCODING = "pg.DataRow"
+ROW_ENCODING = PG_DATAROW
+COPY_ENCODING = PG_COPYDATA
 _COLUMN_CACHE = 256
 _TEXT_CACHE = 256
 _STATEMENT_RULES = 4096
@@ -341,6 +343,34 @@ class PgRecordingObserver:
         if not st.described and ex.row_description is not None:
             rec.result_metadata(st, self._result_columns(ex))
             st.described = True
+        self._record_rows(rec, st, ROW_ENCODING, buf, start, stop, count)
+
+    def copy_data(self, ex: Execution, buf: bytes, start: int, stop: int, count: int) -> None:
+        """``count`` CopyData messages of a ``COPY ... TO STDOUT``, as the client got them
+        (``buf[start:stop]``): the execution's bytes, and recorded like rows (encoding
+        ``pg.CopyData``) under the same cap. An export by COPY is in the recording as
+        an export by SELECT is."""
+        ex.bytes += stop - start
+        st = ex.context
+        rec = self.recording
+        if rec is None or st is None:
+            return
+        if type(st) is not Statement:
+            st = self._register(ex)
+        self._record_rows(rec, st, COPY_ENCODING, buf, start, stop, count)
+
+    def _record_rows(
+        self,
+        rec: SessionRecording,
+        st: Statement,
+        encoding: str,
+        buf: bytes,
+        start: int,
+        stop: int,
+        count: int,
+    ) -> None:
+        """Record ``count`` framed messages of ``buf[start:stop]`` within the per-statement
+        cap (``record_rows``)."""
         room = self.record_rows - st.recorded
         if room <= 0:
             return
@@ -354,11 +384,8 @@ class PgRecordingObserver:
         # A small run is sliced (one copy, kept until completion); a big one is passed
         # as a view and copied once, into the recording buffer.
         data = buf[start:stop] if stop - start <= HOLD_BYTES else memoryview(buf)[start:stop]
-        rec.rows(st, ROW_ENCODING, data, count)
+        rec.rows(st, encoding, data, count)
         st.recorded += count
-
-    def add_bytes(self, ex: Execution, n: int) -> None:
-        ex.bytes += n
 
     def execution_finished(self, ex: Execution) -> None:
         """Counted at once; reported (audit line, recording) in batches: see

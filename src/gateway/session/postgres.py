@@ -584,9 +584,10 @@ class PgSession(LegPair):
         masking = self.masking
         limits = self.limits
         swallow = self._swallow
-        # Result bytes per execution are its DataRow and CopyData bytes; CopyData (one
-        # message per row in COPY TO STDOUT) is summed here and credited once.
-        copy_bytes = copy_rows = 0
+        # Result bytes per execution are its DataRow and CopyData bytes. CopyData (one
+        # message per row in COPY TO STDOUT) is gathered into runs of adjacent messages
+        # forwarded unchanged, each credited (and recorded) once.
+        copy_start = copy_stop = copy_rows = 0
         # Messages replaced in the forwarded stream: the server's errors for refused
         # messages, masked rows, scrubbed errors; b"" drops a message.
         edits: list[tuple[int, int, bytes]] | None = None
@@ -639,9 +640,9 @@ class PgSession(LegPair):
                 elif ex is not None:
                     ex.rows += count
             elif mtype in _TRACKED:
-                if copy_bytes:
-                    self._credit_copy(copy_bytes, copy_rows)
-                    copy_bytes = copy_rows = 0
+                if copy_rows:
+                    self._credit_copy(buf, copy_start, copy_stop, copy_rows)
+                    copy_rows = 0
                 if limits is not None and not swallow and mtype in _RESULT_END:
                     ex = tracker.head_execution()
                     budget = ex.budget if ex is not None else None  # type: ignore[assignment]
@@ -681,7 +682,12 @@ class PgSession(LegPair):
                         if replacement is not None:
                             swallow = True
                 if recording and not swallow:
-                    copy_bytes += stop - start
+                    if copy_rows and copy_stop != start:  # a message came between
+                        self._credit_copy(buf, copy_start, copy_stop, copy_rows)
+                        copy_rows = 0
+                    if not copy_rows:
+                        copy_start = start
+                    copy_stop = stop
                     copy_rows += 1
             elif mtype == _PARAMETER_STATUS:
                 gate = self.policy_gate
@@ -704,8 +710,8 @@ class PgSession(LegPair):
             if replacement is not None:
                 edits = _edit(edits, start, stop, replacement)
         self._swallow = swallow
-        if copy_bytes:
-            self._credit_copy(copy_bytes, copy_rows)
+        if copy_rows:
+            self._credit_copy(buf, copy_start, copy_stop, copy_rows)
         if hold_at >= 0:
             # Paused for approval: the rest of this read waits in the scanner, and the
             # database is not read from (TCP backpressure) until the decision.
@@ -903,13 +909,14 @@ class PgSession(LegPair):
         )
         return build_error_response(INSUFFICIENT_PRIVILEGE, message)
 
-    def _credit_copy(self, n: int, rows: int) -> None:
-        """CopyData sent to the client (COPY TO STDOUT): counted as the execution's rows
-        and bytes (the audit line, the alerts; their content is not recorded)."""
+    def _credit_copy(self, buf: bytes, start: int, stop: int, rows: int) -> None:
+        """``rows`` adjacent CopyData messages sent to the client unchanged (COPY TO
+        STDOUT): the execution's rows and bytes (the audit line, the alerts) and its
+        recorded result."""
         ex = self.tracker.head_execution() if self.tracker is not None else None
         if ex is not None and self.observer is not None:
             ex.rows += rows
-            self.observer.add_bytes(ex, n)
+            self.observer.copy_data(ex, buf, start, stop, rows)
 
     # ================================================================== teardown
 

@@ -251,6 +251,29 @@ class ScreenedValue:
         return hits
 
 
+def iter_copy_data(data: bytes | memoryview) -> Iterator[bytes]:
+    """The payloads of a concatenation of complete, framed CopyData messages (what a
+    ``COPY ... TO STDOUT`` sent, one message per row in text and CSV formats).
+
+    Anything else is a ``PeerViolation``, as in ``iter_data_rows``."""
+    buf = bytes(data)
+    n = len(buf)
+    pos = 0
+    while pos < n:
+        if n - pos < _HEADER.size:
+            raise _violation("partial CopyData header at the end of the data")
+        mtype, length = _HEADER.unpack_from(buf, pos)
+        if mtype != Backend.COPY_DATA:
+            raise _violation(f"expected CopyData, found message type {mtype:#04x}")
+        if length < 4:
+            raise _violation(f"invalid message length {length}")
+        stop = pos + 1 + length
+        if stop > n:
+            raise _violation("CopyData length exceeds the data")
+        yield buf[pos + _HEADER.size : stop]
+        pos = stop
+
+
 def rewrite_data_rows(
     buf: bytes | bytearray,
     start: int,
