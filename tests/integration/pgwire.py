@@ -88,5 +88,51 @@ class Wire:
             if mtype == "Z":
                 return out
 
+    def until(self, kind: str) -> list[tuple[str, bytes]]:
+        """Every message up to and including the next one of type ``kind``."""
+        out = []
+        while True:
+            out.append(self.message())
+            if out[-1][0] == kind:
+                return out
+
     def close(self) -> None:
         self.sock.close()
+
+
+# -- frontend messages, byte for byte ("Message Formats") ----------------------------------
+
+
+def frontend(kind: bytes, body: bytes = b"") -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def parse(name: str, sql: str) -> bytes:
+    return frontend(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + b"\0\0")
+
+
+def bind(portal: str, statement: str) -> bytes:
+    """No parameters, every result column in text format."""
+    return frontend(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + bytes(6))
+
+
+def describe(kind: bytes, name: str) -> bytes:
+    return frontend(b"D", kind + name.encode() + b"\0")
+
+
+def execute(portal: str = "", max_rows: int = 0) -> bytes:
+    return frontend(b"E", portal.encode() + b"\0" + struct.pack("!i", max_rows))
+
+
+def query(sql: str) -> bytes:
+    return frontend(b"Q", sql.encode() + b"\0")
+
+
+SYNC = frontend(b"S")
+FLUSH = frontend(b"H")
+COPY_DONE = frontend(b"c")
+
+
+def rows(messages: list[tuple[str, bytes]]) -> list[bytes]:
+    """The DataRow bodies among ``messages``."""
+    return [body for kind, body in messages if kind == "D"]

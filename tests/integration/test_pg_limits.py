@@ -28,6 +28,7 @@ from gateway.recording.schema import Ctl
 
 from .admin_client import AdminClient
 from .conftest import GatewayProcess, StartGateway, free_port
+from .pgwire import FLUSH, SYNC, Wire, bind, execute, parse, query, rows
 from .test_recording_e2e import frames, session_file
 
 pytestmark = pytest.mark.integration
@@ -579,3 +580,61 @@ def test_copy_to_stdout_is_limited_too(gw: GatewayProcess) -> None:
             assert got <= 100
             assert "max_rows=100" in str(info.value)
             still_usable(conn)
+
+
+# -- a result the gateway must keep counting, whatever the client sends around it ---------
+
+
+def _wire(gw: GatewayProcess, group: str) -> Wire:
+    client = Wire(gw.host, gw.port)
+    subject = f"wire-{group}@example.com"
+    status, _ = client.login(gw.token(subject, (group,)), user=subject)
+    assert status == "ok"
+    return client
+
+
+def _batch(client: Wire, portal: str) -> list[tuple[str, bytes]]:
+    client.send(execute(portal, 100) + SYNC)
+    return client.until_ready()
+
+
+@pytest.mark.parametrize("around", ["forgetting query", "64 other portals"])
+def test_a_portal_fetched_in_batches_stays_one_result(gw: GatewayProcess, around: str) -> None:
+    """max_rows = 100 for a portal fetched 100 rows at a time: the second batch is
+    refused, even after a query whose words make the gateway forget its portal records
+    (CLOSE in a literal) or after many other portals were bound and executed."""
+    client = _wire(gw, "err")
+    try:
+        client.query("BEGIN")
+        client.send(parse("s1", "SELECT * FROM big") + bind("p0", "s1") + execute("p0", 100))
+        client.send(SYNC)
+        assert len(rows(client.until_ready())) == 100
+        if around == "forgetting query":
+            client.query("SELECT 'close'")
+        else:
+            others = parse("s2", "SELECT 1")
+            for i in range(64):
+                others += bind(f"q{i}", "s2") + execute(f"q{i}")
+            client.send(others + SYNC)
+            client.until_ready()
+        for _ in range(3):
+            out = _batch(client, "p0")
+            assert not rows(out)
+            assert any(kind == "E" and b"54000" in body for kind, body in out), out
+    finally:
+        client.close()
+
+
+def test_a_query_the_server_skips_after_an_error_cannot_escape_the_limit(
+    gw: GatewayProcess,
+) -> None:
+    client = _wire(gw, "err")
+    try:
+        client.send(parse("", "SELEC 1") + FLUSH)
+        client.until("E")
+        client.send(query("SELECT 1") + SYNC)
+        client.until_ready()
+        out = client.query("SELECT * FROM big")
+        assert len(rows(out)) == 100 and any(b"54000" in body for _, body in out)
+    finally:
+        client.close()

@@ -11,8 +11,8 @@ values are really there to be found.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-import struct
 import subprocess
 import time
 from collections.abc import Iterable
@@ -26,7 +26,8 @@ import pytest
 from gateway.embedded.seed import customer_rows
 
 from .conftest import GatewayProcess, StartGateway
-from .pgwire import Wire
+from .pgwire import COPY_DONE, FLUSH, SYNC, Wire, bind, describe, execute, frontend, parse, query
+from .pgwire import rows as _data
 from .test_recording_e2e import session_file
 
 pytestmark = pytest.mark.integration
@@ -460,33 +461,6 @@ _LEAKY = "SELECT lower(email) AS v, ssn || '' AS s FROM customers ORDER BY id LI
 _HARMLESS = "SELECT lower(name) AS v, name || '' AS s FROM customers ORDER BY id LIMIT 2"
 
 
-def _m(kind: bytes, body: bytes) -> bytes:
-    return kind + struct.pack("!I", len(body) + 4) + body
-
-
-def _parse(name: str, sql: str) -> bytes:
-    return _m(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + b"\0\0")
-
-
-def _bind(portal: str, statement: str) -> bytes:
-    return _m(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + b"\0\0\0\0\0\0")
-
-
-def _describe(kind: bytes, name: str) -> bytes:
-    return _m(b"D", kind + name.encode() + b"\0")
-
-
-def _execute(portal: str) -> bytes:
-    return _m(b"E", portal.encode() + b"\0" + b"\0\0\0\0")
-
-
-_SYNC = _m(b"S", b"")
-
-
-def _data(messages: list[tuple[str, bytes]]) -> list[bytes]:
-    return [body for kind, body in messages if kind == "D"]
-
-
 def _no_raw_rows(messages: list[tuple[str, bytes]]) -> None:
     """Either refused or only masked rows: no raw value, nothing shaped like an SSN."""
     rows = _data(messages)
@@ -509,23 +483,133 @@ def test_names_the_server_changed_behind_the_gateway_stay_masked(
         status, _ = client.login(gw.token(subject, (group,)), user=subject)
         assert status == "ok"
         if case == "failed_reparse":
-            client.send(_parse("s1", _LEAKY) + _SYNC)
+            client.send(parse("s1", _LEAKY) + SYNC)
             client.until_ready()
-            client.send(_parse("s1", _HARMLESS) + _SYNC)  # 42P05: the server keeps the first
+            client.send(parse("s1", _HARMLESS) + SYNC)  # 42P05: the server keeps the first
             assert any(kind == "E" for kind, _ in client.until_ready())
-            client.send(_describe(b"S", "s1") + _bind("", "s1") + _execute("") + _SYNC)
+            client.send(describe(b"S", "s1") + bind("", "s1") + execute("") + SYNC)
         elif case == "sql_prepare":
-            client.send(_parse("s2", _HARMLESS) + _SYNC)
+            client.send(parse("s2", _HARMLESS) + SYNC)
             client.until_ready()
             client.query(f"DEALLOCATE s2; PREPARE s2 AS {_LEAKY}")
-            client.send(_describe(b"S", "s2") + _bind("", "s2") + _execute("") + _SYNC)
+            client.send(describe(b"S", "s2") + bind("", "s2") + execute("") + SYNC)
         else:
             client.query("BEGIN")
-            statement = _parse("s3", _HARMLESS) + _describe(b"S", "s3")
-            client.send(statement + _bind("p1", "s3") + _SYNC)
+            statement = parse("s3", _HARMLESS) + describe(b"S", "s3")
+            client.send(statement + bind("p1", "s3") + SYNC)
             client.until_ready()
             client.query(f"CLOSE p1; DECLARE p1 CURSOR FOR {_LEAKY}")
-            client.send(_describe(b"P", "p1") + _execute("p1") + _SYNC)
+            client.send(describe(b"P", "p1") + execute("p1") + SYNC)
         _no_raw_rows(client.until_ready())
+    finally:
+        client.close()
+
+
+# -- messages the server discards: the gateway must not lose step with it -----------------
+
+_SECRET = "SELECT id, ssn FROM customers ORDER BY id LIMIT 3"  # masked for both groups
+
+
+def _login(gw: GatewayProcess, who: str) -> Wire:
+    subject, group = (CONTRACTOR, "contractors") if who == "contractor" else (STRICT, "strict")
+    client = Wire(gw.host, gw.port)
+    status, _ = client.login(gw.token(subject, (group,)), user=subject)
+    assert status == "ok"
+    return client
+
+
+def _masked_or_ended(client: Wire, sql: str) -> None:
+    """The query's rows come back masked, or the gateway ended the session: never raw."""
+    try:
+        messages = client.query(sql)
+    except (EOFError, OSError):
+        return
+    assert _data(messages), messages  # the session goes on: its rows are masked
+    _no_raw_rows(messages)
+
+
+@pytest.mark.parametrize("who", ["contractor", "strict"])
+def test_a_query_the_server_skips_after_an_error_cannot_shift_results(
+    gw: GatewayProcess, who: str
+) -> None:
+    """After an extended-protocol error the server discards everything up to the next
+    Sync, a simple Query too. A gateway that expected an answer to that Query would give
+    the next query's rows to no statement (unmasked, unlimited, unrecorded)."""
+    client = _login(gw, who)
+    try:
+        client.send(parse("", "SELEC 1") + FLUSH)
+        assert client.until("E")[-1][0] == "E"
+        client.send(query("SELECT 1") + SYNC)
+        assert [kind for kind, _ in client.until_ready()] == ["Z"]  # the Query was skipped
+        _masked_or_ended(client, _SECRET)
+        _masked_or_ended(client, _SECRET)
+    finally:
+        client.close()
+
+
+def test_a_parse_the_server_skips_does_not_rename_a_statement(gw: GatewayProcess) -> None:
+    client = _login(gw, "contractor")
+    try:
+        leaky = "SELECT translate(ssn, '0123456789', 'abcdefghij') AS v FROM customers "
+        client.send(parse("s2", leaky + "ORDER BY id LIMIT 3") + SYNC)
+        client.until_ready()
+        client.send(parse("", "SELEC 1") + FLUSH)
+        client.until("E")
+        client.send(parse("s2", "SELECT 'abc' AS v") + SYNC)  # discarded by the server
+        client.until_ready()
+        client.send(describe(b"S", "s2") + bind("", "s2") + execute() + SYNC)
+        out = client.until_ready()
+        assert _data(out) and all(b"****" in row for row in _data(out)), out
+    finally:
+        client.close()
+
+
+def test_syncs_sent_inside_copy_from_stdin_cannot_shift_results(gw: GatewayProcess) -> None:
+    """The server ignores Sync during COPY FROM STDIN."""
+    client = _login(gw, "strict")
+    try:
+        client.query("CREATE TEMP TABLE copied (x int)")
+        client.send(query("COPY copied FROM STDIN"))
+        assert client.until("G")[-1][0] == "G"
+        client.send(frontend(b"d", b"1\n") + SYNC + SYNC + COPY_DONE)
+        assert [kind for kind, _ in client.until_ready()] == ["C", "Z"]
+        _masked_or_ended(client, _SECRET)
+    finally:
+        client.close()
+
+
+def test_copy_from_stdin_in_the_extended_protocol_keeps_step(gw: GatewayProcess) -> None:
+    """What libpq sends for a COPY with the extended protocol: Parse, Bind, Describe,
+    Execute and Sync at once (that Sync is read by the copy-in and ignored), the data,
+    CopyDone and a second Sync. One ReadyForQuery comes back, and the session goes on
+    with its results masked."""
+    client = _login(gw, "strict")
+    try:
+        client.query("CREATE TEMP TABLE copied (x int)")
+        copy = parse("", "COPY copied FROM STDIN") + bind("", "")
+        client.send(copy + describe(b"P", "") + execute() + SYNC)
+        assert [kind for kind, _ in client.until("G")] == ["1", "2", "n", "G"]
+        client.send(frontend(b"d", b"1\n2\n") + COPY_DONE + SYNC)
+        assert client.until_ready() == [("C", b"COPY 2\0"), ("Z", b"I")]
+        _masked_or_ended(client, _SECRET)
+        assert _data(client.query("SELECT 1"))  # not ended
+    finally:
+        client.close()
+
+
+def test_messages_pipelined_into_a_copy_in_end_the_session(gw: GatewayProcess) -> None:
+    """A message the server would read as part of a copy-in (or refuse there) in ways the
+    gateway cannot follow: the session is ended with a protocol error."""
+    client = _login(gw, "strict")
+    try:
+        client.query("CREATE TEMP TABLE copied (x int)")
+        client.send(query("COPY copied FROM STDIN") + query(_SECRET))
+        out = []
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                out.append(client.message())
+        errors = [body for kind, body in out if kind == "E"]
+        assert errors and b"08P01" in errors[-1] and b"COPY" in errors[-1]
+        assert not _data(out)
     finally:
         client.close()

@@ -25,7 +25,7 @@ from gateway.recording.schema import Done, End, Start, Stmt
 from protocols.postgres.messages import parse_error_fields
 
 from .conftest import GatewayProcess, StartGateway
-from .pgwire import Wire
+from .pgwire import FLUSH, SYNC, Wire, bind, execute, parse
 
 pytestmark = pytest.mark.integration
 
@@ -365,6 +365,35 @@ def test_backslash_text_behind_a_bound_settings_statement_is_refused(
         execute = b"\0" + struct.pack("!i", 0)
         query = b"SELECT 'x\\'' ; SELECT 1 --'\0"
         client.send(_msg(b"B", bind) + _msg(b"E", execute) + _msg(b"S", b"") + _msg(b"Q", query))
+        assert client.closed(timeout=10)
+    finally:
+        client.close()
+    path = _recording(gw.session_dir, subject)
+    with RecordingReader(path) as reader:
+        stmts = [f for _, f in reader.logical_frames() if isinstance(f, Stmt)]
+    refused = [s for s in stmts if s.text.startswith("SELECT 'x")]
+    assert len(refused) == 1 and refused[0].rule == "unknown:settings_in_flight"
+
+
+def test_a_settings_statement_stays_one_when_the_server_skips_its_reparse(
+    gw: GatewayProcess,
+) -> None:
+    """Parsing the name again for a harmless statement does not make it harmless when
+    the server discards that Parse (it skips to the next Sync after an error): the Bind
+    still runs the SET, so backslash text pipelined behind it is still refused."""
+    subject = "pipeline-admin-reparse@example.com"
+    client = Wire(gw.host, gw.port)
+    try:
+        status, _ = client.login(gw.token(subject, ("dba",)), user=subject)
+        assert status == "ok"
+        client.send(parse("scs_off", "SET standard_conforming_strings = off") + SYNC)
+        client.until_ready()
+        client.send(parse("", "SELEC 1") + FLUSH)
+        client.until("E")
+        client.send(parse("scs_off", "SELECT 1") + SYNC)  # discarded by the server
+        client.until_ready()
+        query = b"SELECT 'x\\'' ; SELECT 1 --'\0"
+        client.send(bind("", "scs_off") + execute() + SYNC + _msg(b"Q", query))
         assert client.closed(timeout=10)
     finally:
         client.close()

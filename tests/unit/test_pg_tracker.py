@@ -389,3 +389,139 @@ def test_sql_level_names_make_the_tracker_forget(QueryTracker: type[QueryTracker
     assert b"s1" in t.statements and not t.portals
     t.forget_names(statements=True, portals=False)
     assert not t.statements
+
+
+# -- what the server discards: after an error with no Sync queued, and in a copy-in -------
+
+
+def test_messages_after_an_error_with_no_sync_queued_are_skipped(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    """A client that waits for the error (Parse + Flush) and then sends more: the server
+    discards everything up to its next Sync, a simple Query included. The tracker must
+    not expect answers to those, or the next query's rows belong to nothing."""
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("P"), parse(b"s1", b"SELECT 1"))
+    t.frontend(ord("S"), b"")
+    t.backend(ord("1"), b"")
+    t.backend(ord("Z"), b"I")
+    t.frontend(ord("P"), parse(b"", b"SELEC 1"))
+    t.frontend(ord("H"), b"")
+    t.backend(ord("E"), error_body("42601", "syntax error"))
+    assert t.skipping and not t.busy()
+    # Discarded by the server: none of it is queued or changes a record.
+    t.query(b"SELECT 'skipped'")
+    t.frontend(ord("P"), parse(b"s1", b"SELECT 'other'"))
+    t.frontend(ord("B"), bind(b"p", b"s1", []))
+    t.frontend(ord("E"), execute(b"p"))
+    t.frontend(ord("C"), b"Ss1\0")
+    assert not t.busy()
+    assert t.statements[b"s1"].query == b"SELECT 1" and b"p" not in t.portals
+    skipped = log.finished[-2:]
+    assert [e.path for e in skipped] == ["simple", "cursor"]  # its Bind was skipped too
+    assert all(e.skipped for e in skipped)
+    # The Sync ends it: answered by one ReadyForQuery, and the next query owns its rows.
+    t.frontend(ord("S"), b"")
+    assert not t.skipping and t.busy()
+    t.backend(ord("Z"), b"I")
+    t.query(b"SELECT secret FROM t")
+    ex = t.head_execution()
+    assert ex is not None and ex.text == b"SELECT secret FROM t"
+
+
+def test_refused_message_while_skipping_expects_no_answer(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("P"), parse(b"", b"SELEC 1"))
+    t.frontend(ord("H"), b"")
+    t.backend(ord("E"), error_body("42601", "syntax error"))
+    t.deny(ord("Q"), None, b"DROP TABLE t", b"our error")
+    assert not t.busy() and t.head_denial() is None
+
+
+def test_syncs_behind_copy_from_stdin_are_ignored_like_the_server(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    """libpq sends Parse/Bind/Describe/Execute/Sync for a COPY together; the server reads
+    that Sync, and any the client sends before CopyDone, as part of the copy-in and
+    ignores them. One ReadyForQuery comes, for the Sync after CopyDone."""
+    log = Log()
+    t = QueryTracker(log)
+    t.frontend(ord("P"), parse(b"", b"COPY t FROM STDIN"))
+    t.frontend(ord("B"), bind(b"", b"", []))
+    t.frontend(ord("D"), b"P\0")
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")
+    for m in b"12n":
+        t.backend(m, b"")
+    copy = t.head_execution()
+    assert copy is not None
+    t.backend(ord("G"), b"\0\0\0")
+    assert t.copy_in
+    t.frontend(ord("S"), b"")  # ignored by the server
+    t.frontend(ord("H"), b"")
+    t.frontend(ord("c"), b"")
+    assert not t.copy_in
+    t.frontend(ord("S"), b"")
+    t.backend(ord("C"), b"COPY 1\0")
+    t.backend(ord("Z"), b"I")
+    assert not t.busy() and log.finished == [copy]
+    t.query(b"SELECT 1")
+    assert t.head_execution() is not None
+
+
+@pytest.mark.parametrize("late", [b"Q", b"P"])
+def test_messages_pipelined_into_a_copy_in_are_refused(
+    QueryTracker: type[QueryTrackerPy], late: bytes
+) -> None:
+    from protocols.errors import PeerViolation
+
+    t = QueryTracker(Log())
+    t.query(b"COPY t FROM STDIN")
+    if late == b"Q":
+        t.query(b"SELECT 1")  # behind the COPY, before its CopyInResponse
+        with pytest.raises(PeerViolation, match="pipelined behind COPY"):
+            t.backend(ord("G"), b"\0\0\0")
+    else:
+        t.backend(ord("G"), b"\0\0\0")
+        with pytest.raises(PeerViolation, match="during COPY FROM STDIN"):
+            t.parse(b"", b"SELECT 1")
+
+
+def test_copy_data_ended_before_the_server_asked_is_refused(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    from protocols.errors import PeerViolation
+
+    t = QueryTracker(Log())
+    t.query(b"COPY t FROM STDIN")
+    t.frontend(ord("c"), b"")
+    t.frontend(ord("S"), b"")
+    with pytest.raises(PeerViolation, match="before the server asked"):
+        t.backend(ord("G"), b"\0\0\0")
+
+
+def test_copy_end_after_a_failed_copy_is_forgotten_when_idle(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    """The end of a COPY the server already failed is ignored by it; once nothing is
+    pending it cannot stand behind a later COPY."""
+    t = QueryTracker(Log())
+    t.query(b"COPY t FROM STDIN")
+    t.frontend(ord("c"), b"")  # the error below is already on its way
+    t.backend(ord("E"), error_body("22P04", "bad copy data"))
+    t.backend(ord("Z"), b"I")
+    t.query(b"COPY t FROM STDIN")
+    t.backend(ord("G"), b"\0\0\0")
+    assert t.copy_in
+
+
+def test_rows_with_no_execution_are_left_to_the_driver(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    t = QueryTracker(Log())
+    row = b"D" + pack("!Ih", 6, 0)
+    assert t.backend_run(row, [(ord("D"), 0, len(row), 1)], None) == (0, False)

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 REFUSED_SQL: Final = b"/* refused by the database gateway's statement policy */ GATEWAY_REFUSED"
 INSUFFICIENT_PRIVILEGE: Final = "42501"
 _QUERY: Final = ord("Q")
+_PRIVILEGED_NAMES: Final = 1024
 _PARSE: Final = ord("P")
 _FUNCTION_CALL: Final = ord("F")
 CHECKED_TYPES: Final = frozenset((_QUERY, _PARSE, _FUNCTION_CALL))
@@ -95,6 +96,7 @@ class PgPolicyGate:
     """Decides one session's statements and prepares refusals."""
 
     __slots__ = (
+        "all_privileged",
         "client_encoding",
         "masking",
         "observer",
@@ -126,8 +128,13 @@ class PgPolicyGate:
         # been answered yet: the driver clears this at a ReadyForQuery with nothing
         # pending, after the server has reported any change.
         self.privilege_in_flight = False
-        # Parsed statements that are "privilege": a Bind of one runs it later.
+        # Names parsed for a "privilege" statement: a Bind of one runs it later. A name
+        # stays here when it is parsed again for something else: the server may skip that
+        # Parse (it discards messages after an error up to a Sync) and keep the old
+        # statement, and a Bind then runs the old one. Past _PRIVILEGED_NAMES names,
+        # every Bind counts as privileged (``all_privileged``).
         self.privileged_statements: set[bytes] = set()
+        self.all_privileged = False
         # Statements needing review are held for an approver when the session has some;
         # the outcome, per statement text, is used once when the held message is read again.
         self.reviewable = False
@@ -189,9 +196,11 @@ class PgPolicyGate:
             privileged = "privilege" in decision.classes
             if name is not None:  # a Parse: the statement runs at its Bind/Execute
                 if privileged:
-                    self.privileged_statements.add(name)
-                elif self.privileged_statements:  # a name re-used for another statement
-                    self.privileged_statements.discard(name)
+                    names = self.privileged_statements
+                    if len(names) >= _PRIVILEGED_NAMES:
+                        self.all_privileged = True
+                    else:
+                        names.add(name)
             elif privileged:
                 self.privilege_in_flight = True
             self.observer.allowed(mtype, name, decision.rule, decision.classes)
@@ -206,7 +215,7 @@ class PgPolicyGate:
         """A Bind of a parsed "privilege" statement: it runs at the next Execute. Called
         only while some parsed statement is one (no cost otherwise)."""
         statement = parse_bind_statement(body)
-        if statement in self.privileged_statements:
+        if self.all_privileged or statement in self.privileged_statements:
             self.privilege_in_flight = True
 
     def _refuse(

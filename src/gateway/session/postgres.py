@@ -80,6 +80,9 @@ _NOTICE = ord("N")
 _NOTIFICATION = ord("A")
 # Backend messages the tracker needs to see (everything else is only forwarded).
 _TRACKED = frozenset(b"TCZEIsn123G")
+_IDLE = ord("I")  # ReadyForQuery's status outside a transaction block
+# Portals with a per-result budget at once (one transaction's, plus WITH HOLD cursors').
+_PORTAL_BUDGETS = 4096
 # Messages that end one statement's result (CommandComplete, PortalSuspended,
 # ErrorResponse, EmptyQueryResponse).
 _RESULT_END = frozenset(b"CsEI")
@@ -605,6 +608,8 @@ class PgSession(LegPair):
                         budget = ex.budget  # type: ignore[assignment]
                         if budget is None or budget.key != ex.tag_count:
                             budget = ex.budget = self._new_budget(ex)
+                            if budget is None:
+                                return  # too many portals to follow: the session ended
                         elif budget.state == DRAINING:
                             edits = _edit(edits, start, stop, b"")
                             continue
@@ -639,6 +644,9 @@ class PgSession(LegPair):
                         observer.rows(ex, rows, rs, re, count)
                 elif ex is not None:
                     ex.rows += count
+                else:
+                    self._lost_step("rows")
+                    return
             elif mtype in _TRACKED:
                 if copy_rows:
                     self._credit_copy(buf, copy_start, copy_stop, copy_rows)
@@ -665,9 +673,17 @@ class PgSession(LegPair):
                         replacement = masking.scrub_error(
                             mtype, buf[start + 5 : stop], tracker.head_execution()
                         )
-                tracker.backend(mtype, buf[start + 5 : stop])
+                try:
+                    tracker.backend(mtype, buf[start + 5 : stop])
+                except PeerViolation as exc:  # a COPY FROM STDIN it cannot follow
+                    self.terminate(
+                        SqlState.PROTOCOL_VIOLATION, exc.message, "client protocol violation"
+                    )
+                    return
                 if mtype == _READY_FOR_QUERY:
                     swallow = False
+                    if self._portal_budgets and tracker.status == _IDLE:
+                        self._portals_ended()
                     if not tracker.busy():
                         gate = self.policy_gate
                         if gate is not None:
@@ -675,6 +691,9 @@ class PgSession(LegPair):
                         if masking is not None:
                             masking.ready_for_query(tracker.status)
             elif mtype == _COPY_DATA:
+                if tracker.head_execution() is None:
+                    self._lost_step("copy data")
+                    return
                 if limits is not None and not swallow:
                     ex = tracker.head_execution()
                     if ex is not None:
@@ -763,17 +782,38 @@ class PgSession(LegPair):
         self._client_data(b"")
         self.client.resume_reading("review")
 
-    def _new_budget(self, ex: Execution) -> Budget:
-        if ex.bind is None or ex.portal is None:
+    def _new_budget(self, ex: Execution) -> Budget | None:
+        """The per-result budget of an execution's result. A portal executed in batches
+        (Execute with a row limit) is one result across its batches: its budget lives as
+        long as the portal, i.e. until a Bind makes a new portal of the name (a new Bind
+        record) or the transaction ends (``_portals_ended``). An Execute whose Bind the
+        tracker no longer knows (a SQL-level cursor, or names it forgot) continues the
+        name's budget. None: more live portals than the gateway follows (session ended)."""
+        portal = ex.portal
+        if portal is None:
             return Budget(ex.tag_count)
-        held = self._portal_budgets.get(ex.portal)
-        if held is not None and held[0] is ex.bind:
+        budgets = self._portal_budgets
+        held = budgets.get(portal)
+        if held is not None and (ex.bind is None or held[0] is ex.bind):
             return held[1]
-        if len(self._portal_budgets) >= 64:
-            self._portal_budgets.clear()
+        if len(budgets) >= _PORTAL_BUDGETS and portal not in budgets:
+            self.terminate(
+                SqlState.PROGRAM_LIMIT_EXCEEDED,
+                f"more than {_PORTAL_BUDGETS} open portals with row limits in one transaction",
+                "too many portals",
+            )
+            return None
         budget = Budget(ex.tag_count)
-        self._portal_budgets[ex.portal] = (ex.bind, budget)
+        budgets[portal] = (ex.bind, budget)
         return budget
+
+    def _portals_ended(self) -> None:
+        """The transaction ended (idle ReadyForQuery): the protocol's portals are gone,
+        and with them their budgets. SQL-level cursors' (no Bind) stay: a WITH HOLD
+        cursor outlives its transaction."""
+        budgets = self._portal_budgets
+        for name in [name for name, (bind, _) in budgets.items() if bind is not None]:
+            del budgets[name]
 
     def _limit(
         self,
@@ -908,6 +948,22 @@ class PgSession(LegPair):
             extra={"session_id": self.session_id, "target": self.target.name},
         )
         return build_error_response(INSUFFICIENT_PRIVILEGE, message)
+
+    def _lost_step(self, what: str) -> None:
+        """The server sent result data with no statement of the client's to own it: the
+        query tracker no longer follows the server (a sequence it does not model). Masks,
+        limits and the recording could not be applied to it, so nothing more is
+        forwarded."""
+        log.warning(
+            "query tracker lost step",
+            extra={"session_id": self.session_id, "detail": f"{what} with no statement"},
+        )
+        self.terminate(
+            SqlState.PROTOCOL_VIOLATION,
+            "the gateway lost track of the statements on this connection; the session is "
+            "ended so that no result reaches the client unchecked",
+            "query tracker lost step",
+        )
 
     def _credit_copy(self, buf: bytes, start: int, stop: int, rows: int) -> None:
         """``rows`` adjacent CopyData messages sent to the client unchanged (COPY TO

@@ -52,6 +52,8 @@ typedef struct {
     PyObject *fifo;       /* collections.deque */
     int status;
     char copy_in;
+    char skipping;       /* the server discards frontend messages up to the next Sync */
+    char early_copy_end; /* see tracker.py _copy_in_response */
     Py_ssize_t done_in_batch;
 } Core;
 
@@ -193,7 +195,7 @@ static PyObject *new_execution(PyTypeObject *type, PyObject *path, PyObject *tex
    the body), collections.deque, and the shared (kind, None) entries. */
 static PyObject *execution_type, *parse_bind, *deque_type;
 static PyObject *entry_bind, *entry_sync;
-static PyObject *str_append, *str_popleft, *str_frontend_py, *str_backend_py;
+static PyObject *str_append, *str_popleft, *str_frontend_py, *str_backend_py, *str_query_py;
 static PyObject *str_drop_portals, *str_execution_started;
 static PyObject *str_execution_finished, *str_query, *str_row_description;
 static PyObject *str_extended, *str_prepared, *str_simple, *empty_bytes, *str_result_described;
@@ -458,6 +460,11 @@ static PyObject *Core_frontend(Core *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     PyObject *body = args[1];
+    if (self->copy_in || self->skipping) {
+        /* A copy-in, or the server discarding up to a Sync: the reference's. */
+        PyObject *call[3] = {(PyObject *)self, args[0], body};
+        return PyObject_VectorcallMethod(str_frontend_py, call, 3, NULL);
+    }
     if (mtype == 'B') {
         /* Parsed (validated) here, not lazily: a Bind whose lengths lie is refused. */
         PyObject *bind = PyObject_CallOneArg(parse_bind, body);
@@ -506,6 +513,10 @@ static PyObject *Core_frontend(Core *self, PyObject *const *args, Py_ssize_t nar
 
 /* query(text): tracker.QueryTracker.query_py, a simple Query whose text the driver read. */
 static PyObject *Core_query(Core *self, PyObject *text) {
+    if (self->copy_in || self->skipping) {
+        PyObject *call[2] = {(PyObject *)self, text};
+        return PyObject_VectorcallMethod(str_query_py, call, 2, NULL);
+    }
     /* A simple query destroys the unnamed statement. */
     int has = PyDict_Contains(self->statements, empty_bytes);
     if (has < 0 || (has && PyDict_DelItem(self->statements, empty_bytes) < 0)) {
@@ -585,6 +596,13 @@ static int ready_for_query(Core *self, PyObject *body) {
     }
     self->copy_in = 0;
     self->done_in_batch = 0;
+    Py_ssize_t left = PyObject_Size(self->fifo);
+    if (left < 0) {
+        return -1;
+    }
+    if (left == 0) {
+        self->early_copy_end = 0;
+    }
     if (self->status == 'I') {
         /* Named portals die with the transaction: the reference's clean-up, only when
            there is something to drop. */
@@ -793,9 +811,8 @@ static PyObject *Core_backend(Core *self, PyObject *const *args, Py_ssize_t narg
     case 'n': /* NoData */
         rc = acknowledge(self, K_DESCRIBE_S, K_DESCRIBE_P, -2);
         break;
-    case 'G': /* CopyInResponse: the client streams CopyData next */
-        self->copy_in = 1;
-        rc = 1;
+    case 'G': /* CopyInResponse: the reference (it checks what stands behind the COPY) */
+        rc = 0;
         break;
     case 'T':
         rc = PyBytes_CheckExact(body) ? row_description(self, body) : 0;
@@ -884,7 +901,7 @@ static PyObject *Core_frontend_run(Core *self, PyObject *const *args, Py_ssize_t
     }
     PyObject *buf = args[0], *entries = args[1];
     Py_ssize_t i = 0;
-    if (!PyBytes_CheckExact(buf)) {
+    if (!PyBytes_CheckExact(buf) || self->copy_in || self->skipping) {
         return PyLong_FromSsize_t(0);
     }
     for (; i < PyList_GET_SIZE(entries); i++) {
@@ -933,6 +950,11 @@ static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t 
                 if (ex == NULL) {
                     return NULL;
                 }
+                if (ex == Py_None) {
+                    /* Rows nothing asked for: the driver's (it ends the session). */
+                    Py_DECREF(ex);
+                    break;
+                }
                 /* Its fields go to Python (``+=`` on ex.rows, the rows callback), which may
                    drop the list's reference to it. */
                 Py_INCREF(entry);
@@ -976,7 +998,7 @@ static PyObject *Core_backend_run(Core *self, PyObject *const *args, Py_ssize_t 
                 continue;
             }
             if (mtype <= 0 || mtype > 127 || mtype == 'E' ||
-                strchr("TCZIsn123Gt", (int)mtype) == NULL) {
+                strchr("TCZIsn123t", (int)mtype) == NULL) {
                 break; /* errors, copy data, settings, notices...: the driver's loop */
             }
             if (mtype != 't') { /* ParameterDescription: nothing to track */
@@ -1023,6 +1045,8 @@ static PyMemberDef Core_members[] = {
     {"_fifo", T_OBJECT_EX, offsetof(Core, fifo), READONLY, NULL},
     {"status", T_INT, offsetof(Core, status), 0, NULL},
     {"copy_in", T_BOOL, offsetof(Core, copy_in), 0, NULL},
+    {"skipping", T_BOOL, offsetof(Core, skipping), 0, NULL},
+    {"early_copy_end", T_BOOL, offsetof(Core, early_copy_end), 0, NULL},
     {"_done_in_batch", T_PYSSIZET, offsetof(Core, done_in_batch), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
@@ -1112,7 +1136,7 @@ static int intern(PyObject **slot, const char *s) {
 
 PyMODINIT_FUNC PyInit__tracker(void) {
     if (intern(&str_append, "append") < 0 || intern(&str_popleft, "popleft") < 0 ||
-        intern(&str_frontend_py, "frontend_py") < 0 || intern(&str_backend_py, "backend_py") < 0 ||
+        intern(&str_frontend_py, "frontend_py") < 0 || intern(&str_query_py, "query_py") < 0 || intern(&str_backend_py, "backend_py") < 0 ||
         intern(&str_drop_portals, "_drop_portals") < 0 ||
         intern(&str_execution_started, "execution_started") < 0 ||
         intern(&str_execution_finished, "execution_finished") < 0 ||

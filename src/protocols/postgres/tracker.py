@@ -10,7 +10,16 @@ Rules this module enforces (PostgreSQL manual, "Extended Query" and "Pipelining"
   ReadyForQuery. Flush expects nothing.
 * After an ErrorResponse in extended mode the server discards frontend messages
   up to the next Sync; the FIFO is popped the same way, and the executions that
-  were skipped are finished with ``skipped = True``.
+  were skipped are finished with ``skipped = True``. When no Sync was queued, the
+  server goes on discarding what the client sends next, up to its next Sync
+  (``skipping``): those messages are not queued (no answer comes), change no
+  statement or portal record, and their executions finish as skipped at once.
+* In COPY FROM STDIN (from the server's CopyInResponse to the client's CopyDone or
+  CopyFail, ``copy_in``) the server reads CopyData and ignores Flush and Sync: a
+  Sync the client sent behind the COPY (libpq sends Parse/Bind/Describe/Execute/Sync
+  together) gets no ReadyForQuery and leaves the FIFO. Anything else pipelined into a
+  copy-in, or copy data ended before the server asked for it, cannot be modelled and
+  is refused (``PeerViolation``; the driver ends the session).
 * A simple Query destroys the unnamed prepared statement; ReadyForQuery with
   status Idle ends the transaction, so named portals die (except WITH HOLD
   cursors, which the tracker cannot see: it drops all non-empty portals and
@@ -36,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
+from ..errors import PeerViolation
 from .messages import (
     Bind,
     parse_bind,
@@ -55,7 +65,10 @@ _DENIED_QUERY, _DENIED_PARSE = 8, 9
 # What frontend_run / backend_run feed (see there): Bind, Describe, Execute, Sync; the tracked
 # backend messages but ErrorResponse (whose replacement is the driver's business).
 _RUN_FRONTEND: Final = frozenset(b"BDES")
-_RUN_BACKEND: Final = frozenset(b"TCZIsn123G")
+_RUN_BACKEND: Final = frozenset(b"TCZIsn123")
+# CopyDone, CopyFail; what the server reads (and ignores) in a copy-in besides them.
+_COPY_ENDS: Final = frozenset(b"cf")
+_READ_IN_COPY: Final = frozenset(b"dHS")
 
 
 @dataclass(slots=True)
@@ -216,8 +229,10 @@ class _TrackerState:
         "_done_in_batch",
         "_fifo",
         "copy_in",
+        "early_copy_end",
         "observer",
         "portals",
+        "skipping",
         "statements",
         "status",
     )
@@ -231,6 +246,11 @@ class _TrackerState:
         self._fifo: deque[tuple[int, object]] = deque()
         self.status = ord("I")
         self.copy_in = False
+        # The server discards frontend messages up to the next Sync (after an error).
+        self.skipping = False
+        # The client ended copy data (CopyDone / CopyFail) while work was pending and no
+        # copy-in was known: see _copy_in_response.
+        self.early_copy_end = False
         # Executions finished since the last ReadyForQuery (same implicit transaction).
         self._done_in_batch = 0
 
@@ -252,6 +272,8 @@ class _TrackerMethods:
         _fifo: deque[tuple[int, object]]
         status: int
         copy_in: bool
+        skipping: bool
+        early_copy_end: bool
         _done_in_batch: int
 
         def head_execution(self) -> Execution | None: ...
@@ -288,6 +310,9 @@ class _TrackerMethods:
 
     def frontend_py(self, mtype: int, body: bytes) -> None:
         """Feed one frontend message the driver forwards."""
+        if self.copy_in or self.skipping or mtype in _COPY_ENDS:
+            self._diverted(mtype, body)
+            return
         if mtype == 0x42:  # 'B' Bind
             # Parsed (validated) here, not lazily: a Bind whose parameter lengths
             # lie is a protocol violation the gateway must refuse, not forward.
@@ -323,6 +348,8 @@ class _TrackerMethods:
         ``entries`` over ``buf``), the extended protocol's common case; returns the index of
         the first entry left to the driver (which decides on everything else)."""
         done = 0
+        if self.copy_in or self.skipping:
+            return 0
         for mtype, start, stop, _ in entries:
             if mtype not in _RUN_FRONTEND:
                 break
@@ -330,14 +357,58 @@ class _TrackerMethods:
             done += 1
         return done
 
+    def _diverted(self, mtype: int, body: bytes | None, text: bytes | None = None) -> None:
+        """A frontend message while the server reads COPY data or discards messages up to
+        a Sync, and the client's CopyDone / CopyFail (see the module docstring)."""
+        if self.copy_in:
+            if mtype in _COPY_ENDS:
+                self.copy_in = False
+            elif mtype not in _READ_IN_COPY:
+                raise PeerViolation(
+                    f"message type {chr(mtype)!r} sent during COPY FROM STDIN: only copy "
+                    "data, CopyDone, CopyFail, Flush and Sync may follow the COPY"
+                )
+            return
+        if mtype in _COPY_ENDS:
+            # Outside a copy-in the server ignores it (the end of a COPY it already failed),
+            # unless a COPY's CopyInResponse is still on its way.
+            if self._fifo:
+                self.early_copy_end = True
+            return
+        # Skipping: nothing is queued, no record changes; executions are skipped.
+        if mtype == 0x53:  # 'S' Sync: the server answers it and reads on normally
+            self.skipping = False
+            self._fifo.append((_SYNC, None))
+            return
+        ex: Execution | None = None
+        if mtype == 0x51:  # 'Q' Query
+            ex = Execution("simple", text)
+            self.observer.execution_started(ex)
+        elif mtype == 0x46:  # 'F' FunctionCall
+            ex = Execution("function", None)
+            self.observer.execution_started(ex)
+        elif mtype == 0x45 and body is not None:  # 'E' Execute
+            ex = self._execution_for_portal(parse_execute(body)[0])
+        elif mtype == 0x42 and body is not None:  # 'B' Bind: still a valid message or refused
+            parse_bind(body)
+        if ex is not None:
+            ex.skipped = True
+            self._finish(ex)
+
     def parse(self, name: bytes, query: bytes) -> None:
         """A Parse, already split into its statement name and text (the driver reads
         them once for the policy and hands them on)."""
+        if self.copy_in or self.skipping:
+            self._diverted(0x50, None)
+            return
         self.statements[name] = PreparedStatement(query)
         self._fifo.append((_PARSE, name))
 
     def query_py(self, text: bytes) -> None:
         """A simple Query, its text already read."""
+        if self.copy_in or self.skipping:
+            self._diverted(0x51, None, text)
+            return
         self.statements.pop(b"", None)  # a simple query destroys the unnamed statement
         ex = Execution("simple", text)
         self._fifo.append((_QUERY, ex))
@@ -352,6 +423,10 @@ class _TrackerMethods:
         never exists on the server), so the executions the server then skips are
         recorded with the text the client sent.
         """
+        if self.copy_in:
+            self._diverted(mtype, None)  # refused: not a message a copy-in reads
+        if self.skipping:
+            return  # the server discards the replacement: no error comes back for it
         if mtype == 0x50:  # 'P' Parse
             assert name is not None and query is not None
             # The server drops the unnamed statement before parsing; a named one that
@@ -428,6 +503,8 @@ class _TrackerMethods:
                     self._finish(obj)
             self.copy_in = False
             self._done_in_batch = 0
+            if not fifo:
+                self.early_copy_end = False
             if self.status == ord("I"):
                 self._drop_portals()
             return
@@ -459,7 +536,8 @@ class _TrackerMethods:
                 fifo.popleft()
             return
         if mtype == 0x47:  # 'G' CopyInResponse: client streams CopyData next
-            self.copy_in = True
+            self._copy_in_response()
+            return
         # 't' ParameterDescription, 'H'/'W' copy responses, 'V', 'N', 'A', 'S':
         # nothing to track here.
 
@@ -480,12 +558,13 @@ class _TrackerMethods:
         for mtype, start, stop, count in entries:
             if mtype == 0x44:  # 'D' DataRow run
                 ex = self.head_execution()
-                if ex is not None:
-                    ex.rows += count
-                    if rows is not None:
-                        rows(ex, buf, start, stop, count)
-                    else:
-                        ex.bytes += stop - start
+                if ex is None:
+                    break  # rows nothing asked for: the driver's (it ends the session)
+                ex.rows += count
+                if rows is not None:
+                    rows(ex, buf, start, stop, count)
+                else:
+                    ex.bytes += stop - start
             elif mtype in _RUN_BACKEND:
                 self.backend(mtype, buf[start + 5 : stop])
                 if mtype == 0x5A and not self._fifo:
@@ -494,6 +573,29 @@ class _TrackerMethods:
                 break
             done += 1
         return done, idle
+
+    def _copy_in_response(self) -> None:
+        """The server reads COPY data from now on, and ignores the Syncs the client sent
+        behind the COPY until its CopyDone / CopyFail: their FIFO entries go. What else
+        might stand behind the COPY (other messages, copy data the client ended before
+        this arrived) the server would read in ways the tracker cannot follow."""
+        fifo = self._fifo
+        early, self.early_copy_end = self.early_copy_end, False
+        if early:
+            raise PeerViolation(
+                "COPY data ended before the server asked for it (CopyInResponse): the "
+                "gateway cannot tell which messages the server reads as copy data"
+            )
+        if not fifo or fifo[0][0] not in (_EXECUTE, _QUERY):
+            raise PeerViolation("CopyInResponse with no statement running")
+        if any(kind != _SYNC for kind, _ in list(fifo)[1:]):
+            raise PeerViolation(
+                "messages pipelined behind COPY FROM STDIN: only copy data, CopyDone, "
+                "CopyFail, Flush and Sync may follow the COPY"
+            )
+        while len(fifo) > 1:
+            fifo.pop()
+        self.copy_in = True
 
     def _row_description(self, body: bytes) -> None:
         fifo = self._fifo
@@ -567,6 +669,9 @@ class _TrackerMethods:
                     obj.skipped = True
                 self._finish(obj)
         self.copy_in = False
+        if not fifo:
+            # No Sync was sent yet: the server discards what comes next, up to one.
+            self.skipping = True
 
     def _finish(self, ex: Execution) -> None:
         self._done_in_batch += 1
@@ -592,6 +697,7 @@ class _TrackerMethods:
         self.statements.clear()
         self.portals.clear()
         self._fifo.clear()
+        self.copy_in = self.skipping = self.early_copy_end = False
 
 
 class QueryTrackerPy(_TrackerMethods, _TrackerState):
