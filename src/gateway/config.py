@@ -869,12 +869,29 @@ def _check_config(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx
             if isinstance(name, str) and name != "*" and name not in names:
                 ctx.error(f"policies[{i}].targets[{j}]", f'no target is named "{name}"')
     _check_hash_styles(values, raw, ctx)
+    _check_detector_names(values, ctx)
     if values.get("admin") is None:
         for i, policy in _valid_items(values.get("policies")):
             if policy.approvers:
                 ctx.error(
                     f"policies[{i}].approvers",
                     "approvers decide through the admin API: add an [admin] section",
+                )
+
+
+def _check_detector_names(values: dict[str, Any], ctx: _Ctx) -> None:
+    """A detector name means one detector in the whole file: a session's masks are the
+    union of its policies' masks, found by detector name, so two policies giving one name
+    different patterns would leave one policy's values unmasked for a user in both."""
+    seen: dict[str, tuple[int, DetectorDef]] = {}
+    for i, policy in _valid_items(values.get("policies")):
+        for j, det in enumerate(policy.detectors):
+            first = seen.setdefault(det.name, (i, det))
+            if first[1] != det:
+                ctx.error(
+                    f"policies[{i}].detectors[{j}].name",
+                    f'detector "{det.name}" is defined differently in policies[{first[0]}]: '
+                    "a detector name means one detector in the whole configuration",
                 )
 
 
@@ -936,7 +953,7 @@ def _check_policy(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx
     if _ok(values, "allow", "deny", "review", "rules"):
         for key, message in validate_policy(raw, path):
             ctx.error(key, message)
-    _check_limits(values, path, ctx)
+    _check_limits(values, raw, path, ctx)
 
 
 _LIMIT_KEYS: Final = (
@@ -949,13 +966,25 @@ _LIMIT_KEYS: Final = (
 )
 
 
-def _check_limits(values: dict[str, Any], path: str, ctx: _Ctx) -> None:
+def _check_limits(values: dict[str, Any], raw: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
     """Approvals need someone to approve: ``on_limit = "approval"`` and ``review`` entries
     name approver groups, and approvers are only accepted where something asks them."""
     if not _ok(values, "on_limit", "approvers", "review"):
         return
     limited = any(values.get(k) not in (None, _INVALID) for k in _LIMIT_KEYS)
     asks = values["on_limit"] == "approval" and limited
+    # Keys that only mean something next to others: accepted alone, they would let an
+    # operator believe a limit or a review exists.
+    if "on_limit" in raw and not limited:
+        ctx.error(_join(path, "on_limit"), "only used with a limit (max_rows, max_bytes, ...)")
+    windowed = any(values.get(k) not in (None, _INVALID) for k in _LIMIT_KEYS[4:])
+    if "window" in raw and not windowed:
+        ctx.error(_join(path, "window"), "only used with window_max_rows or window_max_bytes")
+    if "approval_timeout" in raw and not asks and not values["review"]:
+        ctx.error(
+            _join(path, "approval_timeout"),
+            'only used with review entries or with on_limit = "approval" and a limit',
+        )
     if values["on_limit"] == "approval" and not values["approvers"]:
         ctx.error(
             _join(path, "approvers"),

@@ -84,6 +84,9 @@ class Runtime:
         self.server_tls = server_tls
         self.registry = SessionRegistry()
         self.policy_digest = policy_digest(config)
+        # Counts successful reloads: a session started under another generation than the
+        # one it chose its rules in was logging in during a reload (session_started).
+        self.generation = 0
         self.targets = {t.name: make_target_runtime(t) for t in config.targets}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._engines: dict[tuple[tuple[str, ...], str], PolicyEngine] = {}
@@ -189,6 +192,7 @@ class Runtime:
         old_digest = self.policy_digest
         mode = live_sessions or config.gateway.reload_live_sessions
         self.config = config
+        self.generation += 1
         self.policy_digest = policy_digest(config)
         self.mask_hash_key = hash_key
         self._engines.clear()
@@ -505,6 +509,20 @@ class Runtime:
             # A reload while it was logging in (after its target was checked) took the
             # target away: ended like the live sessions that reload ended.
             asyncio.get_running_loop().call_soon(self._lost_target, session)
+        elif session.policy_generation != self.generation:
+            # A reload while it was logging in: its masks may come from the old
+            # configuration and its statement policy and limits from the new one. Ended
+            # rather than run under a mix that no configuration describes.
+            asyncio.get_running_loop().call_soon(self._reloaded_during_login, session)
+
+    def _reloaded_during_login(self, session: GatewaySession) -> None:
+        if not session.closing:
+            self.kill_session(
+                session.session_id,
+                "the gateway's configuration was reloaded while this session logged in; "
+                "reconnect to work under the new one",
+                "configuration reload during login",
+            )
 
     def session_ended(self, session: GatewaySession) -> None:
         self._session_policies.pop(session.session_id, None)

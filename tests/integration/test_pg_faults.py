@@ -3,6 +3,7 @@ one connection, and keeps serving everyone else."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ import pytest
 
 from gateway.embedded.postgres import PostgresServer, start_postgres
 
-from .conftest import GatewayProcess
+from .conftest import GatewayProcess, StartGateway
 from .pgwire import Wire
 
 pytestmark = pytest.mark.integration
@@ -295,3 +296,60 @@ def test_slow_client_pauses_upstream_memory_stays_bounded(gateway: GatewayProces
     # paused while the client leg's transport is above its high-water mark.
     assert grown < 48 * 1024 * 1024, f"gateway RSS grew by {grown / 1e6:.1f} MB"
     assert gateway.alive()
+
+
+@pytest.fixture
+def silent_upstream() -> Iterator[object]:
+    """A "database" that accepts connections and never answers: logins hang upstream."""
+    import threading
+    from types import SimpleNamespace
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield SimpleNamespace(host="127.0.0.1", port=server.getsockname()[1], ca_file=None)
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+
+def test_a_client_sending_ahead_of_its_login_is_not_buffered_without_bound(
+    start_gateway: StartGateway, silent_upstream: object
+) -> None:
+    """While the gateway logs in upstream, what the client sends waits in TCP, not in
+    the gateway's memory: it stops reading past a small buffer."""
+    from protocols.postgres.messages import build_startup_message
+
+    gw = start_gateway(server=silent_upstream, upstream_tls="disable")
+    assert gw.proc is not None
+    before = _rss_kb(gw.proc.pid)
+    client = Wire(gw.host, gw.port)
+    try:
+        client.start_tls()
+        client.send(build_startup_message({"user": "a", "database": "app"}))
+        assert client.message()[0] == "R"
+        token = gw.token().encode()
+        client.send(b"p" + struct.pack("!I", len(token) + 5) + token + b"\0")
+        chunk = (b"Q" + struct.pack("!I", 13) + b"SELECT 1\0") * 8000
+        sent = 0
+        client.sock.settimeout(1)
+        deadline = time.monotonic() + 5
+        with contextlib.suppress(TimeoutError, OSError):
+            while time.monotonic() < deadline:
+                client.sock.sendall(chunk)
+                sent += len(chunk)
+        assert sent < 64 * 1024 * 1024  # the gateway stopped reading
+        assert _rss_kb(gw.proc.pid) - before < 32 * 1024
+    finally:
+        client.close()

@@ -191,3 +191,49 @@ def test_allow_plaintext_config(start_gateway: object, tmp_path: Path) -> None:
     with psycopg.connect(gw.dsn(gw.token(), sslmode="disable")) as conn:
         assert not conn.pgconn.ssl_in_use
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _token_of_length(gateway: GatewayProcess, length: int) -> str:
+    """A valid token of exactly ``length`` characters (padded with a claim)."""
+    pad = 0
+    token = gateway.token()
+    while len(token) < length:
+        pad += max(1, (length - len(token)) * 3 // 4)
+        token = gateway.token(pad="x" * pad)
+    while len(token) > length:
+        pad -= 1
+        token = gateway.token(pad="x" * pad)
+    assert len(token) == length or pytest.fail(f"no token of {length} characters")
+    return token
+
+
+def test_tokens_up_to_max_token_size_log_in(gateway: GatewayProcess) -> None:
+    """auth.max_token_size (default 16384) bounds the token itself, not the message that
+    carries it: a token of exactly that size logs in, one byte more is refused."""
+    client = Wire(gateway.host, gateway.port)
+    try:
+        status, _ = client.login(_token_of_length(gateway, 16384))
+        assert status == "ok"
+    finally:
+        client.close()
+    client = Wire(gateway.host, gateway.port)
+    try:
+        status, fields = client.login(_token_of_length(gateway, 16385))
+        assert status == "error" and isinstance(fields, dict) and fields["C"] == "08P01"
+    finally:
+        client.close()
+
+
+def test_the_servers_refusal_of_a_startup_setting_reaches_the_client(
+    gateway: GatewayProcess,
+) -> None:
+    """An error about the client's own startup options is passed on as the server wrote
+    it (its SQLSTATE and message), not prefixed with the code or the gateway's context."""
+    client = Wire(gateway.host, gateway.port)
+    try:
+        status, fields = client.login(gateway.token(), options="-c work_mem=bogus")
+    finally:
+        client.close()
+    assert status == "error" and isinstance(fields, dict)
+    assert fields["C"] == "22023"
+    assert fields["M"] == 'invalid value for parameter "work_mem": "bogus"'

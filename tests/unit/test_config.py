@@ -294,6 +294,17 @@ def test_limit_and_approval_errors_name_their_keys() -> None:
         '"1GiB"), got "ten"',
         "policies[0].max_rows: must be >= 1, got 0",
     ]
+    # Keys that mean nothing alone would let an operator believe a limit exists.
+    assert errors(MINIMAL + POLICY + 'on_limit = "truncate"\nwindow = "5m"\n') == [
+        "policies[0].on_limit: only used with a limit (max_rows, max_bytes, ...)",
+        "policies[0].window: only used with window_max_rows or window_max_bytes",
+    ]
+    assert errors(MINIMAL + POLICY + 'max_rows = 5\nwindow = "5m"\napproval_timeout = "1m"\n') == [
+        "policies[0].window: only used with window_max_rows or window_max_bytes",
+        "policies[0].approval_timeout: only used with review entries or with on_limit = "
+        '"approval" and a limit',
+    ]
+    assert parse(MINIMAL + POLICY + 'window_max_rows = 5\nwindow = "5m"\non_limit = "truncate"\n')
     assert errors(MINIMAL + '[approvals]\nwebhook_url = "http://hooks.example.com/x"\n') == [
         "approvals.webhook_url: webhook_url must be an https:// URL (plain http only for "
         "loopback hosts)"
@@ -696,3 +707,30 @@ def test_policy_on_unknown_target_is_rejected() -> None:
         '[[policies]]\nname = "p"\ngroups = ["g"]\ntargets = ["nope"]\nallow = ["read"]\n'
     )
     assert errors(text) == ['policies[0].targets[0]: no target is named "nope"']
+
+
+def test_a_detector_name_means_one_detector_across_policies() -> None:
+    """A session's masks are the union of its policies' masks, found by detector name:
+    two definitions of one name would leave one policy's values unmasked."""
+
+    def policy(name: str, pattern: str) -> str:
+        return f"""
+[[policies]]
+name = "{name}"
+groups = ["{name}"]
+targets = ["app-pg"]
+allow = ["read"]
+[[policies.detectors]]
+name = "acct"
+pattern = "{pattern}"
+[[policies.masks]]
+detectors = ["acct"]
+"""
+
+    assert errors(
+        MINIMAL + policy("team-a", "ACC-[0-9]{10}") + policy("team-b", "ACCT-[0-9]{6}")
+    ) == [
+        'policies[1].detectors[0].name: detector "acct" is defined differently in policies[0]: '
+        "a detector name means one detector in the whole configuration"
+    ]
+    assert parse(MINIMAL + policy("team-a", "ACC-[0-9]{10}") + policy("team-b", "ACC-[0-9]{10}"))

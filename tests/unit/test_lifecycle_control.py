@@ -32,6 +32,7 @@ class StandIn:
     started: float = 1.0
     closing: bool = False
     killed: list[tuple[str, str]] = field(default_factory=list)
+    policy_generation: int | None = 0
 
     def kill(self, message: str, end_reason: str) -> None:
         self.killed.append((message, end_reason))
@@ -228,3 +229,25 @@ def test_a_damaged_revocation_file_fails_closed_at_start_and_at_reload(tmp_path:
     (tmp_path / "revocations.json").mkdir()  # unreadable
     with pytest.raises(RevocationError):
         runtime_for(tmp_path, '"dev"')
+
+
+async def test_a_reload_during_a_login_ends_it_once_started(tmp_path: Path) -> None:
+    """Its masks may be the old configuration's and its policy and limits the new one's:
+    a session that chose its rules before a reload is ended when it goes live."""
+    import asyncio
+
+    runtime = runtime_for(tmp_path, '"dev"')
+    session = LoggingIn("s1", ident("alice", "dev"), policy_generation=runtime.generation)
+    reconfigure(runtime, tmp_path, '"dev"')  # a reload while it logs in (access unchanged)
+    session.target = runtime.targets["app-pg"]
+    runtime.registry.add(session)
+    runtime.session_started(session, session.identity)
+    await asyncio.sleep(0)
+    assert session.killed and "reloaded while this session logged in" in session.killed[0][0]
+    # One that chose its rules after the reload goes on.
+    later = LoggingIn("s2", ident("bob", "dev"), policy_generation=runtime.generation)
+    later.target = runtime.targets["app-pg"]
+    runtime.registry.add(later)
+    runtime.session_started(later, later.identity)
+    await asyncio.sleep(0)
+    assert not later.killed

@@ -57,7 +57,7 @@ class Clock:
 
 
 def test_no_limits_means_no_spec() -> None:
-    assert build_limit_spec(policies("", 'on_limit = "truncate"\n')) is None
+    assert build_limit_spec(policies("", "")) is None
 
 
 def test_policies_combine_strictest_first() -> None:

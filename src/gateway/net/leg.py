@@ -25,6 +25,13 @@ class LegClosed(ConnectionError):
     pass
 
 
+# What a leg buffers in handshake mode before it stops reading: login messages are small
+# (the largest, a token, is bounded by auth.max_token_size), so anything beyond this is a
+# client sending ahead of its login; TCP backpressure holds the rest until it is read.
+HANDSHAKE_BUFFER = 256 * 1024
+_BUFFER_FULL = "handshake-buffer"
+
+
 def _ignore() -> None:
     pass
 
@@ -58,6 +65,8 @@ class Leg(asyncio.Protocol):
             on_data(data)
             return
         self.buffer.feed(data)
+        if len(self.buffer) > HANDSHAKE_BUFFER:
+            self.pause_reading(_BUFFER_FULL)
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -95,8 +104,13 @@ class Leg(asyncio.Protocol):
 
     async def read_exactly(self, n: int) -> bytes:
         while len(self.buffer) < n:
+            if n > HANDSHAKE_BUFFER:
+                self.resume_reading(_BUFFER_FULL)  # a message this big must arrive whole
             await self._wait()
-        return self.buffer.take(n)
+        data = self.buffer.take(n)
+        if len(self.buffer) <= HANDSHAKE_BUFFER:
+            self.resume_reading(_BUFFER_FULL)
+        return data
 
     async def read_typed_message(self, max_size: int) -> tuple[int, bytes]:
         """One typed message: (type byte, body). Size checked from the header."""
@@ -123,6 +137,7 @@ class Leg(asyncio.Protocol):
         self.on_data = on_data
         if self.buffer:
             on_data(self.buffer.take_all())
+        self.resume_reading(_BUFFER_FULL)
 
     def pause_reading(self, reason: str) -> None:
         if not self._pause_reasons and self.transport is not None and not self.closed:

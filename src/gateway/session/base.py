@@ -25,6 +25,9 @@ class GatewaySession(Protocol):
     identity_subject: str | None
     end_reason: str
     identity: Identity | None  # set once the token is verified
+    # The runtime's configuration generation when the session's masks, policy and limits
+    # were chosen (after the token was verified); None before.
+    policy_generation: int | None
 
     @property
     def closing(self) -> bool: ...

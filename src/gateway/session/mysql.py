@@ -249,6 +249,7 @@ class MySqlSession(LegPair):
         self.masking: MyMasking | None = None
         self.statements = StatementRegistry()
         self.identity_subject: str | None = None
+        self.policy_generation: int | None = None
         self.identity: Identity | None = None
         self.started = time.time()
         self.end_reason = "client closed"
@@ -485,6 +486,8 @@ class MySqlSession(LegPair):
         except LoginRefused as exc:
             raise self._access_denied(exc.log_detail) from None
         self.identity_subject = identity.subject
+        # See the PostgreSQL driver: a reload from here to the start ends the session.
+        self.policy_generation = runtime.generation
         if not runtime.target_allowed(self.target, identity):
             raise self._access_denied(
                 f"no policy allows groups {list(identity.groups)} on target {self.target.name}"
@@ -1758,9 +1761,17 @@ class MySqlSession(LegPair):
             if not up.leg.closed:
                 up.leg.write(build_packets(bytes((Command.COM_QUIT,)), 0)[0])
         self.end_reason = end_reason
+        self._withdraw_now()
         if seq is not None and not self.client.closed:
             self.client.write(_err(errno, sqlstate, message, seq))
         self._close_both()
+
+    def _withdraw_now(self) -> None:
+        """A request waiting for an approver goes now, not when both connections have
+        closed (a client not reading can hold its close for seconds): nobody may approve
+        a statement of a session that is ending."""
+        if self.control is not None:
+            self.control.withdraw("session ended: " + self.end_reason)
 
     def cancel_query(self) -> None:
         """Kill the running statement upstream (KILL QUERY on a new connection)."""
@@ -1795,6 +1806,7 @@ class MySqlSession(LegPair):
         if self._closing:
             return
         self.end_reason = reason
+        self._withdraw_now()
         if not self.client.closed and (force_error or not self._exchanges):
             self.client.write(_err(errno, sqlstate, message, self._between_commands_seq()))
         self._close_both()

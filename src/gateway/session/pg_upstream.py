@@ -39,10 +39,13 @@ _SCRAM_CACHE = SaltedPasswordCache()
 class UpstreamError(Exception):
     """The target refused or failed the login. ``detail`` is for logs only."""
 
-    def __init__(self, detail: str, sqlstate: str | None = None) -> None:
+    def __init__(
+        self, detail: str, sqlstate: str | None = None, message: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.sqlstate = sqlstate
+        self.message = message  # the server's own message (M), when it sent an error
 
 
 @dataclass
@@ -142,6 +145,7 @@ async def _login(
             raise UpstreamError(
                 f"target {target.name} refused login: {fields.get('C')} {fields.get('M')}",
                 fields.get("C"),
+                fields.get("M"),
             )
         elif mtype == Backend.BACKEND_KEY_DATA:
             conn.process_id, conn.secret_key = parse_backend_key_data(body)

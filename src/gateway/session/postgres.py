@@ -104,7 +104,6 @@ _SESSION_ONLY = frozenset({"session"})
 _READ_AFTER_LOGIN = frozenset({"client_encoding", "standard_conforming_strings"})
 
 
-_MAX_PASSWORD_MESSAGE = 16 * 1024
 _TERMINATE_MESSAGE = b"X\x00\x00\x00\x04"
 
 
@@ -132,6 +131,7 @@ class PgSession(LegPair):
         self._swallow = False
         self.cancel_key: tuple[int, bytes] | None = None
         self.identity_subject: str | None = None
+        self.policy_generation: int | None = None
         self.identity: Identity | None = None
         self.started = time.time()
         self.end_reason = "client closed"
@@ -276,12 +276,18 @@ class PgSession(LegPair):
 
         # Authentication: the JWT arrives as a cleartext password, inside TLS.
         client.write(build_authentication(AuthRequest.CLEARTEXT_PASSWORD))
-        mtype, body = await client.read_typed_message(_MAX_PASSWORD_MESSAGE)
+        # A token of up to auth.max_token_size bytes: the message adds its length field
+        # (4 bytes) and the password's terminating NUL.
+        max_token = runtime.config.auth.max_token_size
+        mtype, body = await client.read_typed_message(max_token + 5)
         if mtype != ord("p"):
             raise PeerViolation(f"expected password message, got {chr(mtype)!r}")
-        token = parse_password_message(body, _MAX_PASSWORD_MESSAGE)
+        token = parse_password_message(body, max_token)
         identity = await runtime.authenticate(token, params["user"])
         del token
+        # Masks, policy and limits are chosen from here on, across awaits: a reload in
+        # between ends the session once started (Runtime.session_started).
+        self.policy_generation = runtime.generation
         self.identity_subject = identity.subject
         self.identity = identity
         if not runtime.target_allowed(self.target, identity):
@@ -323,9 +329,7 @@ class PgSession(LegPair):
             # Errors about the client's own startup options are safe and useful to
             # pass on; anything about the stored credentials is not.
             if exc.sqlstate in ("22023", "42704", "3D000", "0A000"):
-                raise LoginRefused(
-                    exc.sqlstate, exc.detail.split(": ", 1)[-1], exc.detail
-                ) from None
+                raise LoginRefused(exc.sqlstate, exc.message or exc.detail, exc.detail) from None
             raise LoginRefused(
                 SqlState.CONNECTION_FAILURE,
                 f'could not connect to target "{self.target.name}"',
@@ -1059,6 +1063,10 @@ class PgSession(LegPair):
         if self._closing:
             return
         self.end_reason = reason
+        if self.control is not None:
+            # Now, not when both connections have closed (a client not reading holds its
+            # close): nobody may approve a statement of a session that is ending.
+            self.control.withdraw("session ended: " + reason)
         if not self.client.closed:
             self.client.write(build_error_response(sqlstate, message, severity="FATAL"))
         self._close_both()

@@ -585,3 +585,26 @@ def test_pause_longer_than_the_servers_write_timeout(
     assert [r[0] for r in rows] == list(range(1, BIG + 1))
     still_usable(conn)
     conn.close()
+
+
+def test_killing_a_session_withdraws_its_held_statement_at_once(
+    gw: MyGateway, approver: AdminClient
+) -> None:
+    """A held statement of a session that is ending cannot be approved: its request goes
+    at the kill, not seconds later when a client that does not read lets the connection
+    close."""
+    user = "kim@example.com"
+    admin = AdminClient(approver.base_url, gw.token("root@example.com", ("gateway-admins",)))
+    conn = connect(gw, user, "reviewed")
+    in_thread(lambda: query(conn, "CREATE TABLE killed_t (a int)"))
+    request = approver.wait_pending(user)
+    status, sessions = admin.call("GET", "/api/sessions")
+    session = next(s for s in sessions["sessions"] if s["subject"] == user)
+    status, _ = admin.call("POST", f"/api/sessions/{session['session_id']}/kill", {"reason": "x"})
+    assert status == 200
+    assert approver.approve(request["id"])[0] == 409  # withdrawn already
+    history = {r["id"]: r for r in approver.history()}
+    assert history[request["id"]]["state"] == "withdrawn"
+    with connect(gw, "root@example.com", "dba") as check:
+        exists = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'killed_t'"
+        assert query(check, exists) == ((0,),)
