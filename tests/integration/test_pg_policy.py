@@ -330,12 +330,16 @@ def test_backslash_text_pipelined_behind_a_settings_change_is_refused(
         assert client.closed(timeout=10)
     finally:
         client.close()
-    path = _recording(gw.session_dir, subject)
-    with RecordingReader(path) as reader:
-        stmts = [f for _, f in reader.logical_frames() if isinstance(f, Stmt)]
-    refused = [s for s in stmts if s.text.startswith("SELECT 'x")]
+    refused = _refused_texts(gw, subject)
     assert len(refused) == 1 and refused[0].decision == "deny"
     assert refused[0].rule == "unknown:settings_in_flight"
+
+
+def _refused_texts(gw: GatewayProcess, subject: str) -> list[Stmt]:
+    """The recorded statements of the subject's session whose text starts "SELECT 'x"."""
+    with RecordingReader(_recording(gw.session_dir, subject)) as reader:
+        stmts = [f for _, f in reader.logical_frames() if isinstance(f, Stmt)]
+    return [s for s in stmts if s.text.startswith("SELECT 'x")]
 
 
 def _msg(mtype: bytes, body: bytes) -> bytes:
@@ -368,10 +372,7 @@ def test_backslash_text_behind_a_bound_settings_statement_is_refused(
         assert client.closed(timeout=10)
     finally:
         client.close()
-    path = _recording(gw.session_dir, subject)
-    with RecordingReader(path) as reader:
-        stmts = [f for _, f in reader.logical_frames() if isinstance(f, Stmt)]
-    refused = [s for s in stmts if s.text.startswith("SELECT 'x")]
+    refused = _refused_texts(gw, subject)
     assert len(refused) == 1 and refused[0].rule == "unknown:settings_in_flight"
 
 
@@ -397,10 +398,7 @@ def test_a_settings_statement_stays_one_when_the_server_skips_its_reparse(
         assert client.closed(timeout=10)
     finally:
         client.close()
-    path = _recording(gw.session_dir, subject)
-    with RecordingReader(path) as reader:
-        stmts = [f for _, f in reader.logical_frames() if isinstance(f, Stmt)]
-    refused = [s for s in stmts if s.text.startswith("SELECT 'x")]
+    refused = _refused_texts(gw, subject)
     assert len(refused) == 1 and refused[0].rule == "unknown:settings_in_flight"
 
 

@@ -351,13 +351,11 @@ class PgRecordingObserver:
         ``pg.CopyData``) under the same cap. An export by COPY is in the recording as
         an export by SELECT is."""
         ex.bytes += stop - start
-        st = ex.context
         rec = self.recording
-        if rec is None or st is None:
-            return
-        if type(st) is not Statement:
-            st = self._register(ex)
-        self._record_rows(rec, st, COPY_ENCODING, buf, start, stop, count)
+        if rec is not None and ex.context is not None:
+            # Never held lazily (a COPY's data is rarely one small chunk): registered now.
+            st = ex.context if type(ex.context) is Statement else self._register(ex)
+            self._record_rows(rec, st, COPY_ENCODING, buf, start, stop, count)
 
     def _record_rows(
         self,

@@ -695,15 +695,14 @@ class PgSession(LegPair):
                         if masking is not None:
                             masking.ready_for_query(tracker.status)
             elif mtype == _COPY_DATA:
-                if tracker.head_execution() is None:
+                ex = tracker.head_execution()
+                if ex is None:
                     self._lost_step("copy data")
                     return
                 if limits is not None and not swallow:
-                    ex = tracker.head_execution()
-                    if ex is not None:
-                        replacement = self._limit_copy(ex, stop - start)
-                        if replacement is not None:
-                            swallow = True
+                    replacement = self._limit_copy(ex, stop - start)
+                    if replacement is not None:
+                        swallow = True
                 if recording and not swallow:
                     if copy_rows and copy_stop != start:  # a message came between
                         self._credit_copy(buf, copy_start, copy_stop, copy_rows)

@@ -142,20 +142,27 @@ def iter_data_rows(data: bytes | memoryview) -> Iterator[list[bytes | None]]:
     forwarded to the client as rows.
     """
     buf = bytes(data)
+    for start, stop in _framed(buf, Backend.DATA_ROW, "DataRow"):
+        yield _parse_data_row_at(buf, start, stop)
+
+
+def _framed(buf: bytes, expected: int, what: str) -> Iterator[tuple[int, int]]:
+    """(body start, stop) of each message of ``buf``, which must be complete messages of
+    type ``expected`` and nothing else."""
     n = len(buf)
     pos = 0
     while pos < n:
         if n - pos < _HEADER.size:
-            raise _violation("partial DataRow header at the end of the data")
+            raise _violation(f"partial {what} header at the end of the data")
         mtype, length = _HEADER.unpack_from(buf, pos)
-        if mtype != Backend.DATA_ROW:
-            raise _violation(f"expected DataRow, found message type {mtype:#04x}")
+        if mtype != expected:
+            raise _violation(f"expected {what}, found message type {mtype:#04x}")
         if length < 4:
             raise _violation(f"invalid message length {length}")
         stop = pos + 1 + length
         if stop > n:
-            raise _violation("DataRow length exceeds the data")
-        yield _parse_data_row_at(buf, pos + _HEADER.size, stop)
+            raise _violation(f"{what} length exceeds the data")
+        yield pos + _HEADER.size, stop
         pos = stop
 
 
@@ -257,21 +264,8 @@ def iter_copy_data(data: bytes | memoryview) -> Iterator[bytes]:
 
     Anything else is a ``PeerViolation``, as in ``iter_data_rows``."""
     buf = bytes(data)
-    n = len(buf)
-    pos = 0
-    while pos < n:
-        if n - pos < _HEADER.size:
-            raise _violation("partial CopyData header at the end of the data")
-        mtype, length = _HEADER.unpack_from(buf, pos)
-        if mtype != Backend.COPY_DATA:
-            raise _violation(f"expected CopyData, found message type {mtype:#04x}")
-        if length < 4:
-            raise _violation(f"invalid message length {length}")
-        stop = pos + 1 + length
-        if stop > n:
-            raise _violation("CopyData length exceeds the data")
-        yield buf[pos + _HEADER.size : stop]
-        pos = stop
+    for start, stop in _framed(buf, Backend.COPY_DATA, "CopyData"):
+        yield buf[start:stop]
 
 
 def rewrite_data_rows(
