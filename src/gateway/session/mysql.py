@@ -1696,6 +1696,17 @@ class MySqlSession(LegPair):
                         "user": self.client_user,
                     },
                 )
+            if self.policy_generation != runtime.generation:
+                # A reload while the identity changed: its masks may be the old file's
+                # and its policy the new one's (see Runtime.session_started).
+                self._end_now(
+                    ER_CONNECTION_KILLED,
+                    "70100",
+                    "the gateway's configuration was reloaded during COM_CHANGE_USER; "
+                    "reconnect to work under the new one",
+                    "configuration reload during COM_CHANGE_USER",
+                )
+                return
             self._arm_expiry(identity.expires_at)
             self.client.write(build_packets(ok, self._login_seq)[0])
         except (LegClosed, ConnectionError):
