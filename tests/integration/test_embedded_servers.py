@@ -102,6 +102,13 @@ def test_pg_server_files_are_private(pg_server: PostgresServer) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert pg_server.psql("SHOW max_connections").strip() == "200"
     assert pg_server.psql("SHOW listen_addresses").strip() == "127.0.0.1"
+    # The unix socket logs in without a password ("local all all trust", the harness's
+    # own psql): nobody but the server's OS user may reach it, or any local account would
+    # be a superuser on the demo's database, past the gateway.
+    assert pg_server.socket_dir is not None
+    socket = pg_server.socket_dir / f".s.PGSQL.{pg_server.port}"
+    assert stat.S_IMODE(socket.stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE(pg_server.socket_dir.stat().st_mode) & 0o077 == 0
 
 
 def test_pg_app_database_is_seeded_and_owned_by_gateway(

@@ -613,3 +613,29 @@ def test_messages_pipelined_into_a_copy_in_end_the_session(gw: GatewayProcess) -
         assert not _data(out)
     finally:
         client.close()
+
+
+def test_the_audit_line_names_what_was_masked(gw: GatewayProcess, contractor_dsn: str) -> None:
+    """Column masks by source column; columns only the content detectors screen, marked
+    as such (their values are replaced only where a detector matches)."""
+    import json
+
+    sql = "SELECT name, ssn FROM customers ORDER BY id LIMIT 2"
+    with psycopg.connect(contractor_dsn, autocommit=True) as conn:
+        conn.execute(sql).fetchall()
+    path = gw.state_dir / "audit.log"
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        mine = [
+            x
+            for x in lines
+            if x.get("event") == "statement"
+            and x["subject"] == CONTRACTOR
+            and x["text"].startswith("SELECT name, ssn FROM customers")
+        ]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert mine, lines[-3:]
+    assert mine[-1]["masked"] == ["public.customers.name (detectors)", "public.customers.ssn"]

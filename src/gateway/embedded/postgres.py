@@ -486,6 +486,9 @@ def _conf_text(
         "listen_addresses": f"'{listen}'",
         "port": str(port),
         "unix_socket_directories": f"'{socket_dir}'",
+        # The socket takes logins without a password (pg_hba "local ... trust", for the
+        # harness's own psql): only the server's OS user (and root) may open it.
+        "unix_socket_permissions": "0700",
         # Benchmarks run 8-16 clients plus pgbouncer and the gateway's own connections.
         "max_connections": "200",
         "shared_buffers": "32MB",
@@ -529,7 +532,8 @@ def _start_local(
         # sun_path holds 107 bytes and ".s.PGSQL.65535.lock" must fit after the directory.
         socket_dir = base / "run" if len(str(base)) <= 76 else server_dir.short_dir("gwpg-")
         data_dir.mkdir(mode=0o700)
-        socket_dir.mkdir(mode=0o755, exist_ok=True)
+        socket_dir.mkdir(mode=0o700, exist_ok=True)
+        socket_dir.chmod(0o700)  # a short_dir is made 0755
         ca_file, cert, key = make_ca_and_server_cert(tls_dir, ("localhost", "127.0.0.1"))
         tls_dir.chmod(0o755)
         pwfile.write_text(password + "\n")

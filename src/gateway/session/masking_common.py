@@ -253,12 +253,16 @@ class MaskingSession:
 
 
 def masked_names(plan: ResultPlan) -> list[str]:
-    """The masked output columns of a result (audit log), by source column when known."""
-    return [
-        col.source or f"column {i + 1}"
-        for i, col in enumerate(plan.columns)
-        if col.mask is not None or col.detectors
-    ]
+    """The output columns of a result under a mask (audit log), by source column when
+    known. A column that only content detectors screen says so (" (detectors)"): its values
+    were replaced where a detector matched, which may be none of them."""
+    names = []
+    for i, col in enumerate(plan.columns):
+        if col.mask is None and not col.detectors:
+            continue
+        name = col.source or f"column {i + 1}"
+        names.append(name if col.mask is not None else name + " (detectors)")
+    return names
 
 
 def _stores_in_variables(text: str, dialect: str) -> bool:

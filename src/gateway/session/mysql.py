@@ -1266,10 +1266,15 @@ class MySqlSession(LegPair):
                 assert gate is not None
                 gate.server_ok(ev.ok)
             ex.mask_results += 1
-            ex.mask_plan = None
             masking = self.masking
             if masking is not None and not ev.ok.more_results:
                 masking.statement_done(in_transaction=bool(ev.ok.status_flags & _IN_TRANSACTION))
+            # The result's plan goes once its audit line has read it (what was masked);
+            # the next result of the statement gets its own.
+            if not ex.swallow:
+                self._result_event(ev, ex, observer)
+            ex.mask_plan = None
+            return False
         if ex.swallow:
             return False
         if isinstance(ev, ResultSetStarted):
@@ -1286,11 +1291,6 @@ class MySqlSession(LegPair):
                     ex.mask_sql, ex.mask_results, ev.columns, ev.binary
                 )
             observer.result_described(ex, ev.columns, ev.binary)
-        elif isinstance(ev, ResultSetEnded):
-            observer.result_finished(ex, ok=ev.ok, more=ev.ok.more_results and not ev.cursor_open)
-        elif isinstance(ev, OkReceived):
-            if ex.command in _RESULT_COMMANDS:
-                observer.result_finished(ex, ok=ev.ok, more=ev.ok.more_results)
         elif isinstance(ev, ErrorReceived):
             if ex.command in _RESULT_COMMANDS:
                 observer.result_finished(ex, err=ev.err)
@@ -1310,6 +1310,15 @@ class MySqlSession(LegPair):
         elif isinstance(ev, AuthExchange):
             raise PeerViolation("authentication exchange outside COM_CHANGE_USER")
         return False
+
+    def _result_event(
+        self, ev: OkReceived | ResultSetEnded, ex: Exchange, observer: MyRecordingObserver
+    ) -> None:
+        """A result's end (its EOF/OK terminator) or a statement's OK, to the observer."""
+        if isinstance(ev, ResultSetEnded):
+            observer.result_finished(ex, ok=ev.ok, more=ev.ok.more_results and not ev.cursor_open)
+        elif ex.command in _RESULT_COMMANDS:
+            observer.result_finished(ex, ok=ev.ok, more=ev.ok.more_results)
 
     def _mask_rows(
         self, ex: Exchange, plan: ResultPlan, buf: bytes, start: int, stop: int

@@ -312,3 +312,24 @@ def test_errors_and_warnings_do_not_echo_values(gw: MyGateway) -> None:
         assert "no_such_customers" not in str(info.value) and "****" in str(info.value)
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
+
+
+def test_the_audit_line_names_what_was_masked(gw: MyGateway) -> None:
+    """As on PostgreSQL: column masks by source column, detector-only columns marked."""
+    import json
+    import time
+
+    subject = "audited@contractor.example"
+    with pymysql.connect(**contractor(gw, subject)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT name, ssn FROM customers ORDER BY id LIMIT 2")
+        cur.fetchall()
+    path = gw.process.state_dir / "audit.log"
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        mine = [x for x in lines if x.get("event") == "statement" and x["subject"] == subject]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert mine, lines[-3:]
+    assert mine[-1]["masked"] == ["app.customers.name (detectors)", "app.customers.ssn"]
