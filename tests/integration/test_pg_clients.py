@@ -292,6 +292,30 @@ async def test_asyncpg_cancel_by_timeout(gateway: GatewayProcess) -> None:
         await conn.close()
 
 
+async def test_asyncpg_copy_both_ways(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """asyncpg's COPY: copy_records_to_table sends the COPY, its binary data and CopyDone
+    without waiting for the server's CopyInResponse; copy_to_table streams a file;
+    copy_from_query reads COPY TO STDOUT. Each several times on one connection: the
+    session must stay in step with the server after each."""
+    conn = await asyncpg.connect(gateway.url(gateway.token()), ssl="require")
+    try:
+        await conn.execute("CREATE TEMP TABLE cr (id int, v text)")
+        for i in range(5):
+            await conn.copy_records_to_table("cr", records=[(2 * i, "a"), (2 * i + 1, "b")])
+            assert await conn.fetchval("SELECT count(*) FROM cr") == 2 * i + 2
+        source = tmp_path / "rows.tsv"
+        source.write_text("100\tfile\n101\tfile\n")
+        await conn.copy_to_table("cr", source=str(source))
+        out = tmp_path / "out.tsv"
+        await conn.copy_from_query(
+            "SELECT id, v FROM cr WHERE id >= 100 ORDER BY id", output=str(out)
+        )
+        assert out.read_text() == "100\tfile\n101\tfile\n"
+        assert await conn.fetchval("SELECT count(*) FROM cr") == 12
+    finally:
+        await conn.close()
+
+
 async def test_asyncpg_listen_notify(gateway: GatewayProcess) -> None:
     a = await asyncpg.connect(gateway.url(gateway.token()), ssl="require")
     b = await asyncpg.connect(gateway.url(gateway.token()), ssl="require")

@@ -639,3 +639,30 @@ def test_the_audit_line_names_what_was_masked(gw: GatewayProcess, contractor_dsn
         time.sleep(0.05)
     assert mine, lines[-3:]
     assert mine[-1]["masked"] == ["public.customers.name (detectors)", "public.customers.ssn"]
+
+
+@pytest.mark.parametrize(
+    "copy", ["COPY customers FROM STDIN (FREEZE)", "COPY customer_contacts FROM STDIN"]
+)
+def test_a_copy_failing_after_copy_in_response_cannot_shift_results(
+    gw: GatewayProcess, copy: str
+) -> None:
+    """These fail after the server's CopyInResponse and before it reads anything: it then
+    answers the Sync sent behind the COPY, which a copy-in would have ignored. The
+    gateway cannot tell which happened, so the session ends; the harmless statement the
+    gateway last saw parsed must never stand for the leaky one the server runs next."""
+    client = _login(gw, "strict")
+    try:
+        client.send(parse("", "SELECT 'abc' || '' AS v") + SYNC)
+        client.until_ready()
+        client.send(parse("c", copy) + bind("", "c") + execute() + SYNC)
+        seen: list[tuple[str, bytes]] = []
+        with contextlib.suppress(EOFError, OSError):
+            client.send(parse("", "SELECT ssn || '' AS v FROM customers ORDER BY id") + SYNC)
+            client.send(describe(b"S", "") + bind("", "") + execute() + SYNC)
+            while True:
+                seen.append(client.message())
+        assert not _data(seen), seen
+        assert any(kind == "E" and b"08P01" in body for kind, body in seen), seen
+    finally:
+        client.close()

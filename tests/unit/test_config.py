@@ -633,6 +633,10 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     good.write_text(MINIMAL + POLICY)
     assert main(["check-config", str(good)]) == 0
     assert capsys.readouterr().out == "OK: 1 targets, 1 policies\n"
+    assert main(["check-config", "--config", str(good)]) == 0  # as the other commands
+    assert capsys.readouterr().out == "OK: 1 targets, 1 policies\n"
+    assert main(["check-config"]) == 2
+    assert "FILE or --config FILE" in capsys.readouterr().err
 
     bad = tmp_path / "bad.toml"
     bad.write_text(MINIMAL.replace("port = 5432", 'port = "x"') + "[admin]\n")

@@ -491,17 +491,69 @@ def test_messages_pipelined_into_a_copy_in_are_refused(
             t.parse(b"", b"SELECT 1")
 
 
-def test_copy_data_ended_before_the_server_asked_is_refused(
+def test_copy_data_ended_before_the_server_asked_is_followed(
     QueryTracker: type[QueryTrackerPy],
 ) -> None:
+    """asyncpg sends the COPY, its data and CopyDone without waiting for CopyInResponse:
+    the copy-in is then over as far as the client's messages go, and a Sync sent after
+    the CopyDone is a real one."""
+    log = Log()
+    t = QueryTracker(log)
+    t.query(b"COPY t FROM STDIN")
+    copy = t.head_execution()
+    t.frontend(ord("c"), b"")
+    t.frontend(ord("S"), b"")
+    t.backend(ord("G"), b"\0\0\0")
+    assert not t.copy_in
+    t.backend(ord("C"), b"COPY 1\0")
+    t.backend(ord("Z"), b"I")
+    assert log.finished == [copy] and t.busy()  # the Sync's answer is still due
+    t.backend(ord("Z"), b"I")
+    assert not t.busy()
+    # Extended: Parse/Bind/Execute/Sync, data, CopyDone, Sync, all before the answer.
+    t.frontend(ord("P"), parse(b"", b"COPY t FROM STDIN"))
+    t.frontend(ord("B"), bind(b"", b"", []))
+    t.frontend(ord("E"), execute())
+    t.frontend(ord("S"), b"")  # read by the copy-in: ignored
+    t.frontend(ord("c"), b"")
+    t.frontend(ord("S"), b"")
+    for m in b"12":
+        t.backend(m, b"")
+    t.backend(ord("G"), b"\0\0\0")
+    t.backend(ord("C"), b"COPY 0\0")
+    t.backend(ord("Z"), b"I")
+    assert not t.busy()
+
+
+def test_a_copy_that_fails_with_a_dropped_sync_behind_it_is_refused(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    """COPY ... FROM STDIN (FREEZE) or into a view fails after its CopyInResponse, before
+    reading anything: the server then answers the Sync the tracker dropped as read by the
+    copy-in. Whether it did, the messages cannot tell: the session cannot go on."""
     from protocols.errors import PeerViolation
 
     t = QueryTracker(Log())
-    t.query(b"COPY t FROM STDIN")
-    t.frontend(ord("c"), b"")
+    t.frontend(ord("P"), parse(b"", b"COPY v FROM STDIN"))
+    t.frontend(ord("B"), bind(b"", b"", []))
+    t.frontend(ord("E"), execute())
     t.frontend(ord("S"), b"")
-    with pytest.raises(PeerViolation, match="before the server asked"):
-        t.backend(ord("G"), b"\0\0\0")
+    for m in b"12":
+        t.backend(m, b"")
+    t.backend(ord("G"), b"\0\0\0")
+    with pytest.raises(PeerViolation, match="cannot tell"):
+        t.backend(ord("E"), error_body("42809", "cannot copy to view"))
+
+
+def test_an_answer_while_skipping_is_refused(QueryTracker: type[QueryTrackerPy]) -> None:
+    from protocols.errors import PeerViolation
+
+    t = QueryTracker(Log())
+    t.frontend(ord("P"), parse(b"", b"SELEC 1"))
+    t.frontend(ord("H"), b"")
+    t.backend(ord("E"), error_body("42601", "syntax error"))
+    with pytest.raises(PeerViolation, match="lost track"):
+        t.backend(ord("Z"), b"I")
 
 
 def test_copy_end_after_a_failed_copy_is_forgotten_when_idle(

@@ -65,6 +65,11 @@ BENIGN: list[Row] = [
     ('EXPLAIN FOR SCHEMA db SELECT * FROM t', 'EXPLAIN', 'read', ''),
     ('EXPLAIN FORMAT=JSON FOR CONNECTION 5', 'EXPLAIN', 'read', ''),
     ('EXPLAIN extended t', 'DESCRIBE', 'read', ''),
+    # MariaDB runs derived tables and constant subqueries while it plans
+    ("EXPLAIN SELECT * FROM (SELECT LOAD_FILE('/etc/hostname')) x", 'EXPLAIN', 'read,file', 'file_access'),
+    ('EXPLAIN SELECT * FROM (SELECT SETVAL(s, 1000)) x', 'EXPLAIN', 'read,write', ''),
+    ('EXPLAIN UPDATE one SET v = 1 WHERE pk = (SELECT SETVAL(s, 7000))', 'EXPLAIN', 'read,write', ''),
+    ('DESCRIBE SELECT * FROM (SELECT SETVAL(s, 1)) x', 'EXPLAIN', 'read,write', ''),
     ('SELECT LASTVAL(s)', 'SELECT', 'read', ''),
 ]
 
@@ -220,6 +225,10 @@ DCL_ADMIN_SESSION: list[Row] = [
     ('SET @@global.max_connections = 10', 'SET GLOBAL', 'admin', 'set_global'),
     ('SET @@GLOBAL.max_connections = 10', 'SET GLOBAL', 'admin', 'set_global'),
     ('SET @@persist.max_connections = 10', 'SET GLOBAL', 'admin', 'set_global'),
+    # structured variables (key caches) are global whatever the name says
+    ('SET @@global.hot_cache.key_buffer_size = 1048576', 'UNKNOWN', 'unknown', ''),
+    ('SET @@hot_cache.key_buffer_size = 1048576', 'UNKNOWN', 'unknown', ''),
+    ('SET @@default.key_buffer_size = 16777216', 'UNKNOWN', 'unknown', ''),
     ('SET SESSION x = 1, GLOBAL y = 2', 'SET GLOBAL', 'admin,session', 'set_global'),
     ('SET GLOBAL TRANSACTION ISOLATION LEVEL SERIALIZABLE', 'SET GLOBAL', 'admin', 'set_global'),
     ('SET sql_log_bin = 0', 'SET', 'admin', ''),

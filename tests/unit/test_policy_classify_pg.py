@@ -104,6 +104,11 @@ EVASIONS: list[Row] = [
     ("SELECT * FROM dblink('dbname=x', 'SELECT 1') AS t(a int)", 'SELECT', 'read,dynamic', ''),
     ("SELECT query_to_xml('DELETE FROM t RETURNING *', true, false, '')", 'SELECT', 'read,dynamic', ''),
     ("SELECT table_to_xml('payroll', true, false, '')", 'SELECT', 'read,dynamic', ''),
+    # contrib functions that run SQL text, or read a table named by a string
+    ("SELECT * FROM crosstab('SELECT 1, 2, set_config(''role'', ''x'', false)') AS c(a text, b text)", 'SELECT', 'read,dynamic', ''),
+    ("SELECT * FROM connectby('pg_authid', 'oid', 'oid', '1', 0) AS t(a oid, b oid, c int)", 'SELECT', 'read,dynamic', ''),
+    ("SELECT * FROM xpath_table('id', 'doc', 'pg_authid', '/x', 'true') AS t(id int, x text)", 'SELECT', 'read,dynamic', ''),
+    ("SELECT run_command_on_all_nodes('DROP TABLE t')", 'SELECT', 'read,dynamic', ''),
     ('SELECT pg_terminate_backend(123)', 'SELECT', 'read,admin', 'kill'),
     ('SELECT pg_cancel_backend(pid) FROM pg_stat_activity', 'SELECT', 'read,admin', 'kill'),
     ('SELECT pg_reload_conf()', 'SELECT', 'read,admin', ''),
@@ -129,6 +134,11 @@ LOOK_INSIDE: list[Row] = [
     ('EXPLAIN DELETE FROM t', 'EXPLAIN', 'read', ''),
     ('EXPLAIN VERBOSE DELETE FROM t', 'EXPLAIN', 'read', ''),
     ('EXPLAIN ANALYZE SELECT * FROM t', 'SELECT', 'read', ''),
+    # planning runs code: EXECUTE's arguments, stable functions of constants
+    ("EXPLAIN EXECUTE p(nextval('s')::text)", 'EXPLAIN', 'read,write', ''),
+    ("EXPLAIN (FORMAT JSON) EXECUTE p(set_config('role', 'x', false))", 'EXPLAIN', 'read,privilege', ''),
+    ("EXPLAIN EXECUTE p(pg_read_file('/etc/hostname'))", 'EXPLAIN', 'read,file', 'file_access'),
+    ("EXPLAIN SELECT * FROM pg_class WHERE relname = table_to_xml('hr.payroll', true, false, '')::text", 'EXPLAIN', 'read,dynamic', ''),
     ('EXPLAIN ANALYZE DELETE FROM t', 'DELETE', 'write', 'delete_without_where'),
     ('EXPLAIN ANALYSE DELETE FROM t WHERE id = 1', 'DELETE', 'write', ''),
     ('EXPLAIN VERBOSE ANALYZE UPDATE t SET a = 1', 'UPDATE', 'write', 'update_without_where'),

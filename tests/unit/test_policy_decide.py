@@ -368,6 +368,16 @@ def test_execute_of_an_unknown_name_is_unknown() -> None:
     assert check(s, "EXECUTE nothing") == ("deny", "class:unknown not allowed")
 
 
+def test_explain_execute_names_its_statement_as_execute_does() -> None:
+    """EXPLAIN EXECUTE evaluates the arguments (their function classes count) and names a
+    prepared statement: one the session never prepared is unknown."""
+    s = session(spec(allow=("read",)))
+    assert check(s, "EXPLAIN EXECUTE nothing(1)") == ("deny", "class:unknown not allowed")
+    assert check(s, "PREPARE q AS SELECT * FROM t WHERE id = $1") == ("allow", "allow:read")
+    assert check(s, "EXPLAIN EXECUTE q(1)") == ("allow", "allow:read")
+    assert check(s, "EXPLAIN EXECUTE q(nextval('s'))") == ("deny", "class:write not allowed")
+
+
 def test_a_denied_prepare_is_not_remembered() -> None:
     s = session(spec(allow=("read",)))
     assert check(s, "PREPARE d AS DELETE FROM t") == ("deny", "class:write not allowed")

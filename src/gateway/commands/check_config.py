@@ -1,4 +1,4 @@
-"""`gateway check-config FILE`: validate a config without starting anything.
+"""`gateway check-config FILE` (or `--config FILE`): validate a config without starting anything.
 
 Exit status: 0 valid, 1 invalid (every error printed, one per line, to stderr), 2 the file
 cannot be read or is not TOML (with line and column when known).
@@ -13,12 +13,19 @@ from typing import Any
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("check-config", help="validate a config file and report every error")
-    parser.add_argument("file", metavar="FILE", help="the TOML config file")
+    parser.add_argument("file", metavar="FILE", nargs="?", help="the TOML config file")
+    # As every other command takes it.
+    parser.add_argument("--config", dest="config", metavar="FILE", help="the same, as an option")
     parser.set_defaults(func=check_config_command)
 
 
 def check_config_command(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, ConfigFileError, load_config
+
+    if (args.file is None) == (args.config is None):
+        print("give the config file once: FILE or --config FILE", file=sys.stderr)
+        return 2
+    args.file = args.file or args.config
 
     try:
         config = load_config(args.file)

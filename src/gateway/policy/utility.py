@@ -157,14 +157,20 @@ def _explained(stmt: Stmt, inner_stmt: Stmt, analyze: bool, recurse: Recurse) ->
         return inner
     if analyze:
         return inner  # it runs: the statement's own classes and kind
-    # Plain EXPLAIN only plans: read, but table and function rules still see the objects.
-    return StatementFacts(
-        kind="EXPLAIN",
-        classes=frozenset({"read"}),
+    # Plain EXPLAIN plans the statement, but planning runs code: MariaDB executes derived
+    # tables and constant subqueries, PostgreSQL evaluates EXECUTE's arguments and stable
+    # functions of constants (selectivity estimates). So it keeps every class its function
+    # calls carry (file, write, privilege, dynamic ...) and the rules they hit; only the
+    # statement's own kind (a DELETE planned is not a DELETE run) becomes "read". EXPLAIN
+    # EXECUTE names its prepared statement as EXECUTE does (unknown if never prepared).
+    return build(
+        stmt,
+        "EXPLAIN",
+        {"read"},
         tables=inner.tables,
-        functions=inner.functions,
         schemas=inner.schemas,
         literal_dependent=inner.literal_dependent,
+        execute=inner.execute,
     )
 
 
@@ -618,6 +624,10 @@ def _mysql_set_item(stmt: Stmt, start: int, stop: int) -> tuple[set[str], bool, 
                 # "@@global . name": the scope and the name are separate tokens
                 parts = [parts[0], (stmt.ident(j + 2) or ("", False))[0].lower()]
                 j += 2
+            if len(parts) > 2 or (len(parts) == 2 and parts[0] not in _MYSQL_SCOPES):
+                # A structured variable (MariaDB's key caches: @@global.hot_cache.
+                # key_buffer_size), global whatever it says: not read as a session one.
+                return None
             if len(parts) == 2:
                 scope_admin = scope_admin or parts[0] in ("global", "persist", "persist_only")
             name = parts[-1]

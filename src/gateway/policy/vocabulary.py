@@ -285,6 +285,18 @@ _FILE_FUNCTIONS: Final = (
 )
 _DYNAMIC_FUNCTIONS: Final = (
     # run SQL text the gateway cannot see (or reach tables named only by strings)
+    # tablefunc and xml2: the query text (or table name) is a string argument
+    "crosstab",
+    "crosstab2",
+    "crosstab3",
+    "crosstab4",
+    "connectby",
+    "xpath_table",
+    # Citus: runs command text on other nodes
+    "run_command_on_shards",
+    "run_command_on_placements",
+    "run_command_on_all_nodes",
+    "run_command_on_coordinator",
     "dblink",
     "dblink_exec",
     "dblink_open",

@@ -53,7 +53,8 @@ typedef struct {
     int status;
     char copy_in;
     char skipping;       /* the server discards frontend messages up to the next Sync */
-    char early_copy_end; /* see tracker.py _copy_in_response */
+    PyObject *early_copy_end;   /* see tracker.py _copy_in_response (NULL: None) */
+    PyObject *copy_dropped_for; /* see tracker.py _error (NULL: None) */
     Py_ssize_t done_in_batch;
 } Core;
 
@@ -238,6 +239,8 @@ static int Core_traverse(Core *self, visitproc visit, void *arg) {
     Py_VISIT(self->statements);
     Py_VISIT(self->portals);
     Py_VISIT(self->fifo); /* executions carry the driver's context objects */
+    Py_VISIT(self->early_copy_end);
+    Py_VISIT(self->copy_dropped_for);
     return 0;
 }
 
@@ -246,6 +249,8 @@ static int Core_clear(Core *self) {
     Py_CLEAR(self->statements);
     Py_CLEAR(self->portals);
     Py_CLEAR(self->fifo);
+    Py_CLEAR(self->early_copy_end);
+    Py_CLEAR(self->copy_dropped_for);
     return 0;
 }
 
@@ -548,8 +553,8 @@ static PyObject *Core_query(Core *self, PyObject *text) {
 /* -- backend -------------------------------------------------------------------------- */
 
 static int ready_for_query(Core *self, PyObject *body) {
-    if (!PyBytes_Check(body)) {
-        return 0;
+    if (!PyBytes_Check(body) || self->skipping) {
+        return 0; /* the reference (while skipping: it refuses the answer) */
     }
     self->status = PyBytes_GET_SIZE(body) ? (unsigned char)PyBytes_AS_STRING(body)[0] : 'I';
     for (;;) {
@@ -596,13 +601,6 @@ static int ready_for_query(Core *self, PyObject *body) {
     }
     self->copy_in = 0;
     self->done_in_batch = 0;
-    Py_ssize_t left = PyObject_Size(self->fifo);
-    if (left < 0) {
-        return -1;
-    }
-    if (left == 0) {
-        self->early_copy_end = 0;
-    }
     if (self->status == 'I') {
         /* Named portals die with the transaction: the reference's clean-up, only when
            there is something to drop. */
@@ -1046,7 +1044,8 @@ static PyMemberDef Core_members[] = {
     {"status", T_INT, offsetof(Core, status), 0, NULL},
     {"copy_in", T_BOOL, offsetof(Core, copy_in), 0, NULL},
     {"skipping", T_BOOL, offsetof(Core, skipping), 0, NULL},
-    {"early_copy_end", T_BOOL, offsetof(Core, early_copy_end), 0, NULL},
+    {"early_copy_end", T_OBJECT, offsetof(Core, early_copy_end), 0, NULL},
+    {"copy_dropped_for", T_OBJECT, offsetof(Core, copy_dropped_for), 0, NULL},
     {"_done_in_batch", T_PYSSIZET, offsetof(Core, done_in_batch), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };

@@ -17,9 +17,13 @@ Rules this module enforces (PostgreSQL manual, "Extended Query" and "Pipelining"
 * In COPY FROM STDIN (from the server's CopyInResponse to the client's CopyDone or
   CopyFail, ``copy_in``) the server reads CopyData and ignores Flush and Sync: a
   Sync the client sent behind the COPY (libpq sends Parse/Bind/Describe/Execute/Sync
-  together) gets no ReadyForQuery and leaves the FIFO. Anything else pipelined into a
-  copy-in, or copy data ended before the server asked for it, cannot be modelled and
-  is refused (``PeerViolation``; the driver ends the session).
+  together) gets no ReadyForQuery and leaves the FIFO. A client may send the copy data
+  and its end before the CopyInResponse arrives (asyncpg does): the end is remembered
+  with the FIFO entry it followed (``early_copy_end``), and only what was queued before
+  it is read by the copy-in. What the tracker cannot follow is refused
+  (``PeerViolation``; the driver ends the session): other messages pipelined into a
+  copy-in, and a COPY that fails after Syncs behind it were dropped (the server may
+  have failed before reading them, and then answers the first; ``copy_dropped_for``).
 * A simple Query destroys the unnamed prepared statement; ReadyForQuery with
   status Idle ends the transaction, so named portals die (except WITH HOLD
   cursors, which the tracker cannot see: it drops all non-empty portals and
@@ -228,6 +232,7 @@ class _TrackerState:
     __slots__ = (
         "_done_in_batch",
         "_fifo",
+        "copy_dropped_for",
         "copy_in",
         "early_copy_end",
         "observer",
@@ -248,9 +253,11 @@ class _TrackerState:
         self.copy_in = False
         # The server discards frontend messages up to the next Sync (after an error).
         self.skipping = False
-        # The client ended copy data (CopyDone / CopyFail) while work was pending and no
-        # copy-in was known: see _copy_in_response.
-        self.early_copy_end = False
+        # The FIFO entry the client's CopyDone / CopyFail followed, sent while no copy-in
+        # was known (see _copy_in_response); the execution whose trailing Syncs a
+        # CopyInResponse dropped (see _error).
+        self.early_copy_end: object | None = None
+        self.copy_dropped_for: object | None = None
         # Executions finished since the last ReadyForQuery (same implicit transaction).
         self._done_in_batch = 0
 
@@ -273,7 +280,8 @@ class _TrackerMethods:
         status: int
         copy_in: bool
         skipping: bool
-        early_copy_end: bool
+        early_copy_end: object | None
+        copy_dropped_for: object | None
         _done_in_batch: int
 
         def head_execution(self) -> Execution | None: ...
@@ -371,9 +379,9 @@ class _TrackerMethods:
             return
         if mtype in _COPY_ENDS:
             # Outside a copy-in the server ignores it (the end of a COPY it already failed),
-            # unless a COPY's CopyInResponse is still on its way.
+            # unless a COPY's CopyInResponse is still on its way: then it ends that copy.
             if self._fifo:
-                self.early_copy_end = True
+                self.early_copy_end = self._fifo[-1]
             return
         # Skipping: nothing is queued, no record changes; executions are skipped.
         if mtype == 0x53:  # 'S' Sync: the server answers it and reads on normally
@@ -487,6 +495,13 @@ class _TrackerMethods:
         """Feed one backend message other than DataRow."""
         fifo = self._fifo
         if mtype == 0x5A:  # 'Z' ReadyForQuery
+            if self.skipping:
+                # The server answered while the tracker believed it discarded messages up
+                # to a Sync the client has not sent: they no longer agree.
+                raise PeerViolation(
+                    "ReadyForQuery while the server was to discard messages up to a Sync: "
+                    "the gateway lost track of the statements on this connection"
+                )
             self.status = body[0] if body else ord("I")
             while fifo:
                 kind, obj = fifo.popleft()
@@ -503,8 +518,6 @@ class _TrackerMethods:
                     self._finish(obj)
             self.copy_in = False
             self._done_in_batch = 0
-            if not fifo:
-                self.early_copy_end = False
             if self.status == ord("I"):
                 self._drop_portals()
             return
@@ -576,26 +589,33 @@ class _TrackerMethods:
 
     def _copy_in_response(self) -> None:
         """The server reads COPY data from now on, and ignores the Syncs the client sent
-        behind the COPY until its CopyDone / CopyFail: their FIFO entries go. What else
-        might stand behind the COPY (other messages, copy data the client ended before
-        this arrived) the server would read in ways the tracker cannot follow."""
+        behind the COPY before its CopyDone / CopyFail: their FIFO entries go. If the client
+        ended the data already (``early_copy_end``), the copy-in is over as far as the
+        client's messages go. Other messages sent into the copy-in the server would read
+        in ways the tracker cannot follow."""
         fifo = self._fifo
-        early, self.early_copy_end = self.early_copy_end, False
-        if early:
-            raise PeerViolation(
-                "COPY data ended before the server asked for it (CopyInResponse): the "
-                "gateway cannot tell which messages the server reads as copy data"
-            )
+        marker, self.early_copy_end = self.early_copy_end, None
         if not fifo or fifo[0][0] not in (_EXECUTE, _QUERY):
             raise PeerViolation("CopyInResponse with no statement running")
-        if any(kind != _SYNC for kind, _ in list(fifo)[1:]):
+        entries = list(fifo)
+        cut, ended = len(entries), False
+        if marker is not None:
+            for i, entry in enumerate(entries):
+                if entry is marker:  # else an older COPY's end: ignored by the server
+                    cut, ended = i + 1, True
+                    break
+        behind = entries[1:cut]
+        if any(kind != _SYNC for kind, _ in behind):
             raise PeerViolation(
                 "messages pipelined behind COPY FROM STDIN: only copy data, CopyDone, "
                 "CopyFail, Flush and Sync may follow the COPY"
             )
-        while len(fifo) > 1:
-            fifo.pop()
-        self.copy_in = True
+        if behind:
+            fifo.clear()
+            fifo.append(entries[0])
+            fifo.extend(entries[cut:])
+            self.copy_dropped_for = entries[0][1]
+        self.copy_in = not ended
 
     def _row_description(self, body: bytes) -> None:
         fifo = self._fifo
@@ -638,6 +658,14 @@ class _TrackerMethods:
         if not fifo:
             return  # asynchronous error (FATAL on termination): no execution owns it
         kind, obj = fifo[0]
+        if obj is not None and obj is self.copy_dropped_for:
+            # The COPY failed after its CopyInResponse, with Syncs behind it dropped as read
+            # by the copy-in. If it failed before reading them (a view, FREEZE), the server
+            # answers the first one after all: which, the messages cannot tell.
+            raise PeerViolation(
+                "COPY FROM STDIN failed with a Sync pipelined behind it: the gateway cannot "
+                "tell whether the server read it; the session is ended"
+            )
         if kind == _QUERY:
             assert isinstance(obj, Execution)
             obj.error = error
@@ -697,7 +725,8 @@ class _TrackerMethods:
         self.statements.clear()
         self.portals.clear()
         self._fifo.clear()
-        self.copy_in = self.skipping = self.early_copy_end = False
+        self.copy_in = self.skipping = False
+        self.early_copy_end = self.copy_dropped_for = None
 
 
 class QueryTrackerPy(_TrackerMethods, _TrackerState):
