@@ -514,6 +514,9 @@ async def test_cli_usage_and_connection_errors_exit_2(
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     assert await cli("list", "--url", closed, "--token", "t") == 2
     assert "cannot reach" in capsys.readouterr().err
+    assert admin.url.startswith("http://")  # plain HTTP: https:// is the wrong scheme
+    assert await cli("list", "--url", "https://" + admin.url[7:], "--token", "t") == 2
+    assert "pass --url http://" in capsys.readouterr().err
     assert await cli("list", "--url", "ftp://x", "--token", "t") == 2
     with pytest.raises(SystemExit) as info:
         await cli("approve", "apr_x", "--scope", "forever")

@@ -178,7 +178,13 @@ class AdminClient:
                 ) from None
             raise CommandError(API_ERROR, _api_error(exc.code, raw)) from None
         except urllib.error.URLError as exc:
-            raise CommandError(USAGE_ERROR, f"cannot reach {self.url}: {exc.reason}") from None
+            hint = ""
+            if "WRONG_VERSION_NUMBER" in str(exc.reason) and self.url.startswith("https:"):
+                # A TLS hello answered in plain HTTP: an admin API with allow_plaintext.
+                hint = " (the admin API answers plain HTTP: pass --url http://...)"
+            raise CommandError(
+                USAGE_ERROR, f"cannot reach {self.url}: {exc.reason}{hint}"
+            ) from None
         except (OSError, ValueError) as exc:
             raise CommandError(USAGE_ERROR, f"cannot reach {self.url}: {exc}") from None
         try:
