@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.policy.lexer import lex, split_statements
 from gateway.policy.lineage import (
+    SHAPED,
     UNTRACKED,
     LineageCatalog,
     SourceColumn,
@@ -533,6 +534,18 @@ def test_fetch_and_execute_are_unresolved() -> None:
             ((UNTRACKED, S("customers.email")),),
         ),
         ("postgres", "COPY customers (ssn) TO '/tmp/ssn.csv'", ((UNTRACKED, S("customers.ssn")),)),
+        # columns that decide how many rows come back
+        (
+            "postgres",
+            "SELECT count(*) FROM customers c, generate_series(1, length(c.ssn)) g",
+            ((SHAPED, S("customers.ssn")),),
+        ),
+        (
+            "postgres",
+            "SELECT id FROM customers LIMIT (SELECT length(email) FROM customers LIMIT 1)",
+            ((SHAPED, S("customers.email")),),
+        ),
+        ("postgres", "SELECT id FROM customers LIMIT 10 OFFSET 5", ()),
     ],
 )
 def test_writes(dialect: str, sql: str, writes: tuple[object, ...]) -> None:

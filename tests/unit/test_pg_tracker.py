@@ -510,16 +510,52 @@ def test_copy_data_ended_before_the_server_asked_is_followed(
     assert log.finished == [copy] and t.busy()  # the Sync's answer is still due
     t.backend(ord("Z"), b"I")
     assert not t.busy()
-    # Extended: Parse/Bind/Execute/Sync, data, CopyDone, Sync, all before the answer.
-    t.frontend(ord("P"), parse(b"", b"COPY t FROM STDIN"))
-    t.frontend(ord("B"), bind(b"", b"", []))
-    t.frontend(ord("E"), execute())
-    t.frontend(ord("S"), b"")  # read by the copy-in: ignored
-    t.frontend(ord("c"), b"")
-    t.frontend(ord("S"), b"")
-    for m in b"12":
-        t.backend(m, b"")
+    # The same COPY once more: an end remembered for a finished statement is not reused.
+    t.query(b"COPY t FROM STDIN")
     t.backend(ord("G"), b"\0\0\0")
+    assert t.copy_in
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        [b"S", b"c"],  # a Sync between the COPY and its early end: copy data or not?
+        [b"c", b"c"],  # two ends: which COPY does each end?
+        [b"Q", b"c"],  # an end behind another statement
+    ],
+    ids=["sync-then-end", "two-ends", "end-behind-a-query"],
+)
+def test_early_copy_ends_the_tracker_cannot_place_are_refused(
+    QueryTracker: type[QueryTrackerPy], sent: list[bytes]
+) -> None:
+    from protocols.errors import PeerViolation
+
+    t = QueryTracker(Log())
+    t.query(b"COPY a FROM STDIN; COPY b FROM STDIN")
+    with pytest.raises(PeerViolation):
+        for m in sent:
+            if m == b"Q":
+                t.query(b"SELECT 1")
+            else:
+                t.frontend(m[0], b"")
+        t.backend(ord("G"), b"\0\0\0")  # the COPY's: refused here at the latest
+
+
+def test_an_end_for_a_copy_refused_before_it_asked_is_not_reused(
+    QueryTracker: type[QueryTrackerPy],
+) -> None:
+    """COPY into a missing table fails before CopyInResponse: the server ignores the
+    client's early end, and the next COPY's data is read as usual."""
+    t = QueryTracker(Log())
+    t.query(b"COPY missing FROM STDIN")
+    t.frontend(ord("c"), b"")
+    t.backend(ord("E"), error_body("42P01", "relation does not exist"))
+    t.query(b"COPY t FROM STDIN")  # sent before the Z above arrives
+    t.backend(ord("Z"), b"I")
+    t.backend(ord("G"), b"\0\0\0")
+    assert t.copy_in
+    t.frontend(ord("S"), b"")  # read by this copy-in: ignored
+    t.frontend(ord("c"), b"")
     t.backend(ord("C"), b"COPY 0\0")
     t.backend(ord("Z"), b"I")
     assert not t.busy()

@@ -70,6 +70,7 @@ from gateway.policy.sqlast import parse_statement
 __all__ = [
     "HARMLESS_SCHEMAS",
     "MAX_VIEW_DEPTH",
+    "SHAPED",
     "UNTRACKED",
     "VALUE_BEARING",
     "LineageCatalog",
@@ -84,6 +85,10 @@ Sources = frozenset[SourceColumn]
 
 # Where values go that the catalog has no table for (see the module rules).
 UNTRACKED: Final[TableKey] = ("", "<untracked>")
+# Columns whose values decide how many rows a result has, rather than what they hold: the
+# arguments of a function in FROM (generate_series(1, x) yields x rows), LIMIT and OFFSET.
+# A count(*), or the row count itself, then carries the value.
+SHAPED: Final[TableKey] = ("", "<result shape>")
 HARMLESS_SCHEMAS: Final[frozenset[str]] = frozenset(
     {"pg_catalog", "information_schema", "mysql", "performance_schema", "sys"}
 )
@@ -96,7 +101,7 @@ VALUE_BEARING: Final[frozenset[tuple[str, str]]] = frozenset(
             ("pg_catalog", t)
             for t in (
                 "pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic",
-                "pg_statistic_ext_data", "pg_stat_activity", "pg_largeobject",
+                "pg_statistic_ext_data", "pg_stat_activity", "pg_largeobject", "pg_locks",
             )
         ),
         *(("information_schema", t) for t in ("column_statistics", "processlist")),
@@ -690,7 +695,12 @@ _KNOWN_FUNCTIONS: Final[dict[str, frozenset[str]]] = {
 # Built-ins that store their arguments where a later statement can read them.
 _STORING_FUNCTIONS: Final[frozenset[str]] = frozenset(
     {"set_config", "setval", "pg_notify", "lo_from_bytea", "lo_put", "lowrite",
-     "pg_logical_emit_message"}
+     "pg_logical_emit_message",
+     # an advisory lock's key is visible to every session in pg_locks (objid): a value
+     # passed to one can be read back from there; MariaDB's GET_LOCK name, the same way
+     "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
+     "pg_try_advisory_lock_shared", "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared",
+     "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "get_lock"}
 )  # fmt: skip
 
 
@@ -843,6 +853,11 @@ class _Analyzer:
     def write(self, target: TableKey, sources: Iterable[SourceColumn]) -> None:
         self.writes.setdefault(target, set()).update(sources)
 
+    def shaped(self, sources: Sources) -> None:
+        """Columns that decide how many rows come back (see SHAPED); none: nothing noted."""
+        if sources:
+            self.write(SHAPED, sources)
+
     def collect(self, fn: Callable[[], _T]) -> tuple[_T, Sources]:
         """fn() and the source columns read while it ran."""
         saved = self.reads
@@ -917,7 +932,9 @@ class _Analyzer:
             if value is None or value is False or value == []:
                 continue
             if arg in _CLAUSES:
-                self.expr(value, scope)
+                read = self.expr(value, scope)
+                if arg in ("limit", "offset"):
+                    self.shaped(read)
             elif arg == "into":
                 if node is not self.root:
                     raise _Unknown
@@ -1028,7 +1045,9 @@ class _Analyzer:
             if value is None or value is False or value == [] or arg in known:
                 continue
             if arg in ("order", "limit", "offset"):
-                self.expr(value, scope)
+                read = self.expr(value, scope)
+                if arg != "order":
+                    self.shaped(read)
             elif arg not in _INERT:
                 raise _Unknown
 
@@ -1052,7 +1071,9 @@ class _Analyzer:
                 columns = [a | b for a, b in zip(columns, sources, strict=True)]
         for arg in ("order", "limit", "offset"):
             if node.args.get(arg) is not None:
-                self.expr(node.args[arg], scope)
+                read = self.expr(node.args[arg], scope)
+                if arg != "order":
+                    self.shaped(read)
         if node.args.get("pivots"):
             raise _Unknown
         if columns is None:
@@ -1343,9 +1364,12 @@ class _Analyzer:
         ordinality: str | None = "ordinality" if holder.args.get("ordinality") else None
         if isinstance(func, exp.JSONTable):
             sources = self.expr(func.this, scope) | self.expr(func.args.get("path"), scope)
+            self.shaped(sources)
             names = self.json_table_columns(func.args.get("schema"))
         else:
             sources = self.expr(func, scope)
+            # How many rows it yields depends on its arguments (generate_series(1, x)).
+            self.shaped(sources)
             if isinstance(func, exp.Unnest):
                 names = ["unnest"] * len(func.expressions)
                 offset = func.args.get("offset")

@@ -28,6 +28,7 @@ from ..masking.prepared import PREPARED_BODY
 from ..masking.styles import REDACTED
 from ..policy import Decision
 from ..policy.lexer import OP, VAR, WORD, LexError, lex
+from ..policy.lineage import SHAPED
 
 if TYPE_CHECKING:
     from ..masking.catalog import Catalog
@@ -37,21 +38,18 @@ if TYPE_CHECKING:
     from ..policy.lineage import StatementLineage
     from .catalog_loader import TargetCatalog
 
-__all__ = ["MISS", "MaskingSession", "PlanCache", "blank_quoted"]
-
-# Values servers quote in messages (PostgreSQL: invalid input syntax for type integer:
-# "123", Key (email)=(x@y); MySQL: Truncated incorrect DOUBLE value: '123'): blanked in the
-# errors of statements that read masked columns. Quoted identifiers are blanked too.
-_QUOTED: Final = re.compile(r""""[^"]*"|'[^']*'|\([^()]*\)""")
+__all__ = ["MISS", "MaskingSession", "PlanCache", "withheld_message"]
 
 
-def _blank(match: re.Match[str]) -> str:
-    text = match.group(0)
-    return f"{text[0]}{REDACTED}{text[-1]}"
-
-
-def blank_quoted(message: str) -> str:
-    return _QUOTED.sub(_blank, message)
+def withheld_message(code: str) -> str:
+    """What replaces a server message (error, notice, warning) of a statement that may read
+    masked columns. Servers put values in messages in too many ways (quoted, unquoted,
+    inside a number: "date out of range: 943298068-01-01") for any part of the text to be
+    kept: only the error code stays, which names the kind of error."""
+    return (
+        f"the database's message is withheld by the gateway: the statement reads masked "
+        f"columns (error code {code})"
+    )
 
 
 def _redact_span(span: str, name: str) -> str:
@@ -72,6 +70,16 @@ _STORE_REFUSED: Final = (
 )
 # A pre-filter for _stores_in_variables: texts without these are left alone unlexed.
 _MAY_STORE: Final = re.compile(r"(?i)\binto\b|:=").search
+_SHAPE_REFUSED: Final = (
+    "statement refused by the gateway: masking applies to this session, and values of "
+    "masked columns would decide how many rows it returns (a function in FROM, LIMIT or "
+    "OFFSET), which a count or the row count would then reveal"
+)
+_DDL_REFUSED: Final = (
+    "statement refused by the gateway: masking applies to this session, and DDL can move, "
+    "rename or compute from masked columns (defaults, triggers, functions, inheritance, "
+    "renames) in ways the gateway cannot follow"
+)
 _FUNCTION_CALL_REFUSED: Final = (
     "fast-path function calls are refused by the gateway while masking applies to this "
     "session: their results carry no column description to mask by"
@@ -183,6 +191,8 @@ class MaskingSession:
         fast-path FunctionCall), or None."""
         if "ddl" in decision.classes:
             self.ddl_seen = True
+            if self.policy.has_column_rules:
+                return _deny("masking:ddl", _DDL_REFUSED, decision.classes)
         if text is None:
             return _deny("masking:function_call", _FUNCTION_CALL_REFUSED, decision.classes)
         if "export" in decision.classes:
@@ -194,6 +204,10 @@ class MaskingSession:
             for (schema, table), sources in lineage.writes:
                 if (schema, table) == PREPARED_BODY:
                     return _deny("masking:unknown_prepared", _PREPARE_REFUSED, decision.classes)
+                if (schema, table) == SHAPED:
+                    if policy.any_masked(sources) is not None:
+                        return _deny("masking:result_shape", _SHAPE_REFUSED, decision.classes)
+                    continue
                 if policy.any_masked(sources) is not None:
                     return _deny(
                         "masking:copies_masked",
@@ -231,13 +245,12 @@ class MaskingSession:
         detectors = self.policy.detectors
         return None if detectors is None else detectors.redact(text, _redact_span)
 
-    def scrub_message(self, message: str, sql: str | None) -> str | None:
+    def scrub_message(self, message: str, sql: str | None, code: str) -> str | None:
         """A server message (error, warning) with values hidden, or None if unchanged:
-        quoted parts blanked when the statement may read a masked column, then detectors."""
-        new = message
+        withheld whole when the statement may read a masked column, else detectors."""
         if self.policy.has_column_rules and self.reads_masked(sql):
-            new = blank_quoted(message)
-        return self.detect(new) or (new if new != message else None)
+            return withheld_message(code)
+        return self.detect(message)
 
     def reads_masked(self, text: str | None) -> bool:
         """Whether a statement may read a masked column (unknown: yes)."""

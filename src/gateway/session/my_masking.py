@@ -85,7 +85,7 @@ class MyMasking(MaskingSession):
         """An ERR packet payload with values hidden from its message, or None if unchanged."""
         err = parse_err_packet(payload)
         text = None if sql is None else sql.decode("utf-8", "replace")
-        message = self.scrub_message(err.text, text)
+        message = self.scrub_message(err.text, text, f"{err.errno} ({err.sqlstate})")
         if message is None:
             return None
         return build_err_packet(err.errno, err.sqlstate, message)
@@ -135,7 +135,16 @@ class MyMasking(MaskingSession):
                 sources.append((schema, table, _name(col.org_name)))
             else:
                 sources.append(UNKNOWN)
-        lineage = statements[index] if statements is not None and index < len(statements) else None
+        # Results are matched to statements by position, one result (or OK) each. A
+        # statement the lineage cannot follow (CALL, EXECUTE: any number of results) may
+        # shift every later one: those are planned as unknown (masked whole).
+        lineage = None
+        if (
+            statements is not None
+            and index < len(statements)
+            and not any(st.outputs is None or st.unresolved for st in statements[:index])
+        ):
+            lineage = statements[index]
         text_columns = [c.type in _STRING_TYPES and c.charset != _BINARY_CHARSET for c in columns]
         plans = column_masks(sources, lineage, self.policy, text_columns)
         if plans is None:

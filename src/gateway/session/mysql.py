@@ -849,6 +849,7 @@ class MySqlSession(LegPair):
             ex.classes = decision.classes
             tracker.start(cmd)
             self._exchanges.append(ex)
+            self.statements.prepare_sent()
             return None
         if cmd in (_COM_STMT_CLOSE, _COM_STMT_RESET, _COM_STMT_FETCH):
             if stop - start < 9:
@@ -1292,6 +1293,8 @@ class MySqlSession(LegPair):
                 )
             observer.result_described(ex, ev.columns, ev.binary)
         elif isinstance(ev, ErrorReceived):
+            if ex.command == _COM_STMT_PREPARE:
+                self.statements.prepare_failed()
             if ex.command in _RESULT_COMMANDS:
                 observer.result_finished(ex, err=ev.err)
             if ex.text is not None and ex.command in (_COM_QUERY, _COM_STMT_PREPARE):

@@ -39,7 +39,7 @@ from ..masking.plan import (
     detector_rewriter,
 )
 from ..masking.styles import REDACTED
-from .masking_common import MISS, MaskingSession, PlanCache, blank_quoted
+from .masking_common import MISS, MaskingSession, PlanCache, withheld_message
 
 if TYPE_CHECKING:
     from ..masking.lineage_cache import LineageCache
@@ -177,7 +177,7 @@ class PgMasking(MaskingSession):
                 if code == "D":
                     fields[code] = _DETAIL_HIDDEN
                 elif code == "M":
-                    fields[code] = blank_quoted(fields[code])
+                    fields[code] = withheld_message(fields.get("C", ""))
                 else:
                     fields[code] = REDACTED
             changed = True

@@ -342,11 +342,14 @@ class StatementRegistry:
     Statement ids are per upstream connection and passed through unchanged.
     """
 
-    __slots__ = ("_last", "_statements")
+    __slots__ = ("_last", "_preparing", "_statements")
 
     def __init__(self) -> None:
         self._statements: dict[int, PreparedStatement] = {}
         self._last: int | None = None
+        # COM_STMT_PREPAREs sent and not answered: while there are any, "the statement
+        # just prepared" (LAST_PREPARED_STATEMENT) is one whose answer has not arrived.
+        self._preparing = 0
 
     def __len__(self) -> int:
         return len(self._statements)
@@ -363,10 +366,25 @@ class StatementRegistry:
         )
         self._statements[ok.statement_id] = stmt
         self._last = ok.statement_id
+        self._preparing = max(0, self._preparing - 1)
         return stmt
 
+    def prepare_sent(self) -> None:
+        """A COM_STMT_PREPARE went to the server: until it answers, the last prepared
+        statement is unknown (the server forgets its last one when a prepare fails)."""
+        self._last = None
+        self._preparing += 1
+
+    def prepare_failed(self) -> None:
+        self._preparing = max(0, self._preparing - 1)
+
     def get(self, statement_id: int) -> PreparedStatement | None:
-        if statement_id == LAST_PREPARED_STATEMENT and self._last is not None:
+        """The statement, or None if unknown. LAST_PREPARED_STATEMENT sent behind a prepare
+        not answered yet (pipelined) names that new statement: unknown here, not the
+        previous one."""
+        if statement_id == LAST_PREPARED_STATEMENT:
+            if self._preparing or self._last is None:
+                return None
             statement_id = self._last
         return self._statements.get(statement_id)
 
@@ -410,3 +428,4 @@ class StatementRegistry:
         """COM_RESET_CONNECTION / COM_CHANGE_USER drop every statement."""
         self._statements.clear()
         self._last = None
+        self._preparing = 0

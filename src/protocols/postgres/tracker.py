@@ -18,12 +18,13 @@ Rules this module enforces (PostgreSQL manual, "Extended Query" and "Pipelining"
   CopyFail, ``copy_in``) the server reads CopyData and ignores Flush and Sync: a
   Sync the client sent behind the COPY (libpq sends Parse/Bind/Describe/Execute/Sync
   together) gets no ReadyForQuery and leaves the FIFO. A client may send the copy data
-  and its end before the CopyInResponse arrives (asyncpg does): the end is remembered
-  with the FIFO entry it followed (``early_copy_end``), and only what was queued before
-  it is read by the copy-in. What the tracker cannot follow is refused
+  and its end before the CopyInResponse arrives (asyncpg does), right behind the COPY:
+  the end is remembered with that statement (``early_copy_end``), and the copy-in is
+  then over before it began. What the tracker cannot follow is refused
   (``PeerViolation``; the driver ends the session): other messages pipelined into a
-  copy-in, and a COPY that fails after Syncs behind it were dropped (the server may
-  have failed before reading them, and then answers the first; ``copy_dropped_for``).
+  copy-in, an early end behind anything but the statement itself or a second one, and a
+  COPY that fails after Syncs behind it were dropped (the server may have failed before
+  reading them, and then answers the first; ``copy_dropped_for``).
 * A simple Query destroys the unnamed prepared statement; ReadyForQuery with
   status Idle ends the transaction, so named portals die (except WITH HOLD
   cursors, which the tracker cannot see: it drops all non-empty portals and
@@ -380,8 +381,7 @@ class _TrackerMethods:
         if mtype in _COPY_ENDS:
             # Outside a copy-in the server ignores it (the end of a COPY it already failed),
             # unless a COPY's CopyInResponse is still on its way: then it ends that copy.
-            if self._fifo:
-                self.early_copy_end = self._fifo[-1]
+            self._early_copy_end()
             return
         # Skipping: nothing is queued, no record changes; executions are skipped.
         if mtype == 0x53:  # 'S' Sync: the server answers it and reads on normally
@@ -587,6 +587,31 @@ class _TrackerMethods:
             done += 1
         return done, idle
 
+    def _early_copy_end(self) -> None:
+        """A CopyDone / CopyFail while no copy-in is known. What the tracker can follow:
+        it directly follows the statement that may be the COPY (asyncpg sends the COPY,
+        its data and the end at once), remembered as ``early_copy_end`` (the execution,
+        an object of its own) for that statement's CopyInResponse. Anything else pending
+        (a Sync, another statement) could be read by the server as part of a copy-in or
+        not, depending on timing: refused. Nothing pending: the end of a COPY the server
+        already failed, which it ignores."""
+        fifo = self._fifo
+        if not fifo:
+            return
+        marker = self.early_copy_end
+        if marker is not None and any(obj is marker for _, obj in fifo):
+            raise PeerViolation(
+                "a second CopyDone/CopyFail before the server asked for COPY data: the "
+                "gateway cannot tell which COPY each one ends"
+            )
+        kind, last = fifo[-1]
+        if kind not in (_EXECUTE, _QUERY):
+            raise PeerViolation(
+                "CopyDone/CopyFail pipelined behind other messages before the server asked "
+                "for COPY data: the gateway cannot tell what the server reads as copy data"
+            )
+        self.early_copy_end = last
+
     def _copy_in_response(self) -> None:
         """The server reads COPY data from now on, and ignores the Syncs the client sent
         behind the COPY before its CopyDone / CopyFail: their FIFO entries go. If the client
@@ -594,28 +619,31 @@ class _TrackerMethods:
         client's messages go. Other messages sent into the copy-in the server would read
         in ways the tracker cannot follow."""
         fifo = self._fifo
-        marker, self.early_copy_end = self.early_copy_end, None
+        marker = self.early_copy_end
         if not fifo or fifo[0][0] not in (_EXECUTE, _QUERY):
             raise PeerViolation("CopyInResponse with no statement running")
-        entries = list(fifo)
-        cut, ended = len(entries), False
-        if marker is not None:
-            for i, entry in enumerate(entries):
-                if entry is marker:  # else an older COPY's end: ignored by the server
-                    cut, ended = i + 1, True
-                    break
-        behind = entries[1:cut]
-        if any(kind != _SYNC for kind, _ in behind):
+        head = fifo[0][1]
+        if marker is head:
+            # The client ended the data already, right behind this statement: whatever it
+            # sent after the end is read normally.
+            self.early_copy_end = None
+            return
+        if marker is not None and any(obj is marker for _, obj in fifo):
+            raise PeerViolation(  # the end was sent behind a later statement
+                "messages pipelined behind COPY FROM STDIN: only copy data, CopyDone, "
+                "CopyFail, Flush and Sync may follow the COPY"
+            )
+        self.early_copy_end = None  # a COPY's that the server failed before asking: stale
+        if any(kind != _SYNC for kind, _ in list(fifo)[1:]):
             raise PeerViolation(
                 "messages pipelined behind COPY FROM STDIN: only copy data, CopyDone, "
                 "CopyFail, Flush and Sync may follow the COPY"
             )
-        if behind:
-            fifo.clear()
-            fifo.append(entries[0])
-            fifo.extend(entries[cut:])
-            self.copy_dropped_for = entries[0][1]
-        self.copy_in = not ended
+        if len(fifo) > 1:
+            while len(fifo) > 1:
+                fifo.pop()
+            self.copy_dropped_for = head
+        self.copy_in = True
 
     def _row_description(self, body: bytes) -> None:
         fifo = self._fifo
