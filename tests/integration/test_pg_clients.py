@@ -292,6 +292,19 @@ async def test_asyncpg_cancel_by_timeout(gateway: GatewayProcess) -> None:
         await conn.close()
 
 
+async def test_asyncpg_arrays_and_ranges(gateway: GatewayProcess) -> None:
+    """asyncpg looks up types it does not know with an introspection query (it casts
+    $1::oid[]): the statement policy must read it, or every array or range breaks."""
+    conn = await asyncpg.connect(gateway.url(gateway.token()), ssl="require")
+    try:
+        assert await conn.fetchval("SELECT $1::int[]", [1, 2]) == [1, 2]
+        assert await conn.fetchval("SELECT $1::int4range", asyncpg.Range(1, 5)) == (
+            asyncpg.Range(1, 5)
+        )
+    finally:
+        await conn.close()
+
+
 async def test_asyncpg_copy_both_ways(gateway: GatewayProcess, tmp_path: Path) -> None:
     """asyncpg's COPY: copy_records_to_table sends the COPY, its binary data and CopyDone
     without waiting for the server's CopyInResponse; copy_to_table streams a file;

@@ -439,6 +439,21 @@ def test_a_masked_statements_error_message_is_withheld_whole(contractor_dsn: str
         "6, 4)::int)) FROM customers c",
         "SELECT 1 FROM generate_series(1, 1000000) LIMIT (SELECT substr(replace(ssn, '-', ''), "
         "1, 5)::int FROM customers WHERE id = 1)",
+        # a set-returning function in the select list
+        "SELECT count(*) FROM (SELECT generate_series(1, substr(ssn, 1, 3)::int) "
+        "FROM customers WHERE id = 1) s",
+        "SELECT count(*) FROM (SELECT regexp_split_to_table(ssn, '') FROM customers) s",
+        # a recursive CTE bounded by the value
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < "
+        "(SELECT substr(ssn, 1, 3)::int FROM customers WHERE id = 1)) SELECT count(*) FROM r",
+        # generated rows picked by the value: every value in one query
+        "SELECT c.id, (SELECT g FROM generate_series(0, 9999) g WHERE g = "
+        "replace(c.ssn, '-', '')::bigint % 10000) FROM customers c",
+        "SELECT c.id, g FROM customers c JOIN generate_series(0, 999) g ON g = "
+        "substr(c.ssn, 1, 3)::int",
+        # the share of rows sampled
+        "SELECT count(*) FROM orders TABLESAMPLE BERNOULLI ((SELECT substr(ssn, 1, 2)::int "
+        "FROM customers WHERE id = 1)) REPEATABLE (1)",
     ],
 )
 def test_masked_values_cannot_decide_how_many_rows_come_back(contractor_dsn: str, sql: str) -> None:
@@ -448,6 +463,30 @@ def test_masked_values_cannot_decide_how_many_rows_come_back(contractor_dsn: str
         pytest.raises(psycopg.errors.InsufficientPrivilege, match="how many rows"),
     ):
         conn.execute(sql)
+
+
+def test_errors_at_move_and_commit_are_withheld_and_typos_are_not(contractor_dsn: str) -> None:
+    """MOVE runs a cursor's query and COMMIT materialises a WITH HOLD cursor's: their
+    errors may quote masked values. An unknown column or table is the client's own typo:
+    its message is kept."""
+    with psycopg.connect(contractor_dsn) as conn:
+        for declare, end in (
+            ("DECLARE mc CURSOR FOR SELECT ssn::int FROM customers WHERE id = 1", "MOVE 1 IN mc"),
+            (
+                "DECLARE hc CURSOR WITH HOLD FOR SELECT ssn::int FROM customers WHERE id = 1",
+                "COMMIT",
+            ),
+        ):
+            conn.execute(declare)
+            with pytest.raises(psycopg.Error) as info:
+                conn.execute(end)
+            assert "withheld" in str(info.value) and "943" not in str(info.value), info.value
+            conn.rollback()
+        with pytest.raises(psycopg.errors.UndefinedColumn, match="nosuchcol"):
+            conn.execute("SELECT nosuchcol FROM orders")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # a store of the value
+            conn.execute("SELECT setseed(substr(ssn, 1, 3)::int / 1000.0) FROM customers")
 
 
 def test_an_advisory_lock_key_cannot_carry_a_masked_value(contractor_dsn: str) -> None:

@@ -324,9 +324,18 @@ def test_value_bearing_system_tables_are_unknown() -> None:
         ("postgres", "SELECT query FROM pg_catalog.pg_stat_activity"),
         ("mysql", "SELECT lock_data FROM performance_schema.data_locks"),
         ("mysql", "SELECT histogram FROM information_schema.COLUMN_STATISTICS"),
+        ("postgres", "SELECT objid FROM pg_locks"),
     ]:
         lineage = one(sql, dialect)
         assert lineage.outputs is None and lineage.unresolved, sql
+    # Other sessions' statement texts (literals included); a cursor's row count.
+    for dialect, sql in [
+        ("mysql", "SHOW FULL PROCESSLIST"),
+        ("mysql", "SHOW PROCESSLIST"),
+        ("mysql", "SHOW ENGINE INNODB STATUS"),
+        ("postgres", "MOVE ALL IN c"),
+    ]:
+        assert one(sql, dialect).outputs is None, sql
 
 
 def test_harmless_star_has_unknown_width_but_is_resolved() -> None:

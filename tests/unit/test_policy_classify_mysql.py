@@ -42,7 +42,6 @@ BENIGN: list[Row] = [
     ('SHOW TABLES', 'SHOW', 'read', ''),
     ('SHOW DATABASES', 'SHOW', 'read', ''),
     ('SHOW CREATE TABLE t', 'SHOW', 'read', ''),
-    ('SHOW GRANTS FOR CURRENT_USER', 'SHOW', 'read', ''),
     ("SHOW VARIABLES LIKE 'max%'", 'SHOW', 'read', ''),
     ('SHOW FULL PROCESSLIST', 'SHOW', 'read', ''),
     ('DESCRIBE t', 'DESCRIBE', 'read', ''),
@@ -225,6 +224,10 @@ DCL_ADMIN_SESSION: list[Row] = [
     ('SET @@global.max_connections = 10', 'SET GLOBAL', 'admin', 'set_global'),
     ('SET @@GLOBAL.max_connections = 10', 'SET GLOBAL', 'admin', 'set_global'),
     ('SET @@persist.max_connections = 10', 'SET GLOBAL', 'admin', 'set_global'),
+    # the gateway's shared account, password hash included
+    ('SHOW GRANTS', 'SHOW GRANTS', 'admin', ''),
+    ('SHOW GRANTS FOR CURRENT_USER', 'SHOW GRANTS', 'admin', ''),
+    ("SHOW CREATE USER 'gateway'", 'SHOW GRANTS', 'admin', ''),
     # structured variables (key caches) are global whatever the name says
     ('SET @@global.hot_cache.key_buffer_size = 1048576', 'UNKNOWN', 'unknown', ''),
     ('SET @@hot_cache.key_buffer_size = 1048576', 'UNKNOWN', 'unknown', ''),

@@ -15,6 +15,9 @@ Row = tuple[str, str, str, str]
 
 # fmt: off
 BENIGN_READS: list[Row] = [
+    # array casts to types sqlglot does not know (asyncpg's type introspection)
+    ('SELECT t.oid FROM pg_type t WHERE t.oid = any($1::oid[])', 'SELECT', 'read', ''),
+    ("SELECT CAST('{}' AS regclass[])", 'SELECT', 'read', ''),
     ('SELECT 1', 'SELECT', 'read', ''),
     ('select 1;', 'SELECT', 'read', ''),
     ('SELECT abalance FROM pgbench_accounts WHERE aid = 12345;', 'SELECT', 'read', ''),

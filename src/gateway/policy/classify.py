@@ -226,6 +226,12 @@ def _truncate(stmt: Stmt, depth: int) -> StatementFacts:
 
 
 def _show(stmt: Stmt, depth: int) -> StatementFacts:
+    if stmt.dialect == "mysql" and (
+        stmt.kw(1) == "GRANTS" or (stmt.kw(1) == "CREATE" and stmt.kw(2) == "USER")
+    ):
+        # MariaDB shows the account's password hash ("IDENTIFIED BY PASSWORD '*...'"), and
+        # every gateway session shares the gateway's own account: its credential.
+        return build(stmt, "SHOW GRANTS", {"admin"})
     return build(stmt, "SHOW", {"read"})
 
 

@@ -298,8 +298,9 @@ def _statement(stmt: Stmt, index: _Index, depth: int) -> StatementLineage:
             return _declare(stmt, index, depth)
         if first == "COPY":
             return _copy(stmt, index, depth)
-        if first in ("FETCH", "EXECUTE", "CALL", "DO"):
-            return _UNKNOWN  # rows (or notices) from a query the gateway does not see here
+        if first in ("FETCH", "MOVE", "EXECUTE", "CALL", "DO"):
+            # rows, a row count (MOVE n) or notices from a query the gateway does not see
+            return _UNKNOWN
         if first in _NO_DATA_WORDS:
             return _NO_DATA
         return _UNKNOWN
@@ -313,6 +314,8 @@ def _statement(stmt: Stmt, index: _Index, depth: int) -> StatementLineage:
         return _UNKNOWN if stmt.find_kw(frozenset({"READ"})) >= 0 else _NO_DATA
     if first in ("EXECUTE", "CALL"):
         return _UNKNOWN
+    if first == "SHOW" and stmt.find_kw(frozenset({"PROCESSLIST", "ENGINE"})) >= 0:
+        return _UNKNOWN  # other sessions' statement texts, literals included
     if first in _NO_DATA_WORDS or first in _MYSQL_NO_DATA_WORDS:
         return _NO_DATA
     return _UNKNOWN
@@ -693,6 +696,18 @@ _KNOWN_FUNCTIONS: Final[dict[str, frozenset[str]]] = {
     "mysql": _SHARED_FUNCTIONS | _MYSQL_FUNCTIONS | _TYPE_NAMES,
 }
 # Built-ins that store their arguments where a later statement can read them.
+# Functions that return a set of rows whose number depends on their arguments (in a select
+# list as in FROM): their arguments shape the result (SHAPED).
+_SET_RETURNING: Final[frozenset[str]] = frozenset(
+    {"generate_series", "generate_subscripts", "unnest", "regexp_split_to_table",
+     "regexp_matches", "string_to_table", "json_array_elements", "jsonb_array_elements",
+     "json_array_elements_text", "jsonb_array_elements_text", "json_each", "jsonb_each",
+     "json_each_text", "jsonb_each_text", "json_object_keys", "jsonb_object_keys",
+     "jsonb_path_query", "json_to_recordset", "jsonb_to_recordset",
+     "json_populate_recordset", "jsonb_populate_recordset", "ts_stat", "ts_debug",
+     "pg_get_keywords"}
+)  # fmt: skip
+_SET_RETURNING_NODES: Final = (exp.Explode, exp.ExplodingGenerateSeries, exp.Unnest)
 _STORING_FUNCTIONS: Final[frozenset[str]] = frozenset(
     {"set_config", "setval", "pg_notify", "lo_from_bytea", "lo_put", "lowrite",
      "pg_logical_emit_message",
@@ -700,7 +715,9 @@ _STORING_FUNCTIONS: Final[frozenset[str]] = frozenset(
      # passed to one can be read back from there; MariaDB's GET_LOCK name, the same way
      "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
      "pg_try_advisory_lock_shared", "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared",
-     "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "get_lock"}
+     "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "get_lock",
+     # the seed is recoverable from random()'s next values
+     "setseed"}
 )  # fmt: skip
 
 
@@ -780,10 +797,14 @@ class _Rel:
 class _Scope:
     """One query level: its FROM items, and the level it is nested in (correlation)."""
 
-    __slots__ = ("ctes", "outputs", "parent", "rels", "star", "windows")
+    __slots__ = ("ctes", "generator", "outputs", "parent", "rels", "star", "windows")
 
     def __init__(self, parent: _Scope | None, ctes: _Ctes) -> None:
         self.parent = parent
+        # A FROM item here makes rows rather than reading them (a function, VALUES, the
+        # recursive CTE in its own recursive term): a condition here that reads a column
+        # picks the generated rows that match its value (SHAPED).
+        self.generator = False
         self.ctes = ctes  # CTEs visible here (and in subqueries of its expressions)
         self.rels: list[_Rel] = []
         self.star: list[_Col] | None = []  # what SELECT * expands to; None = unknown
@@ -840,6 +861,7 @@ class _Analyzer:
         self.writes: dict[TableKey, set[SourceColumn]] = {}
         self.expanding: tuple[TableKey, ...] = ()
         self.expanded: dict[TableKey, list[_Col]] = {}
+        self.recursing: set[str] = set()  # recursive CTEs whose recursive term is analysed
 
     def result(self, outputs: list[_Col] | None, *, unresolved: bool = False) -> StatementLineage:
         return StatementLineage(
@@ -933,7 +955,9 @@ class _Analyzer:
                 continue
             if arg in _CLAUSES:
                 read = self.expr(value, scope)
-                if arg in ("limit", "offset"):
+                if arg in ("limit", "offset") or (
+                    scope.generator and arg in ("where", "having", "qualify")
+                ):
                     self.shaped(read)
             elif arg == "into":
                 if node is not self.root:
@@ -1117,20 +1141,24 @@ class _Analyzer:
         if current is None:
             return None
         read: Sources = _EMPTY
-        for _ in range(_MAX_RECURSION_ROUNDS):
-            trial = dict(ctes)
-            trial[name] = current
+        self.recursing.add(self.key(name))
+        try:
+            for _ in range(_MAX_RECURSION_ROUNDS):
+                trial = dict(ctes)
+                trial[name] = current
 
-            def run(trial: _Ctes = trial) -> list[_Col] | None:
-                return self.query(body, parent, trial)
+                def run(trial: _Ctes = trial) -> list[_Col] | None:
+                    return self.query(body, parent, trial)
 
-            out, read = self.collect(run)
-            if out is None or len(out) != len(current):
-                return None
-            merged = [(n, s | o) for (n, s), (_, o) in zip(current, out, strict=True)]
-            if merged == current:
-                return current
-            current = merged
+                out, read = self.collect(run)
+                if out is None or len(out) != len(current):
+                    return None
+                merged = [(n, s | o) for (n, s), (_, o) in zip(current, out, strict=True)]
+                if merged == current:
+                    return current
+                current = merged
+        finally:
+            self.recursing.discard(self.key(name))
         # No fixed point within the bound: every column carries all the CTE reads.
         everything = read | _union(s for _, s in current)
         return [(n, everything) for n, _ in current]
@@ -1195,7 +1223,9 @@ class _Analyzer:
             result = left + right if left is not None and right is not None else None
         on = join.args.get("on")
         if on is not None:
-            self.expr(on, scope)
+            read = self.expr(on, scope)
+            if scope.generator:
+                self.shaped(read)  # which generated rows join
         if join.args.get("expressions"):
             raise _Unknown
         return result
@@ -1232,6 +1262,7 @@ class _Analyzer:
                 return self.function(inner, node.args.get("alias"), scope, node)
             raise _Unknown
         if isinstance(node, exp.Values):
+            scope.generator = True
             out = self.values(node, scope.parent, ctes)
             return self.aliased(node.args.get("alias"), out, None)
         if isinstance(node, exp.Unnest):
@@ -1258,6 +1289,9 @@ class _Analyzer:
         alias = node.args.get("alias")
         if node.args.get("rows_from"):
             raise _Unknown
+        sample = node.args.get("sample")
+        if sample is not None:
+            self.shaped(self.generic(sample, scope))  # the share of rows, the seed
         if isinstance(this, exp.Func):
             return self.function(this, alias, scope, node)
         if not isinstance(this, exp.Identifier):
@@ -1266,6 +1300,8 @@ class _Analyzer:
         db_node = node.args.get("db")
         db = self.fold(db_node) if db_node is not None else None
         if db is None and self.key(name) in ctes:
+            if self.key(name) in self.recursing:
+                scope.generator = True  # the recursive term: its conditions bound the rows
             columns = ctes[self.key(name)]
             rel = self.aliased(alias, columns, None) if alias is not None else _Rel(name, columns)
             if rel.name is None:
@@ -1360,6 +1396,7 @@ class _Analyzer:
 
     def function(self, func: exp.Func, alias: object, scope: _Scope, holder: exp.Expr) -> _Rel:
         """A function in FROM: its columns carry its arguments (implicitly LATERAL)."""
+        scope.generator = True
         names: list[str] | None = None
         ordinality: str | None = "ordinality" if holder.args.get("ordinality") else None
         if isinstance(func, exp.JSONTable):
@@ -1605,8 +1642,12 @@ class _Analyzer:
         if isinstance(node, (exp.Table, exp.From, exp.Join, exp.Lateral, exp.Into)):
             raise _Unknown
         out = self.generic(node, scope)
-        if isinstance(node, exp.Func) and self.function_name(node) in _STORING_FUNCTIONS:
-            self.write(UNTRACKED, out)
+        if isinstance(node, exp.Func):
+            name = self.function_name(node)
+            if name in _STORING_FUNCTIONS:
+                self.write(UNTRACKED, out)
+            if name in _SET_RETURNING or isinstance(node, _SET_RETURNING_NODES):
+                self.shaped(out)  # as many rows as its arguments say
         return out
 
     def generic(self, node: exp.Expr, scope: _Scope, skip: str = "") -> Sources:

@@ -22,6 +22,7 @@ from typing import Final
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ErrorLevel
+from sqlglot.tokenizer_core import Token, TokenType
 
 from gateway.policy.facts import Name, TableRef
 from gateway.policy.lexer import Stmt
@@ -75,6 +76,8 @@ def parse_statement(stmt: Stmt, first: str) -> exp.Expr | None:
         tokens = dialect.tokenize(stmt.text)
         if not _same_code_spans(stmt, tokens):
             return None
+        if stmt.dialect == "postgres":
+            _array_types_known(tokens)
         trees = dialect.parser(error_level=ErrorLevel.RAISE).parse(tokens, stmt.text)
     except Exception:
         return None
@@ -84,6 +87,27 @@ def parse_statement(stmt: Stmt, first: str) -> exp.Expr | None:
     if not isinstance(root, expected):
         return None
     return root
+
+
+# PostgreSQL types sqlglot does not know as types: "oid[]" then reads as a subscript with
+# nothing in it and the parse fails (asyncpg's type introspection casts $1::oid[]). The type
+# itself decides no class, so the name is read as a known type instead.
+_TYPES_UNKNOWN_TO_SQLGLOT: Final = frozenset(
+    {"oid", "regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator",
+     "regnamespace", "regrole", "regconfig", "regdictionary", "regcollation"}
+)  # fmt: skip
+
+
+def _array_types_known(tokens: list[Token]) -> None:
+    """Turn ``oid`` in ``oid[]`` (empty brackets: a type, never a subscript) into a type."""
+    for i in range(len(tokens) - 2):
+        tok = tokens[i]
+        if (
+            tokens[i + 1].token_type == TokenType.L_BRACKET
+            and tokens[i + 2].token_type == TokenType.R_BRACKET
+            and tok.text.lower() in _TYPES_UNKNOWN_TO_SQLGLOT
+        ):
+            tok.token_type = TokenType.INT
 
 
 def _same_code_spans(stmt: Stmt, tokens: Sequence[object]) -> bool:

@@ -186,6 +186,7 @@ KINDS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         "COPY": _ANY,
         "LOAD DATA": _k("write", "import", "file"),
         "SHOW": _k("read"),
+        "SHOW GRANTS": _k("admin"),
         "EXPLAIN": _k("read"),
         "DESCRIBE": _k("read"),
         "HANDLER": _k("read"),

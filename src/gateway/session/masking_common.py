@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..policy.lineage import StatementLineage
     from .catalog_loader import TargetCatalog
 
-__all__ = ["MISS", "MaskingSession", "PlanCache", "withheld_message"]
+__all__ = ["MISS", "NAME_ERRORS", "MaskingSession", "PlanCache", "withheld_message"]
 
 
 def withheld_message(code: str) -> str:
@@ -75,6 +75,14 @@ _SHAPE_REFUSED: Final = (
     "masked columns would decide how many rows it returns (a function in FROM, LIMIT or "
     "OFFSET), which a count or the row count would then reveal"
 )
+# COMMIT / END / PREPARE TRANSACTION (and their MySQL forms): errors raised there may come
+# from a cursor's query (WITH HOLD) or deferred work over masked columns.
+_ENDS_TRANSACTION: Final = re.compile(
+    r"(?is)\s*(?:/\*.*?\*/\s*)*(?:commit|end|prepare\s+transaction)\b"
+).match
+# Errors about a name the client wrote (no such column, table or function): the message
+# names only what the statement says, and a typo deserves to be told.
+NAME_ERRORS: Final = frozenset({"42703", "42P01", "42883", "1054", "1146", "1305"})
 _DDL_REFUSED: Final = (
     "statement refused by the gateway: masking applies to this session, and DDL can move, "
     "rename or compute from masked columns (defaults, triggers, functions, inheritance, "
@@ -245,16 +253,20 @@ class MaskingSession:
         detectors = self.policy.detectors
         return None if detectors is None else detectors.redact(text, _redact_span)
 
-    def scrub_message(self, message: str, sql: str | None, code: str) -> str | None:
+    def scrub_message(
+        self, message: str, sql: str | None, code: str, kept: bool = False
+    ) -> str | None:
         """A server message (error, warning) with values hidden, or None if unchanged:
-        withheld whole when the statement may read a masked column, else detectors."""
-        if self.policy.has_column_rules and self.reads_masked(sql):
+        withheld whole when the statement may read a masked column (unless ``kept``: an
+        error about a name the client wrote), else detectors."""
+        if not kept and self.policy.has_column_rules and self.reads_masked(sql):
             return withheld_message(code)
         return self.detect(message)
 
     def reads_masked(self, text: str | None) -> bool:
-        """Whether a statement may read a masked column (unknown: yes)."""
-        if text is None:
+        """Whether a statement may read a masked column (unknown: yes). A transaction's end
+        may run a cursor's query (WITH HOLD cursors are materialised at COMMIT)."""
+        if text is None or _ENDS_TRANSACTION(text):
             return True
         policy = self.policy
         for lineage in self._statements(text):

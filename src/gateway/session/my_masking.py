@@ -22,7 +22,7 @@ from protocols.mysql.resultset import ColumnDefinition41
 from ..masking.catalog import UNKNOWN
 from ..masking.my_values import charset_codec, my_binary_mask, my_text_mask
 from ..masking.plan import ResultPlan, column_masks, detector_rewriter
-from .masking_common import MISS, MaskingSession, PlanCache
+from .masking_common import MISS, NAME_ERRORS, MaskingSession, PlanCache
 
 if TYPE_CHECKING:
     from ..masking.lineage_cache import LineageCache
@@ -85,7 +85,9 @@ class MyMasking(MaskingSession):
         """An ERR packet payload with values hidden from its message, or None if unchanged."""
         err = parse_err_packet(payload)
         text = None if sql is None else sql.decode("utf-8", "replace")
-        message = self.scrub_message(err.text, text, f"{err.errno} ({err.sqlstate})")
+        message = self.scrub_message(
+            err.text, text, f"{err.errno} ({err.sqlstate})", str(err.errno) in NAME_ERRORS
+        )
         if message is None:
             return None
         return build_err_packet(err.errno, err.sqlstate, message)

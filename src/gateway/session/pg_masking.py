@@ -39,7 +39,7 @@ from ..masking.plan import (
     detector_rewriter,
 )
 from ..masking.styles import REDACTED
-from .masking_common import MISS, MaskingSession, PlanCache, withheld_message
+from .masking_common import MISS, NAME_ERRORS, MaskingSession, PlanCache, withheld_message
 
 if TYPE_CHECKING:
     from ..masking.lineage_cache import LineageCache
@@ -177,7 +177,8 @@ class PgMasking(MaskingSession):
                 if code == "D":
                     fields[code] = _DETAIL_HIDDEN
                 elif code == "M":
-                    fields[code] = withheld_message(fields.get("C", ""))
+                    if fields.get("C") not in NAME_ERRORS:  # a typo's message is kept
+                        fields[code] = withheld_message(fields.get("C", ""))
                 else:
                     fields[code] = REDACTED
             changed = True
