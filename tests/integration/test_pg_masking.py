@@ -482,8 +482,18 @@ def test_errors_at_move_and_commit_are_withheld_and_typos_are_not(contractor_dsn
                 conn.execute(end)
             assert "withheld" in str(info.value) and "943" not in str(info.value), info.value
             conn.rollback()
+        conn.execute("DECLARE hc2 CURSOR WITH HOLD FOR SELECT ssn::int FROM customers WHERE id = 1")
+        with pytest.raises(psycopg.Error) as info:  # COMMIT behind another statement
+            conn.execute("SELECT 1; COMMIT")
+        assert "withheld" in str(info.value) and "943" not in str(info.value), info.value
+        conn.rollback()
         with pytest.raises(psycopg.errors.UndefinedColumn, match="nosuchcol"):
             conn.execute("SELECT nosuchcol FROM orders")
+        conn.rollback()
+        # A value turned into a name is not a typo: the message is withheld.
+        with pytest.raises(psycopg.errors.UndefinedTable) as info:
+            conn.execute("SELECT quote_ident(ssn)::regclass FROM customers WHERE id = 1")
+        assert "withheld" in str(info.value) and "943" not in str(info.value), info.value
         conn.rollback()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # a store of the value
             conn.execute("SELECT setseed(substr(ssn, 1, 3)::int / 1000.0) FROM customers")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 from ..masking.prepared import PREPARED_BODY
 from ..masking.styles import REDACTED
 from ..policy import Decision
-from ..policy.lexer import OP, VAR, WORD, LexError, lex
+from ..policy.lexer import OP, VAR, WORD, LexError, lex, split_statements
 from ..policy.lineage import SHAPED
 
 if TYPE_CHECKING:
@@ -75,11 +75,10 @@ _SHAPE_REFUSED: Final = (
     "masked columns would decide how many rows it returns (a function in FROM, LIMIT or "
     "OFFSET), which a count or the row count would then reveal"
 )
-# COMMIT / END / PREPARE TRANSACTION (and their MySQL forms): errors raised there may come
-# from a cursor's query (WITH HOLD) or deferred work over masked columns.
-_ENDS_TRANSACTION: Final = re.compile(
-    r"(?is)\s*(?:/\*.*?\*/\s*)*(?:commit|end|prepare\s+transaction)\b"
-).match
+# COMMIT / END / PREPARE TRANSACTION: errors raised there may come from a cursor's query
+# (WITH HOLD) or deferred work over masked columns. A pre-filter: texts without these words
+# are not split into statements.
+_MAY_END_TRANSACTION: Final = re.compile(r"(?i)\b(?:commit|end|prepare)\b").search
 # Errors about a name the client wrote (no such column, table or function): the message
 # names only what the statement says, and a typo deserves to be told.
 NAME_ERRORS: Final = frozenset({"42703", "42P01", "42883", "1054", "1146", "1305"})
@@ -254,25 +253,45 @@ class MaskingSession:
         return None if detectors is None else detectors.redact(text, _redact_span)
 
     def scrub_message(
-        self, message: str, sql: str | None, code: str, kept: bool = False
+        self, message: str, sql: str | None, code: str, name_error: bool = False
     ) -> str | None:
         """A server message (error, warning) with values hidden, or None if unchanged:
-        withheld whole when the statement may read a masked column (unless ``kept``: an
-        error about a name the client wrote), else detectors."""
-        if not kept and self.policy.has_column_rules and self.reads_masked(sql):
+        withheld whole when the statement may read a masked column, else detectors. An
+        error about a name (``name_error``: no such column, table, function) is kept when
+        the statement reads no masked column the gateway can see: then the name is one
+        the client wrote (a typo), not a value turned into a name (``ssn::regclass``)."""
+        typo = name_error and not self.reads_masked(sql, known_only=True)
+        if self.policy.has_column_rules and not typo and self.reads_masked(sql):
             return withheld_message(code)
         return self.detect(message)
 
-    def reads_masked(self, text: str | None) -> bool:
-        """Whether a statement may read a masked column (unknown: yes). A transaction's end
-        may run a cursor's query (WITH HOLD cursors are materialised at COMMIT)."""
-        if text is None or _ENDS_TRANSACTION(text):
+    def reads_masked(self, text: str | None, *, known_only: bool = False) -> bool:
+        """Whether a statement may read a masked column (unknown: yes, unless
+        ``known_only``: only the masked columns its lineage shows). A transaction's end may
+        run a cursor's query (WITH HOLD cursors are materialised at COMMIT)."""
+        if text is None or self._ends_transaction(text):
             return True
         policy = self.policy
         for lineage in self._statements(text):
-            if lineage.unresolved or lineage.outputs is None:
+            if not known_only and (lineage.unresolved or lineage.outputs is None):
                 return True
             if policy.any_masked(lineage.reads) is not None:
+                return True
+        return False
+
+    def _ends_transaction(self, text: str) -> bool:
+        """Whether one of the text's statements ends a transaction (COMMIT, END, PREPARE
+        TRANSACTION); a text that cannot be split is assumed to."""
+        if not _MAY_END_TRANSACTION(text):
+            return False
+        try:
+            lexed = lex(text, self._lineage.dialect)
+            statements = split_statements(lexed, self._lineage.dialect)
+        except Exception:
+            return True
+        for stmt in statements:
+            first = stmt.kw(0)
+            if first in ("COMMIT", "END") or (first == "PREPARE" and stmt.kw(1) == "TRANSACTION"):
                 return True
         return False
 
