@@ -696,17 +696,6 @@ _KNOWN_FUNCTIONS: Final[dict[str, frozenset[str]]] = {
     "mysql": _SHARED_FUNCTIONS | _MYSQL_FUNCTIONS | _TYPE_NAMES,
 }
 # Built-ins that store their arguments where a later statement can read them.
-# Functions that return a set of rows whose number depends on their arguments (in a select
-# list as in FROM): their arguments shape the result (SHAPED).
-_SET_RETURNING: Final[frozenset[str]] = frozenset(
-    {"generate_series", "generate_subscripts", "unnest", "regexp_split_to_table",
-     "regexp_matches", "string_to_table", "json_array_elements", "jsonb_array_elements",
-     "json_array_elements_text", "jsonb_array_elements_text", "json_each", "jsonb_each",
-     "json_each_text", "jsonb_each_text", "json_object_keys", "jsonb_object_keys",
-     "jsonb_path_query", "json_to_recordset", "jsonb_to_recordset",
-     "json_populate_recordset", "jsonb_populate_recordset", "ts_stat", "ts_debug",
-     "pg_get_keywords"}
-)  # fmt: skip
 _SET_RETURNING_NODES: Final = (exp.Explode, exp.ExplodingGenerateSeries, exp.Unnest)
 _STORING_FUNCTIONS: Final[frozenset[str]] = frozenset(
     {"set_config", "setval", "pg_notify", "lo_from_bytea", "lo_put", "lowrite",
@@ -835,6 +824,13 @@ _SRF_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         )
     },
 }
+# Functions that return a set of rows whose number depends on their arguments (in a select
+# list as in FROM): their arguments shape the result (SHAPED). Those whose columns are
+# known above, and more.
+_SET_RETURNING: Final[frozenset[str]] = frozenset(_SRF_COLUMNS) | {
+    "unnest", "json_to_recordset", "jsonb_to_recordset", "json_populate_recordset",
+    "jsonb_populate_recordset", "ts_stat", "ts_debug", "pg_get_keywords",
+}  # fmt: skip
 
 # Select arguments read for their columns only; arguments that carry no columns.
 _CLAUSES: Final = ("where", "group", "having", "qualify", "order", "limit", "offset", "distinct")

@@ -260,10 +260,18 @@ class MaskingSession:
         error about a name (``name_error``: no such column, table, function) is kept when
         the statement reads no masked column the gateway can see: then the name is one
         the client wrote (a typo), not a value turned into a name (``ssn::regclass``)."""
-        typo = name_error and not self.reads_masked(sql, known_only=True)
-        if self.policy.has_column_rules and not typo and self.reads_masked(sql):
+        if (
+            self.policy.has_column_rules
+            and not (name_error and self.is_typo(sql))
+            and self.reads_masked(sql)
+        ):
             return withheld_message(code)
         return self.detect(message)
+
+    def is_typo(self, sql: str | None) -> bool:
+        """An error about a name is the client's own typo when its statement reads no masked
+        column the gateway can see (else the name may be a value: ``ssn::regclass``)."""
+        return sql is not None and not self.reads_masked(sql, known_only=True)
 
     def reads_masked(self, text: str | None, *, known_only: bool = False) -> bool:
         """Whether a statement may read a masked column (unknown: yes, unless

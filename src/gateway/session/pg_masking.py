@@ -177,7 +177,8 @@ class PgMasking(MaskingSession):
                 if code == "D":
                     fields[code] = _DETAIL_HIDDEN
                 elif code == "M":
-                    if not self._typo(fields.get("C"), ex):
+                    sql = ex.text.decode(self.codec, "replace") if ex and ex.text else None
+                    if not (fields.get("C") in NAME_ERRORS and self.is_typo(sql)):
                         fields[code] = withheld_message(fields.get("C", ""))
                 else:
                     fields[code] = REDACTED
@@ -191,12 +192,6 @@ class PgMasking(MaskingSession):
             return None
         out = b"".join(code.encode() + value.encode() + b"\x00" for code, value in fields.items())
         return build_message(mtype, out + b"\x00")
-
-    def _typo(self, code: str | None, ex: Execution | None) -> bool:
-        """An error about a name the client wrote (see ``scrub_message``)."""
-        if code not in NAME_ERRORS or ex is None or ex.text is None:
-            return False
-        return not self.reads_masked(ex.text.decode(self.codec, "replace"), known_only=True)
 
     def _reads_masked(self, fields: dict[str, str], ex: Execution | None) -> bool:
         policy = self.policy
